@@ -1,0 +1,3 @@
+"""fstore: VGG16 features through ONNX Runtime into a crash-safe HDF5 store, and classifiers on them."""
+
+__version__ = "0.1.0"

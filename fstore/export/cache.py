@@ -1,0 +1,63 @@
+"""The content-addressed cache of exported models.
+
+A model is found by what determines its bytes: the weights' sha256, the layers, the opset, the
+precision and the preprocessing (whose crop is the input size). ``aliases.json`` maps a weights
+source that is cheap to name (``random:seed=0``, ``imagenet:...``, a file path with its size and
+mtime) to the weights' sha256, so a command whose model is cached never needs torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from fstore.featurestore.preprocess import Preprocessing
+from fstore.fsutil import atomic_write_bytes
+
+
+def cache_dir() -> Path:
+    """``$FSTORE_CACHE``, else ``$XDG_CACHE_HOME/fstore``, else ``~/.cache/fstore``."""
+    if os.environ.get("FSTORE_CACHE"):
+        return Path(os.environ["FSTORE_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fstore"
+
+
+def model_key(weights_sha256: str, layers: tuple[str, ...], opset: int, precision: str,
+              preprocessing: Preprocessing) -> str:
+    """The cache key of an exported model."""
+    text = json.dumps(
+        {"weights": weights_sha256, "layers": list(layers), "opset": opset,
+         "precision": precision, "input": preprocessing.crop},
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def model_path(key: str) -> Path:
+    return cache_dir() / "models" / f"vgg16-{key}.onnx"
+
+
+def _aliases_path() -> Path:
+    return cache_dir() / "aliases.json"
+
+
+def lookup_alias(alias: str) -> str | None:
+    """The weights' sha256 recorded for ``alias``, if any."""
+    try:
+        return json.loads(_aliases_path().read_text()).get(alias)
+    except (OSError, ValueError):
+        return None
+
+
+def record_alias(alias: str, weights_sha256: str) -> None:
+    path = _aliases_path()
+    try:
+        aliases = json.loads(path.read_text())
+    except (OSError, ValueError):
+        aliases = {}
+    aliases[alias] = weights_sha256
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(aliases, indent=1, sort_keys=True).encode())

@@ -1,0 +1,152 @@
+"""Image preprocessing identical to torchvision's ImageNet transforms, in Pillow and NumPy.
+
+``Resize(256)`` (bilinear, antialiased: Pillow's own filter, which torchvision calls for PIL
+images), ``CenterCrop(224)``, ``ToTensor()`` and ``Normalize(mean, std)``, without torch.
+The tests compare this module with torchvision on images of many sizes and modes.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from io import BytesIO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the network's input; recorded in ONNX metadata and in the store.
+
+    Attributes:
+        resize: length of the short side after resizing (aspect ratio kept).
+        crop: side of the centre crop, which is the network's input size.
+        mean, std: per-channel normalisation applied after scaling pixels to [0, 1].
+        interpolation: resampling filter; only ``bilinear`` (antialiased, as Pillow does it).
+        channels: channel order of the input tensor.
+    """
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    channels: str = "RGB"
+    antialias: bool = field(default=True)
+
+    def __post_init__(self) -> None:
+        if self.interpolation != "bilinear":
+            raise ValueError(f"unsupported interpolation {self.interpolation!r}")
+        if self.crop > self.resize:
+            raise ValueError(f"crop ({self.crop}) must not exceed resize ({self.resize})")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Preprocessing:
+        data = json.loads(text)
+        data["mean"] = tuple(data["mean"])
+        data["std"] = tuple(data["std"])
+        return cls(**data)
+
+
+class ImageDecodeError(Exception):
+    """An image file that cannot be turned into an RGB picture; the message is the reason."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow image to 8-bit RGB.
+
+    Greyscale is replicated on three channels, palette and CMYK are converted, alpha is composed
+    over white (what a viewer shows), and 16/32-bit greyscale is scaled to 8 bits rather than
+    clipped.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        grey = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode(data: bytes) -> tuple[Image.Image, str | None]:
+    """Decode image bytes into an upright RGB image.
+
+    Returns the image and a warning (``None`` when clean), for example when corrupt EXIF made
+    the orientation unreadable. Raises ``ImageDecodeError`` with the reason when the bytes are
+    not a usable image (empty, truncated, not an image, unsupported, a decompression bomb).
+    """
+    if not data:
+        raise ImageDecodeError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(BytesIO(data))
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"decompression bomb: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError("not an image, or a format Pillow cannot read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"cannot decode: {exc}") from None
+    warning = None
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception as exc:  # noqa: BLE001 - any EXIF failure only loses the orientation
+        warning = f"corrupt EXIF ({type(exc).__name__}: {exc}); orientation ignored"
+    try:
+        return to_rgb(image), warning
+    except (OSError, ValueError) as exc:
+        raise ImageDecodeError(f"cannot convert mode {image.mode} to RGB: {exc}") from None
+
+
+def resize_and_crop(image: Image.Image, spec: Preprocessing) -> Image.Image:
+    """``Resize(spec.resize)`` then ``CenterCrop(spec.crop)``, exactly as torchvision does on PIL."""
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    if short != spec.resize:
+        new_short, new_long = spec.resize, int(spec.resize * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    w, h = image.size
+    top = int(round((h - spec.crop) / 2.0))
+    left = int(round((w - spec.crop) / 2.0))
+    return image.crop((left, top, left + spec.crop, top + spec.crop))
+
+
+def to_array(image: Image.Image, spec: Preprocessing, out: np.ndarray | None = None) -> np.ndarray:
+    """``ToTensor`` + ``Normalize``: a float32 (3, crop, crop) array, written into ``out`` if given."""
+    pixels = np.asarray(image, dtype=np.float32)  # (H, W, 3), 0..255
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    chw = pixels.transpose(2, 0, 1) / np.float32(255.0)
+    chw = (chw - mean[:, None, None]) / std[:, None, None]
+    if out is None:
+        return np.ascontiguousarray(chw, dtype=np.float32)
+    out[...] = chw
+    return out
+
+
+def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
+    """Full preprocessing of an RGB image into the network's (3, crop, crop) float32 input."""
+    return to_array(resize_and_crop(to_rgb(image), spec), spec)
+
+
+def load_image(data: bytes, spec: Preprocessing) -> tuple[np.ndarray, str | None]:
+    """Decode bytes and preprocess them; returns the input array and a decode warning or None."""
+    image, warning = decode(data)
+    return preprocess(image, spec), warning

@@ -1,0 +1,41 @@
+"""Crash-safe file writes: write under a temporary name, fsync, rename, fsync the folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_file(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, atomically rename it to ``final`` and fsync the folder."""
+    fsync_file(tmp)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def tmp_path_for(final: Path) -> Path:
+    """A temporary name next to ``final``, unique to this process."""
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = tmp_path_for(path)
+    tmp.write_bytes(data)
+    commit_file(tmp, path)
