@@ -108,6 +108,146 @@ def inspect(weights: str | None, seed: int, input_size: int, as_json: bool) -> N
                f"({result.total_macs / 1e9:.2f} GMAC)")
 
 
+def _floats(text: str | None, name: str) -> tuple[float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{name} takes three comma-separated numbers") from None
+    if len(values) != 3:
+        raise click.BadParameter(f"{name} takes three comma-separated numbers")
+    return values  # type: ignore[return-value]
+
+
+@cli.command()
+@click.argument("images", required=False, type=click.Path(path_type=Path))
+@click.option("--layer", "layers", multiple=True,
+              help="Layer to store (repeatable, or comma-separated). Default: the store's.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
+              show_default=True, help="ONNX Runtime execution provider.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Decoding threads.")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="ONNX Runtime intra-op threads (default: all cores).")
+@click.option("--shard-size", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Images per shard file.")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="Store file. Default: $FSTORE_STORE or ./fstore.h5.")
+@click.option("--weights", default=None,
+              help="'imagenet', 'random' (with --seed) or PATH. Default: the store's, "
+                   "or imagenet for a new store.")
+@seed_option
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Any ONNX image model; its output names are the layers.")
+@click.option("--size", type=int, default=None, help="Input size (crop) for a --model "
+              "without fstore metadata.")
+@click.option("--resize", type=int, default=None, help="Short side before the crop "
+              "(default 256/224 of --size).")
+@click.option("--mean", default=None, help="Normalisation mean, e.g. 0.485,0.456,0.406.")
+@click.option("--std", default=None, help="Normalisation std, e.g. 0.229,0.224,0.225.")
+@click.option("--float16", "float16", is_flag=True, help="Store features as float16.")
+@click.option("--train-per-class", type=click.IntRange(min=1), default=None,
+              help="Draw a random split: N training images per class, the rest test.")
+@click.option("--split-seed", type=int, default=0, show_default=True,
+              help="Seed of the random split.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def build(images: Path | None, layers: tuple[str, ...], provider: str, batch_size: int,
+          workers: int, threads: int | None, shard_size: int, store: Path | None,
+          weights: str | None, seed: int, model: Path | None, size: int | None,
+          resize: int | None, mean: str | None, std: str | None, float16: bool,
+          train_per_class: int | None, split_seed: int, quiet: bool, as_json: bool) -> None:
+    """Compute features of the images in IMAGES into the store (resumable, incremental).
+
+    IMAGES holds <class>/<image> or train|test/<class>/<image>; once a store exists, it
+    may be left out to update the store from the folder it was built from.
+    """
+    from fstore.export.layers import parse_layers
+    from fstore.featurestore.build import BuildConfig
+    from fstore.featurestore.build import build as run_build
+    from fstore.featurestore.dataset import SplitSpec
+    from fstore.featurestore.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+    from fstore.featurestore.store import default_store_path
+
+    names = tuple(n.strip() for item in layers for n in item.split(",") if n.strip())
+    if names and model is None:
+        names = tuple(layer.name for layer in parse_layers(names))
+    preprocessing = None
+    if any(v is not None for v in (size, resize, mean, std)):
+        crop = size or 224
+        preprocessing = Preprocessing(
+            resize=resize or round(crop * 256 / 224), crop=crop,
+            mean=_floats(mean, "--mean") or IMAGENET_MEAN, std=_floats(std, "--std") or IMAGENET_STD,
+        )
+    split = SplitSpec("random", train_per_class, split_seed) if train_per_class else None
+    config = BuildConfig(
+        store=store or default_store_path(), images=images, layers=names or None,
+        weights=weights_source(weights, seed) if weights else None, model=model,
+        preprocessing=preprocessing, provider=provider, batch_size=batch_size, workers=workers,
+        shard_size=shard_size, dtype="float16" if float16 else "float32", split=split,
+        threads=threads,
+    )
+    log = (lambda _: None) if quiet else echo_err
+    report = run_build(config, log=log, progress=False if quiet else None)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(
+        f"{report.store}: {report.images_computed} images computed, "
+        f"{report.images_done_before} already stored, {report.errors} bad "
+        f"({report.images_total} in the folder) on {report.provider.upper()}"
+    )
+    if report.errors_by_reason:
+        click.echo("bad images: " + ", ".join(f"{k} {v}" for k, v in
+                                               sorted(report.errors_by_reason.items())))
+    busy = report.decode_seconds + report.inference_seconds + report.write_seconds or 1.0
+    click.echo(
+        f"{report.seconds:.1f} s, {report.images_per_second:.1f} images/s; "
+        f"decode {report.decode_seconds:.1f} s ({report.decode_seconds / busy:.0%}, "
+        f"{workers} threads), inference {report.inference_seconds:.1f} s "
+        f"({report.inference_seconds / busy:.0%}), write {report.write_seconds:.1f} s "
+        f"({report.write_seconds / busy:.0%}); peak memory {report.peak_rss_mib:.0f} MiB; "
+        f"store {report.store_bytes / 2**20:.1f} MiB"
+    )
+
+
+@cli.command()
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="Store file. Default: $FSTORE_STORE or ./fstore.h5.")
+@click.option("--errors", "show_errors", is_flag=True, help="List every bad image and why.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
+    """Images, classes, splits, layers, provenance, errors and size of a store."""
+    from dataclasses import asdict
+
+    from fstore.featurestore.store import default_store_path, store_info
+
+    result = store_info(store or default_store_path())
+    if as_json:
+        click.echo(json.dumps(asdict(result), indent=2))
+        return
+    click.echo(f"store:      {result.path} ({result.size_bytes / 2**20:.1f} MiB, "
+               f"{result.shards} shards, {result.dtype})")
+    click.echo(f"images:     {result.images} from {result.image_root}")
+    click.echo(f"classes:    {len(result.classes)}: " + ", ".join(
+        f"{c} ({n})" for c, n in result.class_counts.items()))
+    click.echo("splits:     " + ", ".join(f"{k} {v}" for k, v in result.splits.items()))
+    for layer, meta in result.layers.items():
+        shape = "x".join(map(str, meta["shape"]))
+        click.echo(f"layer:      {layer} {shape} ({meta['dim']} values per image)")
+    for key in ("weights_origin", "model_sha256", "precision", "provider",
+                "onnxruntime_version", "fstore_version"):
+        if key in result.provenance:
+            click.echo(f"{key + ':':<11} {result.provenance[key]}")
+    bad = [e for e in result.errors if not e["stored"]]
+    click.echo(f"errors:     {len(bad)} skipped, {len(result.errors) - len(bad)} stored with a warning")
+    if show_errors:
+        for e in result.errors:
+            click.echo(f"  {e['key']}: {e['reason']}" + (" (stored)" if e["stored"] else ""))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="fstore")

@@ -7,6 +7,7 @@ computed. Torch is imported lazily: :func:`ensure_model` returns a cached model 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -24,7 +25,7 @@ from fstore.export.layers import LAYERS, Layer, parse_layers
 from fstore.export.metadata import ModelInfo
 from fstore.export.weights import WeightsSource, load_vgg16
 from fstore.featurestore.preprocess import Preprocessing
-from fstore.fsutil import commit_file, tmp_path_for
+from fstore.fsutil import atomic_write_bytes, commit_file, tmp_path_for
 
 if TYPE_CHECKING:
     import torch
@@ -164,6 +165,12 @@ def _write_onnx(module: torch.nn.Module, layers: tuple[Layer, ...], info: ModelI
     tmp = tmp_path_for(path)
     program.save(str(tmp), external_data=False)
     commit_file(tmp, path)
+    atomic_write_bytes(_props_path(path), json.dumps(info.to_props()).encode())
+
+
+def _props_path(model: Path) -> Path:
+    """A copy of a cached model's metadata, so reading it does not parse 500 MB of weights."""
+    return model.with_suffix(".meta.json")
 
 
 def export(layers: str | list[str] | tuple[str, ...], weights: WeightsSource, *,
@@ -237,7 +244,11 @@ def ensure_model(layers: str | list[str] | tuple[str, ...], weights: WeightsSour
 
 def read_model_info(path: Path) -> ModelInfo:
     """Read fstore's metadata from an ONNX file without loading its weights into a session."""
-    info = ModelInfo.from_props(read_metadata_props(path))
+    props_file = _props_path(path)
+    if props_file.is_file() and props_file.stat().st_mtime_ns >= path.stat().st_mtime_ns:
+        info = ModelInfo.from_props(json.loads(props_file.read_text()))
+    else:
+        info = ModelInfo.from_props(read_metadata_props(path))
     if info is None:
         raise ModelError(f"{path} was not exported by fstore (no fstore metadata)")
     return info

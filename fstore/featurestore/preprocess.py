@@ -73,7 +73,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         arr = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") else max(float(arr.max()), 1.0)
         grey = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
+        return Image.fromarray(grey).convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
@@ -92,22 +92,26 @@ def decode(data: bytes) -> tuple[Image.Image, str | None]:
     """
     if not data:
         raise ImageDecodeError("empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
             image = Image.open(BytesIO(data))
             image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"decompression bomb: {exc}") from None
-    except Image.UnidentifiedImageError:
-        raise ImageDecodeError("not an image, or a format Pillow cannot read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(f"cannot decode: {exc}") from None
-    warning = None
-    try:
-        image = ImageOps.exif_transpose(image)
-    except Exception as exc:  # noqa: BLE001 - any EXIF failure only loses the orientation
-        warning = f"corrupt EXIF ({type(exc).__name__}: {exc}); orientation ignored"
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageDecodeError(f"decompression bomb: {exc}") from None
+        except Image.UnidentifiedImageError:
+            raise ImageDecodeError("not an image, or an unsupported format") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageDecodeError(f"cannot decode: {exc}") from None
+        warning = None
+        try:
+            image = ImageOps.exif_transpose(image)
+        except Exception as exc:  # noqa: BLE001 - any EXIF failure only loses the orientation
+            warning = f"corrupt EXIF ({type(exc).__name__}: {exc}); orientation ignored"
+    exif_warnings = [str(w.message) for w in caught if "exif" in str(w.message).lower()]
+    if warning is None and exif_warnings:
+        warning = f"corrupt EXIF ({exif_warnings[0].strip()}); orientation may be ignored"
     try:
         return to_rgb(image), warning
     except (OSError, ValueError) as exc:
