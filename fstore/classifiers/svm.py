@@ -1,0 +1,147 @@
+"""A linear SVM chosen by grid search over C with stratified k-fold CV, refit, tested.
+
+This is plain scikit-learn: ``GridSearchCV`` over ``Pipeline(scale, pca, LinearSVC)`` with
+``StratifiedKFold(cv, shuffle=True, random_state=seed)`` on the training rows, refit on all of
+them with the best C. The tests check it against scikit-learn run by hand on the same arrays.
+No torch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from fstore.classifiers.evaluation import TrainingRun, run_splits
+from fstore.classifiers.protocol import SplitProtocol
+from fstore.classifiers.transforms import check_pca, check_pca_fits, check_scale, transform_steps
+from fstore.errors import ClassifierError
+from fstore.featurestore.features import FeatureSet
+
+DEFAULT_C = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+@dataclass(frozen=True)
+class SvmOptions:
+    """How ``fstore train svm`` trains.
+
+    Attributes:
+        C: the grid of regularisation values searched.
+        cv: number of stratified folds.
+        scale: ``standard``, ``l2`` or ``none`` (see :mod:`.transforms`).
+        pca: components (int), variance fraction (float in (0, 1)) or None.
+        seed: seed of the fold shuffling, of ``LinearSVC`` and of a randomized PCA.
+        max_iter: ``LinearSVC``'s iteration limit.
+    """
+
+    C: tuple[float, ...] = DEFAULT_C
+    cv: int = 5
+    scale: str = "standard"
+    pca: int | float | None = None
+    seed: int = 0
+    max_iter: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not self.C or any(c <= 0 for c in self.C):
+            raise ClassifierError(f"--C needs positive values, e.g. 0.01,0.1,1; got {self.C}")
+        if self.cv < 2:
+            raise ClassifierError(f"--cv must be at least 2, not {self.cv}")
+        check_scale(self.scale)
+        check_pca(self.pca)
+
+
+def parse_grid(text: str) -> tuple[float, ...]:
+    """``"0.01,0.1,1"`` → ``(0.01, 0.1, 1.0)``."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ClassifierError(f"--C takes comma-separated numbers, e.g. 0.01,0.1,1; got {text!r}") \
+            from None
+    if not values:
+        raise ClassifierError("--C needs at least one value, e.g. 0.01,0.1,1")
+    return values
+
+
+def svm_pipeline(options: SvmOptions, C: float = 1.0):  # -> sklearn.pipeline.Pipeline
+    """``Pipeline(scale, pca, svc=LinearSVC(C))`` as ``options`` describe it."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import LinearSVC
+
+    svc = LinearSVC(C=C, dual="auto", max_iter=options.max_iter, random_state=options.seed)
+    return Pipeline([*transform_steps(options.scale, options.pca, options.seed), ("svc", svc)])
+
+
+def folds(options: SvmOptions):  # -> sklearn.model_selection.StratifiedKFold
+    """The CV folds: stratified, shuffled with ``options.seed``."""
+    from sklearn.model_selection import StratifiedKFold
+
+    return StratifiedKFold(n_splits=options.cv, shuffle=True, random_state=options.seed)
+
+
+def _check_folds(y: np.ndarray, options: SvmOptions, classes: tuple[str, ...]) -> None:
+    labels, counts = np.unique(y, return_counts=True)
+    smallest = int(np.argmin(counts))
+    if counts[smallest] < options.cv:
+        name = classes[labels[smallest]] if labels[smallest] < len(classes) else labels[smallest]
+        raise ClassifierError(
+            f"class {name!r} has {counts[smallest]} training images, fewer than the "
+            f"{options.cv} CV folds; use --cv {max(int(counts[smallest]), 2)} or fewer folds"
+        )
+    check_pca_fits(options.pca, len(y) * (options.cv - 1) // options.cv, 10**12)
+
+
+def grid_search(X: np.ndarray, y: np.ndarray, options: SvmOptions):  # -> GridSearchCV
+    """Fit ``GridSearchCV`` over ``options.C`` on ``(X, y)`` and refit with the best C.
+
+    Convergence warnings of ``LinearSVC`` (usual at large C) are counted, not printed; the
+    count is ``search.convergence_warnings_``.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import GridSearchCV
+
+    search = GridSearchCV(svm_pipeline(options), {"svc__C": list(options.C)}, cv=folds(options),
+                          scoring="accuracy", refit=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        search.fit(X, y)
+    search.convergence_warnings_ = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    for w in caught:  # anything else still reaches the user
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return search
+
+
+def cv_table(search) -> list[dict]:
+    """Per C: mean and standard deviation of the CV accuracy (as scikit-learn computes them)."""
+    res = search.cv_results_
+    columns = (res["param_svc__C"], res["mean_test_score"], res["std_test_score"])
+    return [{"C": float(c), "mean": float(m), "std": float(s)}
+            for c, m, s in zip(*columns, strict=True)]
+
+
+def train_svm(fs: FeatureSet, options: SvmOptions = SvmOptions(),
+              protocol: SplitProtocol | None = None) -> TrainingRun:
+    """Grid-search, refit and test a linear SVM on each split of ``fs``.
+
+    With ``options.pca`` set, ``run.baseline`` is the same training on the full features, for
+    comparing accuracy and training time.
+    """
+    if options.pca is not None:
+        check_pca_fits(options.pca, 10**12, fs.X.shape[1])
+
+    def fit(X: np.ndarray, y: np.ndarray):
+        _check_folds(y, options, fs.classes)
+        search = grid_search(X, y, options)
+        details = {"cv": cv_table(search), "best_C": float(search.best_params_["svc__C"]),
+                   "convergence_warnings": search.convergence_warnings_}
+        if options.pca is not None:
+            details["pca_components"] = int(search.best_estimator_["pca"].n_components_)
+        return search.best_estimator_, details
+
+    fits = run_splits(fs, fit, protocol)
+    baseline = None
+    if options.pca is not None:
+        baseline = train_svm(fs, replace(options, pca=None), protocol)
+    return TrainingRun("svm", fs.layer, fs.classes, fs.X.shape[1], dict(fs.provenance), options,
+                       protocol, fits, baseline)
