@@ -1,0 +1,149 @@
+"""``fstore predict`` and ``fstore activations``: each parses options, calls one library function
+of :mod:`fstore.inspection`, then prints or draws what comes back.
+
+Registered on the main group in :mod:`fstore.cli` (``cli.add_command``), whose ``FstoreGroup``
+turns ``FstoreError`` into one line on stderr. Nothing heavy is imported at module level.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+PROVIDER_CHOICES = ("cpu", "cuda", "auto")
+
+weights_option = click.option(
+    "--weights", default="imagenet", show_default=True,
+    help="'imagenet' (torchvision download), 'random' (with --seed), "
+         "or PATH to a VGG16 state_dict.",
+)
+seed_option = click.option("--seed", default=0, show_default=True, type=int,
+                           help="Seed for --weights random.")
+provider_option = click.option(
+    "--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
+    help="ONNX Runtime execution provider; auto uses CUDA when available.",
+)
+input_size_option = click.option(
+    "--input-size", default=224, show_default=True, type=int,
+    help="Input side in pixels (the centre crop); resize is 256/224 of it. Ignored with --model.",
+)
+model_option = click.option(
+    "--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An ONNX model exported by fstore to use instead of --weights.",
+)
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _preprocessing(input_size: int):
+    from fstore.featurestore.preprocess import Preprocessing
+
+    return Preprocessing(resize=round(input_size * 256 / 224), crop=input_size)
+
+
+def _weights(weights: str, seed: int):
+    from fstore.export.weights import WeightsSource
+
+    return WeightsSource.parse(weights, seed)
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top", default=5, show_default=True, type=click.IntRange(1, 1000),
+              help="How many classes to list per image.")
+@weights_option
+@seed_option
+@model_option
+@input_size_option
+@provider_option
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Images per ONNX Runtime run.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (bad files included).")
+def predict(images: tuple[Path, ...], top: int, weights: str, seed: int, model: Path | None,
+            input_size: int, provider: str, batch_size: int, as_json: bool) -> None:
+    """ImageNet top-k classes of each IMAGE (folders are walked for image files).
+
+    Runs the full VGG16 (logits, softmax) through ONNX Runtime; class names come from the
+    model's metadata. Bad files are reported one by one and the rest predicted; the exit status
+    is 0 when at least one image was predicted.
+    """
+    from fstore.inspection.prediction import Predictor
+    from fstore.inspection.prediction import predict as run_predict
+
+    if model is not None:
+        predictor = Predictor.load(model, provider)
+    else:
+        predictor = Predictor.for_weights(_weights(weights, seed), _preprocessing(input_size),
+                                          provider, log=_echo_err)
+    report = run_predict(images, predictor, top=top, batch_size=batch_size)
+    for failure in report.failures:
+        _echo_err(f"skipped {failure.path}: {failure.reason}")
+    for prediction in report.predictions:
+        if prediction.warning:
+            _echo_err(f"warning: {prediction.path}: {prediction.warning}")
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for prediction in report.predictions:
+            click.echo(str(prediction.path))
+            for score in prediction.top:
+                click.echo(f"  {score.rank:>2}. {score.probability:8.3%}  "
+                           f"{score.name} (class {score.index})")
+    _echo_err(f"predicted {len(report.predictions)} image(s), skipped {len(report.failures)}; "
+              f"model {report.model} ({report.info.weights_origin}, {report.provider})")
+    if not report.predictions:
+        raise click.ClickException("no image could be predicted")
+
+
+@click.command()
+@click.argument("image", required=False, type=click.Path(path_type=Path))
+@click.option("--layer", default="conv1_1", show_default=True,
+              help="A conv or pool layer: conv1_1 … conv5_3, pool1 … pool5.")
+@click.option("--channels", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Draw the first N channels.")
+@weights_option
+@seed_option
+@model_option
+@input_size_option
+@provider_option
+@click.option("--filters", "draw_filters", is_flag=True,
+              help="Draw conv1_1's 64 filters as RGB tiles instead (no IMAGE needed).")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Picture to write (format from the extension) "
+                   "[default: IMAGE-LAYER.png, or conv1_1-filters.png].")
+def activations(image: Path | None, layer: str, channels: int, weights: str, seed: int,
+                model: Path | None, input_size: int, provider: str, draw_filters: bool,
+                output: Path | None) -> None:
+    """Draw IMAGE's feature maps at a conv or pool LAYER: the input, then one tile per channel.
+
+    Each tile is scaled to its own min and max and shown with a colour map, titled with its
+    channel index.
+    """
+    from fstore.inspection import featuremaps as lib
+    from fstore.inspection.figures import activation_figure, filter_figure, save_figure
+
+    source = None if model is not None else _weights(weights, seed)
+    if draw_filters:
+        if image is not None:
+            _echo_err(f"--filters draws conv1_1's filters; {image} is not used")
+        grid = lib.filters(weights=source, model=model, preprocessing=_preprocessing(input_size),
+                           log=_echo_err)
+        output = output or Path("conv1_1-filters.png")
+        save_figure(filter_figure(grid), output)
+        click.echo(f"{output}: {len(grid.tiles)} conv1_1 filters of {grid.weights.shape[2]}x"
+                   f"{grid.weights.shape[3]} ({grid.weights_origin})")
+        return
+    if image is None:
+        raise click.UsageError("give an IMAGE, or --filters to draw conv1_1's filters")
+    result = lib.activations(image, layer, weights=source, model=model,
+                             preprocessing=_preprocessing(input_size), channels=channels,
+                             provider=provider, log=_echo_err)
+    output = output or Path(f"{image.stem}-{layer}.png")
+    save_figure(activation_figure(result), output)
+    _, height, width = result.maps.shape
+    click.echo(f"{output}: {layer} of {image}, {result.channels} channel(s) of {height}x{width} "
+               f"({result.weights_origin})")
