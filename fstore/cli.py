@@ -14,6 +14,14 @@ from pathlib import Path
 import click
 
 from fstore import __version__
+from fstore.cli_options import (
+    echo_err,
+    preprocessing_for,
+    seed_option,
+    store_option,
+    weights_option,
+    weights_source,
+)
 from fstore.errors import FstoreError
 from fstore.export.layers import LAYER_NAMES
 
@@ -28,64 +36,72 @@ class FstoreGroup(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
-def echo_err(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def weights_source(weights: str, seed: int):
-    from fstore.export.weights import WeightsSource
-
-    return WeightsSource.parse(weights, seed)
-
-
-weights_option = click.option(
-    "--weights", default="imagenet", show_default=True,
-    help="'imagenet' (torchvision download), 'random' (with --seed), or PATH to a VGG16 state_dict.",
-)
-seed_option = click.option("--seed", default=0, show_default=True, type=int,
-                           help="Seed for --weights random.")
-
-
 @click.group(cls=FstoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fstore")
 def cli() -> None:
     """fstore: VGG16 features through ONNX Runtime into an HDF5 store, and classifiers on them.
 
-    Layers: """
+    Layers:"""
 
 
 cli.help = (cli.help or "") + ", ".join(LAYER_NAMES) + "."
 
 
 @cli.command()
-@click.option("--layers", required=True,
-              help="Comma-separated layers to output, e.g. fc7 or fc7,pool5.")
+@click.option(
+    "--layers", required=True, help="Comma-separated layers to output, e.g. fc7 or fc7,pool5."
+)
 @weights_option
 @seed_option
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset.")
-@click.option("--input-size", default=224, show_default=True, type=int,
-              help="Input side in pixels (the centre crop); resize is 256/224 of it.")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Where to write the model (it is also kept in the cache).")
+@click.option(
+    "--input-size",
+    default=224,
+    show_default=True,
+    type=int,
+    help="Input side in pixels (the centre crop); resize is 256/224 of it.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Where to write the model (it is also kept in the cache).",
+)
 @click.option("--no-cache", is_flag=True, help="Export again even if the cache holds the model.")
-def export(layers: str, weights: str, seed: int, opset: int, input_size: int,
-           output: Path | None, no_cache: bool) -> None:
+def export(
+    layers: str,
+    weights: str,
+    seed: int,
+    opset: int,
+    input_size: int,
+    output: Path | None,
+    no_cache: bool,
+) -> None:
     """Export VGG16 truncated at LAYERS to ONNX and verify it against eager PyTorch."""
     from fstore.export.onnx_export import export as run_export
-    from fstore.featurestore.preprocess import Preprocessing
 
-    preprocessing = Preprocessing(resize=round(input_size * 256 / 224), crop=input_size)
-    result = run_export(layers, weights_source(weights, seed), opset=opset, output=output,
-                        preprocessing=preprocessing, use_cache=not no_cache, log=echo_err)
+    preprocessing = preprocessing_for(input_size)
+    result = run_export(
+        layers,
+        weights_source(weights, seed),
+        opset=opset,
+        output=output,
+        preprocessing=preprocessing,
+        use_cache=not no_cache,
+        log=echo_err,
+    )
     size_mb = result.size_bytes / 2**20
     how = "cached" if result.from_cache else f"exported in {result.seconds:.1f} s"
     click.echo(f"{result.path} ({size_mb:.1f} MiB, {how}; outputs {', '.join(result.info.layers)})")
 
 
 @cli.command()
-@click.option("--weights", default=None,
-              help="Count parameters from real weights ('imagenet', 'random' or PATH) "
-                   "instead of the architecture alone.")
+@click.option(
+    "--weights",
+    default=None,
+    help="Count parameters from real weights ('imagenet', 'random' or PATH) "
+    "instead of the architecture alone.",
+)
 @seed_option
 @click.option("--input-size", default=224, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -102,10 +118,14 @@ def inspect(weights: str | None, seed: int, input_size: int, as_json: bool) -> N
     for row in result.rows:
         shape = "x".join(map(str, row.output_shape))
         click.echo(f"{row.name:<8} {row.module:<14} {shape:>16} {row.params:>13,} {row.macs:>15,}")
-    click.echo(f"total parameters: {result.total_params:,} "
-               f"({result.fc_params_share:.1%} in fc6, fc7 and fc8)")
-    click.echo(f"multiply-adds per {input_size}x{input_size} image: {result.total_macs:,} "
-               f"({result.total_macs / 1e9:.2f} GMAC)")
+    click.echo(
+        f"total parameters: {result.total_params:,} "
+        f"({result.fc_params_share:.1%} in fc6, fc7 and fc8)"
+    )
+    click.echo(
+        f"multiply-adds per {input_size}x{input_size} image: {result.total_macs:,} "
+        f"({result.total_macs / 1e9:.2f} GMAC)"
+    )
 
 
 def _floats(text: str | None, name: str) -> tuple[float, float, float] | None:
@@ -122,43 +142,98 @@ def _floats(text: str | None, name: str) -> tuple[float, float, float] | None:
 
 @cli.command()
 @click.argument("images", required=False, type=click.Path(path_type=Path))
-@click.option("--layer", "layers", multiple=True,
-              help="Layer to store (repeatable, or comma-separated). Default: the store's.")
-@click.option("--provider", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
-              show_default=True, help="ONNX Runtime execution provider.")
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    help="Layer to store (repeatable, or comma-separated). Default: the store's.",
+)
+@click.option(
+    "--provider",
+    type=click.Choice(["cpu", "cuda", "auto"]),
+    default="auto",
+    show_default=True,
+    help="ONNX Runtime execution provider.",
+)
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
-              help="Decoding threads.")
-@click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="ONNX Runtime intra-op threads (default: all cores).")
-@click.option("--shard-size", default=256, show_default=True, type=click.IntRange(min=1),
-              help="Images per shard file.")
-@click.option("--store", type=click.Path(path_type=Path), default=None,
-              help="Store file. Default: $FSTORE_STORE or ./fstore.h5.")
-@click.option("--weights", default=None,
-              help="'imagenet', 'random' (with --seed) or PATH. Default: the store's, "
-                   "or imagenet for a new store.")
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Decoding threads."
+)
+@click.option(
+    "--threads",
+    default=None,
+    type=click.IntRange(min=1),
+    help="ONNX Runtime intra-op threads (default: all cores).",
+)
+@click.option(
+    "--shard-size",
+    default=256,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Images per shard file.",
+)
+@store_option
+@click.option(
+    "--weights",
+    default=None,
+    help="'imagenet', 'random' (with --seed) or PATH. Default: the store's, "
+    "or imagenet for a new store.",
+)
 @seed_option
-@click.option("--model", type=click.Path(path_type=Path), default=None,
-              help="Any ONNX image model; its output names are the layers.")
-@click.option("--size", type=int, default=None, help="Input size (crop) for a --model "
-              "without fstore metadata.")
-@click.option("--resize", type=int, default=None, help="Short side before the crop "
-              "(default 256/224 of --size).")
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Any ONNX image model; its output names are the layers.",
+)
+@click.option(
+    "--size",
+    type=int,
+    default=None,
+    help="Input size (crop) for a --model without fstore metadata.",
+)
+@click.option(
+    "--resize",
+    type=int,
+    default=None,
+    help="Short side before the crop (default 256/224 of --size).",
+)
 @click.option("--mean", default=None, help="Normalisation mean, e.g. 0.485,0.456,0.406.")
 @click.option("--std", default=None, help="Normalisation std, e.g. 0.229,0.224,0.225.")
 @click.option("--float16", "float16", is_flag=True, help="Store features as float16.")
-@click.option("--train-per-class", type=click.IntRange(min=1), default=None,
-              help="Draw a random split: N training images per class, the rest test.")
-@click.option("--split-seed", type=int, default=0, show_default=True,
-              help="Seed of the random split.")
+@click.option(
+    "--train-per-class",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Draw a random split: N training images per class, the rest test.",
+)
+@click.option(
+    "--split-seed", type=int, default=0, show_default=True, help="Seed of the random split."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def build(images: Path | None, layers: tuple[str, ...], provider: str, batch_size: int,
-          workers: int, threads: int | None, shard_size: int, store: Path | None,
-          weights: str | None, seed: int, model: Path | None, size: int | None,
-          resize: int | None, mean: str | None, std: str | None, float16: bool,
-          train_per_class: int | None, split_seed: int, quiet: bool, as_json: bool) -> None:
+def build(
+    images: Path | None,
+    layers: tuple[str, ...],
+    provider: str,
+    batch_size: int,
+    workers: int,
+    threads: int | None,
+    shard_size: int,
+    store: Path | None,
+    weights: str | None,
+    seed: int,
+    model: Path | None,
+    size: int | None,
+    resize: int | None,
+    mean: str | None,
+    std: str | None,
+    float16: bool,
+    train_per_class: int | None,
+    split_seed: int,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Compute features of the images in IMAGES into the store (resumable, incremental).
 
     IMAGES holds <class>/<image> or train|test/<class>/<image>; once a store exists, it
@@ -178,15 +253,25 @@ def build(images: Path | None, layers: tuple[str, ...], provider: str, batch_siz
     if any(v is not None for v in (size, resize, mean, std)):
         crop = size or 224
         preprocessing = Preprocessing(
-            resize=resize or round(crop * 256 / 224), crop=crop,
-            mean=_floats(mean, "--mean") or IMAGENET_MEAN, std=_floats(std, "--std") or IMAGENET_STD,
+            resize=resize or round(crop * 256 / 224),
+            crop=crop,
+            mean=_floats(mean, "--mean") or IMAGENET_MEAN,
+            std=_floats(std, "--std") or IMAGENET_STD,
         )
     split = SplitSpec("random", train_per_class, split_seed) if train_per_class else None
     config = BuildConfig(
-        store=store or default_store_path(), images=images, layers=names or None,
-        weights=weights_source(weights, seed) if weights else None, model=model,
-        preprocessing=preprocessing, provider=provider, batch_size=batch_size, workers=workers,
-        shard_size=shard_size, dtype="float16" if float16 else "float32", split=split,
+        store=store or default_store_path(),
+        images=images,
+        layers=names or None,
+        weights=weights_source(weights, seed) if weights else None,
+        model=model,
+        preprocessing=preprocessing,
+        provider=provider,
+        batch_size=batch_size,
+        workers=workers,
+        shard_size=shard_size,
+        dtype="float16" if float16 else "float32",
+        split=split,
         threads=threads,
     )
     log = (lambda _: None) if quiet else echo_err
@@ -200,8 +285,10 @@ def build(images: Path | None, layers: tuple[str, ...], provider: str, batch_siz
         f"({report.images_total} in the folder) on {report.provider.upper()}"
     )
     if report.errors_by_reason:
-        click.echo("bad images: " + ", ".join(f"{k} {v}" for k, v in
-                                               sorted(report.errors_by_reason.items())))
+        click.echo(
+            "bad images: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(report.errors_by_reason.items()))
+        )
     busy = report.decode_seconds + report.inference_seconds + report.write_seconds or 1.0
     click.echo(
         f"{report.seconds:.1f} s, {report.images_per_second:.1f} images/s; "
@@ -214,8 +301,7 @@ def build(images: Path | None, layers: tuple[str, ...], provider: str, batch_siz
 
 
 @cli.command()
-@click.option("--store", type=click.Path(path_type=Path), default=None,
-              help="Store file. Default: $FSTORE_STORE or ./fstore.h5.")
+@store_option
 @click.option("--errors", "show_errors", is_flag=True, help="List every bad image and why.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
@@ -228,24 +314,42 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(asdict(result), indent=2))
         return
-    click.echo(f"store:      {result.path} ({result.size_bytes / 2**20:.1f} MiB, "
-               f"{result.shards} shards, {result.dtype})")
+    click.echo(
+        f"store:      {result.path} ({result.size_bytes / 2**20:.1f} MiB, "
+        f"{result.shards} shards, {result.dtype})"
+    )
     click.echo(f"images:     {result.images} from {result.image_root}")
-    click.echo(f"classes:    {len(result.classes)}: " + ", ".join(
-        f"{c} ({n})" for c, n in result.class_counts.items()))
+    click.echo(
+        f"classes:    {len(result.classes)}: "
+        + ", ".join(f"{c} ({n})" for c, n in result.class_counts.items())
+    )
     click.echo("splits:     " + ", ".join(f"{k} {v}" for k, v in result.splits.items()))
     for layer, meta in result.layers.items():
         shape = "x".join(map(str, meta["shape"]))
         click.echo(f"layer:      {layer} {shape} ({meta['dim']} values per image)")
-    for key in ("weights_origin", "model_sha256", "precision", "provider",
-                "onnxruntime_version", "fstore_version"):
+    for key in (
+        "weights_origin",
+        "model_sha256",
+        "precision",
+        "provider",
+        "onnxruntime_version",
+        "fstore_version",
+    ):
         if key in result.provenance:
             click.echo(f"{key + ':':<11} {result.provenance[key]}")
     bad = [e for e in result.errors if not e["stored"]]
-    click.echo(f"errors:     {len(bad)} skipped, {len(result.errors) - len(bad)} stored with a warning")
+    click.echo(
+        f"errors:     {len(bad)} skipped, {len(result.errors) - len(bad)} stored with a warning"
+    )
     if show_errors:
         for e in result.errors:
             click.echo(f"  {e['key']}: {e['reason']}" + (" (stored)" if e["stored"] else ""))
+
+
+from fstore.cli_inspection import activations, predict  # noqa: E402
+
+cli.add_command(predict)
+cli.add_command(activations)
 
 
 def main() -> None:

@@ -12,43 +12,20 @@ from pathlib import Path
 
 import click
 
-PROVIDER_CHOICES = ("cpu", "cuda", "auto")
+from fstore.cli_options import (
+    echo_err,
+    input_size_option,
+    preprocessing_for,
+    provider_option,
+    seed_option,
+    weights_option,
+    weights_source,
+)
 
-weights_option = click.option(
-    "--weights", default="imagenet", show_default=True,
-    help="'imagenet' (torchvision download), 'random' (with --seed), "
-         "or PATH to a VGG16 state_dict.",
-)
-seed_option = click.option("--seed", default=0, show_default=True, type=int,
-                           help="Seed for --weights random.")
-provider_option = click.option(
-    "--provider", type=click.Choice(PROVIDER_CHOICES), default="auto", show_default=True,
-    help="ONNX Runtime execution provider; auto uses CUDA when available.",
-)
-input_size_option = click.option(
-    "--input-size", default=224, show_default=True, type=int,
-    help="Input side in pixels (the centre crop); resize is 256/224 of it. Ignored with --model.",
-)
 model_option = click.option(
     "--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="An ONNX model exported by fstore to use instead of --weights.",
 )
-
-
-def _echo_err(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def _preprocessing(input_size: int):
-    from fstore.featurestore.preprocess import Preprocessing
-
-    return Preprocessing(resize=round(input_size * 256 / 224), crop=input_size)
-
-
-def _weights(weights: str, seed: int):
-    from fstore.export.weights import WeightsSource
-
-    return WeightsSource.parse(weights, seed)
 
 
 @click.command()
@@ -77,14 +54,14 @@ def predict(images: tuple[Path, ...], top: int, weights: str, seed: int, model: 
     if model is not None:
         predictor = Predictor.load(model, provider)
     else:
-        predictor = Predictor.for_weights(_weights(weights, seed), _preprocessing(input_size),
-                                          provider, log=_echo_err)
+        predictor = Predictor.for_weights(
+            weights_source(weights, seed), preprocessing_for(input_size), provider, log=echo_err)
     report = run_predict(images, predictor, top=top, batch_size=batch_size)
     for failure in report.failures:
-        _echo_err(f"skipped {failure.path}: {failure.reason}")
+        echo_err(f"skipped {failure.path}: {failure.reason}")
     for prediction in report.predictions:
         if prediction.warning:
-            _echo_err(f"warning: {prediction.path}: {prediction.warning}")
+            echo_err(f"warning: {prediction.path}: {prediction.warning}")
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -93,7 +70,7 @@ def predict(images: tuple[Path, ...], top: int, weights: str, seed: int, model: 
             for score in prediction.top:
                 click.echo(f"  {score.rank:>2}. {score.probability:8.3%}  "
                            f"{score.name} (class {score.index})")
-    _echo_err(f"predicted {len(report.predictions)} image(s), skipped {len(report.failures)}; "
+    echo_err(f"predicted {len(report.predictions)} image(s), skipped {len(report.failures)}; "
               f"model {report.model} ({report.info.weights_origin}, {report.provider})")
     if not report.predictions:
         raise click.ClickException("no image could be predicted")
@@ -126,12 +103,12 @@ def activations(image: Path | None, layer: str, channels: int, weights: str, see
     from fstore.inspection import featuremaps as lib
     from fstore.inspection.figures import activation_figure, filter_figure, save_figure
 
-    source = None if model is not None else _weights(weights, seed)
+    source = None if model is not None else weights_source(weights, seed)
     if draw_filters:
         if image is not None:
-            _echo_err(f"--filters draws conv1_1's filters; {image} is not used")
-        grid = lib.filters(weights=source, model=model, preprocessing=_preprocessing(input_size),
-                           log=_echo_err)
+            echo_err(f"--filters draws conv1_1's filters; {image} is not used")
+        grid = lib.filters(weights=source, model=model, preprocessing=preprocessing_for(input_size),
+                           log=echo_err)
         output = output or Path("conv1_1-filters.png")
         save_figure(filter_figure(grid), output)
         click.echo(f"{output}: {len(grid.tiles)} conv1_1 filters of {grid.weights.shape[2]}x"
@@ -140,8 +117,8 @@ def activations(image: Path | None, layer: str, channels: int, weights: str, see
     if image is None:
         raise click.UsageError("give an IMAGE, or --filters to draw conv1_1's filters")
     result = lib.activations(image, layer, weights=source, model=model,
-                             preprocessing=_preprocessing(input_size), channels=channels,
-                             provider=provider, log=_echo_err)
+                             preprocessing=preprocessing_for(input_size), channels=channels,
+                             provider=provider, log=echo_err)
     output = output or Path(f"{image.stem}-{layer}.png")
     save_figure(activation_figure(result), output)
     _, height, width = result.maps.shape

@@ -51,3 +51,15 @@ def image_folder(tmp_path: Path) -> Path:
     root = tmp_path / "images"
     make_image_folder(root, {"alpha": 4, "beta": 4, "gamma": 4})
     return root
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu`` tests cleanly where ONNX Runtime has no CUDAExecutionProvider."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return
+    skip = pytest.mark.skip(reason="needs onnxruntime-gpu and a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -11,23 +11,51 @@ from fstore.featurestore.preprocess import Preprocessing
 
 #: 32x32 inputs keep every layer (fc6 included, through the adaptive pool) fast on 2 cores.
 SMALL = Preprocessing(resize=36, crop=32)
-ALL_LAYERS = ("conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2", "conv3_1", "conv3_2",
-              "conv3_3", "pool3", "conv4_1", "conv4_2", "conv4_3", "pool4", "conv5_1", "conv5_2",
-              "conv5_3", "pool5", "fc6", "fc7", "logits", "prob")
+ALL_LAYERS = (
+    "conv1_1",
+    "conv1_2",
+    "pool1",
+    "conv2_1",
+    "conv2_2",
+    "pool2",
+    "conv3_1",
+    "conv3_2",
+    "conv3_3",
+    "pool3",
+    "conv4_1",
+    "conv4_2",
+    "conv4_3",
+    "pool4",
+    "conv5_1",
+    "conv5_2",
+    "conv5_3",
+    "pool5",
+    "fc6",
+    "fc7",
+    "logits",
+    "prob",
+)
 
 
 def random_image(rng: np.random.Generator, size: tuple[int, int], mode: str = "RGB") -> Image.Image:
     """A smooth random picture (gradients plus noise) so that resizing has real work to do."""
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([(xx * rng.uniform(0.5, 3) + yy * rng.uniform(0.5, 3)) % 256 for _ in range(3)], -1)
+    base = np.stack(
+        [(xx * rng.uniform(0.5, 3) + yy * rng.uniform(0.5, 3)) % 256 for _ in range(3)], -1
+    )
     noise = rng.integers(0, 60, size=(h, w, 3))
     rgb = Image.fromarray(((base + noise) % 256).astype(np.uint8), "RGB")
     return rgb if mode == "RGB" else rgb.convert(mode)
 
 
-def make_image_folder(root: Path, classes: dict[str, int], seed: int = 0,
-                      size: tuple[int, int] = (48, 40), prefix: str = "") -> list[Path]:
+def make_image_folder(
+    root: Path,
+    classes: dict[str, int],
+    seed: int = 0,
+    size: tuple[int, int] = (48, 40),
+    prefix: str = "",
+) -> list[Path]:
     """Write ``classes[name]`` JPEGs under ``root/prefix/name/``; returns their paths."""
     rng = np.random.default_rng(seed)
     paths = []

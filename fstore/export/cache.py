@@ -1,7 +1,8 @@
 """The content-addressed cache of exported models.
 
 A model is found by what determines its bytes: the weights' sha256, the layers, the opset, the
-precision and the preprocessing (whose crop is the input size). ``aliases.json`` maps a weights
+precision and the preprocessing (recorded in the model's metadata; its crop is the input
+size). ``aliases.json`` maps a weights
 source that is cheap to name (``random:seed=0``, ``imagenet:...``, a file path with its size and
 mtime) to the weights' sha256, so a command whose model is cached never needs torch.
 """
@@ -25,12 +26,22 @@ def cache_dir() -> Path:
     return Path(base) / "fstore"
 
 
-def model_key(weights_sha256: str, layers: tuple[str, ...], opset: int, precision: str,
-              preprocessing: Preprocessing) -> str:
+def model_key(
+    weights_sha256: str,
+    layers: tuple[str, ...],
+    opset: int,
+    precision: str,
+    preprocessing: Preprocessing,
+) -> str:
     """The cache key of an exported model."""
     text = json.dumps(
-        {"weights": weights_sha256, "layers": list(layers), "opset": opset,
-         "precision": precision, "input": preprocessing.crop},
+        {
+            "weights": weights_sha256,
+            "layers": list(layers),
+            "opset": opset,
+            "precision": precision,
+            "preprocessing": json.loads(preprocessing.to_json()),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:32]

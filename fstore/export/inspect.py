@@ -39,8 +39,9 @@ class Inspection:
         return asdict(self)
 
 
-def inspect_vgg16(weights: WeightsSource | None = None,
-                  input_size: int = DEFAULT_INPUT_SIZE) -> Inspection:
+def inspect_vgg16(
+    weights: WeightsSource | None = None, input_size: int = DEFAULT_INPUT_SIZE
+) -> Inspection:
     """The layer table; with ``weights``, parameter counts are taken from the loaded tensors."""
     counts = {layer.name: layer.params for layer in LAYERS}
     origin = None
@@ -49,11 +50,18 @@ def inspect_vgg16(weights: WeightsSource | None = None,
         modules = dict(model.named_modules())
         for layer in LAYERS:
             if layer.param_module is not None:
-                counts[layer.name] = sum(p.numel() for p in modules[layer.param_module].parameters())
+                counts[layer.name] = sum(
+                    p.numel() for p in modules[layer.param_module].parameters()
+                )
         origin = weights.origin
     rows = tuple(
-        LayerRow(layer.name, layer.module, layer.output_shape(input_size), counts[layer.name],
-                 layer.macs(input_size))
+        LayerRow(
+            layer.name,
+            layer.module,
+            layer.output_shape(input_size),
+            counts[layer.name],
+            layer.macs(input_size),
+        )
         for layer in LAYERS
     )
     total = sum(r.params for r in rows)

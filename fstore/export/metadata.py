@@ -58,7 +58,7 @@ class ModelInfo:
         """Parse metadata written by fstore; ``None`` for a model fstore did not export."""
         if PREFIX + "layers" not in props:
             return None
-        p = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
+        p = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
         classes = tuple(json.loads(p["classes"])) if "classes" in p else None
         return cls(
             layers=tuple(json.loads(p["layers"])),

@@ -61,7 +61,7 @@ class ExportResult:
 
 
 def truncated_vgg16(model: torch.nn.Module, layers: tuple[Layer, ...]) -> torch.nn.Module:
-    """A module running ``model`` up to the deepest of ``layers`` and returning each one's output."""
+    """A module running ``model`` up to the deepest of ``layers``, returning each one's output."""
     import torch
 
     wanted = {layer.module: layer.name for layer in layers}
@@ -110,8 +110,14 @@ def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:
     return diff / scale if scale > 0 else diff
 
 
-def verify(path: Path, module: torch.nn.Module, layer_names: tuple[str, ...], input_size: int,
-           batch: int = 2, seed: int = 0) -> dict[str, float]:
+def verify(
+    path: Path,
+    module: torch.nn.Module,
+    layer_names: tuple[str, ...],
+    input_size: int,
+    batch: int = 2,
+    seed: int = 0,
+) -> dict[str, float]:
     """Run the ONNX model in ONNX Runtime and ``module`` eagerly on one random batch.
 
     Returns per output the relative error (see :func:`relative_error`).
@@ -149,15 +155,22 @@ def _class_names() -> tuple[str, ...]:
     return tuple(VGG16_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def _write_onnx(module: torch.nn.Module, layers: tuple[Layer, ...], info: ModelInfo,
-                path: Path) -> None:
+def _write_onnx(
+    module: torch.nn.Module, layers: tuple[Layer, ...], info: ModelInfo, path: Path
+) -> None:
     import torch
 
     x = torch.zeros(2, 3, info.preprocessing.crop, info.preprocessing.crop)
     program = torch.onnx.export(
-        module, (x,), None, input_names=[INPUT_NAME], output_names=[lay.name for lay in layers],
-        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), opset_version=info.opset,
-        dynamo=True, verbose=False,
+        module,
+        (x,),
+        None,
+        input_names=[INPUT_NAME],
+        output_names=[lay.name for lay in layers],
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+        opset_version=info.opset,
+        dynamo=True,
+        verbose=False,
     )
     program.model.metadata_props.update(info.to_props())
     program.model.producer_name = "fstore"
@@ -173,10 +186,17 @@ def _props_path(model: Path) -> Path:
     return model.with_suffix(".meta.json")
 
 
-def export(layers: str | list[str] | tuple[str, ...], weights: WeightsSource, *,
-           opset: int = DEFAULT_OPSET, precision: str = "fp32",
-           preprocessing: Preprocessing = Preprocessing(), output: Path | None = None,
-           use_cache: bool = True, log: Callable[[str], None] = lambda _: None) -> ExportResult:
+def export(
+    layers: str | list[str] | tuple[str, ...],
+    weights: WeightsSource,
+    *,
+    opset: int = DEFAULT_OPSET,
+    precision: str = "fp32",
+    preprocessing: Preprocessing = Preprocessing(),
+    output: Path | None = None,
+    use_cache: bool = True,
+    log: Callable[[str], None] = lambda _: None,
+) -> ExportResult:
     """Export VGG16 truncated at ``layers`` to ONNX and verify it against eager PyTorch.
 
     The model lands in the cache (see :mod:`fstore.export.cache`) and, if ``output`` is given,
@@ -209,8 +229,11 @@ def export(layers: str | list[str] | tuple[str, ...], weights: WeightsSource, *,
     info = ModelInfo(
         layers=names,
         shapes={layer.name: layer.output_shape(preprocessing.crop) for layer in chosen},
-        preprocessing=preprocessing, weights_origin=weights.origin, weights_sha256=sha,
-        precision=precision, opset=opset,
+        preprocessing=preprocessing,
+        weights_origin=weights.origin,
+        weights_sha256=sha,
+        precision=precision,
+        opset=opset,
         classes=_class_names() if {"logits", "prob"} & set(names) else None,
         fstore_version=__version__,
     )
@@ -234,12 +257,15 @@ def export(layers: str | list[str] | tuple[str, ...], weights: WeightsSource, *,
     return ExportResult(final, info, errors, time.perf_counter() - start, False)
 
 
-def ensure_model(layers: str | list[str] | tuple[str, ...], weights: WeightsSource,
-                 preprocessing: Preprocessing = Preprocessing(), precision: str = "fp32",
-                 log: Callable[[str], None] = lambda _: None) -> Path:
+def ensure_model(
+    layers: str | list[str] | tuple[str, ...],
+    weights: WeightsSource,
+    preprocessing: Preprocessing = Preprocessing(),
+    precision: str = "fp32",
+    log: Callable[[str], None] = lambda _: None,
+) -> Path:
     """The cached model for these layers and weights, exporting it first if needed."""
-    return export(layers, weights, preprocessing=preprocessing, precision=precision,
-                  log=log).path
+    return export(layers, weights, preprocessing=preprocessing, precision=precision, log=log).path
 
 
 def read_model_info(path: Path) -> ModelInfo:

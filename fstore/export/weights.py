@@ -106,15 +106,22 @@ def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"cannot read weights file {path}: {first_line}") from None
-    if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
+    if (
+        isinstance(loaded, dict)
+        and "state_dict" in loaded
+        and isinstance(loaded["state_dict"], dict)
+    ):
         loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
         raise WeightsError(f"weights file {path} does not hold a state_dict of tensors")
     return loaded
 
 
-def check_state_dict(state_dict: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
-                     source: str) -> None:
+def check_state_dict(
+    state_dict: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], source: str
+) -> None:
     """Raise a ``WeightsError`` naming the first key that does not fit VGG16."""
     for key, ref in reference.items():
         if key not in state_dict:
@@ -140,8 +147,12 @@ def load_vgg16(source: WeightsSource) -> tuple[torch.nn.Module, str]:
         model = vgg16(weights=None)
     else:
         model = vgg16(weights=None)
-        state = _imagenet_state_dict() if source.kind == "imagenet" else _file_state_dict(
-            source.path  # type: ignore[arg-type]
+        state = (
+            _imagenet_state_dict()
+            if source.kind == "imagenet"
+            else _file_state_dict(
+                source.path  # type: ignore[arg-type]
+            )
         )
         check_state_dict(state, model.state_dict(), str(source.path or "ImageNet weights"))
         model.load_state_dict({k: v.float() for k, v in state.items()})

@@ -113,8 +113,9 @@ class BuildReport:
 # --------------------------------------------------------------------------- model
 
 
-def _resolve_model(config: BuildConfig, manifest: st.Manifest | None,
-                   log: Callable[[str], None]) -> tuple[Path, ModelInfo | None, tuple[str, ...]]:
+def _resolve_model(
+    config: BuildConfig, manifest: st.Manifest | None, log: Callable[[str], None]
+) -> tuple[Path, ModelInfo | None, tuple[str, ...]]:
     """The ONNX file to run, its fstore metadata (if any) and the layers to store."""
     from fstore.export.onnx_export import ensure_model, read_model_info
 
@@ -135,7 +136,8 @@ def _resolve_model(config: BuildConfig, manifest: st.Manifest | None,
     weights = weights or WeightsSource("imagenet")
     preprocessing = config.preprocessing or (
         Preprocessing.from_json(manifest.provenance["preprocessing"])
-        if manifest and "preprocessing" in manifest.provenance else Preprocessing()
+        if manifest and "preprocessing" in manifest.provenance
+        else Preprocessing()
     )
     path = ensure_model(layers, weights, preprocessing=preprocessing, log=log)
     return path, read_model_info(path), tuple(layers)
@@ -145,7 +147,7 @@ def _weights_from_origin(origin: str) -> WeightsSource:
     if origin.startswith("random:seed="):
         return WeightsSource("random", seed=int(origin.split("=", 1)[1]))
     if origin.startswith("file:"):
-        return WeightsSource("file", path=Path(origin[len("file:"):]))
+        return WeightsSource("file", path=Path(origin[len("file:") :]))
     return WeightsSource("imagenet")
 
 
@@ -157,8 +159,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fingerprint(info: ModelInfo | None, model_sha: str, preprocessing: Preprocessing,
-                 layers: tuple[str, ...]) -> str:
+def _fingerprint(
+    info: ModelInfo | None, model_sha: str, preprocessing: Preprocessing, layers: tuple[str, ...]
+) -> str:
     """What decides the features: weights, layers, precision and preprocessing."""
     if info is not None:
         parts = {"weights": info.weights_sha256, "precision": info.precision}
@@ -197,10 +200,12 @@ def plan_work(store: Path, items: list[ImageItem], shard_size: int) -> Work:
     by_key = {item.key: item for item in items}
     summaries = st.finished_shards(store)
     view = st.live_rows(summaries.values())
-    known = {k: (sz, mt, sha) for k, sz, mt, sha in
-             zip(view.keys, view.size, view.mtime_ns, view.sha256)}
-    known.update({e["key"]: (e["size"], e["mtime_ns"], e["sha256"])
-                  for e in view.errors if not e["stored"]})
+    known = {
+        k: (sz, mt, sha) for k, sz, mt, sha in zip(view.keys, view.size, view.mtime_ns, view.sha256)
+    }
+    known.update(
+        {e["key"]: (e["size"], e["mtime_ns"], e["sha256"]) for e in view.errors if not e["stored"]}
+    )
     shards: list[tuple[str, list[ImageItem]]] = []
     planned: set[str] = set()
     plans = st.read_plans(store)
@@ -209,8 +214,9 @@ def plan_work(store: Path, items: list[ImageItem], shard_size: int) -> Work:
             name = st.shard_name(generation, index)
             if name in summaries:
                 continue
-            shards.append((name, [by_key.get(k, ImageItem(k, Path(_missing_root) / k))
-                                  for k in keys]))
+            shards.append(
+                (name, [by_key.get(k, ImageItem(k, Path(_missing_root) / k)) for k in keys])
+            )
             planned.update(keys)
 
     def up_to_date(item: ImageItem) -> bool:
@@ -225,7 +231,7 @@ def plan_work(store: Path, items: list[ImageItem], shard_size: int) -> Work:
     todo = [it for it in items if it.key not in planned and not up_to_date(it)]
     if todo:
         generation = max((g for g, _ in plans), default=0) + 1
-        chunks = [todo[i: i + shard_size] for i in range(0, len(todo), shard_size)]
+        chunks = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
         st.write_plan(store, generation, [[it.key for it in chunk] for chunk in chunks])
         shards.extend((st.shard_name(generation, i), chunk) for i, chunk in enumerate(chunks))
     pending = sum(len(s) for _, s in shards)
@@ -264,8 +270,15 @@ def read_item(item: ImageItem, preprocessing: Preprocessing) -> Decoded:
     try:
         data = item.path.read_bytes()
     except OSError as exc:
-        return Decoded(item, None, "", size, mtime, f"unreadable: {exc.strerror or exc}",
-                       seconds=time.perf_counter() - start)
+        return Decoded(
+            item,
+            None,
+            "",
+            size,
+            mtime,
+            f"unreadable: {exc.strerror or exc}",
+            seconds=time.perf_counter() - start,
+        )
     sha = hashlib.sha256(data).hexdigest()
     try:
         array, warning = load_image(data, preprocessing)
@@ -281,8 +294,9 @@ class Batch:
     last_of_shard: bool
 
 
-def iter_batches(work: Work, preprocessing: Preprocessing, batch_size: int, workers: int,
-                 ahead: int = 4) -> Iterator[Batch]:
+def iter_batches(
+    work: Work, preprocessing: Preprocessing, batch_size: int, workers: int, ahead: int = 4
+) -> Iterator[Batch]:
     """Decode in a thread pool, in order, a few batches ahead of the consumer."""
     out: queue.Queue = queue.Queue(maxsize=ahead)
     stop = threading.Event()
@@ -291,7 +305,7 @@ def iter_batches(work: Work, preprocessing: Preprocessing, batch_size: int, work
         try:
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
                 for name, items in work.shards:
-                    chunks = [items[i: i + batch_size] for i in range(0, len(items), batch_size)]
+                    chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
                     for i, chunk in enumerate(chunks):
                         if stop.is_set():
                             return
@@ -327,8 +341,13 @@ def iter_batches(work: Work, preprocessing: Preprocessing, batch_size: int, work
 class Writer:
     """Writes finished shards and rebuilds the index on its own thread."""
 
-    def __init__(self, store: Path, manifest: st.Manifest, summaries: list[st.ShardSummary],
-                 index_every: float) -> None:
+    def __init__(
+        self,
+        store: Path,
+        manifest: st.Manifest,
+        summaries: list[st.ShardSummary],
+        index_every: float,
+    ) -> None:
         self.store, self.manifest, self.summaries = store, manifest, summaries
         self.index_every = index_every
         self.queue: queue.Queue = queue.Queue(maxsize=4)
@@ -368,12 +387,26 @@ class Writer:
                 name, rows = item
                 path = st.shard_path(self.store, name)
                 generation, index = name[1:7], name[9:15]
-                st.write_shard(path, rows, self.manifest.dtype,
-                               {"generation": int(generation), "index": int(index),
-                                "fingerprint": self.manifest.fingerprint})
-                self.summaries.append(st.ShardSummary(
-                    name, rows.keys, rows.sha256, np.asarray(rows.size, np.int64),
-                    np.asarray(rows.mtime_ns, np.int64), rows.errors))
+                st.write_shard(
+                    path,
+                    rows,
+                    self.manifest.dtype,
+                    {
+                        "generation": int(generation),
+                        "index": int(index),
+                        "fingerprint": self.manifest.fingerprint,
+                    },
+                )
+                self.summaries.append(
+                    st.ShardSummary(
+                        name,
+                        rows.keys,
+                        rows.sha256,
+                        np.asarray(rows.size, np.int64),
+                        np.asarray(rows.mtime_ns, np.int64),
+                        rows.errors,
+                    )
+                )
                 self.shards_written += 1
                 if time.perf_counter() - self._last_index >= self.index_every:
                     st.write_index(self.store, self.manifest, self._ordered())
@@ -422,10 +455,16 @@ def _prepare_store(store: Path) -> None:
         raise OutputPathError(f"cannot create store {store}: {exc.strerror}") from None
 
 
-def _new_manifest(config: BuildConfig, images: Path, model_path: Path, info: ModelInfo | None,
-                  layers: tuple[str, ...], backend: OrtBackend | None,
-                  preprocessing: Preprocessing,
-                  model_sha: str) -> st.Manifest:
+def _new_manifest(
+    config: BuildConfig,
+    images: Path,
+    model_path: Path,
+    info: ModelInfo | None,
+    layers: tuple[str, ...],
+    backend: OrtBackend | None,
+    preprocessing: Preprocessing,
+    model_sha: str,
+) -> st.Manifest:
     import onnxruntime as ort
 
     shapes = {}
@@ -434,32 +473,49 @@ def _new_manifest(config: BuildConfig, images: Path, model_path: Path, info: Mod
             shapes[layer] = tuple(info.shapes[layer])
         else:
             assert backend is not None
-            probe = backend.run(np.zeros((1, 3, preprocessing.crop, preprocessing.crop), np.float32))
+            probe = backend.run(
+                np.zeros((1, 3, preprocessing.crop, preprocessing.crop), np.float32)
+            )
             shapes.update({k: tuple(int(d) for d in v.shape[1:]) for k, v in probe.items()})
     split_layout = is_split_layout(images)
     split = config.split or SplitSpec("folders" if split_layout else "none")
     provenance = {
-        "model_path": str(model_path.resolve()), "model_sha256": model_sha,
-        "layers": list(layers), "preprocessing": preprocessing.to_json(),
+        "model_path": str(model_path.resolve()),
+        "model_sha256": model_sha,
+        "layers": list(layers),
+        "preprocessing": preprocessing.to_json(),
         "weights_origin": info.weights_origin if info else "unknown (external model)",
         "weights_sha256": info.weights_sha256 if info else "",
-        "precision": info.precision if info else "unknown", "storage_dtype": config.dtype,
-        "fstore_version": __version__, "onnxruntime_version": ort.__version__,
+        "precision": info.precision if info else "unknown",
+        "storage_dtype": config.dtype,
+        "fstore_version": __version__,
+        "onnxruntime_version": ort.__version__,
         "provider": backend.provider if backend else "",
     }
-    return st.Manifest(str(images.resolve()), split_layout, split, layers, shapes, config.dtype,
-                       _fingerprint(info, model_sha, preprocessing, layers), provenance)
+    return st.Manifest(
+        str(images.resolve()),
+        split_layout,
+        split,
+        layers,
+        shapes,
+        config.dtype,
+        _fingerprint(info, model_sha, preprocessing, layers),
+        provenance,
+    )
 
 
-def build(config: BuildConfig, log: Callable[[str], None] = lambda _: None,
-          progress: bool | None = None) -> BuildReport:
+def build(
+    config: BuildConfig, log: Callable[[str], None] = lambda _: None, progress: bool | None = None
+) -> BuildReport:
     """Fill (or extend, or resume) the store ``config.store``; returns what was done.
 
     ``progress``: show a progress bar (``None``: only on a terminal).
     """
     start = time.perf_counter()
     if config.dtype not in DTYPES:
-        raise FstoreError(f"unknown storage dtype {config.dtype!r}; choose from {', '.join(DTYPES)}")
+        raise FstoreError(
+            f"unknown storage dtype {config.dtype!r}; choose from {', '.join(DTYPES)}"
+        )
     if config.batch_size < 1 or config.shard_size < 1:
         raise FstoreError("--batch-size and --shard-size must be at least 1")
     store = config.store
@@ -485,11 +541,13 @@ def build(config: BuildConfig, log: Callable[[str], None] = lambda _: None,
         model_sha = file_sha256(model_path)
         backend: OrtBackend | None = None
         if manifest is None or info is None:  # a foreign model's output shapes need a run
-            backend = OrtBackend.load(model_path, config.provider, outputs=layers or None,
-                                      threads=config.threads)
+            backend = OrtBackend.load(
+                model_path, config.provider, outputs=layers or None, threads=config.threads
+            )
             layers = layers or backend.outputs
-        fresh = _new_manifest(config, images, model_path, info, layers, backend, preprocessing,
-                              model_sha)
+        fresh = _new_manifest(
+            config, images, model_path, info, layers, backend, preprocessing, model_sha
+        )
         if manifest is None:
             manifest = fresh
             st.write_manifest(store, manifest)
@@ -498,15 +556,23 @@ def build(config: BuildConfig, log: Callable[[str], None] = lambda _: None,
         work = plan_work(store, items, config.shard_size)
         pending = sum(len(items) for _, items in work.shards)
         if pending and backend is None:
-            backend = OrtBackend.load(model_path, config.provider, outputs=layers,
-                                      threads=config.threads)
+            backend = OrtBackend.load(
+                model_path, config.provider, outputs=layers, threads=config.threads
+            )
         provider = backend.provider if backend else resolve_provider(config.provider)
         manifest = replace(manifest, provenance={**manifest.provenance, "provider": provider})
         if pending:
-            log(f"computing {pending} images ({', '.join(layers)}) on {provider.upper()} "
-                f"with {model_path.name}")
-        report = BuildReport(str(store), provider, tuple(layers), images_total=work.total,
-                             images_done_before=work.done_before)
+            log(
+                f"computing {pending} images ({', '.join(layers)}) on {provider.upper()} "
+                f"with {model_path.name}"
+            )
+        report = BuildReport(
+            str(store),
+            provider,
+            tuple(layers),
+            images_total=work.total,
+            images_done_before=work.done_before,
+        )
         summaries = list(st.finished_shards(store).values())
         writer = Writer(store, manifest, summaries, config.index_every)
         try:
@@ -542,8 +608,15 @@ def _check_compatible(store: Path, old: st.Manifest, new: st.Manifest, config: B
         raise StoreError(f"store {store} is built from {old.image_root}, not {config.images}")
 
 
-def _run(work: Work, backend: OrtBackend, preprocessing: Preprocessing, config: BuildConfig,
-         writer: Writer, report: BuildReport, progress: bool | None) -> None:
+def _run(
+    work: Work,
+    backend: OrtBackend,
+    preprocessing: Preprocessing,
+    config: BuildConfig,
+    writer: Writer,
+    report: BuildReport,
+    progress: bool | None,
+) -> None:
     from tqdm import tqdm
 
     pending = sum(len(items) for _, items in work.shards)
@@ -559,9 +632,16 @@ def _run(work: Work, backend: OrtBackend, preprocessing: Preprocessing, config: 
             for d in batch.decoded:
                 if d.error is not None or d.warning is not None:
                     reason = d.error or d.warning
-                    rows.errors.append({"key": d.item.key, "reason": reason, "sha256": d.sha256,
-                                        "stored": d.error is None, "size": d.size,
-                                        "mtime_ns": d.mtime_ns})
+                    rows.errors.append(
+                        {
+                            "key": d.item.key,
+                            "reason": reason,
+                            "sha256": d.sha256,
+                            "stored": d.error is None,
+                            "size": d.size,
+                            "mtime_ns": d.mtime_ns,
+                        }
+                    )
                     if d.error is not None:
                         report.errors += 1
                         kind = reason.split(":")[0]
@@ -584,8 +664,11 @@ def _run(work: Work, backend: OrtBackend, preprocessing: Preprocessing, config: 
             bar.update(len(batch.decoded))
             if batch.last_of_shard:
                 rows.features = {
-                    layer: (np.concatenate(chunks) if chunks else
-                            np.zeros((0, int(np.prod(_shape(writer.manifest, layer)))), np.float32))
+                    layer: (
+                        np.concatenate(chunks)
+                        if chunks
+                        else np.zeros((0, int(np.prod(_shape(writer.manifest, layer)))), np.float32)
+                    )
                     for layer, chunks in outputs.items()
                 }
                 writer.put(batch.shard, rows)
@@ -599,10 +682,14 @@ def _shape(manifest: st.Manifest, layer: str) -> tuple[int, ...]:
     return manifest.shapes[layer]
 
 
-def extract_features(paths: list[Path], model_path: Path, layers: tuple[str, ...],
-                     provider: str = "cpu", batch_size: int = 16,
-                     preprocessing: Preprocessing | None = None,
-                     ) -> tuple[dict[str, np.ndarray], list[Path], list[tuple[Path, str]]]:
+def extract_features(
+    paths: list[Path],
+    model_path: Path,
+    layers: tuple[str, ...],
+    provider: str = "cpu",
+    batch_size: int = 16,
+    preprocessing: Preprocessing | None = None,
+) -> tuple[dict[str, np.ndarray], list[Path], list[tuple[Path, str]]]:
     """Features of images outside any store (for ``classify``): (features, good paths, errors)."""
     from fstore.export.onnx_export import read_model_info
 
@@ -622,5 +709,7 @@ def extract_features(paths: list[Path], model_path: Path, layers: tuple[str, ...
             for layer in layers:
                 feats[layer].append(result[layer].reshape(len(good), -1))
             good_paths.extend(d.item.path for d in good)
-    arrays = {k: (np.concatenate(v) if v else np.zeros((0, 0), np.float32)) for k, v in feats.items()}
+    arrays = {
+        k: (np.concatenate(v) if v else np.zeros((0, 0), np.float32)) for k, v in feats.items()
+    }
     return arrays, good_paths, errors

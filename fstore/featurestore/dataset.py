@@ -66,7 +66,8 @@ def scan(root: Path) -> list[ImageItem]:
     items = [
         ImageItem(path.relative_to(root).as_posix(), path)
         for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_EXTENSIONS and not path.is_dir()
+        if path.suffix.lower() in IMAGE_EXTENSIONS
+        and not path.is_dir()
         and not any(part.startswith(".") for part in path.relative_to(root).parts)
     ]
     if not items:
@@ -91,8 +92,9 @@ def folder_split(key: str, split_layout: bool) -> str:
     return key.split("/")[0] if split_layout else ""
 
 
-def assign_splits(keys: list[str], class_names: list[str], spec: SplitSpec,
-                  split_layout: bool) -> np.ndarray:
+def assign_splits(
+    keys: list[str], class_names: list[str], spec: SplitSpec, split_layout: bool
+) -> np.ndarray:
     """The split of each key (``train``, ``test`` or ``""``), deterministic for ``spec``."""
     if spec.method == "folders":
         return np.array([folder_split(k, split_layout) for k in keys], dtype=object)

@@ -33,8 +33,16 @@ class FeatureSet:
 
     def subset(self, mask: np.ndarray) -> FeatureSet:
         """The rows where ``mask`` is true (or at the given indices)."""
-        return FeatureSet(self.layer, self.X[mask], self.y[mask], self.keys[mask],
-                          self.split[mask], self.classes, self.shape, self.provenance)
+        return FeatureSet(
+            self.layer,
+            self.X[mask],
+            self.y[mask],
+            self.keys[mask],
+            self.split[mask],
+            self.classes,
+            self.shape,
+            self.provenance,
+        )
 
     @property
     def train(self) -> FeatureSet:

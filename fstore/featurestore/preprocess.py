@@ -119,7 +119,7 @@ def decode(data: bytes) -> tuple[Image.Image, str | None]:
 
 
 def resize_and_crop(image: Image.Image, spec: Preprocessing) -> Image.Image:
-    """``Resize(spec.resize)`` then ``CenterCrop(spec.crop)``, exactly as torchvision does on PIL."""
+    """``Resize(spec.resize)`` then ``CenterCrop(spec.crop)``, as torchvision does on PIL."""
     w, h = image.size
     short, long = (w, h) if w <= h else (h, w)
     if short != spec.resize:
@@ -133,7 +133,7 @@ def resize_and_crop(image: Image.Image, spec: Preprocessing) -> Image.Image:
 
 
 def to_array(image: Image.Image, spec: Preprocessing, out: np.ndarray | None = None) -> np.ndarray:
-    """``ToTensor`` + ``Normalize``: a float32 (3, crop, crop) array, written into ``out`` if given."""
+    """``ToTensor`` + ``Normalize``: a float32 (3, crop, crop) array (into ``out`` if given)."""
     pixels = np.asarray(image, dtype=np.float32)  # (H, W, 3), 0..255
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)

@@ -69,8 +69,13 @@ class OrtBackend:
     metadata: dict[str, str]
 
     @classmethod
-    def load(cls, path: Path, provider: str = "cpu", outputs: tuple[str, ...] | None = None,
-             threads: int | None = None) -> OrtBackend:
+    def load(
+        cls,
+        path: Path,
+        provider: str = "cpu",
+        outputs: tuple[str, ...] | None = None,
+        threads: int | None = None,
+    ) -> OrtBackend:
         import onnxruntime as ort
 
         provider = resolve_provider(provider)
@@ -83,8 +88,9 @@ class OrtBackend:
         else:
             providers = ["CPUExecutionProvider"]
         try:
-            session = ort.InferenceSession(str(path), sess_options=session_options(threads),
-                                           providers=providers)
+            session = ort.InferenceSession(
+                str(path), sess_options=session_options(threads), providers=providers
+            )
         except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors
             raise ModelError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
         names = tuple(o.name for o in session.get_outputs())
@@ -92,12 +98,15 @@ class OrtBackend:
             missing = [o for o in outputs if o not in names]
             if missing:
                 raise ModelError(
-                    f"model {path} has no output {missing[0]!r}; its outputs are: {', '.join(names)}"
+                    f"model {path} has no output {missing[0]!r}; "
+                    f"its outputs are: {', '.join(names)}"
                 )
             names = tuple(outputs)
         inputs = session.get_inputs()
         if len(inputs) != 1:
-            raise ModelError(f"model {path} has {len(inputs)} inputs; fstore needs exactly one image input")
+            raise ModelError(
+                f"model {path} has {len(inputs)} inputs; fstore needs exactly one image input"
+            )
         metadata = dict(session.get_modelmeta().custom_metadata_map)
         return cls(session, provider, inputs[0].name, names, metadata)
 

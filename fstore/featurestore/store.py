@@ -65,10 +65,16 @@ class Manifest:
 
     def to_json(self) -> str:
         data = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "image_root": self.image_root,
-            "split_layout": self.split_layout, "split": json.loads(self.split.to_json()),
-            "layers": list(self.layers), "shapes": {k: list(v) for k, v in self.shapes.items()},
-            "dtype": self.dtype, "fingerprint": self.fingerprint, "provenance": self.provenance,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "image_root": self.image_root,
+            "split_layout": self.split_layout,
+            "split": json.loads(self.split.to_json()),
+            "layers": list(self.layers),
+            "shapes": {k: list(v) for k, v in self.shapes.items()},
+            "dtype": self.dtype,
+            "fingerprint": self.fingerprint,
+            "provenance": self.provenance,
         }
         return json.dumps(data, indent=1, sort_keys=True)
 
@@ -77,9 +83,16 @@ class Manifest:
         d = json.loads(text)
         if d.get("format") != FORMAT:
             raise StoreError("not an fstore store manifest")
-        return cls(d["image_root"], d["split_layout"], SplitSpec(**d["split"]), tuple(d["layers"]),
-                   {k: tuple(v) for k, v in d["shapes"].items()}, d["dtype"], d["fingerprint"],
-                   d["provenance"])
+        return cls(
+            d["image_root"],
+            d["split_layout"],
+            SplitSpec(**d["split"]),
+            tuple(d["layers"]),
+            {k: tuple(v) for k, v in d["shapes"].items()},
+            d["dtype"],
+            d["fingerprint"],
+            d["provenance"],
+        )
 
 
 def read_manifest(store: Path) -> Manifest | None:
@@ -169,8 +182,9 @@ def write_shard(path: Path, rows: ShardRows, dtype: str, attrs: dict) -> None:
             errors.create_dataset(name, data=_str_data(e[name] for e in rows.errors), dtype=string)
         errors.create_dataset("stored", data=np.array([e["stored"] for e in rows.errors], bool))
         errors.create_dataset("size", data=np.array([e["size"] for e in rows.errors], np.int64))
-        errors.create_dataset("mtime_ns",
-                              data=np.array([e["mtime_ns"] for e in rows.errors], np.int64))
+        errors.create_dataset(
+            "mtime_ns", data=np.array([e["mtime_ns"] for e in rows.errors], np.int64)
+        )
     commit_file(tmp, path)
 
 
@@ -196,14 +210,31 @@ def read_shard_summary(path: Path) -> ShardSummary:
     with h5py.File(path, "r") as f:
         err = f["errors"]
         errors = [
-            {"key": k, "reason": r, "sha256": s, "stored": bool(st), "size": int(sz),
-             "mtime_ns": int(mt)}
-            for k, r, s, st, sz, mt in zip(_strings(err["key"]), _strings(err["reason"]),
-                                           _strings(err["sha256"]), err["stored"][()],
-                                           err["size"][()], err["mtime_ns"][()])
+            {
+                "key": k,
+                "reason": r,
+                "sha256": s,
+                "stored": bool(st),
+                "size": int(sz),
+                "mtime_ns": int(mt),
+            }
+            for k, r, s, st, sz, mt in zip(
+                _strings(err["key"]),
+                _strings(err["reason"]),
+                _strings(err["sha256"]),
+                err["stored"][()],
+                err["size"][()],
+                err["mtime_ns"][()],
+            )
         ]
-        return ShardSummary(path.name, _strings(f["keys"]), _strings(f["sha256"]),
-                            f["size"][()], f["mtime_ns"][()], errors)
+        return ShardSummary(
+            path.name,
+            _strings(f["keys"]),
+            _strings(f["sha256"]),
+            f["size"][()],
+            f["mtime_ns"][()],
+            errors,
+        )
 
 
 def finished_shards(store: Path) -> dict[str, ShardSummary]:
@@ -221,8 +252,12 @@ def finished_shards(store: Path) -> dict[str, ShardSummary]:
 def remove_temporaries(store: Path) -> int:
     """Delete temporary files left by a killed writer; returns how many."""
     count = 0
-    for folder in (sidecar(store), sidecar(store) / "shards", sidecar(store) / "plans",
-                   store.parent):
+    for folder in (
+        sidecar(store),
+        sidecar(store) / "shards",
+        sidecar(store) / "plans",
+        store.parent,
+    ):
         if folder.is_dir():
             for tmp in folder.glob(".*.tmp"):
                 if folder == store.parent and not tmp.name.startswith(f".{store.name}."):
@@ -273,7 +308,8 @@ def live_rows(summaries: Iterable[ShardSummary]) -> IndexView:
         view.sources.append((summary.name, row))
     live = set(view.keys)
     view.errors.extend(
-        w for w in warnings
+        w
+        for w in warnings
         if w["key"] in live and view.sha256[view.keys.index(w["key"])] == w["sha256"]
     )
     return view
@@ -322,9 +358,12 @@ def write_index(store: Path, manifest: Manifest, summaries: list[ShardSummary]) 
             layout = h5py.VirtualLayout(shape=(n, dim), dtype=manifest.dtype)
             for name, first, at, length in runs:
                 rows_in_shard = len(next(s.keys for s in summaries if s.name == name))
-                source = h5py.VirtualSource(f"{sidecar(store).name}/shards/{name}",
-                                            f"features/{layer}", shape=(rows_in_shard, dim))
-                layout[at: at + length] = source[first: first + length]
+                source = h5py.VirtualSource(
+                    f"{sidecar(store).name}/shards/{name}",
+                    f"features/{layer}",
+                    shape=(rows_in_shard, dim),
+                )
+                layout[at : at + length] = source[first : first + length]
             dataset = group.create_virtual_dataset(layer, layout, fillvalue=np.nan)
             dataset.attrs["shape"] = np.asarray(manifest.shapes[layer], np.int64)
         shards = f.create_group("shards")
@@ -335,8 +374,9 @@ def write_index(store: Path, manifest: Manifest, summaries: list[ShardSummary]) 
             errors.create_dataset(name, data=_str_data(e[name] for e in view.errors), dtype=string)
         errors.create_dataset("stored", data=np.array([e["stored"] for e in view.errors], bool))
         errors.create_dataset("size", data=np.array([e["size"] for e in view.errors], np.int64))
-        errors.create_dataset("mtime_ns",
-                              data=np.array([e["mtime_ns"] for e in view.errors], np.int64))
+        errors.create_dataset(
+            "mtime_ns", data=np.array([e["mtime_ns"] for e in view.errors], np.int64)
+        )
     commit_file(tmp, store)
     return view
 
@@ -373,7 +413,9 @@ def resolve_layer(store: Path, layer: str | None) -> str:
             return layers[0]
         if "fc7" in layers:
             return "fc7"
-        raise StoreError(f"store {store} holds several layers ({', '.join(layers)}): pick one with --layer")
+        raise StoreError(
+            f"store {store} holds several layers ({', '.join(layers)}): pick one with --layer"
+        )
     if layer not in layers:
         raise StoreError(f"store {store} has no layer {layer!r}; it holds: {', '.join(layers)}")
     return layer
@@ -385,7 +427,9 @@ def _check_shards(store: Path, f) -> None:
             raise StoreError(f"store {store} is damaged: shard {name} is missing")
 
 
-def load_features(store: Path, layer: str | None = None, rows: np.ndarray | None = None) -> FeatureSet:
+def load_features(
+    store: Path, layer: str | None = None, rows: np.ndarray | None = None
+) -> FeatureSet:
     """One layer's features (float32) with labels, keys and split; only that layer is read.
 
     ``rows`` optionally selects rows (sorted indices read fastest).
@@ -404,13 +448,19 @@ def load_features(store: Path, layer: str | None = None, rows: np.ndarray | None
                 X[...] = dataset[()]
         elif len(index):
             X[...] = dataset[np.sort(index)][np.argsort(np.argsort(index))]
-        manifest = Manifest.from_json(f["manifest"][()].decode()
-                                      if isinstance(f["manifest"][()], bytes) else f["manifest"][()])
+        manifest = Manifest.from_json(
+            f["manifest"][()].decode()
+            if isinstance(f["manifest"][()], bytes)
+            else f["manifest"][()]
+        )
         return FeatureSet(
-            layer=layer, X=X, y=f["labels"][()][index],
+            layer=layer,
+            X=X,
+            y=f["labels"][()][index],
             keys=np.asarray(_strings(f["keys"]), dtype=object)[index],
             split=np.asarray(_strings(f["split"]), dtype=object)[index],
-            classes=tuple(_strings(f["classes"])), shape=tuple(int(s) for s in dataset.attrs["shape"]),
+            classes=tuple(_strings(f["classes"])),
+            shape=tuple(int(s) for s in dataset.attrs["shape"]),
             provenance=dict(manifest.provenance),
         )
 
@@ -441,20 +491,33 @@ def store_info(store: Path) -> StoreInfo:
         classes = tuple(_strings(f["classes"]))
         split = _strings(f["split"])
         err = f["errors"]
-        errors = [{"key": k, "reason": r, "stored": bool(s)}
-                  for k, r, s in zip(_strings(err["key"]), _strings(err["reason"]), err["stored"][()])]
+        errors = [
+            {"key": k, "reason": r, "stored": bool(s)}
+            for k, r, s in zip(_strings(err["key"]), _strings(err["reason"]), err["stored"][()])
+        ]
         n_shards = len(f["shards/name"])
     size = store.stat().st_size
     shards_dir = sidecar(store)
     if shards_dir.is_dir():
         size += sum(p.stat().st_size for p in shards_dir.rglob("*") if p.is_file())
     return StoreInfo(
-        path=str(store), image_root=manifest.image_root, images=len(labels), classes=classes,
+        path=str(store),
+        image_root=manifest.image_root,
+        images=len(labels),
+        classes=classes,
         class_counts={c: int((labels == i).sum()) for i, c in enumerate(classes)},
         splits={s or "(none)": split.count(s) for s in sorted(set(split))},
-        layers={layer: {"shape": list(manifest.shapes[layer]),
-                        "dim": int(np.prod(manifest.shapes[layer]))} for layer in manifest.layers},
-        dtype=manifest.dtype, shards=n_shards, errors=errors, provenance=manifest.provenance,
+        layers={
+            layer: {
+                "shape": list(manifest.shapes[layer]),
+                "dim": int(np.prod(manifest.shapes[layer])),
+            }
+            for layer in manifest.layers
+        },
+        dtype=manifest.dtype,
+        shards=n_shards,
+        errors=errors,
+        provenance=manifest.provenance,
         size_bytes=size,
     )
 
@@ -467,9 +530,15 @@ def _scalar_str(dataset) -> str:
 # --------------------------------------------------------------------------- direct writing
 
 
-def write_arrays(store: Path, features: dict[str, np.ndarray], keys: list[str],
-                 class_per_row: list[str], split: list[str], provenance: dict | None = None,
-                 dtype: str = "float32") -> Path:
+def write_arrays(
+    store: Path,
+    features: dict[str, np.ndarray],
+    keys: list[str],
+    class_per_row: list[str],
+    split: list[str],
+    provenance: dict | None = None,
+    dtype: str = "float32",
+) -> Path:
     """Write a complete store from arrays (one shard); for tests and for importing features.
 
     Keys become ``<split or 'all'>/<class>/<key>`` so that the stored class and split are the
@@ -479,17 +548,30 @@ def write_arrays(store: Path, features: dict[str, np.ndarray], keys: list[str],
         raise StoreError(f"{store} already exists; write_arrays only creates new stores")
     n = len(keys)
     full_keys = [f"{s or 'none'}/{c}/{k}" for k, c, s in zip(keys, class_per_row, split)]
-    shapes = {layer: tuple(int(d) for d in np.asarray(v).shape[1:]) for layer, v in features.items()}
+    shapes = {
+        layer: tuple(int(d) for d in np.asarray(v).shape[1:]) for layer, v in features.items()
+    }
     spec = SplitSpec("folders") if all(split) else SplitSpec("none")
     manifest = Manifest(
-        image_root="", split_layout=True, split=spec, layers=tuple(features), shapes=shapes,
-        dtype=dtype, fingerprint="arrays", provenance=dict(provenance or {}),
+        image_root="",
+        split_layout=True,
+        split=spec,
+        layers=tuple(features),
+        shapes=shapes,
+        dtype=dtype,
+        fingerprint="arrays",
+        provenance=dict(provenance or {}),
     )
     sidecar(store).mkdir(parents=True)
     write_manifest(store, manifest)
     write_plan(store, 1, [full_keys])
-    rows = ShardRows(full_keys, [""] * n, [0] * n, [0] * n,
-                     {k: np.asarray(v).reshape(n, -1) for k, v in features.items()})
+    rows = ShardRows(
+        full_keys,
+        [""] * n,
+        [0] * n,
+        [0] * n,
+        {k: np.asarray(v).reshape(n, -1) for k, v in features.items()},
+    )
     path = shard_path(store, shard_name(1, 0))
     write_shard(path, rows, dtype, {"generation": 1, "index": 0})
     write_index(store, manifest, [read_shard_summary(path)])

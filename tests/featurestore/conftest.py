@@ -23,8 +23,16 @@ def store_model(isolated_cache: Path) -> Path:
 @pytest.fixture
 def config_for(store_model: Path, tmp_path: Path):
     def make(images: Path, store: Path | None = None, **kw) -> BuildConfig:
-        options = dict(layers=LAYERS, weights=WeightsSource("random", seed=0), preprocessing=SMALL,
-                       provider="cpu", batch_size=4, shard_size=8, index_every=0.0)
+        options = dict(
+            layers=LAYERS,
+            weights=WeightsSource("random", seed=0),
+            preprocessing=SMALL,
+            provider="cpu",
+            batch_size=4,
+            shard_size=8,
+            index_every=0.0,
+        )
         options.update(kw)
         return BuildConfig(store=store or tmp_path / "s.h5", images=images, **options)
+
     return make

@@ -1,4 +1,4 @@
-"""Building stores: features against eager torchvision, layouts, bad inputs, increments, refusals."""
+"""Building stores: features against eager torchvision, layouts, bad inputs, increments."""
 
 from __future__ import annotations
 
@@ -29,8 +29,14 @@ def eager_features(paths: list[Path], layers: tuple[str, ...]) -> dict[str, np.n
 
     model, _ = load_vgg16(WeightsSource("random", seed=0))
     module = truncated_vgg16(model, parse_layers(layers))
-    tf = transforms.Compose([transforms.Resize(SMALL.resize), transforms.CenterCrop(SMALL.crop),
-                             transforms.ToTensor(), transforms.Normalize(SMALL.mean, SMALL.std)])
+    tf = transforms.Compose(
+        [
+            transforms.Resize(SMALL.resize),
+            transforms.CenterCrop(SMALL.crop),
+            transforms.ToTensor(),
+            transforms.Normalize(SMALL.mean, SMALL.std),
+        ]
+    )
     x = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
     with torch.inference_mode():
         out = module(x)
@@ -96,11 +102,17 @@ def bad_files(root: Path) -> dict[str, str]:
     (folder / "dangling.jpg").symlink_to(root / "nowhere.jpg")
     exif = folder / "exif.jpg"
     random_image(np.random.default_rng(5), (40, 30)).save(
-        exif, "JPEG", exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff")
-    return {"alpha/empty.jpg": "empty file", "alpha/text.jpg": "not an image",
-            "alpha/truncated.jpg": "cannot decode", "alpha/photo.heic": "unsupported format",
-            "alpha/bomb.png": "decompression bomb", "alpha/dangling.jpg": "unreadable",
-            "alpha/exif.jpg": "corrupt EXIF"}
+        exif, "JPEG", exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff"
+    )
+    return {
+        "alpha/empty.jpg": "empty file",
+        "alpha/text.jpg": "not an image",
+        "alpha/truncated.jpg": "cannot decode",
+        "alpha/photo.heic": "unsupported format",
+        "alpha/bomb.png": "decompression bomb",
+        "alpha/dangling.jpg": "unreadable",
+        "alpha/exif.jpg": "corrupt EXIF",
+    }
 
 
 def test_bad_inputs_are_recorded_and_skipped(config_for, tmp_path, image_folder):
@@ -186,8 +198,14 @@ def test_float16_storage(config_for, tmp_path, image_folder):
 def test_write_arrays_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((6, 5)).astype(np.float32)
-    store = write_arrays(tmp_path / "a.h5", {"fc7": X}, [f"{i}.jpg" for i in range(6)],
-                         ["x", "y"] * 3, ["train"] * 4 + ["test"] * 2, {"model_sha256": "abc"})
+    store = write_arrays(
+        tmp_path / "a.h5",
+        {"fc7": X},
+        [f"{i}.jpg" for i in range(6)],
+        ["x", "y"] * 3,
+        ["train"] * 4 + ["test"] * 2,
+        {"model_sha256": "abc"},
+    )
     fs = load_features(store)
     np.testing.assert_array_equal(fs.X, X)
     assert list(fs.y) == [0, 1, 0, 1, 0, 1] and list(fs.split[-2:]) == ["test", "test"]

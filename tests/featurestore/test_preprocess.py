@@ -21,17 +21,29 @@ from fstore.featurestore.preprocess import (
 torchvision = pytest.importorskip("torchvision")
 from torchvision import transforms  # noqa: E402
 
-SIZES = [(224, 224), (256, 256), (300, 200), (200, 300), (640, 480), (257, 999), (31, 45), (500, 256)]
+SIZES = [
+    (224, 224),
+    (256, 256),
+    (300, 200),
+    (200, 300),
+    (640, 480),
+    (257, 999),
+    (31, 45),
+    (500, 256),
+]
 
 
 def reference(spec: Preprocessing):
-    return transforms.Compose([
-        transforms.Resize(spec.resize, interpolation=transforms.InterpolationMode.BILINEAR,
-                          antialias=True),
-        transforms.CenterCrop(spec.crop),
-        transforms.ToTensor(),
-        transforms.Normalize(spec.mean, spec.std),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize(
+                spec.resize, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True
+            ),
+            transforms.CenterCrop(spec.crop),
+            transforms.ToTensor(),
+            transforms.Normalize(spec.mean, spec.std),
+        ]
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -40,7 +52,7 @@ def test_matches_torchvision(size, mode):
     spec = Preprocessing()
     image = random_image(np.random.default_rng(hash(size) % 1000), size)
     if mode == "I;16":
-        grey = (np.asarray(image.convert("L"), dtype=np.uint16) * 257)
+        grey = np.asarray(image.convert("L"), dtype=np.uint16) * 257
         image = Image.fromarray(grey)
     elif mode != "RGB":
         image = image.convert(mode)
@@ -90,16 +102,20 @@ def test_exif_orientation_is_applied():
 def test_corrupt_exif_is_a_warning_not_a_failure():
     buf = io.BytesIO()
     Image.new("RGB", (40, 30), (10, 200, 30)).save(
-        buf, "JPEG", exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff")
+        buf, "JPEG", exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff"
+    )
     array, warning = load_image(buf.getvalue(), Preprocessing(resize=36, crop=32))
     assert array.shape == (3, 32, 32)
     assert warning is not None and "EXIF" in warning
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "empty file"),
-    (b"this is text, not a JPEG", "not an image"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"this is text, not a JPEG", "not an image"),
+    ],
+)
 def test_bad_bytes_raise_with_reason(data, reason):
     with pytest.raises(ImageDecodeError, match=reason):
         decode(data)
