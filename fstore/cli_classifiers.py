@@ -211,6 +211,9 @@ def svm(store: Path | None, layer: str | None, c_grid: str, cv: int, scale: str,
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--validation", default=0.1, show_default=True, type=float,
               help="Fraction of the training split held out for early stopping.")
+@click.option("--threads", default=1, show_default=True, type=int,
+              help="Torch threads while training; 0 for torch's default. One is fastest for "
+                   "small heads.")
 @scale_option
 @pca_option
 @protocol_options
@@ -219,7 +222,8 @@ def svm(store: Path | None, layer: str | None, c_grid: str, cv: int, scale: str,
 @json_option
 @user_errors
 def head(store: Path | None, layer: str | None, hidden: str, epochs: int, patience: int,
-         lr: float, weight_decay: float, batch_size: int, validation: float, scale: str,
+         lr: float, weight_decay: float, batch_size: int, validation: float, threads: int,
+         scale: str,
          pca: str | None, splits: int, per_class: int, seed: int, out: Path,
          as_json: bool) -> None:
     """Torch linear or MLP head, early-stopped on a held-out validation part.
@@ -233,7 +237,8 @@ def head(store: Path | None, layer: str | None, hidden: str, epochs: int, patien
 
     options = HeadOptions(hidden=parse_hidden(hidden), epochs=epochs, patience=patience, lr=lr,
                           weight_decay=weight_decay, batch_size=batch_size,
-                          validation_fraction=validation, seed=seed, scale=scale,
+                          validation_fraction=validation, seed=seed, threads=threads or None,
+                          scale=scale,
                           pca=parse_pca(pca))
     run = train_head(_load(store, layer), options, _protocol(splits, per_class, seed))
     _print_run(run, write_run(run, out), as_json)

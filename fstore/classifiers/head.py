@@ -94,18 +94,23 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
             on all rows for ``epochs`` epochs and keeps the last weights.
         random_state: seed of the weights, the shuffling and the held-out part; the same seed
             gives the same model.
+        threads: torch intra-op threads while fitting (None: torch's default). Heads on stored
+            features are small, and one thread is fastest for them; several threads spin on
+            shared cores and can make a fit a hundred times slower on a busy machine.
 
     Attributes (after ``fit``):
         classes_, n_features_in_: as in scikit-learn.
         coefs_, intercepts_: weights and biases per layer, NumPy, torch layout ``(out, in)``.
         n_iter_: epochs run. best_epoch_: the (1-based) epoch whose weights were kept.
         stopped_early_: True when patience ran out before ``epochs``.
+        validation_indices_: rows of ``X`` held out for early stopping.
         loss_curve_, validation_loss_curve_: per epoch, mean training / validation loss.
     """
 
     def __init__(self, hidden: tuple[int, ...] = (), epochs: int = 100, patience: int = 10,
                  lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
-                 validation_fraction: float = 0.1, random_state: int | None = 0) -> None:
+                 validation_fraction: float = 0.1, random_state: int | None = 0,
+                 threads: int | None = 1) -> None:
         self.hidden = hidden
         self.epochs = epochs
         self.patience = patience
@@ -114,6 +119,7 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
         self.random_state = random_state
+        self.threads = threads
 
     def _check_params(self) -> None:
         if any(int(h) < 1 for h in self.hidden):
@@ -125,6 +131,8 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
                 f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("lr must be > 0 and weight_decay >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
 
     def fit(self, X, y) -> TorchHeadClassifier:
         """Train on ``(X, y)``; returns ``self``."""
@@ -137,10 +145,18 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
                              f"got 1 class: {self.classes_[0]!r}")
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         train, val = holdout_split(y_idx, self.validation_fraction, seed)
+        self.validation_indices_ = val
         torch = _import_torch()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self._fit_torch(torch, X.astype(np.float32), y_idx.astype(np.int64), train, val, seed)
+        threads_before = torch.get_num_threads()
+        try:
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self._fit_torch(torch, X.astype(np.float32), y_idx.astype(np.int64), train, val,
+                                seed)
+        finally:
+            torch.set_num_threads(threads_before)
         return self
 
     def _fit_torch(self, torch, X: np.ndarray, y: np.ndarray, train: np.ndarray,
@@ -171,14 +187,14 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
                 loss = loss_fn(module(Xt[batch]), yt[batch])
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(batch)
+                total += loss.item() * len(batch)
             self.loss_curve_.append(total / len(Xt))
             self.n_iter_ = epoch
             if len(val) == 0:
                 continue
             module.eval()
             with torch.no_grad():
-                val_loss = float(loss_fn(module(Xv), yv))
+                val_loss = loss_fn(module(Xv), yv).item()
             self.validation_loss_curve_.append(val_loss)
             if val_loss < best_loss:
                 best_loss, best_epoch, wait = val_loss, epoch, 0
@@ -203,7 +219,7 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``(N, n_classes)``, columns in ``classes_`` order."""
-        return softmax(self._logits(X)).astype(np.float64)
+        return softmax(self._logits(X).astype(np.float64))
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row."""
@@ -224,6 +240,7 @@ class HeadOptions:
     batch_size: int = 64
     validation_fraction: float = 0.1
     seed: int = 0
+    threads: int | None = 1
     scale: str = "standard"
     pca: int | float | None = None
 
@@ -239,7 +256,8 @@ class HeadOptions:
         return TorchHeadClassifier(
             hidden=self.hidden, epochs=self.epochs, patience=self.patience, lr=self.lr,
             weight_decay=self.weight_decay, batch_size=self.batch_size,
-            validation_fraction=self.validation_fraction, random_state=self.seed)
+            validation_fraction=self.validation_fraction, random_state=self.seed,
+            threads=self.threads)
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:

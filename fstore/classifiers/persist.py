@@ -278,5 +278,7 @@ def _load_safetensors(path: Path) -> SavedClassifier:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise ClassifierError(f"{path} is not a classifier file fstore can read: {exc}") from None
+    if header.get("format") != FORMAT or header.get("kind") != "head":
+        raise ClassifierError(f"{path} is not an fstore classifier")
     model = HeadPredictor.from_tensors(header.get("scale", "none"), tensors)
     return _from_header(header, model, path)

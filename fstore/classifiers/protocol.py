@@ -68,6 +68,11 @@ def store_split(fs: FeatureSet) -> Split:
     """The store's own train/test split, checked: both parts non-empty, two classes or more."""
     train = np.flatnonzero(fs.split == "train")
     test = np.flatnonzero(fs.split == "test")
+    if len(train) == 0 and len(test) == 0:
+        raise ClassifierError(
+            "the store has no train/test split; rebuild it with one (train/ and test/ folders "
+            "or a random split) or pass --splits K to draw K random splits"
+        )
     check_training_rows(fs, train)
     if len(test) == 0:
         raise ClassifierError(
