@@ -1,3 +1,3 @@
-"""fstore: VGG16 features through ONNX Runtime into a crash-safe HDF5 store, and classifiers on them."""
+"""fstore: VGG16 features through ONNX Runtime into a crash-safe HDF5 store, and classifiers."""
 
 __version__ = "0.1.0"

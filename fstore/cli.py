@@ -210,6 +210,39 @@ def _floats(text: str | None, name: str) -> tuple[float, float, float] | None:
 @click.option(
     "--split-seed", type=int, default=0, show_default=True, help="Seed of the random split."
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Compute shards here, or on Ray actors.",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to join: auto or ray://HOST:PORT (default: start a local one).",
+)
+@click.option(
+    "--num-workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Ray actors (one ONNX Runtime session each).",
+)
+@click.option(
+    "--cpus-per-worker",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Ray CPUs per actor (fractions allowed).",
+)
+@click.option(
+    "--gpus-per-worker",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Ray GPUs per actor; > 0 runs the actors on CUDA.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def build(
@@ -231,6 +264,11 @@ def build(
     float16: bool,
     train_per_class: int | None,
     split_seed: int,
+    engine: str,
+    address: str | None,
+    num_workers: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -244,6 +282,7 @@ def build(
     from fstore.featurestore.build import build as run_build
     from fstore.featurestore.dataset import SplitSpec
     from fstore.featurestore.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+    from fstore.featurestore.ray_engine import RayOptions
     from fstore.featurestore.store import default_store_path
 
     names = tuple(n.strip() for item in layers for n in item.split(",") if n.strip())
@@ -273,6 +312,8 @@ def build(
         dtype="float16" if float16 else "float32",
         split=split,
         threads=threads,
+        engine=engine,
+        ray=RayOptions(address, num_workers, cpus_per_worker, gpus_per_worker),
     )
     log = (lambda _: None) if quiet else echo_err
     report = run_build(config, log=log, progress=False if quiet else None)
@@ -337,6 +378,11 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
     ):
         if key in result.provenance:
             click.echo(f"{key + ':':<11} {result.provenance[key]}")
+    for failed in result.failed_shards:
+        click.echo(
+            f"failed:     shard {failed['shard']} ({failed['images']} images): "
+            f"{failed['reason']}; the next build retries it"
+        )
     bad = [e for e in result.errors if not e["stored"]]
     click.echo(
         f"errors:     {len(bad)} skipped, {len(result.errors) - len(bad)} stored with a warning"

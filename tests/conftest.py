@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from helpers import ALL_LAYERS, SMALL, make_image_folder, random_image  # noqa: F401
 
+from fstore.export.weights import WeightsSource
+from fstore.featurestore.build import BuildConfig
 from fstore.featurestore.preprocess import Preprocessing
 
 
@@ -51,6 +53,36 @@ def image_folder(tmp_path: Path) -> Path:
     root = tmp_path / "images"
     make_image_folder(root, {"alpha": 4, "beta": 4, "gamma": 4})
     return root
+
+
+STORE_LAYERS = ("pool5", "fc7")
+
+
+@pytest.fixture(scope="session")
+def store_model(isolated_cache: Path) -> Path:
+    """pool5 + fc7 at 32x32, random weights seed 0: the model every build test uses (cached)."""
+    pytest.importorskip("torch")
+    from fstore.export.onnx_export import ensure_model
+
+    return ensure_model(STORE_LAYERS, WeightsSource("random", seed=0), preprocessing=SMALL)
+
+
+@pytest.fixture
+def config_for(store_model: Path, tmp_path: Path):
+    def make(images: Path, store: Path | None = None, **kw) -> BuildConfig:
+        options = dict(
+            layers=STORE_LAYERS,
+            weights=WeightsSource("random", seed=0),
+            preprocessing=SMALL,
+            provider="cpu",
+            batch_size=4,
+            shard_size=8,
+            index_every=0.0,
+        )
+        options.update(kw)
+        return BuildConfig(store=store or tmp_path / "s.h5", images=images, **options)
+
+    return make
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -38,6 +38,7 @@ from fstore.export.weights import WeightsSource
 from fstore.featurestore import store as st
 from fstore.featurestore.dataset import ImageItem, SplitSpec, is_split_layout, scan
 from fstore.featurestore.preprocess import ImageDecodeError, Preprocessing, load_image
+from fstore.featurestore.ray_engine import RayOptions
 from fstore.featurestore.runtime import OrtBackend, resolve_provider
 
 DTYPES = ("float32", "float16")
@@ -62,6 +63,8 @@ class BuildConfig:
         split: how train/test is assigned.
         threads: ONNX Runtime intra-op threads (``None``: all cores).
         index_every: minimum seconds between two index rebuilds during a build.
+        engine: ``local`` (this process) or ``ray`` (Ray actors; see :mod:`ray_engine`).
+        ray: where and how wide the Ray engine runs.
     """
 
     store: Path
@@ -78,6 +81,8 @@ class BuildConfig:
     split: SplitSpec | None = None
     threads: int | None = None
     index_every: float = 2.0
+    engine: str = "local"
+    ray: RayOptions | None = None
 
 
 @dataclass
@@ -99,6 +104,14 @@ class BuildReport:
     write_seconds: float = 0.0
     peak_rss_mib: float = 0.0
     store_bytes: int = 0
+
+    def absorb(self, times: StageTimes) -> None:
+        self.decode_seconds += times.decode
+        self.inference_seconds += times.inference
+        self.images_computed += times.images
+        self.errors += times.errors
+        for k, v in times.errors_by_reason.items():
+            self.errors_by_reason[k] = self.errors_by_reason.get(k, 0) + v
 
     @property
     def images_per_second(self) -> float:
@@ -407,6 +420,7 @@ class Writer:
                         rows.errors,
                     )
                 )
+                st.failed_path(self.store, name).unlink(missing_ok=True)
                 self.shards_written += 1
                 if time.perf_counter() - self._last_index >= self.index_every:
                     st.write_index(self.store, self.manifest, self._ordered())
@@ -516,6 +530,12 @@ def build(
         raise FstoreError(
             f"unknown storage dtype {config.dtype!r}; choose from {', '.join(DTYPES)}"
         )
+    if config.engine not in ("local", "ray"):
+        raise FstoreError(f"unknown engine {config.engine!r}; choose local or ray")
+    if config.engine == "ray":
+        from fstore.featurestore.ray_engine import import_ray
+
+        import_ray()
     if config.batch_size < 1 or config.shard_size < 1:
         raise FstoreError("--batch-size and --shard-size must be at least 1")
     store = config.store
@@ -555,16 +575,21 @@ def build(
             _check_compatible(store, manifest, fresh, config)
         work = plan_work(store, items, config.shard_size)
         pending = sum(len(items) for _, items in work.shards)
-        if pending and backend is None:
+        local = config.engine == "local"
+        if pending and backend is None and local:
             backend = OrtBackend.load(
                 model_path, config.provider, outputs=layers, threads=config.threads
             )
-        provider = backend.provider if backend else resolve_provider(config.provider)
-        manifest = replace(manifest, provenance={**manifest.provenance, "provider": provider})
+        if backend is not None:
+            provider = backend.provider
+        elif local:
+            provider = resolve_provider(config.provider)
+        else:
+            provider = config.provider
         if pending:
             log(
                 f"computing {pending} images ({', '.join(layers)}) on {provider.upper()} "
-                f"with {model_path.name}"
+                f"with {model_path.name}" + ("" if local else " (ray engine)")
             )
         report = BuildReport(
             str(store),
@@ -574,10 +599,20 @@ def build(
             images_done_before=work.done_before,
         )
         summaries = list(st.finished_shards(store).values())
+        manifest = replace(manifest, provenance={**manifest.provenance, "provider": provider})
         writer = Writer(store, manifest, summaries, config.index_every)
         try:
-            if backend is not None:
+            if pending and local:
+                assert backend is not None
                 _run(work, backend, preprocessing, config, writer, report, progress)
+            elif pending:
+                from fstore.featurestore import ray_engine
+
+                report.provider = ray_engine.run(
+                    work, model_path, tuple(layers), layer_dims(manifest), preprocessing,
+                    Path(manifest.image_root), config, writer, report,
+                    config.ray or RayOptions(), progress, log,
+                )  # fmt: skip
         finally:
             writer.close()
         report.write_seconds = writer.seconds
@@ -608,6 +643,87 @@ def _check_compatible(store: Path, old: st.Manifest, new: st.Manifest, config: B
         raise StoreError(f"store {store} is built from {old.image_root}, not {config.images}")
 
 
+@dataclass
+class StageTimes:
+    """Seconds spent per stage, and what was counted (summed over decode threads)."""
+
+    decode: float = 0.0
+    inference: float = 0.0
+    images: int = 0
+    errors: int = 0
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: StageTimes) -> None:
+        self.decode += other.decode
+        self.inference += other.inference
+        self.images += other.images
+        self.errors += other.errors
+        for k, v in other.errors_by_reason.items():
+            self.errors_by_reason[k] = self.errors_by_reason.get(k, 0) + v
+
+
+class ShardAssembler:
+    """Runs decoded batches through a backend and gathers them into shards.
+
+    The one place where a batch becomes rows, used by the local pipeline, the Ray workers and
+    ``extract_features``. On CUDA, batches are padded to ``pad_to`` so every run has the shape
+    cuDNN tuned for.
+    """
+
+    def __init__(self, backend: OrtBackend, dims: dict[str, int], pad_to: int | None = None):
+        self.backend, self.dims, self.pad_to = backend, dims, pad_to
+        self.times = StageTimes()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rows = st.ShardRows([], [], [], [], {})
+        self._outputs: dict[str, list[np.ndarray]] = {k: [] for k in self.backend.outputs}
+
+    def add(self, batch: Batch) -> st.ShardRows | None:
+        """Process one batch; returns the finished shard's rows after its last batch."""
+        rows, times = self.rows, self.times
+        good = [d for d in batch.decoded if d.array is not None]
+        times.decode += sum(d.seconds for d in batch.decoded)
+        for d in batch.decoded:
+            if d.error is None and d.warning is None:
+                continue
+            reason = d.error or d.warning
+            rows.errors.append({"key": d.item.key, "reason": reason, "sha256": d.sha256,
+                                "stored": d.error is None, "size": d.size,
+                                "mtime_ns": d.mtime_ns})  # fmt: skip
+            if d.error is not None:
+                times.errors += 1
+                kind = reason.split(":")[0]
+                times.errors_by_reason[kind] = times.errors_by_reason.get(kind, 0) + 1
+        if good:
+            x = np.stack([d.array for d in good])
+            if self.pad_to and len(good) < self.pad_to:
+                x = np.concatenate([x, np.zeros((self.pad_to - len(good),) + x.shape[1:], x.dtype)])
+            t0 = time.perf_counter()
+            result = self.backend.run(x)
+            times.inference += time.perf_counter() - t0
+            for layer in self.backend.outputs:
+                self._outputs[layer].append(result[layer][: len(good)].reshape(len(good), -1))
+            for d in good:
+                rows.keys.append(d.item.key)
+                rows.sha256.append(d.sha256)
+                rows.size.append(d.size)
+                rows.mtime_ns.append(d.mtime_ns)
+        times.images += len(good)
+        if not batch.last_of_shard:
+            return None
+        rows.features = {
+            layer: np.concatenate(chunks) if chunks else np.zeros((0, self.dims[layer]), np.float32)
+            for layer, chunks in self._outputs.items()
+        }
+        self._reset()
+        return rows
+
+
+def layer_dims(manifest: st.Manifest) -> dict[str, int]:
+    return {layer: int(np.prod(shape)) for layer, shape in manifest.shapes.items()}
+
+
 def _run(
     work: Work,
     backend: OrtBackend,
@@ -623,63 +739,16 @@ def _run(
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=pending, unit="img", disable=not show, dynamic_ncols=True, desc="build")
     pad_to = config.batch_size if backend.provider == "cuda" else None
-    outputs: dict[str, list[np.ndarray]] = {layer: [] for layer in backend.outputs}
-    rows = st.ShardRows([], [], [], [], {})
+    assembler = ShardAssembler(backend, layer_dims(writer.manifest), pad_to)
     try:
         for batch in iter_batches(work, preprocessing, config.batch_size, config.workers):
-            good = [d for d in batch.decoded if d.array is not None]
-            report.decode_seconds += sum(d.seconds for d in batch.decoded)
-            for d in batch.decoded:
-                if d.error is not None or d.warning is not None:
-                    reason = d.error or d.warning
-                    rows.errors.append(
-                        {
-                            "key": d.item.key,
-                            "reason": reason,
-                            "sha256": d.sha256,
-                            "stored": d.error is None,
-                            "size": d.size,
-                            "mtime_ns": d.mtime_ns,
-                        }
-                    )
-                    if d.error is not None:
-                        report.errors += 1
-                        kind = reason.split(":")[0]
-                        report.errors_by_reason[kind] = report.errors_by_reason.get(kind, 0) + 1
-            if good:
-                x = np.stack([d.array for d in good])
-                if pad_to and len(good) < pad_to:
-                    x = np.concatenate([x, np.zeros((pad_to - len(good),) + x.shape[1:], x.dtype)])
-                t0 = time.perf_counter()
-                result = backend.run(x)
-                report.inference_seconds += time.perf_counter() - t0
-                for layer in backend.outputs:
-                    outputs[layer].append(result[layer][: len(good)].reshape(len(good), -1))
-                for d in good:
-                    rows.keys.append(d.item.key)
-                    rows.sha256.append(d.sha256)
-                    rows.size.append(d.size)
-                    rows.mtime_ns.append(d.mtime_ns)
-            report.images_computed += len(good)
+            rows = assembler.add(batch)
             bar.update(len(batch.decoded))
-            if batch.last_of_shard:
-                rows.features = {
-                    layer: (
-                        np.concatenate(chunks)
-                        if chunks
-                        else np.zeros((0, int(np.prod(_shape(writer.manifest, layer)))), np.float32)
-                    )
-                    for layer, chunks in outputs.items()
-                }
+            if rows is not None:
                 writer.put(batch.shard, rows)
-                outputs = {layer: [] for layer in backend.outputs}
-                rows = st.ShardRows([], [], [], [], {})
     finally:
         bar.close()
-
-
-def _shape(manifest: st.Manifest, layer: str) -> tuple[int, ...]:
-    return manifest.shapes[layer]
+        report.absorb(assembler.times)
 
 
 def extract_features(
@@ -697,19 +766,14 @@ def extract_features(
         preprocessing = read_model_info(model_path).preprocessing
     backend = OrtBackend.load(model_path, provider, outputs=layers)
     items = [ImageItem(str(p), p) for p in paths]
+    if not items:
+        return {layer: np.zeros((0, 0), np.float32) for layer in layers}, [], []
+    dims = {layer: 0 for layer in layers}
+    assembler = ShardAssembler(backend, dims)
     work = Work([("extract", items)], 0, len(items))
-    feats: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
-    good_paths: list[Path] = []
-    errors: list[tuple[Path, str]] = []
+    rows = None
     for batch in iter_batches(work, preprocessing, batch_size, workers=2):
-        good = [d for d in batch.decoded if d.array is not None]
-        errors.extend((d.item.path, d.error) for d in batch.decoded if d.error is not None)
-        if good:
-            result = backend.run(np.stack([d.array for d in good]))
-            for layer in layers:
-                feats[layer].append(result[layer].reshape(len(good), -1))
-            good_paths.extend(d.item.path for d in good)
-    arrays = {
-        k: (np.concatenate(v) if v else np.zeros((0, 0), np.float32)) for k, v in feats.items()
-    }
-    return arrays, good_paths, errors
+        rows = assembler.add(batch) or rows
+    assert rows is not None
+    errors = [(Path(e["key"]), e["reason"]) for e in rows.errors if not e["stored"]]
+    return rows.features, [Path(k) for k in rows.keys], errors

@@ -267,6 +267,24 @@ def remove_temporaries(store: Path) -> int:
     return count
 
 
+def failed_path(store: Path, name: str) -> Path:
+    return sidecar(store) / "failed" / f"{name}.json"
+
+
+def record_failed_shard(store: Path, name: str, keys: list[str], reason: str) -> None:
+    """Mark a shard as failed (the next build tries it again); shown by ``fstore info``."""
+    path = failed_path(store, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps({"shard": name, "reason": reason, "keys": keys}).encode())
+
+
+def failed_shards(store: Path) -> list[dict]:
+    folder = sidecar(store) / "failed"
+    if not folder.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
 # --------------------------------------------------------------------------- index
 
 
@@ -366,6 +384,11 @@ def write_index(store: Path, manifest: Manifest, summaries: list[ShardSummary]) 
                 layout[at : at + length] = source[first : first + length]
             dataset = group.create_virtual_dataset(layer, layout, fillvalue=np.nan)
             dataset.attrs["shape"] = np.asarray(manifest.shapes[layer], np.int64)
+        failed = failed_shards(store)
+        group = f.create_group("failed_shards")
+        group.create_dataset("name", data=_str_data(x["shard"] for x in failed), dtype=string)
+        group.create_dataset("reason", data=_str_data(x["reason"] for x in failed), dtype=string)
+        group.create_dataset("images", data=np.array([len(x["keys"]) for x in failed], np.int64))
         shards = f.create_group("shards")
         shards.create_dataset("name", data=_str_data(s.name for s in summaries), dtype=string)
         shards.create_dataset("rows", data=np.asarray([len(s.keys) for s in summaries], np.int64))
@@ -448,11 +471,7 @@ def load_features(
                 X[...] = dataset[()]
         elif len(index):
             X[...] = dataset[np.sort(index)][np.argsort(np.argsort(index))]
-        manifest = Manifest.from_json(
-            f["manifest"][()].decode()
-            if isinstance(f["manifest"][()], bytes)
-            else f["manifest"][()]
-        )
+        manifest = Manifest.from_json(_scalar_str(f["manifest"]))
         return FeatureSet(
             layer=layer,
             X=X,
@@ -481,6 +500,7 @@ class StoreInfo:
     errors: list[dict]
     provenance: dict
     size_bytes: int
+    failed_shards: list[dict] = field(default_factory=list)
 
 
 def store_info(store: Path) -> StoreInfo:
@@ -496,6 +516,12 @@ def store_info(store: Path) -> StoreInfo:
             for k, r, s in zip(_strings(err["key"]), _strings(err["reason"]), err["stored"][()])
         ]
         n_shards = len(f["shards/name"])
+        failed = []
+        if "failed_shards" in f:
+            g = f["failed_shards"]
+            failed = [{"shard": n, "reason": r, "images": int(k)}
+                      for n, r, k in zip(_strings(g["name"]), _strings(g["reason"]),
+                                         g["images"][()])]  # fmt: skip
     size = store.stat().st_size
     shards_dir = sidecar(store)
     if shards_dir.is_dir():
@@ -516,6 +542,7 @@ def store_info(store: Path) -> StoreInfo:
         },
         dtype=manifest.dtype,
         shards=n_shards,
+        failed_shards=failed,
         errors=errors,
         provenance=manifest.provenance,
         size_bytes=size,

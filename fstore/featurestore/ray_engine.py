@@ -1,0 +1,212 @@
+"""``fstore build --engine ray``: the same shards, computed by Ray actors on many cores or machines.
+
+Ray only maps fstore's own unit of work, one shard (a fixed list of images from the saved plan),
+over what is not done yet. Each actor holds one ONNX Runtime session, created once from model
+bytes sent through Ray's object store, and reads its images from the image folder, which must be
+at the same path on every node (a shared filesystem). Actors return the shard's rows to the
+driver; the driver alone writes shard files (temporary name, fsync, rename) and the index, so the
+store needs no shared filesystem and ends exactly as a local build would leave it.
+
+A worker killed mid-shard is restarted by Ray and its shard retried; a shard that still fails
+after ``retries`` attempts is recorded in the store as failed (``fstore info``) and is tried again
+by the next build, while the other shards go on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fstore.errors import MissingDependencyError
+from fstore.featurestore import store as st
+from fstore.featurestore.preprocess import Preprocessing
+
+NAMESPACE = "fstore"
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide to run.
+
+    Attributes:
+        address: ``None`` starts a local Ray instance; ``auto`` or ``ray://HOST:PORT`` joins one.
+        num_workers: actors (one ONNX Runtime session each).
+        cpus_per_worker: Ray CPUs reserved per actor (fractions allowed); also its ORT threads.
+        gpus_per_worker: Ray GPUs per actor (CUDA provider when > 0).
+        retries: attempts per shard before it is recorded as failed.
+    """
+
+    address: str | None = None
+    num_workers: int = 2
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    retries: int = 3
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError(
+            "--engine ray needs Ray: pip install 'fstore[ray]' (or pip install ray)"
+        ) from None
+    return ray
+
+
+class ShardWorker:
+    """A Ray actor: one ONNX Runtime session, computing whole shards."""
+
+    def __init__(self, model: bytes, layers: tuple[str, ...], provider: str, threads: int,
+                 preprocessing: str, image_root: str, batch_size: int, decode_workers: int,
+                 dims: dict[str, int]) -> None:  # fmt: skip
+        import tempfile
+
+        from fstore.featurestore.runtime import OrtBackend
+
+        # ORT reads the model from a file most reliably; keep it private to this process.
+        handle, path = tempfile.mkstemp(suffix=".onnx", prefix="fstore-worker-")
+        with os.fdopen(handle, "wb") as f:
+            f.write(model)
+        try:
+            self.backend = OrtBackend.load(Path(path), provider, outputs=layers, threads=threads)
+        finally:
+            os.unlink(path)
+        self.preprocessing = Preprocessing.from_json(preprocessing)
+        self.root = Path(image_root)
+        self.batch_size, self.decode_workers, self.dims = batch_size, decode_workers, dims
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def provider(self) -> str:
+        return self.backend.provider
+
+    def compute(self, name: str, keys: list[str]):
+        """Compute one shard; returns (name, ShardRows, StageTimes)."""
+        from fstore.featurestore.build import ShardAssembler, Work, iter_batches
+        from fstore.featurestore.dataset import ImageItem
+
+        items = [ImageItem(k, self.root / k) for k in keys]
+        pad_to = self.batch_size if self.backend.provider == "cuda" else None
+        assembler = ShardAssembler(self.backend, self.dims, pad_to)
+        rows = None
+        work = Work([(name, items)], 0, len(items))
+        for batch in iter_batches(work, self.preprocessing, self.batch_size, self.decode_workers):
+            rows = assembler.add(batch) or rows
+        return name, rows, assembler.times
+
+
+def run(work, model_path: Path, layers: tuple[str, ...], dims: dict[str, int],
+        preprocessing: Preprocessing, image_root: Path, config, writer, report,
+        options: RayOptions, progress: bool | None, log=lambda _: None) -> str:  # fmt: skip
+    """Compute ``work`` (a ``build.Work``) on Ray actors, handing each shard to ``writer``.
+
+    Returns the provider the workers ran on.
+    """
+    ray = import_ray()
+    from tqdm import tqdm
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "namespace": NAMESPACE}
+        if options.address:
+            ray.init(address=options.address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count(), **kwargs)
+    actors = []
+    try:
+        model_ref = ray.put(model_path.read_bytes())
+        worker_cls = ray.remote(
+            num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker,
+            max_restarts=-1, max_task_retries=0,
+        )(ShardWorker)  # fmt: skip
+        provider = "cuda" if options.gpus_per_worker > 0 else config.provider
+        if provider == "auto":
+            provider = "cpu"
+        threads = max(1, int(options.cpus_per_worker))
+        actors = [
+            worker_cls.options(name=f"fstore-worker-{i}", namespace=NAMESPACE).remote(
+                model_ref,
+                layers,
+                provider,
+                threads,
+                preprocessing.to_json(),
+                str(image_root),
+                config.batch_size,
+                config.workers,
+                dims,
+            )
+            for i in range(options.num_workers)
+        ]
+        ran_on = ray.get(actors[0].provider.remote())
+        log(f"ray: {len(actors)} workers on {ran_on.upper()}, "
+            f"{ray.cluster_resources().get('CPU', 0):g} CPUs in the cluster")  # fmt: skip
+        _dispatch(ray, actors, work, writer, report, options, progress, tqdm)
+        return ran_on
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        if started_here:
+            ray.shutdown()
+
+
+def _dispatch(ray, actors, work, writer, report, options, progress, tqdm) -> None:
+    """Keep every actor busy with up to two shards; write results as they come, in any order."""
+    queue = [(name, [item.key for item in items]) for name, items in work.shards]
+    sizes = {name: len(items) for name, items in work.shards}
+    attempts: dict[str, int] = {}
+    in_flight: dict = {}  # ObjectRef -> (actor index, name, keys)
+    total = sum(sizes.values())
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=total, unit="img", disable=not show, dynamic_ncols=True, desc="build[ray]")
+    load = [0] * len(actors)
+
+    def submit(index: int) -> None:
+        name, keys = queue.pop(0)
+        attempts[name] = attempts.get(name, 0) + 1
+        ref = actors[index].compute.remote(name, keys)
+        in_flight[ref] = (index, name, keys)
+        load[index] += 1
+
+    done_shards = 0
+    try:
+        while queue or in_flight:
+            for index in range(len(actors)):
+                while queue and load[index] < 2:
+                    submit(index)
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            ref = ready[0]
+            index, name, keys = in_flight.pop(ref)
+            load[index] -= 1
+            try:
+                _, rows, times = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                if attempts[name] < options.retries:
+                    queue.insert(0, (name, keys))
+                    continue
+                reason = f"failed after {attempts[name]} attempts: {type(exc).__name__}"
+                st.record_failed_shard(writer.store, name, keys, reason)
+                bar.update(sizes[name])
+                continue
+            writer.put(name, rows)
+            report.absorb(times)
+            done_shards += 1
+            bar.update(sizes[name])
+            bar.set_postfix_str(f"shards {done_shards}/{len(sizes)}")
+    finally:
+        bar.close()
+
+
+def wait_for_workers(ray, count: int, timeout: float = 60.0) -> list:
+    """Handles of the named worker actors once ``count`` exist (for tests and tools)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+        wanted = [f"fstore-worker-{i}" for i in range(count)]
+        if all(n in names for n in wanted):
+            return [ray.get_actor(n, namespace=NAMESPACE) for n in wanted]
+        time.sleep(0.1)
+    raise TimeoutError("ray workers did not start")

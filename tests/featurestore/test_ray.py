@@ -1,0 +1,123 @@
+"""The Ray engine on a local 2-CPU cluster: same store as a local build, worker and driver kills.
+
+Ray's CPU accounting on 2 cores: two actors at 1 CPU each and nothing else that reserves CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_image_folder
+
+from fstore.errors import MissingDependencyError
+from fstore.featurestore.build import build
+from fstore.featurestore.ray_engine import RayOptions, wait_for_workers
+from fstore.featurestore.store import load_features, sidecar, store_info
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="fstore")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    make_image_folder(root, {"a": 14, "b": 14, "c": 12}, size=(40, 36))
+    (root / "c" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return root
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    for layer in ("pool5", "fc7"):
+        x, y = load_features(a, layer), load_features(b, layer)
+        assert list(x.keys) == list(y.keys)
+        np.testing.assert_allclose(x.X, y.X, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(x.y, y.y)
+    assert store_info(a).errors == store_info(b).errors
+
+
+def shard_count(store: Path) -> int:
+    folder = sidecar(store) / "shards"
+    return len(list(folder.glob("g*.h5"))) if folder.is_dir() else 0
+
+
+def test_ray_build_equals_local_build(ray_cluster, config_for, tmp_path, images):
+    local = build(config_for(images, store=tmp_path / "local.h5"))
+    options = RayOptions(num_workers=2, cpus_per_worker=1)
+    distributed = build(config_for(images, store=tmp_path / "ray.h5", engine="ray", ray=options))
+    assert distributed.images_computed == local.images_computed == 40
+    assert distributed.errors == 1 and distributed.shards_written == local.shards_written == 6
+    assert_same_store(tmp_path / "local.h5", tmp_path / "ray.h5")
+    # Resuming either way is a no-op: the shards are fstore's, not Ray's.
+    again = build(config_for(images, store=tmp_path / "ray.h5"))
+    assert again.images_computed == 0
+
+
+def test_killing_a_worker_mid_build_loses_nothing(ray_cluster, config_for, tmp_path, images):
+    build(config_for(images, store=tmp_path / "local.h5"))
+    store = tmp_path / "ray.h5"
+    config = config_for(
+        images,
+        store=store,
+        engine="ray",
+        shard_size=2,
+        batch_size=1,
+        ray=RayOptions(num_workers=2, cpus_per_worker=1, retries=3),
+    )
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.setdefault("report", build(config)))
+    thread.start()
+    workers = wait_for_workers(ray_cluster, 2)
+    victim = ray_cluster.get(workers[0].pid.remote())
+    while shard_count(store) < 3 and thread.is_alive():
+        time.sleep(0.01)
+    assert thread.is_alive(), "the build ended before a worker could be killed"
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=300)
+    report = result["report"]
+    assert report.images_computed == 40 and store_info(store).failed_shards == []
+    assert_same_store(tmp_path / "local.h5", store)
+
+
+def test_driver_killed_then_rerun_resumes(store_model, tmp_path, images):
+    store = tmp_path / "ray.h5"
+
+    def cmd(target: Path, engine: str) -> list[str]:
+        return [sys.executable, "-m", "fstore.cli", "build", str(images), "--store", str(target),
+                "--layer", "pool5,fc7", "--weights", "random", "--seed", "0", "--size", "32",
+                "--provider", "cpu", "--batch-size", "1", "--shard-size", "2", "--quiet",
+                "--engine", engine, "--address", "local", "--num-workers", "2"]  # fmt: skip
+
+    proc = subprocess.Popen(cmd(store, "ray"), start_new_session=True)
+    deadline = time.monotonic() + 180
+    while shard_count(store) < 4 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = shard_count(store)
+    assert 4 <= done < 21
+    subprocess.run(cmd(store, "ray"), check=True, timeout=300)
+    reference = tmp_path / "local.h5"
+    subprocess.run(cmd(reference, "local"), check=True, timeout=300)
+    assert_same_store(reference, store)
+
+
+def test_missing_ray_is_a_one_line_error(config_for, images, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(MissingDependencyError, match="pip install"):
+        build(replace(config_for(images), engine="ray"))
