@@ -138,6 +138,8 @@ def study_figure(path: Path, study: LayerStudy) -> list[Path]:
     twin = ax.twinx()
     twin.bar(x, [r.fit_seconds for r in study.rows], alpha=0.25, color="tab:orange")
     twin.set_ylabel("fit time, CV + refit (s)", color="tab:orange")
+    ax.set_zorder(twin.get_zorder() + 1)  # the accuracy line above the time bars
+    ax.patch.set_visible(False)
     ax.set_title("Linear SVM per layer", fontsize=10)
     return _save(fig, path, {"figure": "layer_study", **study.to_dict()})
 
