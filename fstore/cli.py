@@ -392,10 +392,11 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
             click.echo(f"  {e['key']}: {e['reason']}" + (" (stored)" if e["stored"] else ""))
 
 
+from fstore.cli_classifiers import classify, study, train, zeroshot  # noqa: E402
 from fstore.cli_inspection import activations, predict  # noqa: E402
 
-cli.add_command(predict)
-cli.add_command(activations)
+for _command in (train, study, zeroshot, classify, predict, activations):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from fstore.cli_options import store_option
 from fstore.errors import FstoreError
 
 if TYPE_CHECKING:
@@ -45,9 +46,6 @@ def user_errors(command):
 
 # --------------------------------------------------------------------------- shared options
 
-store_option = click.option(
-    "--store", type=click.Path(path_type=Path), default=None,
-    help="Feature store [default: $FSTORE_STORE, else ./fstore.h5].")
 layer_option = click.option(
     "--layer", default=None, help="Layer to use [default: the store's only layer, else fc7].")
 json_option = click.option("--json", "as_json", is_flag=True,
