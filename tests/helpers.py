@@ -10,7 +10,8 @@ from PIL import Image
 from fstore.featurestore.preprocess import Preprocessing
 
 #: 32x32 inputs keep every layer (fc6 included, through the adaptive pool) fast on 2 cores.
-SMALL = Preprocessing(resize=36, crop=32)
+#: The same as ``--size 32`` / ``--input-size 32`` on the command line (resize 256/224 of 32).
+SMALL = Preprocessing(resize=37, crop=32)
 ALL_LAYERS = (
     "conv1_1",
     "conv1_2",

@@ -184,6 +184,7 @@ def _dispatch(ray, actors, work, writer, report, options, progress, tqdm) -> Non
             try:
                 _, rows, times = ray.get(ref)
             except ray.exceptions.RayError as exc:
+                _wait_until_alive(ray, actors[index])
                 if attempts[name] < options.retries:
                     queue.insert(0, (name, keys))
                     continue
@@ -198,6 +199,17 @@ def _dispatch(ray, actors, work, writer, report, options, progress, tqdm) -> Non
             bar.set_postfix_str(f"shards {done_shards}/{len(sizes)}")
     finally:
         bar.close()
+
+
+def _wait_until_alive(ray, actor, timeout: float = 120.0) -> None:
+    """After a failure, wait while Ray restarts the actor (calls fail fast meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.pid.remote(), timeout=10)
+            return
+        except ray.exceptions.RayError:
+            time.sleep(0.5)
 
 
 def wait_for_workers(ray, count: int, timeout: float = 60.0) -> list:

@@ -83,7 +83,7 @@ def test_metadata_and_dynamic_batch(small_model, tmp_path):
     assert list(info.classes) == VGG16_Weights.IMAGENET1K_V1.meta["categories"]
     assert info.shapes["pool5"] == (512, 1, 1) and info.shapes["fc7"] == (4096,)
     props = {p.key: p.value for p in onnx.load(str(small_model.path)).metadata_props}
-    assert json.loads(props["fstore.preprocessing"])["resize"] == 36
+    assert json.loads(props["fstore.preprocessing"])["resize"] == 37
     session = ort.InferenceSession(str(small_model.path), providers=["CPUExecutionProvider"])
     assert isinstance(session.get_inputs()[0].shape[0], str)
     for batch in (1, 5):

@@ -46,10 +46,14 @@ def test_shapes_match_real_outputs(size):
     model = vgg16().eval()
     captured = {}
     modules = dict(model.named_modules())
+    def hook(name: str):
+        def record(module, inputs, output) -> None:  # returns None: the output is unchanged
+            captured.setdefault(name, tuple(output.shape[1:]))
+
+        return record
+
     for layer in LAYERS[:-1]:
-        modules[layer.module].register_forward_hook(
-            lambda m, i, o, name=layer.name: captured.setdefault(name, tuple(o.shape[1:]))
-        )
+        modules[layer.module].register_forward_hook(hook(layer.name))
     with torch.inference_mode():
         model(torch.zeros(1, 3, size, size))
     for layer in LAYERS[:-1]:

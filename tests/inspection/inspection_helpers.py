@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+#: The ``small_model`` fixture's preprocessing (32x32 inputs).
+from helpers import SMALL  # noqa: E402
 from PIL import Image
 
 from fstore.featurestore.preprocess import Preprocessing, load_image
-
-#: The ``small_model`` fixture's preprocessing (32x32 inputs).
-SMALL = Preprocessing(resize=36, crop=32)
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> Path:

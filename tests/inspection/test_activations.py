@@ -83,7 +83,7 @@ def test_conv1_through_cache_and_channel_limit(conv1_model, eager_vgg16, image):
     check_tiles(grid.tiles, expected[:10])
     full = activations(image, "conv1_1", model=conv1_model, channels=64)
     np.testing.assert_array_equal(full.tiles[:10], grid.tiles)
-    # the picture is the crop the network saw: resized so the short side is 36, centre 32
+    # the picture is the crop the network saw: resized so the short side is 37, centre 32
     assert grid.image.shape == (32, 32, 3)
 
 
