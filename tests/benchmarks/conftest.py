@@ -1,0 +1,41 @@
+"""Fixtures of the benchmark tests: a small conv-only model and a small labelled folder.
+
+The model is VGG16 up to pool5 (random weights, seed 0) at 32x32 with the preprocessing
+``fstore bench --input-size 32`` uses, so the CLI smoke test finds it in the session's cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import make_image_folder
+
+from fstore.benchmarks.harness import preprocessing_for
+from fstore.featurestore.preprocess import Preprocessing
+
+BENCH_LAYER = "pool5"
+BENCH_SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def bench_prep() -> Preprocessing:
+    return preprocessing_for(BENCH_SIZE)
+
+
+@pytest.fixture(scope="session")
+def bench_model(isolated_cache: Path, bench_prep: Preprocessing):
+    """The fp32 ``ExportResult`` of pool5 at 32x32 (exported once per session)."""
+    pytest.importorskip("torch")
+    from fstore.export.onnx_export import export
+    from fstore.export.weights import WeightsSource
+
+    return export((BENCH_LAYER,), WeightsSource("random", seed=0), preprocessing=bench_prep)
+
+
+@pytest.fixture(scope="session")
+def bench_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<class>/<image>.jpg``: 3 classes of 6 small JPEGs."""
+    root = tmp_path_factory.mktemp("bench-images")
+    make_image_folder(root, {"alpha": 6, "beta": 6, "gamma": 6}, size=(48, 40))
+    return root

@@ -1,0 +1,135 @@
+"""Eager backends and the eager end-to-end loop against fstore's ONNX Runtime path; machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fstore.benchmarks import machine
+from fstore.export.onnx_export import VERIFY_TOLERANCE, relative_error
+from fstore.export.precision import compare_features, decode_inputs
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def full_vgg16():
+    from fstore.export.weights import WeightsSource, load_vgg16
+
+    return load_vgg16(WeightsSource("random", seed=0))[0]
+
+
+@pytest.fixture(scope="module")
+def eager_state(full_vgg16, bench_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fstore.benchmarks.eager import EagerBackend, save_state_dict
+
+    path = tmp_path_factory.mktemp("eager") / "state.pt"
+    return save_state_dict(EagerBackend.from_model(full_vgg16, bench_model.info.layers), path)
+
+
+@pytest.fixture(scope="module")
+def batch(bench_folder: Path, bench_prep) -> np.ndarray:
+    return decode_inputs(sorted(bench_folder.rglob("*.jpg"))[:4], bench_prep)
+
+
+def test_eager_fp32_matches_onnx_runtime_and_best_is_close(
+    bench_model, eager_state: Path, batch: np.ndarray
+) -> None:
+    from fstore.benchmarks.eager import EagerBackend
+    from fstore.featurestore.runtime import OrtBackend
+
+    ort = OrtBackend.load(bench_model.path, "cpu").run(batch)
+    fp32 = EagerBackend.from_state_dict(eager_state, ("pool5",)).run(batch)
+    assert set(fp32) == {"pool5"} and fp32["pool5"].dtype == np.float32
+    assert relative_error(fp32["pool5"], ort["pool5"]) <= VERIFY_TOLERANCE
+    best = EagerBackend.from_state_dict(eager_state, ("pool5",), variant="best")
+    assert best.module.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    row = compare_features(ort, best.run(batch))["pool5"]
+    assert row["mean_cosine"] > 0.99
+
+
+def test_state_dict_loading_equals_the_in_memory_model(
+    full_vgg16, eager_state: Path, batch: np.ndarray
+) -> None:
+    from fstore.benchmarks.eager import EagerBackend
+
+    direct = EagerBackend.from_model(full_vgg16, ("pool5",)).run(batch)
+    loaded = EagerBackend.from_state_dict(eager_state, ("pool5",)).run(batch)
+    np.testing.assert_array_equal(direct["pool5"], loaded["pool5"])
+
+
+def test_eager_store_writes_the_features_build_writes(
+    bench_model, eager_state: Path, bench_folder: Path, bench_prep, tmp_path: Path
+) -> None:
+    from fstore.benchmarks.eager import eager_store, read_eager_store
+    from fstore.featurestore.build import BuildConfig, build
+    from fstore.featurestore.store import load_features
+
+    paths = sorted(bench_folder.rglob("*.jpg"))
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    keys = [p.relative_to(bench_folder).as_posix() for p in paths] + ["bad.jpg"]
+    report = eager_store(
+        paths + [tmp_path / "bad.jpg"],
+        keys,
+        tmp_path / "eager.h5",
+        eager_state,
+        ("pool5",),
+        bench_prep,
+        batch_size=5,
+        workers=1,
+    )
+    assert (report.images, report.errors) == (18, 1)
+    assert report.seconds >= report.inference_seconds > 0
+    got_keys, feats = read_eager_store(tmp_path / "eager.h5")
+    assert got_keys == keys[:-1] and feats["pool5"].shape == (18, 512)
+
+    build(
+        BuildConfig(
+            store=tmp_path / "s.h5",
+            images=bench_folder,
+            model=bench_model.path,
+            provider="cpu",
+            batch_size=4,
+        ),
+        progress=False,
+    )
+    fs = load_features(tmp_path / "s.h5", "pool5")
+    assert list(fs.keys) == got_keys
+    assert relative_error(feats["pool5"], fs.X) <= VERIFY_TOLERANCE
+
+
+def test_torchvision_transform_equals_fstore_preprocessing(bench_folder: Path, bench_prep) -> None:
+    from PIL import Image
+
+    from fstore.benchmarks.eager import image_transform
+    from fstore.featurestore.preprocess import preprocess
+
+    path = sorted(bench_folder.rglob("*.jpg"))[0]
+    with Image.open(path) as image:
+        ours = preprocess(image.convert("RGB"), bench_prep)
+        theirs = image_transform(bench_prep)(image.convert("RGB")).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_gemm_peaks_are_measured_per_arithmetic() -> None:
+    peaks = machine.gemm_peaks("cpu", n=64, seconds=0.01, threads=1)
+    assert {"fp32", "bf16", "int8"} == set(peaks)
+    assert all(p.gflops > 0 and p.n == 64 for p in peaks.values())
+    assert peaks["int8"].how.startswith("onnxruntime")
+
+
+def test_machine_info_names_cpu_cores_and_versions() -> None:
+    info = machine.machine_info()
+    assert info["cpu"] and info["usable_cores"] >= 1 and info["cores"] >= info["usable_cores"]
+    assert info["versions"]["onnxruntime"] != "absent"
+    assert "CPUExecutionProvider" in info["onnxruntime_providers"]
+
+
+def test_memory_of_a_fresh_process() -> None:
+    use = machine.measure_in_subprocess(np.ones, (64, 1024, 1024), np.uint8)  # 64 MiB written
+    assert 60 <= use["extra_mib"] <= 200
+    assert use["peak_mib"] >= use["start_mib"] + use["extra_mib"] - 1
+    with pytest.raises(RuntimeError, match="ValueError"):
+        machine.measure_in_subprocess(np.ones, (-1,))

@@ -1,0 +1,121 @@
+"""The three outputs of a benchmark, written from a run of fake systems."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fstore.benchmarks import harness as h
+from fstore.benchmarks.report import FILES, markdown, write_report
+
+
+class Fake:
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return {"fc7": batch.reshape(len(batch), -1)[:, :8] * self.scale}
+
+
+class Images:
+    count = 6
+
+
+@pytest.fixture
+def result(tmp_path: Path) -> h.BenchResult:
+    systems = h.make_systems("cpu", ("fp32", "int8"))
+    inputs = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    loaders = {s.id: (lambda i=i: Fake(1.0 + 0.001 * i)) for i, s in enumerate(systems)}
+    model_rows, feats = h.model_view(systems, loaders, inputs, (1, 4), 2, 1, 4, settle=0)
+    runners = {
+        s.id: (
+            lambda out, images: {
+                "decode_seconds": 0.5,
+                "inference_seconds": 1.0,
+                "write_seconds": 0.1,
+            }
+        )
+        for s in systems
+    }
+    e2e_rows, _ = h.e2e_view(systems, runners, Images(), 4, 2, tmp_path, settle=0)
+    result = h.BenchResult(
+        started="2026-01-01T00:00:00+00:00",
+        seconds=3.0,
+        config={
+            "batch_sizes": [1, 4],
+            "repeats": 2,
+            "warmup": 1,
+            "e2e_repeats": 2,
+            "e2e_batch_size": 4,
+            "threads": 2,
+            "workers": 2,
+            "weights": "random:seed=0",
+        },
+        machine={
+            "cpu": "Test CPU",
+            "cores": 2,
+            "usable_cores": 2,
+            "cpu_flags": ["avx2"],
+            "versions": {"onnxruntime": "1.0"},
+            "load_average": [0.1, 0.1, 0.1],
+        },
+        provider="cpu",
+        layer="fc7",
+        input_size=32,
+        macs_per_image=10**8,
+        peaks={
+            "fp32": {"kind": "fp32", "gflops": 100.0, "how": "numpy matmul", "n": 64},
+            "int8": {"kind": "int8", "gflops": 400.0, "how": "onnxruntime", "n": 64},
+        },
+        systems=systems,
+        images={"source": "synthetic", "count": 6, "description": "6 generated pictures (JPEG)"},
+        models={},
+        model_rows=model_rows,
+        e2e_rows=e2e_rows,
+        fidelity={
+            "model_view": {s.id: {"mean_cosine": 1.0, "min_cosine": 0.999} for s in systems[1:]}
+        },
+        notes=["CUDA path untested"],
+    )
+    h.add_ratios(model_rows + e2e_rows)
+    h.add_fractions(model_rows + e2e_rows, systems, result.peaks, result.flops_per_image)
+    result.targets = h.evaluate_targets(result)
+    return result
+
+
+def test_report_files_hold_every_system_and_batch(result: h.BenchResult, tmp_path: Path) -> None:
+    paths = write_report(result, tmp_path / "out")
+    assert {p.name for p in paths.values()} == set(FILES.values())
+    assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(paths["json"].read_text())
+    model = {(r["system"], r["batch_size"]): r for r in data["model_rows"]}
+    assert set(model) == {(s.id, b) for s in result.systems for b in (1, 4)}
+    for (_, batch), row in model.items():
+        base = model[("eager-fp32", batch)]["images_per_s"]["median"]
+        assert row["ratio"] == pytest.approx(row["images_per_s"]["median"] / base)
+    assert len(data["e2e_rows"]) == len(result.systems)
+    assert data["flops_per_image"] == 2 * 10**8
+    text = paths["markdown"].read_text()
+    for s in result.systems:
+        for b in (1, 4):
+            assert f"| {s.id} | {b} |" in text
+    assert "Test CPU" in text and "fp32 GEMM peak: 100.0 GFLOP/s" in text
+    assert "CUDA path untested" in text and "## Targets" in text
+
+
+def test_markdown_shows_ratios_and_fraction_of_peak(result: h.BenchResult) -> None:
+    text = markdown(result)
+    row = next(r for r in result.model_rows if r.system == "ort-int8" and r.batch_size == 4)
+    assert f"{row.ratio:.2f}×" in text
+    assert f"{100 * row.fraction_of_peak:.0f}% int8" in text
+
+
+def test_nan_and_infinity_become_null(result: h.BenchResult, tmp_path: Path) -> None:
+    result.model_rows[0].ratio = float("nan")
+    result.model_rows[1].fraction_of_peak = float("inf")
+    data = json.loads(write_report(result, tmp_path)["json"].read_text())
+    assert data["model_rows"][0]["ratio"] is None
+    assert data["model_rows"][1]["fraction_of_peak"] is None

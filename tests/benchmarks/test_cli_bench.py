@@ -1,0 +1,100 @@
+"""``fstore bench`` through click: a tiny end-to-end smoke run, errors, and lazy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fstore.cli_bench import bench
+
+
+def test_importing_the_command_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, fstore.cli_bench; "
+        "print([m for m in ('torch', 'onnxruntime', 'h5py', 'sklearn', 'onnx') "
+        "if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_tiny_bench_writes_three_outputs(bench_model, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(
+        bench,
+        [
+            "--synthetic",
+            "8",
+            "--batch-sizes",
+            "1,2",
+            "--input-size",
+            "32",
+            "--weights",
+            "random",
+            "--layer",
+            "pool5",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--e2e-repeats",
+            "1",
+            "--workers",
+            "1",
+            "--calibration-count",
+            "4",
+            "--gemm-size",
+            "64",
+            "--peak-seconds",
+            "0.01",
+            "--memory",
+            "off",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"bench.md", "bench.json", "bench.png"}
+    data = json.loads((out / "bench.json").read_text())
+    systems = ["eager-fp32", "eager-best", "ort-fp32", "ort-int8"]
+    assert [s["id"] for s in data["systems"]] == systems
+    model = {(r["system"], r["batch_size"]): r for r in data["model_rows"]}
+    assert set(model) == {(s, b) for s in systems for b in (1, 2)}
+    for (_, batch), row in model.items():
+        base = model[("eager-fp32", batch)]["images_per_s"]["median"]
+        assert row["ratio"] == pytest.approx(row["images_per_s"]["median"] / base)
+        assert len(row["batch_seconds"]) == 2
+    e2e = {r["system"]: r for r in data["e2e_rows"]}
+    assert set(e2e) == set(systems) and all(r["images"] == 8 for r in e2e.values())
+    assert data["fidelity"]["e2e_agreement"]["images"] == 8
+    assert data["fidelity"]["e2e_agreement"]["mean_cosine"] > 0.9999
+    assert data["fidelity"]["model_view"]["ort-fp32"]["mean_cosine"] > 0.9999
+    assert data["fidelity"]["model_view"]["ort-int8"]["mean_cosine"] > 0.99
+    assert data["models"]["fp32"] == str(bench_model.path)
+    assert data["macs_per_image"] > 0 and data["peaks"]["fp32"]["gflops"] > 0
+    assert any("CUDA path untested" in n for n in data["notes"])
+    assert "ort-int8" in result.output and "wrote" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--synthetic", "4", "--images", "."], 2, "not both"),
+        (["--batch-sizes", "1,x"], 2, "comma-separated integers"),
+        (["--synthetic", "2", "--precision", "fp8", "--input-size", "32"], 1, "unknown precision"),
+    ],
+)
+def test_bad_options_are_one_line_errors(args: list[str], code: int, message: str) -> None:
+    result = CliRunner().invoke(bench, args)
+    assert result.exit_code == code
+    assert message in result.output
+    assert "Traceback" not in result.output

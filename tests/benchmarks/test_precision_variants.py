@@ -1,0 +1,244 @@
+"""int8 and fp16 variants: graph structure, metadata, cache, fidelity, SVM accuracy change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fstore.errors import DatasetError, ModelError
+from fstore.export import precision as prec
+from fstore.featurestore.preprocess import Preprocessing
+
+onnx = pytest.importorskip("onnx")
+
+
+def _props(model) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _weight_dequantizers(model) -> list:
+    """DequantizeLinear nodes fed by an initializer: the quantized weights."""
+    inits = {i.name for i in model.graph.initializer}
+    return [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+
+
+def _attr(node, name: str):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return None
+
+
+@pytest.fixture(scope="module")
+def int8_variant(bench_model, bench_folder: Path):
+    return prec.export_variant(bench_model, "int8", calibration=bench_folder, calibration_count=8)
+
+
+def test_int8_is_qdq_per_channel_with_metadata(int8_variant, bench_model) -> None:
+    model = onnx.load(str(int8_variant.path))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    inits = {i.name: i for i in model.graph.initializer}
+    weights = _weight_dequantizers(model)
+    assert len(weights) >= 13  # every conv's weight
+    for node in weights:
+        if inits[node.input[0]].data_type != onnx.TensorProto.INT8:
+            continue  # int32 biases
+        scale = onnx.numpy_helper.to_array(inits[node.input[1]])
+        assert _attr(node, "axis") == 0
+        assert scale.ndim == 1 and scale.size == inits[node.input[0]].dims[0] > 1
+    props = _props(model)
+    assert props["fstore.precision"] == "int8"
+    calibration = json.loads(props["fstore.calibration"])
+    assert calibration["source"] == "images" and calibration["images"] == 8
+    assert int8_variant.info.precision == "int8"
+    assert int8_variant.info.layers == bench_model.info.layers
+    assert int8_variant.path.stat().st_size < bench_model.path.stat().st_size / 3
+
+
+def test_int8_fidelity_is_high_and_recorded(int8_variant) -> None:
+    record = prec.read_fidelity(int8_variant.path)
+    assert record["source"] == "held-out"
+    row = record["layers"]["pool5"]
+    assert row["images"] == 18 - 8
+    assert row["mean_cosine"] >= 0.99
+    assert row["min_cosine"] <= row["mean_cosine"]
+    assert int8_variant.errors["pool5"] == pytest.approx(row["max_relative_error"])
+    assert "cosine vs fp32 mean" in prec.describe_fidelity(record)
+
+
+def test_variant_is_cached_per_calibration_set(
+    int8_variant, bench_model, bench_folder: Path
+) -> None:
+    again = prec.export_variant(bench_model, "int8", calibration=bench_folder, calibration_count=8)
+    assert again.from_cache and again.path == int8_variant.path
+    assert again.info.precision == "int8"
+    other = prec.choose_images(bench_folder, 9)
+    assert prec.variant_tag("int8", other) != prec.variant_tag(
+        "int8", prec.choose_images(bench_folder, 8)
+    )
+    assert prec.variant_tag("fp16") == "fp16"
+
+
+def test_fp16_keeps_float32_io_and_has_float16_weights(
+    bench_model, bench_folder: Path, tmp_path: Path
+) -> None:
+    result = prec.export_variant(
+        bench_model, "fp16", calibration=bench_folder, output=tmp_path / "fp16.onnx"
+    )
+    assert result.path == tmp_path / "fp16.onnx"
+    model = onnx.load(str(result.path))
+    float32 = onnx.TensorProto.FLOAT
+    assert all(i.type.tensor_type.elem_type == float32 for i in model.graph.input)
+    assert all(o.type.tensor_type.elem_type == float32 for o in model.graph.output)
+    types = [i.data_type for i in model.graph.initializer]
+    assert types.count(onnx.TensorProto.FLOAT16) >= 13
+    assert onnx.TensorProto.FLOAT not in types
+    assert _props(model)["fstore.precision"] == "fp16"
+    row = prec.read_fidelity(result.path)["layers"]["pool5"]
+    assert row["mean_cosine"] > 0.999
+
+
+def test_synthetic_fallback_is_said_and_recorded(
+    bench_model, bench_prep: Preprocessing, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    out = prec.quantize_int8(
+        bench_model.path, tmp_path / "q.onnx", None, 4, bench_prep, log=lines.append
+    )
+    assert any("generated pictures" in line for line in lines)
+    record = json.loads(_props(onnx.load(str(out)))["fstore.calibration"])
+    assert record == {
+        "source": "synthetic",
+        "images": 4,
+        "method": "minmax",
+        "seed": 0,
+        "fingerprint": prec.calibration_fingerprint([], "minmax"),
+    }
+
+
+def _tiny_conv_gemm(path: Path) -> Path:
+    """Conv(3→4) → Relu → Flatten → Gemm(transB, 5 outputs): enough to check Gemm's axis."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.standard_normal((5, 4 * 6 * 6)).astype(np.float32), "fw"),
+        numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "fb"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["c"]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["fc"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("fc", TensorProto.FLOAT, ["batch", 5])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
+
+
+def test_fully_connected_weights_are_per_output_channel(tmp_path: Path) -> None:
+    prep = Preprocessing(resize=10, crop=8)
+    out = prec.quantize_int8(
+        _tiny_conv_gemm(tmp_path / "tiny.onnx"), tmp_path / "q.onnx", None, 8, prep
+    )
+    model = onnx.load(str(out))
+    inits = {i.name: i for i in model.graph.initializer}
+    gemm_weight = [
+        n
+        for n in _weight_dequantizers(model)
+        if inits[n.input[0]].data_type == onnx.TensorProto.INT8 and len(inits[n.input[0]].dims) == 2
+    ]
+    assert len(gemm_weight) == 1
+    scale = onnx.numpy_helper.to_array(inits[gemm_weight[0].input[1]])
+    assert _attr(gemm_weight[0], "axis") == 0 and scale.shape == (5,)
+
+
+def test_cosine_rows_edge_cases() -> None:
+    a = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [1.0, 2.0]])
+    b = np.array([[2.0, 0.0], [0.0, 0.0], [1.0, 0.0], [-1.0, -2.0]])
+    np.testing.assert_allclose(prec.cosine_rows(a, b), [1.0, 1.0, 0.0, -1.0])
+
+
+def test_fidelity_of_a_model_with_itself(
+    bench_model, bench_folder: Path, bench_prep: Preprocessing
+) -> None:
+    images = prec.choose_images(bench_folder, 5)
+    rows = prec.fidelity(bench_model.path, bench_model.path, images, bench_prep, batch_size=2)
+    assert rows["pool5"]["images"] == 5
+    assert rows["pool5"]["min_cosine"] == pytest.approx(1.0)
+    assert rows["pool5"]["max_relative_error"] == 0.0
+    array = prec.decode_inputs(images, bench_prep)
+    assert (
+        prec.fidelity(bench_model.path, bench_model.path, array, bench_prep)["pool5"]["images"] == 5
+    )
+
+
+def test_choose_images_is_deterministic_and_excludes(bench_folder: Path) -> None:
+    first = prec.choose_images(bench_folder, 5)
+    assert first == prec.choose_images(bench_folder, 5) and len(first) == 5
+    rest = prec.choose_images(bench_folder, 100, exclude=first)
+    assert len(rest) == 13 and not set(rest) & set(first)
+
+
+def test_accuracy_change_trains_the_same_svm(
+    bench_model, int8_variant, bench_folder: Path, bench_prep: Preprocessing
+) -> None:
+    same = prec.accuracy_change(bench_model.path, bench_model.path, bench_folder, bench_prep)
+    assert same["change_points"] == 0.0 and same["n_train"] == 9 and same["n_test"] == 9
+    other = prec.accuracy_change(
+        bench_model.path, int8_variant.path, bench_folder, bench_prep, per_class=4
+    )
+    assert other["n_train"] == 6 and other["n_test"] == 6
+    assert other["change_points"] == pytest.approx(
+        100 * (other["other_accuracy"] - other["fp32_accuracy"])
+    )
+
+
+def test_bad_requests_are_user_errors(bench_model, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="unknown precision"):
+        prec.export_variant(bench_model, "int4")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError):
+        prec.export_variant(bench_model, "int8", calibration=empty)
+    with pytest.raises(ModelError, match="calibration method"):
+        prec.quantize_int8(
+            bench_model.path,
+            tmp_path / "q.onnx",
+            None,
+            2,
+            bench_model.info.preprocessing,
+            method="magic",
+        )
+    assert prec.export_variant(bench_model, "fp32") is bench_model
+
+
+def test_the_store_records_the_precision(int8_variant, bench_folder: Path, tmp_path: Path) -> None:
+    from fstore.featurestore.build import BuildConfig, build
+    from fstore.featurestore.store import store_info
+
+    report = build(
+        BuildConfig(
+            store=tmp_path / "s.h5",
+            images=bench_folder,
+            model=int8_variant.path,
+            provider="cpu",
+            batch_size=4,
+        ),
+        progress=False,
+    )
+    assert report.images_computed == 18
+    assert store_info(tmp_path / "s.h5").provenance["precision"] == "int8"
