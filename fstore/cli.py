@@ -68,6 +68,33 @@ cli.help = (cli.help or "") + ", ".join(LAYER_NAMES) + "."
     help="Where to write the model (it is also kept in the cache).",
 )
 @click.option("--no-cache", is_flag=True, help="Export again even if the cache holds the model.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "int8", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="int8: static quantization for CPU (calibrated on --calibration); "
+    "fp16: for CUDA, float32 inputs and outputs.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Image folder to calibrate int8 on and to measure fidelity (default: generated pictures).",
+)
+@click.option(
+    "--calibration-count",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Calibration images drawn from --calibration.",
+)
+@click.option(
+    "--fidelity-images",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Labelled folder: report the SVM test accuracy change vs fp32.",
+)
 def export(
     layers: str,
     weights: str,
@@ -76,6 +103,10 @@ def export(
     input_size: int,
     output: Path | None,
     no_cache: bool,
+    precision: str,
+    calibration: Path | None,
+    calibration_count: int,
+    fidelity_images: Path | None,
 ) -> None:
     """Export VGG16 truncated at LAYERS to ONNX and verify it against eager PyTorch."""
     from fstore.export.onnx_export import export as run_export
@@ -88,11 +119,36 @@ def export(
         output=output,
         preprocessing=preprocessing,
         use_cache=not no_cache,
+        precision=precision,
+        calibration=calibration,
+        calibration_count=calibration_count,
         log=echo_err,
     )
     size_mb = result.size_bytes / 2**20
     how = "cached" if result.from_cache else f"exported in {result.seconds:.1f} s"
     click.echo(f"{result.path} ({size_mb:.1f} MiB, {how}; outputs {', '.join(result.info.layers)})")
+    if precision != "fp32":
+        from fstore.export.precision import accuracy_change, describe_fidelity, read_fidelity
+
+        record = read_fidelity(result.path)
+        if record:
+            click.echo(describe_fidelity(record))
+        if fidelity_images is not None:
+            base = run_export(
+                layers,
+                weights_source(weights, seed),
+                opset=opset,
+                preprocessing=preprocessing,
+                log=echo_err,
+            )
+            svm = accuracy_change(
+                base.path, result.path, fidelity_images, preprocessing, log=echo_err
+            )
+            click.echo(
+                f"SVM test accuracy on {svm['layer']}: fp32 {svm['fp32_accuracy']:.1%}, "
+                f"{precision} {svm['other_accuracy']:.1%} "
+                f"({svm['change_points']:+.1f} points)"
+            )
 
 
 @cli.command()
@@ -202,6 +258,13 @@ def _floats(text: str | None, name: str) -> tuple[float, float, float] | None:
 @click.option("--std", default=None, help="Normalisation std, e.g. 0.229,0.224,0.225.")
 @click.option("--float16", "float16", is_flag=True, help="Store features as float16.")
 @click.option(
+    "--precision",
+    type=click.Choice(["fp32", "int8", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Model precision: int8 is calibrated on IMAGES (CPU), fp16 is for CUDA.",
+)
+@click.option(
     "--train-per-class",
     type=click.IntRange(min=1),
     default=None,
@@ -262,6 +325,7 @@ def build(
     mean: str | None,
     std: str | None,
     float16: bool,
+    precision: str,
     train_per_class: int | None,
     split_seed: int,
     engine: str,
@@ -313,6 +377,7 @@ def build(
         split=split,
         threads=threads,
         engine=engine,
+        precision=precision,
         ray=RayOptions(address, num_workers, cpus_per_worker, gpus_per_worker),
     )
     log = (lambda _: None) if quiet else echo_err
@@ -392,10 +457,11 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
             click.echo(f"  {e['key']}: {e['reason']}" + (" (stored)" if e["stored"] else ""))
 
 
+from fstore.cli_bench import bench  # noqa: E402
 from fstore.cli_classifiers import classify, study, train, zeroshot  # noqa: E402
 from fstore.cli_inspection import activations, predict  # noqa: E402
 
-for _command in (train, study, zeroshot, classify, predict, activations):
+for _command in (train, study, zeroshot, classify, predict, activations, bench):
     cli.add_command(_command)
 
 

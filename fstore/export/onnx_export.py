@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_OPSET = 18
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "int8", "fp16")
 INPUT_NAME = "input"
 #: Tolerance of the export check: max |ORT - eager| / max |eager|, per output.
 VERIFY_TOLERANCE = 1e-4
@@ -195,6 +195,8 @@ def export(
     preprocessing: Preprocessing = Preprocessing(),
     output: Path | None = None,
     use_cache: bool = True,
+    calibration: Path | None = None,
+    calibration_count: int = 64,
     log: Callable[[str], None] = lambda _: None,
 ) -> ExportResult:
     """Export VGG16 truncated at ``layers`` to ONNX and verify it against eager PyTorch.
@@ -208,6 +210,21 @@ def export(
         raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if output is not None:
         _check_writable(output)
+    if precision != "fp32":  # derived from the verified fp32 model, cached under its own key
+        from fstore.export.precision import export_variant
+
+        base = export(
+            layers, weights, opset=opset, preprocessing=preprocessing, use_cache=use_cache, log=log
+        )
+        return export_variant(
+            base,
+            precision,
+            calibration=calibration,
+            calibration_count=calibration_count,
+            output=output,
+            use_cache=use_cache,
+            log=log,
+        )
     names = tuple(layer.name for layer in chosen)
 
     if use_cache:
@@ -263,9 +280,20 @@ def ensure_model(
     preprocessing: Preprocessing = Preprocessing(),
     precision: str = "fp32",
     log: Callable[[str], None] = lambda _: None,
+    calibration: Path | None = None,
 ) -> Path:
-    """The cached model for these layers and weights, exporting it first if needed."""
-    return export(layers, weights, preprocessing=preprocessing, precision=precision, log=log).path
+    """The cached model for these layers and weights, exporting it first if needed.
+
+    ``calibration``: image folder an int8 model is calibrated on.
+    """
+    return export(
+        layers,
+        weights,
+        preprocessing=preprocessing,
+        precision=precision,
+        log=log,
+        calibration=calibration,
+    ).path
 
 
 def read_model_info(path: Path) -> ModelInfo:

@@ -65,6 +65,7 @@ class BuildConfig:
         index_every: minimum seconds between two index rebuilds during a build.
         engine: ``local`` (this process) or ``ray`` (Ray actors; see :mod:`ray_engine`).
         ray: where and how wide the Ray engine runs.
+        precision: ``fp32``, ``int8`` (calibrated on the build's images) or ``fp16``.
     """
 
     store: Path
@@ -83,6 +84,7 @@ class BuildConfig:
     index_every: float = 2.0
     engine: str = "local"
     ray: RayOptions | None = None
+    precision: str = "fp32"
 
 
 @dataclass
@@ -152,7 +154,18 @@ def _resolve_model(
         if manifest and "preprocessing" in manifest.provenance
         else Preprocessing()
     )
-    path = ensure_model(layers, weights, preprocessing=preprocessing, log=log)
+    precision = config.precision
+    if manifest is not None and config.precision == "fp32":
+        precision = manifest.provenance.get("precision", "fp32")
+    images = config.images or (Path(manifest.image_root) if manifest else None)
+    path = ensure_model(
+        layers,
+        weights,
+        preprocessing=preprocessing,
+        precision=precision,
+        calibration=images,
+        log=log,
+    )
     return path, read_model_info(path), tuple(layers)
 
 

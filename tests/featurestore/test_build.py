@@ -212,3 +212,21 @@ def test_write_arrays_round_trip(tmp_path):
     assert fs.provenance["model_sha256"] == "abc"
     with pytest.raises(FstoreError):
         load_features(store, "pool5")
+
+
+def test_int8_build_records_precision_and_stays_close(config_for, tmp_path, image_folder):
+    build(config_for(image_folder, layers=("pool5",), store=tmp_path / "fp32.h5"))
+    report = build(config_for(image_folder, layers=("pool5",), precision="int8"))
+    assert report.images_computed == 12
+    int8, fp32 = load_features(tmp_path / "s.h5", "pool5"), load_features(tmp_path / "fp32.h5")
+    assert int8.provenance["precision"] == "int8" and fp32.provenance["precision"] == "fp32"
+    cos = (int8.X * fp32.X).sum(1) / (
+        np.linalg.norm(int8.X, axis=1) * np.linalg.norm(fp32.X, axis=1)
+    )
+    assert cos.mean() >= 0.99
+    with pytest.raises(StoreError, match="another model"):  # precision is part of the features
+        build(
+            config_for(
+                image_folder, layers=("pool5",), store=tmp_path / "fp32.h5", precision="int8"
+            )
+        )
