@@ -191,7 +191,10 @@ def svm(store: Path | None, layer: str | None, c_grid: str, cv: int, scale: str,
 
     options = SvmOptions(C=parse_grid(c_grid), cv=cv, scale=scale, pca=parse_pca(pca), seed=seed)
     protocol = _protocol(splits, per_class, seed)
-    run = train_svm(_load(store, layer), options, protocol)
+    fs = _load(store, layer)
+    click.echo(f"svm on {fs.layer}: {len(options.C)} C values x {cv} folds "
+               f"({len(options.C) * cv} fits per split, run in parallel) ...", err=True)
+    run = train_svm(fs, options, protocol)
     _print_run(run, write_run(run, out), as_json)
 
 

@@ -65,7 +65,7 @@ def test_train_svm_with_the_default_store_and_layer(tiny_store, tmp_path, monkey
 def test_train_svm_json_pca_and_splits(tiny_store, tmp_path):
     result = invoke(train, ["svm", "--store", tiny_store, "--layer", "fc6", "--C", "1",
                             "--cv", "3", "--pca", "4", "--out", tmp_path, "--json"])
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert data["layer"] == "fc6" and data["fits"][0]["details"]["pca_components"] == 4
     assert data["baseline"]["n_features"] == 24 and data["baseline"]["options"]["pca"] is None
     text = invoke(train, ["svm", "--store", tiny_store, "--C", "1", "--cv", "3", "--pca", "4",
@@ -139,8 +139,9 @@ def test_store_without_test_split_is_one_line(tmp_path):
     store = write_feature_sets(tmp_path / "nosplit.h5", [fs])
     result = invoke(train, ["svm", "--store", store, "--out", tmp_path], ok=False)
     assert result.exit_code == 1
-    assert result.output.startswith("Error: ") and "no train/test split" in result.output
-    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert result.stderr.splitlines()[-1].startswith("Error: ")
+    assert "no train/test split" in result.stderr and "Traceback" not in result.output
+    assert len([line for line in result.stderr.splitlines() if "Error" in line]) == 1
     ok = invoke(train, ["svm", "--store", store, "--C", "1", "--cv", "3", "--splits", "2",
                         "--per-class", "20", "--out", tmp_path])
     assert "over 2 splits" in ok.output
