@@ -16,6 +16,7 @@ import click
 from fstore import __version__
 from fstore.cli_options import (
     echo_err,
+    precision_options,
     preprocessing_for,
     seed_option,
     store_option,
@@ -76,25 +77,7 @@ cli.help = (cli.help or "") + ", ".join(LAYER_NAMES) + "."
     help="int8: static quantization for CPU (calibrated on --calibration); "
     "fp16: for CUDA, float32 inputs and outputs.",
 )
-@click.option(
-    "--calibration",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    default=None,
-    help="Image folder to calibrate int8 on and to measure fidelity (default: generated pictures).",
-)
-@click.option(
-    "--calibration-count",
-    default=64,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Calibration images drawn from --calibration.",
-)
-@click.option(
-    "--fidelity-images",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    default=None,
-    help="Labelled folder: report the SVM test accuracy change vs fp32.",
-)
+@precision_options("generated pictures")
 def export(
     layers: str,
     weights: str,

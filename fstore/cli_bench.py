@@ -12,7 +12,13 @@ from pathlib import Path
 
 import click
 
-from fstore.cli_options import echo_err, seed_option, weights_option, weights_source
+from fstore.cli_options import (
+    echo_err,
+    precision_options,
+    seed_option,
+    weights_option,
+    weights_source,
+)
 from fstore.errors import FstoreError
 
 
@@ -123,25 +129,7 @@ def _names(text: str) -> tuple[str, ...]:
     default=None,
     help="ONNX Runtime and torch threads (default: all usable cores).",
 )
-@click.option(
-    "--calibration",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    default=None,
-    help="Images to calibrate int8 on (default: --images).",
-)
-@click.option(
-    "--calibration-count",
-    default=64,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Calibration images.",
-)
-@click.option(
-    "--fidelity-images",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    default=None,
-    help="Labelled folder: measure each precision's SVM accuracy change.",
-)
+@precision_options("--images")
 @click.option(
     "--fidelity-per-class",
     type=click.IntRange(min=1),

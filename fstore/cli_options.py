@@ -40,6 +40,25 @@ store_option = click.option(
 )
 
 
+def precision_options(calibration_default: str):
+    """``--calibration``, ``--calibration-count`` and ``--fidelity-images`` (export and bench)."""
+    folder = click.Path(path_type=Path, exists=True, file_okay=False)
+
+    def decorate(command):
+        for option in reversed((
+            click.option("--calibration", type=folder, default=None,
+                         help=f"Images to calibrate int8 on (default: {calibration_default})."),
+            click.option("--calibration-count", default=64, show_default=True,
+                         type=click.IntRange(min=1), help="Calibration images drawn."),
+            click.option("--fidelity-images", type=folder, default=None,
+                         help="Labelled folder: report the SVM test accuracy change vs fp32."),
+        )):  # fmt: skip
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def echo_err(message: str) -> None:
     click.echo(message, err=True)
 

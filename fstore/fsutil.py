@@ -6,16 +6,8 @@ import os
 from pathlib import Path
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file (its data) or a folder (the renames inside it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -25,9 +17,9 @@ def fsync_file(path: Path) -> None:
 
 def commit_file(tmp: Path, final: Path) -> None:
     """fsync ``tmp``, atomically rename it to ``final`` and fsync the folder."""
-    fsync_file(tmp)
+    fsync_path(tmp)
     os.replace(tmp, final)
-    fsync_dir(final.parent)
+    fsync_path(final.parent)
 
 
 def tmp_path_for(final: Path) -> Path:

@@ -160,6 +160,19 @@ def _str_data(values: Iterable[str]) -> np.ndarray:
     return np.array(list(values), dtype=object)
 
 
+def _write_errors(f, errors: list[dict]) -> None:
+    """The ``errors`` group: one entry per bad image (or image stored with a warning)."""
+    import h5py
+
+    group = f.create_group("errors")
+    for name in ("key", "reason", "sha256"):
+        group.create_dataset(name, data=_str_data(e[name] for e in errors),
+                             dtype=h5py.string_dtype())  # fmt: skip
+    group.create_dataset("stored", data=np.array([e["stored"] for e in errors], bool))
+    group.create_dataset("size", data=np.array([e["size"] for e in errors], np.int64))
+    group.create_dataset("mtime_ns", data=np.array([e["mtime_ns"] for e in errors], np.int64))
+
+
 def write_shard(path: Path, rows: ShardRows, dtype: str, attrs: dict) -> None:
     """Write a shard atomically: temporary name, fsync, rename, fsync the folder."""
     import h5py
@@ -177,14 +190,7 @@ def write_shard(path: Path, rows: ShardRows, dtype: str, attrs: dict) -> None:
         group = f.create_group("features")
         for layer, values in rows.features.items():
             group.create_dataset(layer, data=np.asarray(values, dtype=dtype))  # contiguous
-        errors = f.create_group("errors")
-        for name in ("key", "reason", "sha256"):
-            errors.create_dataset(name, data=_str_data(e[name] for e in rows.errors), dtype=string)
-        errors.create_dataset("stored", data=np.array([e["stored"] for e in rows.errors], bool))
-        errors.create_dataset("size", data=np.array([e["size"] for e in rows.errors], np.int64))
-        errors.create_dataset(
-            "mtime_ns", data=np.array([e["mtime_ns"] for e in rows.errors], np.int64)
-        )
+        _write_errors(f, rows.errors)
     commit_file(tmp, path)
 
 
@@ -392,14 +398,7 @@ def write_index(store: Path, manifest: Manifest, summaries: list[ShardSummary]) 
         shards = f.create_group("shards")
         shards.create_dataset("name", data=_str_data(s.name for s in summaries), dtype=string)
         shards.create_dataset("rows", data=np.asarray([len(s.keys) for s in summaries], np.int64))
-        errors = f.create_group("errors")
-        for name in ("key", "reason", "sha256"):
-            errors.create_dataset(name, data=_str_data(e[name] for e in view.errors), dtype=string)
-        errors.create_dataset("stored", data=np.array([e["stored"] for e in view.errors], bool))
-        errors.create_dataset("size", data=np.array([e["size"] for e in view.errors], np.int64))
-        errors.create_dataset(
-            "mtime_ns", data=np.array([e["mtime_ns"] for e in view.errors], np.int64)
-        )
+        _write_errors(f, view.errors)
     commit_file(tmp, store)
     return view
 
