@@ -131,8 +131,8 @@ def _print_run(run: TrainingRun, paths: dict[str, Path], as_json: bool) -> None:
             click.echo(f"best C: {best:g}")
             unconverged = first.details["convergence_warnings"]
             if unconverged:
-                click.echo(f"note: LinearSVC hit max_iter in {unconverged} fits "
-                           "(usual at large C)", err=True)
+                click.echo("note: the refit on the whole training split reached --max-iter "
+                           f"({run.options.max_iter}) before converging", err=True)
         else:
             for fit in run.fits:
                 click.echo(f"  {fit.split}: best C {fit.details['best_C']:g}, "
@@ -171,6 +171,8 @@ def _print_run(run: TrainingRun, paths: dict[str, Path], as_json: bool) -> None:
 @click.option("--C", "c_grid", default=DEFAULT_C, show_default=True,
               help="Comma-separated C values searched.")
 @click.option("--cv", default=5, show_default=True, type=int, help="Stratified CV folds.")
+@click.option("--max-iter", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="LinearSVC's iteration limit (fits that reach it are counted).")
 @scale_option
 @pca_option
 @protocol_options
@@ -178,7 +180,7 @@ def _print_run(run: TrainingRun, paths: dict[str, Path], as_json: bool) -> None:
 @out_option("svm")
 @json_option
 @user_errors
-def svm(store: Path | None, layer: str | None, c_grid: str, cv: int, scale: str,
+def svm(store: Path | None, layer: str | None, c_grid: str, cv: int, max_iter: int, scale: str,
         pca: str | None, splits: int, per_class: int, seed: int, out: Path,
         as_json: bool) -> None:
     """Linear SVM: grid search over C with stratified k-fold CV, refit, test.
@@ -189,7 +191,8 @@ def svm(store: Path | None, layer: str | None, c_grid: str, cv: int, scale: str,
     from fstore.classifiers.svm import SvmOptions, parse_grid, train_svm
     from fstore.classifiers.transforms import parse_pca
 
-    options = SvmOptions(C=parse_grid(c_grid), cv=cv, scale=scale, pca=parse_pca(pca), seed=seed)
+    options = SvmOptions(C=parse_grid(c_grid), cv=cv, scale=scale, pca=parse_pca(pca), seed=seed,
+                         max_iter=max_iter)
     protocol = _protocol(splits, per_class, seed)
     fs = _load(store, layer)
     click.echo(f"svm on {fs.layer}: {len(options.C)} C values x {cv} folds "

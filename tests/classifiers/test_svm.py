@@ -27,7 +27,7 @@ def overlapping():
 
 def reference_pipeline(scale: str, C: float, seed: int):
     scaler = {"standard": StandardScaler(), "l2": Normalizer()}.get(scale)
-    svc = LinearSVC(C=C, dual="auto", max_iter=10_000, random_state=seed)
+    svc = LinearSVC(C=C, dual="auto", max_iter=1000, random_state=seed)
     return make_pipeline(*([scaler] if scaler is not None else []), svc)
 
 
@@ -98,7 +98,7 @@ def test_pca_option_compares_with_full_features(overlapping):
 
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
     ref = GridSearchCV(make_pipeline(StandardScaler(), PCA(4, random_state=0),
-                                     LinearSVC(dual="auto", max_iter=10_000, random_state=0)),
+                                     LinearSVC(dual="auto", max_iter=1000, random_state=0)),
                        {"linearsvc__C": [0.1, 1.0]}, cv=folds).fit(overlapping.train.X,
                                                                    overlapping.train.y)
     assert run.fits[0].details["best_C"] == ref.best_params_["linearsvc__C"]
