@@ -51,7 +51,7 @@ layer_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print the result as JSON instead of text.")
 scale_option = click.option(
-    "--scale", type=click.Choice(["standard", "l2", "none"]), default="standard",
+    "--scale", type=click.Choice(["standard", "l2", "none"]), default="l2",
     show_default=True, help="Feature scaling before PCA and the classifier.")
 pca_option = click.option(
     "--pca", default=None,

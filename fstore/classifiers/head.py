@@ -241,7 +241,7 @@ class HeadOptions:
     validation_fraction: float = 0.1
     seed: int = 0
     threads: int | None = 1
-    scale: str = "standard"
+    scale: str = "l2"  # as train svm
     pca: int | float | None = None
 
     def __post_init__(self) -> None:

@@ -59,7 +59,7 @@ def test_grid_search_equals_scikit_learn(overlapping, scale):
 
 def test_cv_means_equal_a_fold_by_fold_loop(overlapping):
     """Independent of GridSearchCV: score each C on the same folds with cross_val_score."""
-    run = train_svm(overlapping, SvmOptions(C=GRID, cv=3, seed=2))
+    run = train_svm(overlapping, SvmOptions(C=GRID, cv=3, scale="standard", seed=2))
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=2)
     train = overlapping.train
     for row in run.fits[0].details["cv"]:
@@ -89,11 +89,11 @@ def test_chance_level_without_signal():
 
 
 def test_pca_option_compares_with_full_features(overlapping):
-    run = train_svm(overlapping, SvmOptions(C=(0.1, 1.0), cv=3, pca=4))
+    run = train_svm(overlapping, SvmOptions(C=(0.1, 1.0), cv=3, scale="standard", pca=4))
     assert run.fits[0].details["pca_components"] == 4
     assert run.baseline is not None and run.baseline.options.pca is None
     assert "pca_components" not in run.baseline.fits[0].details
-    full = train_svm(overlapping, SvmOptions(C=(0.1, 1.0), cv=3))
+    full = train_svm(overlapping, SvmOptions(C=(0.1, 1.0), cv=3, scale="standard"))
     assert run.baseline.accuracy_mean == full.accuracy_mean
 
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
