@@ -241,7 +241,7 @@ class HeadOptions:
     validation_fraction: float = 0.1
     seed: int = 0
     threads: int | None = 1
-    scale: str = "l2"  # as train svm
+    scale: str = "standard"  # 37.8 % vs 30.2 % with l2 on 15-Scene fc7 (random weights)
     pca: int | float | None = None
 
     def __post_init__(self) -> None:
