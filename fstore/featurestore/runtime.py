@@ -40,6 +40,15 @@ def resolve_provider(provider: str) -> str:
     return provider
 
 
+def _tensorrt_options() -> dict:
+    """TensorRT first when ONNX Runtime has it; its engines are cached beside the models."""
+    from fstore.export.cache import cache_dir
+
+    folder = cache_dir() / "tensorrt"
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(folder)}
+
+
 def session_options(threads: int | None = None):  # -> ort.SessionOptions
     """Options for batch throughput: all graph optimisations, one intra-op pool over the cores."""
     import onnxruntime as ort
@@ -85,6 +94,8 @@ class OrtBackend:
                  {"cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": True}),
                 "CPUExecutionProvider",
             ]  # fmt: skip
+            if "TensorrtExecutionProvider" in available_providers():
+                providers.insert(0, ("TensorrtExecutionProvider", _tensorrt_options()))
         else:
             providers = ["CPUExecutionProvider"]
         try:
