@@ -129,7 +129,7 @@ class BuildReport:
 
 
 def _resolve_model(
-    config: BuildConfig, manifest: st.Manifest | None, log: Callable[[str], None]
+    config: BuildConfig, manifest: st.Manifest | None, images: Path, log: Callable[[str], None]
 ) -> tuple[Path, ModelInfo | None, tuple[str, ...]]:
     """The ONNX file to run, its fstore metadata (if any) and the layers to store."""
     from fstore.export.onnx_export import ensure_model, read_model_info
@@ -149,15 +149,10 @@ def _resolve_model(
     if weights is None and manifest is not None:
         weights = _weights_from_origin(manifest.provenance.get("weights_origin", "imagenet"))
     weights = weights or WeightsSource("imagenet")
-    preprocessing = config.preprocessing or (
-        Preprocessing.from_json(manifest.provenance["preprocessing"])
-        if manifest and "preprocessing" in manifest.provenance
-        else Preprocessing()
-    )
+    preprocessing = _requested_preprocessing(config, manifest)
     precision = config.precision
     if manifest is not None and config.precision == "fp32":
         precision = manifest.provenance.get("precision", "fp32")
-    images = config.images or (Path(manifest.image_root) if manifest else None)
     path = ensure_model(
         layers,
         weights,
@@ -167,6 +162,15 @@ def _resolve_model(
         log=log,
     )
     return path, read_model_info(path), tuple(layers)
+
+
+def _requested_preprocessing(config: BuildConfig, manifest: st.Manifest | None) -> Preprocessing:
+    """The options' preprocessing, else the store's, else torchvision's ImageNet default."""
+    if config.preprocessing is not None:
+        return config.preprocessing
+    if manifest is not None and "preprocessing" in manifest.provenance:
+        return Preprocessing.from_json(manifest.provenance["preprocessing"])
+    return Preprocessing()
 
 
 def _weights_from_origin(origin: str) -> WeightsSource:
@@ -217,7 +221,7 @@ def _stat(path: Path) -> tuple[int, int]:
         return -1, -1
 
 
-def plan_work(store: Path, items: list[ImageItem], shard_size: int) -> Work:
+def plan_work(store: Path, root: Path, items: list[ImageItem], shard_size: int) -> Work:
     """Resume unfinished shards of earlier plans, then plan new and changed images.
 
     An image is up to date when the store's record of its key has the same size and mtime, or
@@ -240,9 +244,7 @@ def plan_work(store: Path, items: list[ImageItem], shard_size: int) -> Work:
             name = st.shard_name(generation, index)
             if name in summaries:
                 continue
-            shards.append(
-                (name, [by_key.get(k, ImageItem(k, Path(_missing_root) / k)) for k in keys])
-            )
+            shards.append((name, [by_key.get(k) or ImageItem(k, root / k) for k in keys]))
             planned.update(keys)
 
     def up_to_date(item: ImageItem) -> bool:
@@ -262,9 +264,6 @@ def plan_work(store: Path, items: list[ImageItem], shard_size: int) -> Work:
         shards.extend((st.shard_name(generation, i), chunk) for i, chunk in enumerate(chunks))
     pending = sum(len(s) for _, s in shards)
     return Work(shards, max(0, len(items) - pending), len(items))
-
-
-_missing_root = "/nonexistent-fstore-image"
 
 
 def _safe_sha(path: Path) -> str | None:
@@ -564,13 +563,8 @@ def build(
         removed = st.remove_temporaries(store)
         if removed:
             log(f"removed {removed} temporary file(s) left by an interrupted build")
-        model_path, info, layers = _resolve_model(config, manifest, log)
-        preprocessing = (info.preprocessing if info else None) or config.preprocessing
-        if preprocessing is None:
-            if manifest is not None:
-                preprocessing = Preprocessing.from_json(manifest.provenance["preprocessing"])
-            else:
-                preprocessing = Preprocessing()
+        model_path, info, layers = _resolve_model(config, manifest, images, log)
+        preprocessing = info.preprocessing if info else _requested_preprocessing(config, manifest)
         model_sha = file_sha256(model_path)
         backend: OrtBackend | None = None
         if manifest is None or info is None:  # a foreign model's output shapes need a run
@@ -586,7 +580,7 @@ def build(
             st.write_manifest(store, manifest)
         else:
             _check_compatible(store, manifest, fresh, config)
-        work = plan_work(store, items, config.shard_size)
+        work = plan_work(store, images, items, config.shard_size)
         pending = sum(len(items) for _, items in work.shards)
         local = config.engine == "local"
         if pending and backend is None and local:
@@ -665,14 +659,6 @@ class StageTimes:
     images: int = 0
     errors: int = 0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
-
-    def add(self, other: StageTimes) -> None:
-        self.decode += other.decode
-        self.inference += other.inference
-        self.images += other.images
-        self.errors += other.errors
-        for k, v in other.errors_by_reason.items():
-            self.errors_by_reason[k] = self.errors_by_reason.get(k, 0) + v
 
 
 class ShardAssembler:
