@@ -15,10 +15,8 @@ and computes the rest of the same plan; the store ends as an uninterrupted build
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import queue
 import resource
 import sys
@@ -32,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fstore import __version__
-from fstore.errors import FstoreError, ModelError, OutputPathError, StoreError
+from fstore.errors import FstoreError, ModelError, StoreError
 from fstore.export.metadata import ModelInfo
 from fstore.export.weights import WeightsSource
 from fstore.featurestore import store as st
@@ -40,6 +38,7 @@ from fstore.featurestore.dataset import ImageItem, SplitSpec, is_split_layout, s
 from fstore.featurestore.preprocess import ImageDecodeError, Preprocessing, load_image
 from fstore.featurestore.ray_engine import RayOptions
 from fstore.featurestore.runtime import OrtBackend, resolve_provider
+from fstore.featurestore.write import StoreLock, Writer, prepare_store
 
 DTYPES = ("float32", "float16")
 
@@ -360,127 +359,6 @@ def iter_batches(
                 thread.join(0.05)
 
 
-# --------------------------------------------------------------------------- writing
-
-
-class Writer:
-    """Writes finished shards and rebuilds the index on its own thread."""
-
-    def __init__(
-        self,
-        store: Path,
-        manifest: st.Manifest,
-        summaries: list[st.ShardSummary],
-        index_every: float,
-    ) -> None:
-        self.store, self.manifest, self.summaries = store, manifest, summaries
-        self.index_every = index_every
-        self.queue: queue.Queue = queue.Queue(maxsize=4)
-        self.error: BaseException | None = None
-        self.seconds = 0.0
-        self.shards_written = 0
-        self._last_index = 0.0
-        self._thread = threading.Thread(target=self._loop, name="fstore-writer", daemon=True)
-        self._thread.start()
-
-    def put(self, name: str, rows: st.ShardRows) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put((name, rows))
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
-        start = time.perf_counter()
-        st.write_index(self.store, self.manifest, self._ordered())
-        self.seconds += time.perf_counter() - start
-
-    def _ordered(self) -> list[st.ShardSummary]:
-        return sorted(self.summaries, key=lambda s: s.name)
-
-    def _loop(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue
-            try:
-                start = time.perf_counter()
-                name, rows = item
-                path = st.shard_path(self.store, name)
-                generation, index = name[1:7], name[9:15]
-                st.write_shard(
-                    path,
-                    rows,
-                    self.manifest.dtype,
-                    {
-                        "generation": int(generation),
-                        "index": int(index),
-                        "fingerprint": self.manifest.fingerprint,
-                    },
-                )
-                self.summaries.append(
-                    st.ShardSummary(
-                        name,
-                        rows.keys,
-                        rows.sha256,
-                        np.asarray(rows.size, np.int64),
-                        np.asarray(rows.mtime_ns, np.int64),
-                        rows.errors,
-                    )
-                )
-                st.failed_path(self.store, name).unlink(missing_ok=True)
-                self.shards_written += 1
-                if time.perf_counter() - self._last_index >= self.index_every:
-                    st.write_index(self.store, self.manifest, self._ordered())
-                    self._last_index = time.perf_counter()
-                self.seconds += time.perf_counter() - start
-            except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
-                self.error = exc
-
-
-# --------------------------------------------------------------------------- the build
-
-
-class StoreLock:
-    """An exclusive lock on a store, so two builds never fill it at once."""
-
-    def __init__(self, store: Path) -> None:
-        self.path = st.sidecar(store) / "lock"
-        self.fd: int | None = None
-
-    def __enter__(self) -> StoreLock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise StoreError(f"another build is running on {self.path.parent}") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        assert self.fd is not None
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-
-
-def _prepare_store(store: Path) -> None:
-    parent = store.parent if str(store.parent) else Path(".")
-    if store.is_dir():
-        raise OutputPathError(f"store path {store} is a folder; give a file name such as fstore.h5")
-    if not parent.is_dir():
-        raise OutputPathError(f"cannot create store {store}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputPathError(f"cannot create store {store}: folder {parent} is not writable")
-    try:
-        (st.sidecar(store) / "shards").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputPathError(f"cannot create store {store}: {exc.strerror}") from None
-
-
 def _new_manifest(
     config: BuildConfig,
     images: Path,
@@ -558,7 +436,7 @@ def build(
     if images is None:
         raise FstoreError(f"no image folder given and no store at {store} to take it from")
     items = scan(images)  # checks the folder before anything is written
-    _prepare_store(store)
+    prepare_store(store)
     with StoreLock(store):
         removed = st.remove_temporaries(store)
         if removed:

@@ -1,0 +1,1 @@
+"""The feature store: the build pipeline (plan → read → run → write), the store, reads."""
