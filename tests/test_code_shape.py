@@ -41,6 +41,10 @@ def _wide_calls(tree: ast.Module) -> list[tuple[int, int]]:
     return found
 
 
+def _ids(value: object) -> str:
+    return str(value.relative_to(PACKAGE.parent)) if isinstance(value, Path) else ""
+
+
 def test_checks_can_fail() -> None:
     long_def = "def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES
     assert _long_functions(ast.parse(long_def)) == [("f", 1, MAX_FUNCTION_LINES + 1)]
@@ -48,11 +52,11 @@ def test_checks_can_fail() -> None:
     assert _wide_calls(ast.parse("g(1, 2, 3, 4, 5, 6, *rest)")) == []
 
 
-@pytest.mark.parametrize("path, tree", _trees(), ids=lambda v: str(v) if isinstance(v, Path) else "")
+@pytest.mark.parametrize("path, tree", _trees(), ids=_ids)
 def test_no_function_over_80_lines(path: Path, tree: ast.Module) -> None:
     assert _long_functions(tree) == [], f"{path.relative_to(PACKAGE.parent)}: split these"
 
 
-@pytest.mark.parametrize("path, tree", _trees(), ids=lambda v: str(v) if isinstance(v, Path) else "")
+@pytest.mark.parametrize("path, tree", _trees(), ids=_ids)
 def test_no_call_with_over_6_positional_arguments(path: Path, tree: ast.Module) -> None:
     assert _wide_calls(tree) == [], f"{path.relative_to(PACKAGE.parent)}: use keywords or a config"
