@@ -98,7 +98,8 @@ def _vgg16_specs(config: BenchConfig, p: Plan, work: Path, models: dict[str, Pat
     return specs
 
 
-def _pipeline_specs(p: Plan, work: Path, loader: LoaderOptions) -> dict[str, sy.EndToEndSpec]:
+def pipeline_specs(p: Plan, work: Path, loader: LoaderOptions) -> dict[str, sy.EndToEndSpec]:
+    """The pipeline systems' specs; the no-op ONNX model is written into ``work``."""
     from fstore.benchmarks.pipeline import NOOP_OUTPUT, write_noop_model
 
     model = write_noop_model(work / "noop.onnx")
@@ -133,7 +134,7 @@ def prepare(config: BenchConfig, p: Plan, work: Path) -> Prepared:
     start_method = multiprocessing.get_start_method()
     loader = LoaderOptions(p.prep, config.e2e_batch, config.workers, start_method)
     e2e_specs = {sid: sy.EndToEndSpec(spec, loader) for sid, spec in specs.items()}
-    pipeline_specs = _pipeline_specs(p, work, loader) if p.pipeline else {}
+    pipeline = pipeline_specs(p, work, loader) if p.pipeline else {}
     return Prepared(
         work=work,
         image_set=image_set,
@@ -141,7 +142,7 @@ def prepare(config: BenchConfig, p: Plan, work: Path) -> Prepared:
         models=models,
         specs=specs,
         e2e_specs=e2e_specs,
-        pipeline_specs=pipeline_specs,
+        pipeline_specs=pipeline,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from statistics import median
+from typing import Any
 
 #: The reference of each view: eager fp32 for the model, the DataLoader for the input side.
 BASELINE = "eager-fp32"
@@ -65,7 +66,7 @@ class Row:
     details: dict = field(default_factory=dict)
 
 
-def make_row(view: str, system: object, batch_size: int, images: int, seconds: list[float]) -> Row:
+def make_row(view: str, system: Any, batch_size: int, images: int, seconds: list[float]) -> Row:
     """A row from per-round seconds: per batch (model view) or per whole run (other views).
 
     ``system`` is a :class:`~fstore.benchmarks.systems.System` (its ``id`` and ``label``).

@@ -151,23 +151,17 @@ class BackendSpec:
     threads: int | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
-    def make(self) -> Backend:
-        """The backend, loaded."""
+    def create(self) -> Backend:
+        """The backend, not loaded yet (whoever times it times its load too)."""
         if self.engine == "ort":
-            backend = _ort_backend(self)
-        else:
-            import torch
+            return _ort_backend(self)
+        import torch
 
-            if self.threads:
-                torch.set_num_threads(self.threads)
-            backend = self._torch_backend()
-        backend.load()
-        return backend
-
-    def _torch_backend(self) -> Backend:
         from fstore.benchmarks.eager import EagerBackend
         from fstore.benchmarks.pipeline import MeanPoolBackend
 
+        if self.threads:
+            torch.set_num_threads(self.threads)
         if self.engine == "noop":
             return MeanPoolBackend(self.provider, self.preprocessing)
         return EagerBackend(
@@ -177,6 +171,12 @@ class BackendSpec:
             variant=self.variant,
             preprocessing=self.preprocessing,
         )
+
+    def make(self) -> Backend:
+        """The backend, loaded."""
+        backend = self.create()
+        backend.load()
+        return backend
 
 
 @dataclass(frozen=True)
@@ -194,14 +194,10 @@ class EndToEndSpec:
         """Write the features of ``images`` (an ``ImageSet``) to ``out``; returns stage times."""
         if self.backend.engine == "ort":
             return self._build(out, images)
-        import torch
-
         from fstore.benchmarks.eager import eager_store
 
-        if self.backend.threads:
-            torch.set_num_threads(self.backend.threads)
         keys = [p.relative_to(images.root).as_posix() for p in images.paths]
-        backend = self.backend._torch_backend()
+        backend = self.backend.create()
         return asdict(eager_store(list(images.paths), keys, out, backend, self.loader))
 
     def _build(self, out: Path, images: Any) -> dict:

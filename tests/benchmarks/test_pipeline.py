@@ -27,13 +27,13 @@ def test_both_pipelines_write_the_same_features(
 ) -> None:
     """fstore build (Pillow + NumPy) and the DataLoader (torchvision) read the same pictures."""
     from fstore.benchmarks.eager import LoaderOptions, read_eager_store
-    from fstore.benchmarks.harness import Plan, _pipeline_specs
+    from fstore.benchmarks.harness import Plan, pipeline_specs
     from fstore.benchmarks.inputs import prepare_images
     from fstore.benchmarks.pipeline import NOOP_OUTPUT
     from fstore.featurestore.store import load_features
 
     plan = Plan("cpu", ("fp32",), 1, bench_prep, [], [])
-    specs = _pipeline_specs(plan, tmp_path, LoaderOptions(bench_prep, batch_size=4, workers=1))
+    specs = pipeline_specs(plan, tmp_path, LoaderOptions(bench_prep, batch_size=4, workers=1))
     images = prepare_images(tmp_path, bench_prep, bench_folder)
     build_details = specs["build-noop"].run(tmp_path / "store.h5", images)
     loader_details = specs["loader-noop"].run(tmp_path / "loader.h5", images)
