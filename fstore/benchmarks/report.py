@@ -189,24 +189,45 @@ def _fidelity_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+def _runs_vgg16(result: BenchResult) -> bool:
+    return bool(result.model_rows or result.e2e_rows)
+
+
+def _run_line(result: BenchResult) -> str:
+    """When, how long, on what, and how each view that ran was timed."""
+    c = result.config
+    parts = [
+        f"Run {result.started}, {result.seconds:.0f} s. Images: {result.images['description']}.",
+        f"Threads: {c.get('threads')}; decoding workers: {c.get('workers')}.",
+    ]
+    if _runs_vgg16(result):
+        parts.insert(1, f"Weights: {c.get('weights')}.")
+    if result.model_rows:
+        parts.append(f"Model view: {c.get('repeats')} rounds after {c.get('warmup')} warm-up runs.")
+    if result.e2e_rows or result.pipeline_rows:
+        parts.append(
+            f"End to end and pipeline: {c.get('e2e_repeats')} rounds, batch "
+            f"{c.get('e2e_batch_size')}, after one untimed run on a few images."
+        )
+    parts.append("Systems run interleaved in one process; medians with [min–max] over rounds.")
+    return " ".join(parts)
+
+
 def markdown(result: BenchResult) -> str:
     """The human-readable report."""
-    c = result.config
-    what = f"VGG16 up to {result.layer}" if result.model_rows or result.e2e_rows else "input"
+    what = f"VGG16 up to {result.layer}" if _runs_vgg16(result) else "input pipeline"
+    machine = _machine_lines(result)
+    if not _runs_vgg16(result):
+        machine = machine[:-1]  # no VGG16 ran: its operations per image do not apply
     lines = [
         f"# fstore bench: {what}, {result.input_size}x{result.input_size}, "
         f"{result.provider.upper()}",
         "",
-        f"Run {result.started}, {result.seconds:.0f} s. Images: {result.images['description']}. "
-        f"Weights: {c.get('weights')}. Threads: {c.get('threads')}; decoding workers: "
-        f"{c.get('workers')}. Model view: {c.get('repeats')} rounds after {c.get('warmup')} "
-        f"warm-up runs; end to end and pipeline: {c.get('e2e_repeats')} rounds, batch "
-        f"{c.get('e2e_batch_size')}. Systems run interleaved in one process; medians with "
-        "[min–max] over rounds.",
+        _run_line(result),
         "",
         "## Machine",
         "",
-        *_machine_lines(result),
+        *machine,
         "",
         "## Systems",
         "",
@@ -217,7 +238,9 @@ def markdown(result: BenchResult) -> str:
         table = _table(result, view)
         if table:
             lines += [f"## {VIEW_TITLES[view]}", "", *table, ""]
-    lines += ["## Fidelity", "", *_fidelity_lines(result), "", "## Targets", ""]
+    if _runs_vgg16(result):
+        lines += ["## Fidelity", "", *_fidelity_lines(result), ""]
+    lines += ["## Targets", ""]
     for t in result.targets:
         value = t["value"]
         shown = "–" if value is None else f"{value:.4g}"

@@ -79,5 +79,7 @@ def test_pipeline_view_alone_reports_both_systems_without_vgg16(
     assert rows["build-noop"].details["images_computed"] == 18
     assert rows["loader-noop"].details["images"] == 18
     assert [t["views"] for t in result.targets] == [["pipeline"]]
-    assert "## Input pipeline" in markdown(result) and "## Model only" not in markdown(result)
+    text = markdown(result)
+    assert "## Input pipeline" in text and "## Model only" not in text and "Fidelity" not in text
+    assert "GFLOP per image" not in text and "Weights" not in text
     assert list(tmp_path.iterdir()) == []  # the temporary folder is gone
