@@ -1,6 +1,6 @@
 """``fstore bench``: time eager PyTorch against fstore's ONNX Runtime sessions.
 
-Parses options into a :class:`fstore.benchmarks.harness.BenchConfig`, calls
+Parses options into one :class:`fstore.benchmarks.config.BenchConfig`, calls
 :func:`fstore.benchmarks.harness.run_bench` and writes the report. Nothing heavy is imported
 until the command runs.
 """
@@ -8,32 +8,61 @@ until the command runs.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import click
 
-from fstore.cli_options import (
-    echo_err,
-    precision_options,
-    seed_option,
-    weights_option,
-    weights_source,
-)
+from fstore.cli_options import precision_options, seed_option, weights_option, weights_source
 from fstore.errors import FstoreError
 
 
-def _ints(text: str, name: str) -> tuple[int, ...]:
+def _ints(ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"{name} takes comma-separated integers, e.g. 1,8,32") from None
+        raise click.BadParameter("takes comma-separated integers, e.g. 1,8,32") from None
     if not values or min(values) < 1:
-        raise click.BadParameter(f"{name} takes positive integers, e.g. 1,8,32")
+        raise click.BadParameter("takes positive integers, e.g. 1,8,32")
     return values
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+def _names(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in text.split(",") if v.strip()) if text else None
+
+
+def _config(options: dict):  # -> BenchConfig
+    """The command's options as the library's one config."""
+    from fstore.benchmarks.config import BenchConfig
+
+    if options["images"] is not None and options["synthetic"] is not None:
+        raise click.BadParameter("give --images or --synthetic, not both")
+    weights = weights_source(options.pop("weights"), options["seed"])
+    options["synthetic"] = options["synthetic"] or 64
+    return BenchConfig(weights=weights, **options)
+
+
+def _show_progress(quiet: bool) -> None:
+    """Progress lines of the benchmark's loggers on stderr, unless ``--quiet``."""
+    logger = logging.getLogger("fstore.benchmarks")
+    if quiet or logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def _summary(result) -> list[str]:  # result: BenchResult
+    lines = []
+    for r in result.all_rows:
+        base = "DataLoader" if r.view == "pipeline" else "eager fp32"
+        ratio = "" if r.ratio is None else f" ({r.ratio:.2f}x {base})"
+        lines.append(
+            f"{r.view:<8} {r.system:<11} batch {r.batch_size:>3}: "
+            f"{r.images_per_s.median:8.2f} images/s{ratio}"
+        )
+    return lines + [f"target: {t['target']}: {t['status']}" for t in result.targets]
 
 
 @click.command()
@@ -46,7 +75,11 @@ def _names(text: str) -> tuple[str, ...]:
 )
 @click.option("--layer", default="fc7", show_default=True, help="Layer every system computes.")
 @click.option(
-    "--batch-sizes", default="1,8,32", show_default=True, help="Batch sizes of the model-only view."
+    "--batch-sizes",
+    default="1,8,32",
+    show_default=True,
+    callback=_ints,
+    help="Batch sizes of the model-only view.",
 )
 @click.option(
     "--images",
@@ -70,6 +103,7 @@ def _names(text: str) -> tuple[str, ...]:
     "--precision",
     "precisions",
     default=None,
+    callback=_names,
     help="fstore precisions to time, e.g. fp32,int8 (default on CPU) or fp32,fp16 "
     "(default on CUDA).",
 )
@@ -97,24 +131,27 @@ def _names(text: str) -> tuple[str, ...]:
     help="Untimed runs per system and batch size first.",
 )
 @click.option(
+    "--views",
     "--view",
     "views",
-    default="model,e2e",
+    default="model,e2e,pipeline",
     show_default=True,
-    help="Views to run: model, e2e or both.",
+    callback=_names,
+    help="Views to run: model (model only), e2e (end to end), pipeline (the input side around "
+    "a no-op model; alone, it needs no VGG16).",
 )
 @click.option(
     "--e2e-repeats",
     default=3,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Timed rounds of the end-to-end view.",
+    help="Timed rounds of the end-to-end and pipeline views.",
 )
 @click.option(
     "--e2e-batch-size",
     type=click.IntRange(min=1),
     default=None,
-    help="Batch size of the end-to-end view (default: the largest of --batch-sizes).",
+    help="Batch size of the end-to-end and pipeline views (default: the largest of --batch-sizes).",
 )
 @click.option(
     "--workers",
@@ -166,85 +203,25 @@ def _names(text: str) -> tuple[str, ...]:
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def bench(
-    provider: str,
-    layer: str,
-    batch_sizes: str,
-    images: Path | None,
-    synthetic: int | None,
-    limit: int | None,
-    precisions: str | None,
-    weights: str,
-    seed: int,
-    input_size: int,
-    repeats: int,
-    warmup: int,
-    views: str,
-    e2e_repeats: int,
-    e2e_batch_size: int | None,
-    workers: int,
-    threads: int | None,
-    calibration: Path | None,
-    calibration_count: int,
-    fidelity_images: Path | None,
-    fidelity_per_class: int | None,
-    gemm_size: int,
-    peak_seconds: float,
-    memory: str,
-    out: Path,
-    quiet: bool,
-    as_json: bool,
-) -> None:
-    """Time eager PyTorch VGG16 against fstore's ONNX Runtime sessions, model only and end to end.
+def bench(out: Path, quiet: bool, as_json: bool, **options) -> None:
+    """Time eager PyTorch VGG16 against fstore's ONNX Runtime sessions, model only and end to end,
+    and both input pipelines around a no-op model.
 
     Writes a Markdown report, a JSON file and a PNG chart into --out.
     """
-    from fstore.benchmarks.harness import BenchConfig, run_bench
+    from fstore.benchmarks.harness import run_bench
     from fstore.benchmarks.report import write_report
 
-    if images is not None and synthetic is not None:
-        raise click.BadParameter("give --images or --synthetic, not both")
-    config = BenchConfig(
-        layer=layer,
-        provider=provider,
-        batch_sizes=_ints(batch_sizes, "--batch-sizes"),
-        precisions=_names(precisions) if precisions else None,
-        images=images,
-        synthetic=synthetic or 64,
-        limit=limit,
-        input_size=input_size,
-        weights=weights_source(weights, seed),
-        repeats=repeats,
-        warmup=warmup,
-        views=_names(views),
-        e2e_repeats=e2e_repeats,
-        e2e_batch_size=e2e_batch_size,
-        workers=workers,
-        threads=threads,
-        calibration=calibration,
-        calibration_count=calibration_count,
-        fidelity_images=fidelity_images,
-        fidelity_per_class=fidelity_per_class,
-        gemm_size=gemm_size,
-        peak_seconds=peak_seconds,
-        memory=memory,
-        seed=seed,
-    )
-    log = (lambda _: None) if quiet else echo_err
+    config = _config(options)
+    _show_progress(quiet)
     try:
-        result = run_bench(config, log=log)
+        result = run_bench(config)
         paths = write_report(result, out)
     except FstoreError as exc:  # one line for the user, also when run outside the fstore group
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(json.loads(paths["json"].read_text()), indent=1))
         return
-    for r in result.model_rows + result.e2e_rows:
-        ratio = "" if r.ratio is None else f" ({r.ratio:.2f}x eager fp32)"
-        click.echo(
-            f"{r.view:<5} {r.system:<11} batch {r.batch_size:>3}: "
-            f"{r.images_per_s.median:8.2f} images/s{ratio}"
-        )
-    for t in result.targets:
-        click.echo(f"target: {t['target']}: {t['status']}")
+    for line in _summary(result):
+        click.echo(line)
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -1,4 +1,4 @@
-"""Eager PyTorch behind the same small interface as ``OrtBackend``: ``run(batch) -> dict``.
+"""Eager PyTorch behind fstore's :class:`~fstore.runtime.backend.Backend` Protocol.
 
 Two variants of torchvision's VGG16, cut at the same layers as the ONNX model
 (:func:`fstore.export.onnx_export.truncated_vgg16`), always under ``torch.inference_mode``:
@@ -7,6 +7,10 @@ Two variants of torchvision's VGG16, cut at the same layers as the ONNX model
 * ``best``: what a PyTorch user would reach for to go faster: ``channels_last`` memory format
   with bf16 autocast on CPU, or fp16 autocast with ``cudnn.benchmark`` on CUDA.
 
+``run`` takes the reader's ``uint8`` NHWC RGB batches and does the cast, the scaling to [0, 1]
+and the mean/std normalisation itself, in torch, on its device, as part of its timed work (the
+ONNX Runtime path does the same in its graph).
+
 :func:`eager_store` is the eager end-to-end path: a torchvision-style dataset over the same
 files ``build`` reads, a ``DataLoader`` with worker processes, the model, and the features
 written to an HDF5 file.
@@ -14,7 +18,7 @@ written to an HDF5 file.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,112 +48,139 @@ def best_variant_dtype(device: str) -> str:
     return "fp16" if device == "cuda" else "bf16"
 
 
+def normalise(batch: np.ndarray, preprocessing: Preprocessing, device: str) -> torch.Tensor:
+    """``uint8`` NHWC RGB → float32 NCHW on ``device``: ``ToTensor`` + ``Normalize``, in torch.
+
+    The result is a channels-last view (the permuted NHWC memory); callers pick their layout.
+    """
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.uint8)).to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(preprocessing.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocessing.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def synchronize_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
 @dataclass
 class EagerBackend:
-    """A truncated torchvision VGG16 that runs NumPy batches like ``OrtBackend``.
+    """A truncated torchvision VGG16; implements :class:`~fstore.runtime.backend.Backend`.
 
-    Create with :meth:`from_model`. ``outputs`` are the layer names returned, in order;
-    ``provider`` is the device (``cpu`` or ``cuda``), named as ``OrtBackend`` names it.
+    Made from a saved state_dict (``state_dict``, loaded by :meth:`load`) or from a model in
+    memory (:meth:`from_model`). ``layers`` are the layer names returned, in order; ``device``
+    is ``cpu`` or ``cuda``, named as ONNX Runtime's provider is.
     """
 
-    module: Any  # torch.nn.Module
-    outputs: tuple[str, ...]
-    provider: str
-    variant: str
-    metadata: dict[str, str] = field(default_factory=dict)
+    state_dict: Path | None
+    layers: tuple[str, ...]
+    device: str = "cpu"
+    variant: str = "fp32"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    module: Any = None  # torch.nn.Module once loaded
+
+    def __post_init__(self) -> None:
+        if self.variant not in EAGER_VARIANTS:
+            raise FstoreError(
+                f"unknown eager variant {self.variant!r}; choose from {', '.join(EAGER_VARIANTS)}"
+            )
+        self.layers = tuple(layer.name for layer in parse_layers(self.layers))
 
     @classmethod
     def from_model(
-        cls,
-        model: torch.nn.Module,
-        layers: tuple[str, ...],
-        device: str = "cpu",
-        variant: str = "fp32",
+        cls, model: torch.nn.Module, layers: tuple[str, ...], **options: Any
     ) -> EagerBackend:
-        """Cut ``model`` (a full VGG16) at ``layers`` and prepare it as ``variant`` on ``device``.
+        """Cut ``model`` (a full VGG16) at ``layers``; ``options`` are the other fields.
 
-        The ``best`` variant works on a copy, so the fp32 one keeps NCHW weights.
+        The ``best`` variant works on a copy, so ``model`` keeps its NCHW weights.
         """
-        import torch
+        import copy
 
         from fstore.export.onnx_export import truncated_vgg16
 
-        if variant not in EAGER_VARIANTS:
-            raise FstoreError(
-                f"unknown eager variant {variant!r}; choose from {', '.join(EAGER_VARIANTS)}"
-            )
-        chosen = parse_layers(layers)
-        module = truncated_vgg16(model, chosen)
-        if variant == "best":
-            module = copy.deepcopy(module).to(memory_format=torch.channels_last)
-        module = module.to(device).eval()
-        return cls(module, tuple(layer.name for layer in chosen), device, variant)
+        backend = cls(None, layers, **options)
+        module = truncated_vgg16(model, parse_layers(layers))
+        if backend.variant == "best":
+            module = copy.deepcopy(module)
+        backend.module = backend._prepare(module)
+        return backend
 
-    @classmethod
-    def from_state_dict(
-        cls, path: Path, layers: tuple[str, ...], device: str = "cpu", variant: str = "fp32"
-    ) -> EagerBackend:
-        """Build the truncated model from a saved state_dict without random initialisation.
+    def _prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        import torch
 
-        The module is made on the ``meta`` device and the weights are memory-mapped from the
-        file, which is how a careful eager pipeline loads a model.
+        if self.variant == "best":
+            module = module.to(memory_format=torch.channels_last)
+        return module.to(self.device).eval()
+
+    def load(self) -> None:
+        """Build the truncated model and memory-map its weights from ``state_dict``.
+
+        The module is made on the ``meta`` device, without random initialisation, which is how
+        a careful eager pipeline loads a model.
         """
+        if self.module is not None:
+            return
         import torch
         from torchvision.models import vgg16
 
         from fstore.export.onnx_export import truncated_vgg16
 
-        chosen = parse_layers(layers)
         with torch.device("meta"):
-            module = truncated_vgg16(vgg16(weights=None), chosen)
-        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            module = truncated_vgg16(vgg16(weights=None), parse_layers(self.layers))
+        state = torch.load(self.state_dict, map_location="cpu", mmap=True, weights_only=True)
         module.load_state_dict(state, assign=True)
-        if variant == "best":
-            module = module.to(memory_format=torch.channels_last)
-        module = module.to(device).eval()
-        return cls(module, tuple(layer.name for layer in chosen), device, variant)
+        self.module = self._prepare(module)
 
     def _autocast(self):
-        import contextlib
-
         import torch
 
         if self.variant != "best":
             return contextlib.nullcontext()
-        if self.provider == "cuda":
+        if self.device == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Run one float32 NCHW batch; returns ``{layer: float32 array}``."""
-        import torch
-
-        return self.run_tensor(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+        """Features of one ``uint8`` NHWC RGB batch; returns ``{layer: float32 array}``."""
+        return self.run_tensor(normalise(batch, self.preprocessing, self.device))
 
     def run_tensor(self, x: torch.Tensor) -> dict[str, np.ndarray]:
-        """Run a float32 NCHW tensor (on the CPU, pinned or not); outputs come back as NumPy."""
+        """Run a normalised float32 NCHW tensor (any device); outputs come back as NumPy."""
         import torch
 
-        if self.provider == "cuda":
+        if self.device == "cuda":
             # cudnn.benchmark is global: on for the best variant only, so fp32 stays the plain one
             torch.backends.cudnn.benchmark = self.variant == "best"
             x = x.to("cuda", non_blocking=True)
-        if self.variant == "best":
-            x = x.contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if self.variant == "best" else torch.contiguous_format
+        x = x.contiguous(memory_format=layout)
         with torch.inference_mode(), self._autocast():
             values = self.module(x)
-        return {name: value.float().cpu().numpy() for name, value in zip(self.outputs, values)}
+        return {name: value.float().cpu().numpy() for name, value in zip(self.layers, values)}
 
     def synchronize(self) -> None:
         """Wait for queued GPU work (outputs copied to the host already imply it)."""
-        if self.provider == "cuda":
-            import torch
+        synchronize_device(self.device)
 
-            torch.cuda.synchronize()
+    def describe(self) -> dict[str, str]:
+        best = best_variant_description(self.device)
+        return {
+            "name": f"eager PyTorch VGG16 {self.variant}",
+            "provider": self.device,
+            "precision": best_variant_dtype(self.device) if self.variant == "best" else "fp32",
+            "variant": "fp32 NCHW" if self.variant == "fp32" else best,
+            "layers": ",".join(self.layers),
+        }
 
 
 def save_state_dict(backend: EagerBackend, path: Path) -> Path:
-    """The truncated model's weights, for :meth:`EagerBackend.from_state_dict`."""
+    """The truncated model's weights, for :meth:`EagerBackend.load`."""
     import torch
 
     module = backend.module
@@ -203,6 +234,19 @@ class FileDataset:
             return torch.zeros(3, side, side), i, False
 
 
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How the eager side reads images: torchvision's transforms in ``DataLoader`` workers.
+
+    ``workers`` processes are started with ``start_method`` (default: the interpreter's).
+    """
+
+    preprocessing: Preprocessing
+    batch_size: int = 32
+    workers: int = 2
+    start_method: str | None = None
+
+
 @dataclass
 class EagerStoreReport:
     """What :func:`eager_store` did and how long each part took (seconds)."""
@@ -216,24 +260,39 @@ class EagerStoreReport:
     write_seconds: float
 
 
+class _FeatureFile:
+    """One growing float32 ``(N, D)`` dataset per layer in an open HDF5 file."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.datasets, self.written = f, {}, 0
+
+    def append(self, result: dict[str, np.ndarray], mask: np.ndarray) -> int:
+        n = int(mask.sum())
+        for name, value in result.items():
+            rows = value[mask].reshape(n, -1)
+            if name not in self.datasets:
+                self.datasets[name] = self.f.create_dataset(
+                    name,
+                    shape=(0, rows.shape[1]),
+                    maxshape=(None, rows.shape[1]),
+                    dtype="float32",
+                    chunks=True,
+                )
+            ds = self.datasets[name]
+            ds.resize(self.written + n, axis=0)
+            ds[self.written : self.written + n] = rows
+        self.written += n
+        return n
+
+
 def eager_store(
-    paths: list[Path],
-    keys: list[str],
-    out: Path,
-    state_dict: Path,
-    layers: tuple[str, ...],
-    preprocessing: Preprocessing,
-    *,
-    device: str = "cpu",
-    variant: str = "fp32",
-    batch_size: int = 32,
-    workers: int = 2,
-    start_method: str | None = None,
+    paths: list[Path], keys: list[str], out: Path, backend: Any, loader: LoaderOptions
 ) -> EagerStoreReport:
     """Images on disk → eager model → features in the HDF5 file ``out``.
 
-    Images are read and transformed by ``workers`` ``DataLoader`` processes (started with
-    ``start_method``, default the interpreter's); a file that cannot be decoded is skipped (as
+    ``backend`` is an :class:`EagerBackend` (or anything with ``load``, ``run_tensor`` and
+    ``synchronize``), loaded here so that its load is timed. Images are read and transformed by
+    ``loader.workers`` ``DataLoader`` processes; a file that cannot be decoded is skipped (as
     ``build`` skips it). ``out`` holds one float32 ``(N, D)`` dataset per layer and the ``keys``
     of the N images, in order.
     """
@@ -241,23 +300,22 @@ def eager_store(
     from torch.utils.data import DataLoader
 
     start = time.perf_counter()
-    backend = EagerBackend.from_state_dict(state_dict, layers, device, variant)
+    backend.load()
     load_seconds = time.perf_counter() - start
-    loader = DataLoader(
-        FileDataset(paths, preprocessing),
-        batch_size=batch_size,
+    batches = DataLoader(
+        FileDataset(paths, loader.preprocessing),
+        batch_size=loader.batch_size,
         shuffle=False,
-        num_workers=workers,
-        pin_memory=device == "cuda",
-        multiprocessing_context=start_method if workers else None,
+        num_workers=loader.workers,
+        pin_memory=backend.describe()["provider"] == "cuda",
+        multiprocessing_context=loader.start_method if loader.workers else None,
     )
     wait = infer = write = 0.0
-    written = errors = 0
+    errors = 0
     with h5py.File(out, "w") as f:
-        datasets: dict[str, Any] = {}
-        good_keys: list[str] = []
+        features, good_keys = _FeatureFile(f), []
         tick = time.perf_counter()
-        for x, index, ok in loader:
+        for x, index, ok in batches:
             now = time.perf_counter()
             wait += now - tick
             result = backend.run_tensor(x)
@@ -265,28 +323,19 @@ def eager_store(
             after = time.perf_counter()
             infer += after - now
             mask = ok.numpy().astype(bool)
-            n = int(mask.sum())
-            errors += len(mask) - n
-            for name, value in result.items():
-                rows = value[mask].reshape(n, -1)
-                if name not in datasets:
-                    datasets[name] = f.create_dataset(
-                        name,
-                        shape=(0, rows.shape[1]),
-                        maxshape=(None, rows.shape[1]),
-                        dtype="float32",
-                        chunks=True,
-                    )
-                ds = datasets[name]
-                ds.resize(written + n, axis=0)
-                ds[written : written + n] = rows
+            errors += len(mask) - features.append(result, mask)
             good_keys.extend(keys[int(i)] for i, good in zip(index, mask) if good)
-            written += n
             tick = time.perf_counter()
             write += tick - after
         f.create_dataset("keys", data=np.array(good_keys, dtype=object), dtype=h5py.string_dtype())
     return EagerStoreReport(
-        written, errors, time.perf_counter() - start, load_seconds, wait, infer, write
+        images=features.written,
+        errors=errors,
+        seconds=time.perf_counter() - start,
+        load_seconds=load_seconds,
+        wait_seconds=wait,
+        inference_seconds=infer,
+        write_seconds=write,
     )
 
 

@@ -2,7 +2,8 @@
 
 Both end-to-end systems (``fstore build`` and the eager ``DataLoader`` loop) read the same
 folder, so they decode the same files; the model-only view decodes some of them once, with
-fstore's preprocessing, into batches kept in memory.
+fstore's preprocessing, into ``uint8`` NHWC batches kept in memory (what the reader gives a
+backend).
 """
 
 from __future__ import annotations
@@ -99,12 +100,23 @@ def prepare_images(
 
 
 def model_inputs(image_set: ImageSet, count: int, preprocessing: Preprocessing) -> np.ndarray:
-    """``count`` network inputs decoded from the set (repeated if the set is smaller)."""
-    from fstore.export.precision import decode_inputs
+    """``count`` resized and cropped pictures of the set, ``uint8`` ``(count, crop, crop, 3)`` RGB.
 
-    arrays = decode_inputs(list(image_set.paths[:count]), preprocessing)
+    The images are repeated if the set is smaller; files that do not decode are left out.
+    """
+    from fstore.featurestore.preprocess import ImageDecodeError, decode, resize_and_crop
+
+    arrays = []
+    for path in image_set.paths[:count]:
+        try:
+            image, _ = decode(Path(path).read_bytes())
+        except ImageDecodeError:
+            continue
+        arrays.append(np.asarray(resize_and_crop(image, preprocessing), dtype=np.uint8))
+    if not arrays:
+        raise DatasetError(f"none of the first {count} images of {image_set.root} can be decoded")
     reps = -(-count // len(arrays))
-    return np.ascontiguousarray(np.concatenate([arrays] * reps)[:count])
+    return np.ascontiguousarray(np.stack((arrays * reps)[:count]))
 
 
 def warm_file_cache(image_set: ImageSet) -> int:

@@ -7,23 +7,26 @@ The peak is *measured*, not taken from a data sheet: the best time of a square m
 * ``bf16``: torch on CPU (the eager "best" variant's autocast type), ``fp16``: torch on CUDA;
 * ``int8``: ONNX Runtime's ``MatMulInteger`` (uint8 x int8, the kernels its int8 models run).
 
-Peak memory is read from Linux's ``/proc``: the process's high-water mark ``VmHWM``, reset
-before each measured run through ``/proc/self/clear_refs``, plus the private memory (USS) of
-child processes such as ``DataLoader`` workers, sampled while the run goes on. Where the
-reset is refused, the process's resident size is sampled too.
+The CPU's name and SIMD flags come from py-cpuinfo, memory from psutil. Peak memory is the
+process's resident high-water mark (reset before each measured run; psutil's samples of the
+resident size where the kernel has none) plus the private memory (USS) of child processes
+such as ``DataLoader`` workers, sampled by psutil while the run goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cache
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 _FLAGS_OF_INTEREST = (
     "avx2",
@@ -37,27 +40,22 @@ _FLAGS_OF_INTEREST = (
 )
 
 
+@cache
+def _cpu_info() -> dict:
+    import cpuinfo
+
+    return cpuinfo.get_cpu_info()
+
+
 def cpu_model() -> str:
-    """The CPU's marketing name from ``/proc/cpuinfo`` (or the platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's marketing name (or the platform's guess)."""
+    return _cpu_info().get("brand_raw") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> list[str]:
-    """The SIMD features that decide fp32, bf16 and int8 speed, as the kernel reports them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                return [f for f in _FLAGS_OF_INTEREST if f in present]
-    except OSError:
-        pass
-    return []
+    """The SIMD features that decide fp32, bf16 and int8 speed, as the CPU reports them."""
+    present = set(_cpu_info().get("flags", ()))
+    return [f for f in _FLAGS_OF_INTEREST if f in present]
 
 
 def usable_cores() -> int:
@@ -68,14 +66,10 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _memory_total_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return None
+def _memory_total_gib() -> float:
+    import psutil
+
+    return psutil.virtual_memory().total / 2**30
 
 
 def library_versions() -> dict[str, str]:
@@ -222,7 +216,6 @@ def gemm_peaks(
     seconds: float = 1.0,
     threads: int | None = None,
     kinds: tuple[str, ...] | None = None,
-    log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Peak]:
     """Measured GEMM peaks per arithmetic kind on ``device`` (``cpu`` or ``cuda``).
 
@@ -240,7 +233,7 @@ def gemm_peaks(
     except ImportError:
         torch = None
     for kind in kinds:
-        log(f"measuring the {kind} GEMM peak on {device} (n={n})")
+        logger.info(f"measuring the {kind} GEMM peak on {device} (n={n})")
         if kind == "fp32":
             candidates = []
             if device == "cpu":
@@ -262,51 +255,50 @@ def gemm_peaks(
 # --------------------------------------------------------------------------- memory
 
 
-def _status_kib(field_name: str, pid: str = "self") -> int | None:
+def rss_mib() -> float:
+    """This process's resident memory now, in MiB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _peak_rss_mib() -> float | None:
+    """This process's resident high-water mark (Linux's ``VmHWM``), or ``None`` elsewhere.
+
+    Neither psutil nor ``resource`` gives it: ``ru_maxrss`` survives ``execve``, so a process
+    spawned by a large parent reports the parent's peak; ``VmHWM`` belongs to the process's
+    own memory map and can be reset (:func:`_reset_peak_rss`).
+    """
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
     except (OSError, ValueError):
         pass
     return None
 
 
-def rss_mib() -> float:
-    """This process's resident memory now, in MiB (0 where ``/proc`` is absent)."""
-    kib = _status_kib("VmRSS")
-    return kib / 1024 if kib is not None else 0.0
-
-
-def _children() -> list[str]:
-    pids: list[str] = []
+def _reset_peak_rss() -> None:
+    """Reset ``VmHWM`` to the current resident size, where the kernel allows it."""
     try:
-        for task in Path("/proc/self/task").iterdir():
-            text = (task / "children").read_text().split()
-            pids.extend(text)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
     except OSError:
         pass
-    return pids
 
 
-def _uss_kib(pid: str) -> int:
-    """A process's private (unshared) memory: what it adds on top of the parent it forked from."""
+def _children_uss_kib() -> int:
+    """The private (unshared) memory of this process's descendants: what they add to it."""
+    import psutil
+
     total = 0
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                total += int(line.split()[1])
-    except (OSError, ValueError):
-        return 0
-    return total
-
-
-def _reset_high_water_mark() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
+    for child in psutil.Process().children(recursive=True):
+        try:
+            total += child.memory_full_info().uss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return total // 1024
 
 
 @dataclass
@@ -331,14 +323,13 @@ class PeakMemory:
     _self_peak_kib: int = 0
     _gpu_start: float = 0.0
     _gpu_peak: float = 0.0
-    _hwm: bool = False
 
     @property
     def extra_mib(self) -> float:
         return max(0.0, self.peak_mib - self.start_mib)
 
     def __enter__(self) -> PeakMemory:
-        self._hwm = _reset_high_water_mark()
+        _reset_peak_rss()
         self.start_mib = rss_mib()
         self._self_peak_kib = int(self.start_mib * 1024)
         if self.cuda:
@@ -350,11 +341,8 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self._child_peak_kib = max(
-                self._child_peak_kib, sum(_uss_kib(pid) for pid in _children())
-            )
-            if not self._hwm:
-                self._self_peak_kib = max(self._self_peak_kib, _status_kib("VmRSS") or 0)
+            self._child_peak_kib = max(self._child_peak_kib, _children_uss_kib())
+            self._self_peak_kib = max(self._self_peak_kib, int(rss_mib() * 1024))
             if self.cuda:
                 self._gpu_peak = max(self._gpu_peak, _gpu_used_mib())
 
@@ -362,8 +350,8 @@ class PeakMemory:
         self._stop.set()
         assert self._thread is not None
         self._thread.join()
-        own = (_status_kib("VmHWM") if self._hwm else None) or self._self_peak_kib
-        self.peak_mib = max(own, int(rss_mib() * 1024)) / 1024 + self._child_peak_kib / 1024
+        own = max(self._self_peak_kib / 1024, _peak_rss_mib() or 0.0, rss_mib())
+        self.peak_mib = own + self._child_peak_kib / 1024
         if self.cuda:
             self._gpu_peak = max(self._gpu_peak, _gpu_used_mib())
             self.gpu_peak_mib = self._gpu_peak - self._gpu_start

@@ -11,7 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fstore.benchmarks.harness import BASELINE, BenchResult, Row
+from fstore.benchmarks.result import BenchResult
+from fstore.benchmarks.statistics import BASELINE, Row
 from fstore.errors import OutputPathError
 from fstore.fsutil import atomic_write_bytes
 
@@ -19,7 +20,9 @@ FILES = {"markdown": "bench.md", "json": "bench.json", "chart": "bench.png"}
 VIEW_TITLES = {
     "model": "Model only (batches already in memory)",
     "e2e": "End to end (images on disk → features in a store)",
+    "pipeline": "Input pipeline (read → decode → batch → write, no-op model)",
 }
+VIEWS = tuple(VIEW_TITLES)
 
 
 def _clean(value: Any) -> Any:
@@ -88,6 +91,8 @@ def _table(result: BenchResult, view: str) -> list[str]:
     rows = result.rows(view)
     if not rows:
         return []
+    if view == "pipeline":
+        return _pipeline_table(result)
     if view == "model":
         head = (
             "| system | batch | images/s median [min–max] | × eager fp32 | "
@@ -125,6 +130,23 @@ def _table(result: BenchResult, view: str) -> list[str]:
             f"| {r.system} | {r.batch_size} | {r.images} | {_spread(r, 'images_per_s')} | "
             f"{_fmt(r.ratio, '.2f')}× | {_spread(r, 'latency_ms')} | {stages} | "
             f"{_fmt(r.peak_mib, '.0f')} | {_percent(r.fraction_of_peak)} {r.peak_kind or ''} |"
+        )
+    return lines
+
+
+def _pipeline_table(result: BenchResult) -> list[str]:
+    head = (
+        "| system | batch | images | images/s median [min–max] | × DataLoader | "
+        "seconds (wait-decode / write) | peak MiB |"
+    )
+    lines = [head, "|" + "---|" * 7]
+    for r in sorted(result.pipeline_rows, key=lambda r: _order(result, r.system)):
+        d = r.details
+        wait = d.get("wait_seconds", d.get("decode_seconds", 0.0))
+        lines.append(
+            f"| {r.system} | {r.batch_size} | {r.images} | {_spread(r, 'images_per_s')} | "
+            f"{_fmt(r.ratio, '.2f')}× | {wait:.1f} / {d.get('write_seconds', 0.0):.1f} | "
+            f"{_fmt(r.peak_mib, '.0f')} |"
         )
     return lines
 
@@ -167,34 +189,58 @@ def _fidelity_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+def _runs_vgg16(result: BenchResult) -> bool:
+    return bool(result.model_rows or result.e2e_rows)
+
+
+def _run_line(result: BenchResult) -> str:
+    """When, how long, on what, and how each view that ran was timed."""
+    c = result.config
+    parts = [
+        f"Run {result.started}, {result.seconds:.0f} s. Images: {result.images['description']}.",
+        f"Threads: {c.get('threads')}; decoding workers: {c.get('workers')}.",
+    ]
+    if _runs_vgg16(result):
+        parts.insert(1, f"Weights: {c.get('weights')}.")
+    if result.model_rows:
+        parts.append(f"Model view: {c.get('repeats')} rounds after {c.get('warmup')} warm-up runs.")
+    if result.e2e_rows or result.pipeline_rows:
+        parts.append(
+            f"End to end and pipeline: {c.get('e2e_repeats')} rounds, batch "
+            f"{c.get('e2e_batch_size')}, after one untimed run on a few images."
+        )
+    parts.append("Systems run interleaved in one process; medians with [min–max] over rounds.")
+    return " ".join(parts)
+
+
 def markdown(result: BenchResult) -> str:
     """The human-readable report."""
-    c = result.config
+    what = f"VGG16 up to {result.layer}" if _runs_vgg16(result) else "input pipeline"
+    machine = _machine_lines(result)
+    if not _runs_vgg16(result):
+        machine = machine[:-1]  # no VGG16 ran: its operations per image do not apply
     lines = [
-        f"# fstore bench: VGG16 up to {result.layer}, {result.input_size}x{result.input_size}, "
+        f"# fstore bench: {what}, {result.input_size}x{result.input_size}, "
         f"{result.provider.upper()}",
         "",
-        f"Run {result.started}, {result.seconds:.0f} s. Images: {result.images['description']}. "
-        f"Weights: {c.get('weights')}. Threads: {c.get('threads')}; decoding workers: "
-        f"{c.get('workers')}. Model view: {c.get('repeats')} rounds after {c.get('warmup')} "
-        f"warm-up runs; end to end: {c.get('e2e_repeats')} rounds, batch "
-        f"{c.get('e2e_batch_size')}. Systems run interleaved in one process; medians with "
-        "[min–max] over rounds.",
+        _run_line(result),
         "",
         "## Machine",
         "",
-        *_machine_lines(result),
+        *machine,
         "",
         "## Systems",
         "",
         *[f"- `{s.id}`: {s.label}" for s in result.systems],
         "",
     ]
-    for view in ("model", "e2e"):
+    for view in VIEWS:
         table = _table(result, view)
         if table:
             lines += [f"## {VIEW_TITLES[view]}", "", *table, ""]
-    lines += ["## Fidelity", "", *_fidelity_lines(result), "", "## Targets", ""]
+    if _runs_vgg16(result):
+        lines += ["## Fidelity", "", *_fidelity_lines(result), ""]
+    lines += ["## Targets", ""]
     for t in result.targets:
         value = t["value"]
         shown = "–" if value is None else f"{value:.4g}"
@@ -208,13 +254,13 @@ def chart(result: BenchResult, path: Path) -> Path:
     import numpy as np
     from matplotlib.figure import Figure
 
-    views = [v for v in ("model", "e2e") if result.rows(v)]
+    views = [v for v in VIEWS if result.rows(v)]
     fig = Figure(figsize=(6 * max(1, len(views)), 4.2), layout="constrained")
     axes = fig.subplots(1, max(1, len(views)), squeeze=False)[0]
-    ids = [s.id for s in result.systems]
-    colors = {sid: f"C{i}" for i, sid in enumerate(ids)}
+    colors = {s.id: f"C{i}" for i, s in enumerate(result.systems)}
     for ax, view in zip(axes, views):
         rows = result.rows(view)
+        ids = [s.id for s in result.systems if any(r.system == s.id for r in rows)]
         sizes = sorted({r.batch_size for r in rows})
         width = 0.8 / max(1, len(ids))
         for j, sid in enumerate(ids):
@@ -235,7 +281,7 @@ def chart(result: BenchResult, path: Path) -> Path:
         ax.set_ylabel("images/s (median, min–max)")
         ax.set_title(VIEW_TITLES[view], fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
+        ax.legend(fontsize=8)
     fig.suptitle(
         f"VGG16 → {result.layer}, {result.input_size}px, {result.provider.upper()}, "
         f"{result.machine.get('cpu')}",

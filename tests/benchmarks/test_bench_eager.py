@@ -14,39 +14,42 @@ from fstore.export.precision import compare_features, decode_inputs
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def full_vgg16():
-    from fstore.export.weights import WeightsSource, load_vgg16
-
-    return load_vgg16(WeightsSource("random", seed=0))[0]
+@pytest.fixture
+def batch(uint8_batch):
+    return uint8_batch
 
 
-@pytest.fixture(scope="module")
-def eager_state(full_vgg16, bench_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fstore.benchmarks.eager import EagerBackend, save_state_dict
-
-    path = tmp_path_factory.mktemp("eager") / "state.pt"
-    return save_state_dict(EagerBackend.from_model(full_vgg16, bench_model.info.layers), path)
+def test_model_inputs_are_the_readers_uint8_batches(batch: np.ndarray, bench_prep) -> None:
+    assert batch.dtype == np.uint8 and batch.shape == (4, bench_prep.crop, bench_prep.crop, 3)
+    assert batch.std() > 0
 
 
-@pytest.fixture(scope="module")
-def batch(bench_folder: Path, bench_prep) -> np.ndarray:
-    return decode_inputs(sorted(bench_folder.rglob("*.jpg"))[:4], bench_prep)
+def test_normalising_in_torch_equals_fstore_preprocessing(
+    bench_folder: Path, batch: np.ndarray, bench_prep
+) -> None:
+    from fstore.benchmarks.eager import normalise
+
+    reference = decode_inputs(sorted(bench_folder.rglob("*.jpg"))[:4], bench_prep)
+    np.testing.assert_allclose(normalise(batch, bench_prep, "cpu").numpy(), reference, atol=1e-5)
 
 
 def test_eager_fp32_matches_onnx_runtime_and_best_is_close(
-    bench_model, eager_state: Path, batch: np.ndarray
+    bench_model, eager_state: Path, batch: np.ndarray, bench_prep
 ) -> None:
     from fstore.benchmarks.eager import EagerBackend
-    from fstore.featurestore.runtime import OrtBackend
+    from fstore.benchmarks.systems import BackendSpec
 
-    ort = OrtBackend.load(bench_model.path, "cpu").run(batch)
-    fp32 = EagerBackend.from_state_dict(eager_state, ("pool5",)).run(batch)
-    assert set(fp32) == {"pool5"} and fp32["pool5"].dtype == np.float32
-    assert relative_error(fp32["pool5"], ort["pool5"]) <= VERIFY_TOLERANCE
-    best = EagerBackend.from_state_dict(eager_state, ("pool5",), variant="best")
+    ort = BackendSpec("ort", bench_model.path, ("pool5",), "cpu", preprocessing=bench_prep)
+    reference = ort.make().run(batch)
+    fp32 = EagerBackend(eager_state, ("pool5",), preprocessing=bench_prep)
+    fp32.load()
+    got = fp32.run(batch)
+    assert set(got) == {"pool5"} and got["pool5"].dtype == np.float32
+    assert relative_error(got["pool5"], reference["pool5"]) <= VERIFY_TOLERANCE
+    best = EagerBackend(eager_state, ("pool5",), variant="best", preprocessing=bench_prep)
+    best.load()
     assert best.module.features[0].weight.is_contiguous(memory_format=torch.channels_last)
-    row = compare_features(ort, best.run(batch))["pool5"]
+    row = compare_features(reference, best.run(batch))["pool5"]
     assert row["mean_cosine"] > 0.99
 
 
@@ -56,14 +59,24 @@ def test_state_dict_loading_equals_the_in_memory_model(
     from fstore.benchmarks.eager import EagerBackend
 
     direct = EagerBackend.from_model(full_vgg16, ("pool5",)).run(batch)
-    loaded = EagerBackend.from_state_dict(eager_state, ("pool5",)).run(batch)
-    np.testing.assert_array_equal(direct["pool5"], loaded["pool5"])
+    loaded = EagerBackend(eager_state, ("pool5",))
+    loaded.load()
+    loaded.load()  # idempotent
+    np.testing.assert_array_equal(direct["pool5"], loaded.run(batch)["pool5"])
+
+
+def test_unknown_eager_variant_is_a_user_error(eager_state: Path) -> None:
+    from fstore.benchmarks.eager import EagerBackend
+    from fstore.errors import FstoreError
+
+    with pytest.raises(FstoreError, match="unknown eager variant 'fast'"):
+        EagerBackend(eager_state, ("pool5",), variant="fast")
 
 
 def test_eager_store_writes_the_features_build_writes(
     bench_model, eager_state: Path, bench_folder: Path, bench_prep, tmp_path: Path
 ) -> None:
-    from fstore.benchmarks.eager import eager_store, read_eager_store
+    from fstore.benchmarks.eager import EagerBackend, LoaderOptions, eager_store, read_eager_store
     from fstore.featurestore.build import BuildConfig, build
     from fstore.featurestore.store import load_features
 
@@ -74,11 +87,8 @@ def test_eager_store_writes_the_features_build_writes(
         paths + [tmp_path / "bad.jpg"],
         keys,
         tmp_path / "eager.h5",
-        eager_state,
-        ("pool5",),
-        bench_prep,
-        batch_size=5,
-        workers=1,
+        EagerBackend(eager_state, ("pool5",), preprocessing=bench_prep),
+        LoaderOptions(bench_prep, batch_size=5, workers=1),
     )
     assert (report.images, report.errors) == (18, 1)
     assert report.seconds >= report.inference_seconds > 0
@@ -111,6 +121,17 @@ def test_torchvision_transform_equals_fstore_preprocessing(bench_folder: Path, b
         ours = preprocess(image.convert("RGB"), bench_prep)
         theirs = image_transform(bench_prep)(image.convert("RGB")).numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_machine_facts_come_from_the_libraries() -> None:
+    import os
+
+    import psutil
+
+    assert machine.usable_cores() == len(os.sched_getaffinity(0))
+    assert machine._memory_total_gib() == pytest.approx(psutil.virtual_memory().total / 2**30)
+    assert set(machine.cpu_flags()) <= set(machine._FLAGS_OF_INTEREST)
+    assert 0 < machine.rss_mib() <= machine._peak_rss_mib() + 1
 
 
 def test_gemm_peaks_are_measured_per_arithmetic() -> None:

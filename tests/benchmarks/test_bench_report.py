@@ -8,16 +8,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fstore.benchmarks import harness as h
+from fstore.benchmarks import statistics as st
+from fstore.benchmarks import systems as sy
+from fstore.benchmarks import views
 from fstore.benchmarks.report import FILES, markdown, write_report
+from fstore.benchmarks.result import BenchResult, evaluate_targets
 
 
 class Fake:
     def __init__(self, scale: float) -> None:
         self.scale = scale
 
+    def load(self) -> None:
+        pass
+
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return {"fc7": batch.reshape(len(batch), -1)[:, :8] * self.scale}
+
+    def synchronize(self) -> None:
+        pass
+
+    def describe(self) -> dict[str, str]:
+        return {"name": "fake", "provider": "cpu", "precision": "fp32"}
 
 
 class Images:
@@ -25,11 +37,14 @@ class Images:
 
 
 @pytest.fixture
-def result(tmp_path: Path) -> h.BenchResult:
-    systems = h.make_systems("cpu", ("fp32", "int8"))
-    inputs = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+def result(tmp_path: Path) -> BenchResult:
+    systems = sy.make_systems("cpu", ("fp32", "int8"))
+    pipeline = sy.pipeline_systems(2)
+    inputs = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     loaders = {s.id: (lambda i=i: Fake(1.0 + 0.001 * i)) for i, s in enumerate(systems)}
-    model_rows, feats = h.model_view(systems, loaders, inputs, (1, 4), 2, 1, 4, settle=0)
+    model_rows, feats = views.model_view(
+        systems, loaders, inputs, batch_sizes=(1, 4), repeats=2, warmup=1, min_images=4, settle=0
+    )
     runners = {
         s.id: (
             lambda out, images: {
@@ -40,8 +55,16 @@ def result(tmp_path: Path) -> h.BenchResult:
         )
         for s in systems
     }
-    e2e_rows, _ = h.e2e_view(systems, runners, Images(), 4, 2, tmp_path, settle=0)
-    result = h.BenchResult(
+    e2e_rows, _ = views.whole_runs(
+        systems, runners, Images(), views.Rounds("e2e", 4, 2, tmp_path, settle=0)
+    )
+    pipeline_rows, _ = views.whole_runs(
+        pipeline,
+        {s.id: (lambda out, images: {"write_seconds": 0.1}) for s in pipeline},
+        Images(),
+        views.Rounds("pipeline", 4, 2, tmp_path, settle=0),
+    )
+    result = BenchResult(
         started="2026-01-01T00:00:00+00:00",
         seconds=3.0,
         config={
@@ -70,50 +93,60 @@ def result(tmp_path: Path) -> h.BenchResult:
             "fp32": {"kind": "fp32", "gflops": 100.0, "how": "numpy matmul", "n": 64},
             "int8": {"kind": "int8", "gflops": 400.0, "how": "onnxruntime", "n": 64},
         },
-        systems=systems,
+        systems=systems + pipeline,
         images={"source": "synthetic", "count": 6, "description": "6 generated pictures (JPEG)"},
         models={},
         model_rows=model_rows,
         e2e_rows=e2e_rows,
+        pipeline_rows=pipeline_rows,
         fidelity={
             "model_view": {s.id: {"mean_cosine": 1.0, "min_cosine": 0.999} for s in systems[1:]}
         },
         notes=["CUDA path untested"],
     )
-    h.add_ratios(model_rows + e2e_rows)
-    h.add_fractions(model_rows + e2e_rows, systems, result.peaks, result.flops_per_image)
-    result.targets = h.evaluate_targets(result)
+    st.add_ratios(result.all_rows)
+    arithmetic = {s.id: s.arithmetic for s in result.systems}
+    st.add_fractions(result.all_rows, arithmetic, result.peaks, result.flops_per_image)
+    result.targets = evaluate_targets(result)
     return result
 
 
-def test_report_files_hold_every_system_and_batch(result: h.BenchResult, tmp_path: Path) -> None:
+def test_report_files_hold_every_system_and_batch(result: BenchResult, tmp_path: Path) -> None:
     paths = write_report(result, tmp_path / "out")
     assert {p.name for p in paths.values()} == set(FILES.values())
     assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(paths["json"].read_text())
     model = {(r["system"], r["batch_size"]): r for r in data["model_rows"]}
-    assert set(model) == {(s.id, b) for s in result.systems for b in (1, 4)}
+    vgg16 = [s for s in result.systems if s.arithmetic]  # the pipeline has none
+    assert set(model) == {(s.id, b) for s in vgg16 for b in (1, 4)}
     for (_, batch), row in model.items():
         base = model[("eager-fp32", batch)]["images_per_s"]["median"]
         assert row["ratio"] == pytest.approx(row["images_per_s"]["median"] / base)
-    assert len(data["e2e_rows"]) == len(result.systems)
+    assert len(data["e2e_rows"]) == len(vgg16)
+    pipeline = {r["system"]: r for r in data["pipeline_rows"]}
+    assert set(pipeline) == {"loader-noop", "build-noop"}
+    assert pipeline["loader-noop"]["ratio"] == 1.0
+    assert pipeline["build-noop"]["images"] == pipeline["loader-noop"]["images"] == 6
     assert data["flops_per_image"] == 2 * 10**8
     text = paths["markdown"].read_text()
-    for s in result.systems:
+    for s in vgg16:
         for b in (1, 4):
             assert f"| {s.id} | {b} |" in text
+    assert "## Input pipeline" in text and "| build-noop | 4 | 6 |" in text
+    for title in ("## Model only", "## End to end", "## Fidelity", "## Targets", "## Notes"):
+        assert title in text
     assert "Test CPU" in text and "fp32 GEMM peak: 100.0 GFLOP/s" in text
     assert "CUDA path untested" in text and "## Targets" in text
 
 
-def test_markdown_shows_ratios_and_fraction_of_peak(result: h.BenchResult) -> None:
+def test_markdown_shows_ratios_and_fraction_of_peak(result: BenchResult) -> None:
     text = markdown(result)
     row = next(r for r in result.model_rows if r.system == "ort-int8" and r.batch_size == 4)
     assert f"{row.ratio:.2f}×" in text
     assert f"{100 * row.fraction_of_peak:.0f}% int8" in text
 
 
-def test_nan_and_infinity_become_null(result: h.BenchResult, tmp_path: Path) -> None:
+def test_nan_and_infinity_become_null(result: BenchResult, tmp_path: Path) -> None:
     result.model_rows[0].ratio = float("nan")
     result.model_rows[1].fraction_of_peak = float("inf")
     data = json.loads(write_report(result, tmp_path)["json"].read_text())

@@ -66,7 +66,7 @@ def test_tiny_bench_writes_three_outputs(bench_model, tmp_path: Path) -> None:
     assert {p.name for p in out.iterdir()} == {"bench.md", "bench.json", "bench.png"}
     data = json.loads((out / "bench.json").read_text())
     systems = ["eager-fp32", "eager-best", "ort-fp32", "ort-int8"]
-    assert [s["id"] for s in data["systems"]] == systems
+    assert [s["id"] for s in data["systems"]] == systems + ["loader-noop", "build-noop"]
     model = {(r["system"], r["batch_size"]): r for r in data["model_rows"]}
     assert set(model) == {(s, b) for s in systems for b in (1, 2)}
     for (_, batch), row in model.items():
@@ -75,6 +75,9 @@ def test_tiny_bench_writes_three_outputs(bench_model, tmp_path: Path) -> None:
         assert len(row["batch_seconds"]) == 2
     e2e = {r["system"]: r for r in data["e2e_rows"]}
     assert set(e2e) == set(systems) and all(r["images"] == 8 for r in e2e.values())
+    pipeline = {r["system"]: r for r in data["pipeline_rows"]}
+    assert set(pipeline) == {"loader-noop", "build-noop"}
+    assert all(r["images"] == 8 and r["images_per_s"]["min"] > 0 for r in pipeline.values())
     assert data["fidelity"]["e2e_agreement"]["images"] == 8
     assert data["fidelity"]["e2e_agreement"]["mean_cosine"] > 0.9999
     assert data["fidelity"]["model_view"]["ort-fp32"]["mean_cosine"] > 0.9999
@@ -82,7 +85,8 @@ def test_tiny_bench_writes_three_outputs(bench_model, tmp_path: Path) -> None:
     assert data["models"]["fp32"] == str(bench_model.path)
     assert data["macs_per_image"] > 0 and data["peaks"]["fp32"]["gflops"] > 0
     assert any("CUDA path untested" in n for n in data["notes"])
-    assert "ort-int8" in result.output and "wrote" in result.output
+    assert "ort-int8" in result.output and "x DataLoader" in result.output
+    assert "wrote" in result.output
 
 
 @pytest.mark.parametrize(
@@ -91,6 +95,7 @@ def test_tiny_bench_writes_three_outputs(bench_model, tmp_path: Path) -> None:
         (["--synthetic", "4", "--images", "."], 2, "not both"),
         (["--batch-sizes", "1,x"], 2, "comma-separated integers"),
         (["--synthetic", "2", "--precision", "fp8", "--input-size", "32"], 1, "unknown precision"),
+        (["--synthetic", "2", "--views", "model,speed"], 1, "unknown view 'speed'"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], code: int, message: str) -> None:
@@ -98,3 +103,35 @@ def test_bad_options_are_one_line_errors(args: list[str], code: int, message: st
     assert result.exit_code == code
     assert message in result.output
     assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and message in errors[0]  # one line, after click's usage lines
+
+
+def test_the_command_hands_the_library_one_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from fstore.benchmarks import harness
+    from fstore.benchmarks.config import BenchConfig
+    from fstore.errors import FstoreError
+    from fstore.export.weights import WeightsSource
+
+    seen = []
+
+    def fake_run(config):
+        seen.append(config)
+        raise FstoreError("no images: pass --images DIR")
+
+    monkeypatch.setattr(harness, "run_bench", fake_run)
+    args = ["--views", "pipeline", "--images", str(tmp_path), "--workers", "3", "--quiet"]
+    result = CliRunner().invoke(bench, args + ["--batch-sizes", "2,4", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: no images: pass --images DIR"
+    assert seen == [
+        BenchConfig(
+            views=("pipeline",),
+            images=tmp_path,
+            workers=3,
+            batch_sizes=(2, 4),
+            weights=WeightsSource("imagenet"),
+        )
+    ]

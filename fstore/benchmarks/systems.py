@@ -1,0 +1,241 @@
+"""The systems a benchmark times, and how each is built.
+
+* VGG16 systems (model-only and end-to-end views): eager PyTorch fp32 (the baseline), the best
+  eager variant, and fstore's ONNX Runtime model at each precision.
+* Pipeline systems (the input side): ``fstore build`` with a no-op ONNX model, and the eager
+  ``DataLoader`` (the ceiling an eager pipeline reaches) with a no-op torch model.
+
+A :class:`BackendSpec` or :class:`EndToEndSpec` says how to make a system; both are picklable,
+so a fresh process can make the same system to measure its memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fstore.benchmarks.config import BenchConfig
+from fstore.benchmarks.eager import LoaderOptions, best_variant_description, best_variant_dtype
+from fstore.benchmarks.statistics import BASELINE, PIPELINE_BASELINE
+from fstore.export.layers import LAYERS, get_layer
+from fstore.featurestore.preprocess import Preprocessing
+from fstore.runtime.backend import Backend
+
+logger = logging.getLogger(__name__)
+
+#: Stage times of ``fstore build`` kept in the end-to-end rows.
+BUILD_DETAILS = (
+    "images_computed",
+    "errors",
+    "decode_seconds",
+    "inference_seconds",
+    "write_seconds",
+)
+
+
+@dataclass(frozen=True)
+class System:
+    """One thing timed: ``engine`` ``eager``, ``ort`` or ``noop`` at a ``precision``.
+
+    ``arithmetic`` names the GEMM peak its work is compared with (``None``: no model work).
+    """
+
+    id: str
+    label: str
+    engine: str
+    precision: str
+    arithmetic: str | None
+
+
+def macs_up_to(layer: str, input_size: int) -> int:
+    """Multiply-adds of VGG16 from the input up to ``layer`` for one image."""
+    deepest = get_layer(layer).index
+    return sum(lay.macs(input_size) for lay in LAYERS[: deepest + 1])
+
+
+def preprocessing_for(input_size: int) -> Preprocessing:
+    """The standard preprocessing scaled to ``input_size`` (224 → resize 256, crop 224)."""
+    return Preprocessing(resize=round(input_size * 256 / 224), crop=input_size)
+
+
+def default_precisions(provider: str) -> tuple[str, ...]:
+    return ("fp32", "fp16") if provider == "cuda" else ("fp32", "int8")
+
+
+def make_systems(provider: str, precisions: tuple[str, ...]) -> list[System]:
+    """Eager fp32 (the baseline), the best eager variant, then fstore at each precision."""
+    best = best_variant_dtype(provider)
+    systems = [
+        System(BASELINE, "eager PyTorch fp32 NCHW", "eager", "fp32", "fp32"),
+        System(
+            "eager-best", f"eager PyTorch {best_variant_description(provider)}", "eager", best, best
+        ),
+    ]
+    for p in precisions:
+        arithmetic = "fp32" if (p == "fp16" and provider == "cpu") else p
+        systems.append(System(f"ort-{p}", f"fstore ONNX Runtime {p}", "ort", p, arithmetic))
+    return systems
+
+
+def pipeline_systems(workers: int) -> list[System]:
+    """The input side: the eager DataLoader's ceiling (the baseline), then ``fstore build``."""
+    return [
+        System(
+            PIPELINE_BASELINE,
+            f"torchvision DataLoader, {workers} worker processes, no-op model, HDF5",
+            "noop",
+            "fp32",
+            None,
+        ),
+        System(
+            "build-noop",
+            f"fstore build, {workers} decoding threads, no-op ONNX model, store",
+            "ort",
+            "fp32",
+            None,
+        ),
+    ]
+
+
+def _ort_backend(spec: BackendSpec) -> Backend:
+    # until the uint8 prefix lands: today's OrtBackend takes float32 NCHW, so this adapter
+    # normalises the reader's uint8 batches in NumPy, as part of the timed work.
+    from fstore.featurestore.runtime import OrtBackend
+
+    class OrtUint8:
+        def __init__(self) -> None:
+            self.ort: OrtBackend | None = None
+            prep = spec.preprocessing
+            self.mean = np.asarray(prep.mean, np.float32)[:, None, None]
+            self.std = np.asarray(prep.std, np.float32)[:, None, None]
+
+        def load(self) -> None:
+            self.ort = self.ort or OrtBackend.load(
+                spec.source, spec.provider, outputs=spec.layers, threads=spec.threads
+            )
+
+        def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+            x = batch.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+            return self.ort.run((x - self.mean) / self.std)
+
+        def synchronize(self) -> None:
+            pass
+
+        def describe(self) -> dict[str, str]:
+            return {
+                "name": f"fstore ONNX Runtime {spec.source.name}",
+                "provider": spec.provider,
+                "precision": spec.variant,
+            }
+
+    return OrtUint8()
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """How to make one system's :class:`~fstore.runtime.backend.Backend`.
+
+    ``source`` is the ONNX model (``ort``) or the truncated model's state_dict (``eager``);
+    ``variant`` is the eager variant (``fp32`` or ``best``) or, for ``ort``, the precision.
+    """
+
+    engine: str
+    source: Path | None
+    layers: tuple[str, ...]
+    provider: str
+    variant: str = "fp32"
+    threads: int | None = None
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+    def create(self) -> Backend:
+        """The backend, not loaded yet (whoever times it times its load too)."""
+        if self.engine == "ort":
+            return _ort_backend(self)
+        import torch
+
+        from fstore.benchmarks.eager import EagerBackend
+        from fstore.benchmarks.pipeline import MeanPoolBackend
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if self.engine == "noop":
+            return MeanPoolBackend(self.provider, self.preprocessing)
+        return EagerBackend(
+            self.source,
+            self.layers,
+            device=self.provider,
+            variant=self.variant,
+            preprocessing=self.preprocessing,
+        )
+
+    def make(self) -> Backend:
+        """The backend, loaded."""
+        backend = self.create()
+        backend.load()
+        return backend
+
+
+@dataclass(frozen=True)
+class EndToEndSpec:
+    """One system's path from image files to a feature file; picklable like :class:`BackendSpec`.
+
+    ``ort`` runs :func:`fstore.featurestore.build.build` with the model ``backend.source``;
+    ``eager`` and ``noop`` run :func:`fstore.benchmarks.eager.eager_store`.
+    """
+
+    backend: BackendSpec
+    loader: LoaderOptions
+
+    def run(self, out: Path, images: Any) -> dict:
+        """Write the features of ``images`` (an ``ImageSet``) to ``out``; returns stage times."""
+        if self.backend.engine == "ort":
+            return self._build(out, images)
+        from fstore.benchmarks.eager import eager_store
+
+        keys = [p.relative_to(images.root).as_posix() for p in images.paths]
+        backend = self.backend.create()
+        return asdict(eager_store(list(images.paths), keys, out, backend, self.loader))
+
+    def _build(self, out: Path, images: Any) -> dict:
+        from fstore.featurestore.build import BuildConfig, build
+
+        b = self.backend
+        report = build(
+            BuildConfig(
+                store=out,
+                images=images.root,
+                layers=b.layers or None,
+                model=b.source,
+                preprocessing=b.preprocessing,
+                provider=b.provider,
+                batch_size=self.loader.batch_size,
+                workers=self.loader.workers,
+                threads=b.threads,
+            ),
+            progress=False,
+        )
+        return {k: v for k, v in report.to_dict().items() if k in BUILD_DETAILS}
+
+
+def export_models(
+    config: BenchConfig, precisions: tuple[str, ...], prep: Preprocessing
+) -> dict[str, Path]:
+    """The ONNX model of each precision: exported (or cached) fp32, then its variants."""
+    from fstore.export.onnx_export import export
+    from fstore.export.precision import export_variant
+
+    logger.info("exporting VGG16 up to %s (%s)", config.layer, config.weights.origin)
+    base = export((config.layer,), config.weights, preprocessing=prep)
+    models = {"fp32": base.path}
+    calibration = config.calibration or config.images
+    for p in precisions:
+        if p != "fp32":
+            logger.info("making the %s variant", p)
+            models[p] = export_variant(
+                base, p, calibration=calibration, calibration_count=config.calibration_count
+            ).path
+    return models
