@@ -42,7 +42,7 @@ def _report_options(command):
                      help="Variants measured against fp32 (comma-separated; '' for none)."),
         click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      default=None, help="Zero-shot mapping file [default: built-in 15-Scene]."),
-        click.option("--samples", default=6, show_default=True, type=int,
+        click.option("--samples", default=15, show_default=True, type=int,
                      help="Images shown with their top-5 predictions."),
         click.option("--provider", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
                      show_default=True, help="ONNX Runtime execution provider."),

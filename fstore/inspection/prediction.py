@@ -252,8 +252,9 @@ class Predictor:
             raise ModelError(f"{path}'s output {output!r} has {width} values but "
                              f"{len(classes or ())} class names were given; pass --classes "
                              "imagenet (for 1000) or a file with one name per output")
-        info = ModelInfo((output,), {}, preprocessing, f"external model {path.name}", "",
-                         "unknown", 0, tuple(classes), "")
+        info = ModelInfo(layers=(output,), shapes={}, preprocessing=preprocessing,
+                         weights_origin=f"external model {path.name}", weights_sha256="",
+                         precision="unknown", opset=0, classes=tuple(classes), fstore_version="")
         return cls(replace(probe, outputs=(output,)), path, info)
 
     @classmethod

@@ -58,7 +58,7 @@ class ReportConfig:
     precisions: tuple[str, ...] = PRECISIONS
     calibration_count: int = 64
     mapping: Path | None = None
-    samples: int = 6
+    samples: int = 15
     seed: int = 0
     provider: str = "cpu"
     batch_size: int = 32
