@@ -109,7 +109,12 @@ def zeroshot(ctx: Context, folder: Path) -> dict:
 
     if "logits" not in ctx.layers:
         return {"available": False, "reason": "the store holds no logits layer"}
-    result = zeroshot_store(ctx.store, load_mapping(ctx.config.mapping))
+    from fstore.errors import ClassifierError
+
+    try:
+        result = zeroshot_store(ctx.store, load_mapping(ctx.config.mapping))
+    except ClassifierError as exc:  # e.g. a mapping that covers fewer than two classes
+        return {"available": False, "reason": str(exc)}
     title = f"zero-shot ({result.mapping}): accuracy {result.evaluation.accuracy:.3f}"
     confusion_figure(folder / "zeroshot.png", result.evaluation.confusion, result.covered, title)
     return {"available": True, **result.to_dict(), "figures": {"confusion": "zeroshot.png"}}
