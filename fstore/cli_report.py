@@ -93,6 +93,7 @@ def report(images: Path, **options) -> None:
         logger = logging.getLogger("fstore")
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False  # a root handler set up by a library would print them twice
     config = ReportConfig(images=images, **_config_options(options))
     result = run_report(config)
     click.echo(f"{result.files['html']} ({result.seconds:.0f} s); also "
