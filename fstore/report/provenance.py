@@ -35,7 +35,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def provenance(ctx: Context, seconds: float) -> dict:
+def provenance(ctx: Context, seconds: float, build_seconds: float) -> dict:
     """Where every number came from, and on what."""
     times = {name: {"seconds": r.get("seconds"), "cached": r.get("cached")}
              for name, r in ctx.results.items()}
@@ -45,5 +45,6 @@ def provenance(ctx: Context, seconds: float) -> dict:
             "versions": _versions(),
             "machine": {"platform": platform.platform(), "cpu": _cpu_model(),
                         "cores": len(os.sched_getaffinity(0)), "load_average": load},
+            "build_seconds": build_seconds,
             "stage_times": times, "total_seconds": seconds,
             "written": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}

@@ -45,8 +45,10 @@ def _summary_blocks(data: dict) -> list:
         if name in s:
             rows.append([f"{name}: accuracy change, mean cosine to fp32",
                          f"{s[name]['change_points']:+.2f} points, {s[name]['mean_cosine']:.5f}"])
-    return [("p", f"Store {data['store']}, features of layer {data['main_layer']}, "
-                  f"{len(data['classes'])} classes."), ("table", ["figure", "value"], rows)]
+    model = Path(data["provenance"]["store"].get("model_path", "")).name
+    return [("p", f"Model {model}, store {data['store']}, features of layer "
+                  f"{data['main_layer']}, {len(data['classes'])} classes."),
+            ("table", ["figure", "value"], rows)]
 
 
 def _provenance_blocks(p: dict) -> list:
@@ -58,8 +60,9 @@ def _provenance_blocks(p: dict) -> list:
              ["split", p["split"]]]
     versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
     m = p["machine"]
-    times = [[name, "cached" if t["cached"] else f"{t['seconds']:.1f} s"]
-             for name, t in p["stage_times"].items()]
+    times = [["build (store)", f"{p['build_seconds']:.1f} s"]]
+    times += [[name, "cached" if t["cached"] else f"{t['seconds']:.1f} s"]
+              for name, t in p["stage_times"].items()]
     load = ", ".join(f"{x:.2f}" for x in m["load_average"]) if m["load_average"] else "n/a"
     return [("table", ["", ""], rows),
             ("p", f"Versions: {versions}."),
@@ -93,6 +96,13 @@ def _inline(text: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
 
 
+def _caption(text: str) -> str:
+    """``key: a 5%; b 3%`` → the key in bold, then one class a line."""
+    key, _, rest = text.partition(": ")
+    lines = "<br>".join(html.escape(part) for part in rest.split("; "))
+    return f"<b>{html.escape(key)}</b><br>{lines}"
+
+
 def _html_block(block: tuple) -> str:
     kind = block[0]
     if kind == "p":
@@ -101,10 +111,10 @@ def _html_block(block: tuple) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
                        + "</tr>" for row in block[2])
-        return f"<table><tr>{head}</tr>{body}</table>"
+        return f"<table>{f'<tr>{head}</tr>' if any(block[1]) else ''}{body}</table>"
     if kind == "img":
         return f'<img src="{_png(block[1])}" alt="{html.escape(block[2])}">'
-    figures = "".join(f'<figure><img src="{_png(p)}" alt=""><figcaption>{html.escape(c)}'
+    figures = "".join(f'<figure><img src="{_png(p)}" alt=""><figcaption>{_caption(c)}'
                       "</figcaption></figure>" for p, c in block[1])
     return f'<div class="thumbs">{figures}</div>'
 

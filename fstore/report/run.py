@@ -116,7 +116,7 @@ def run_report(config: ReportConfig) -> Report:
     data = {"title": f"fstore report: {config.images}", "store": str(ctx.store),
             "main_layer": ctx.main_layer, "classes": list(ctx.features.classes),
             "build": built, "sections": ctx.results,
-            "provenance": provenance(ctx, seconds)}
+            "provenance": provenance(ctx, seconds, built["seconds"])}
     data["summary"] = summary(data)
     files = write_outputs(data, Path(config.out))
     logger.info(f"report written to {files['html']} in {seconds:.1f} s")
