@@ -87,15 +87,20 @@ def report(images: Path, **options) -> None:
     """
     from fstore.report import ReportConfig, run_report
 
-    if not options.pop("quiet"):  # fstore's progress lines only, not ONNX Runtime's chatter
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger = logging.getLogger("fstore")
+    quiet = options.pop("quiet")
+    config = ReportConfig(images=images, **_config_options(options))
+    logger = logging.getLogger("fstore")
+    handler = logging.StreamHandler(click.get_text_stream("stderr"))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    if not quiet:  # fstore's progress lines only, not ONNX Runtime's chatter
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        logger.propagate = False  # a root handler set up by a library would print them twice
-    config = ReportConfig(images=images, **_config_options(options))
-    result = run_report(config)
+    propagate, logger.propagate = logger.propagate, quiet  # a root handler would print twice
+    try:
+        result = run_report(config)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
     click.echo(f"{result.files['html']} ({result.seconds:.0f} s); also "
                f"{result.files['markdown']}, {result.files['json']}")
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from fstore.featurestore.features import FeatureSet
 from fstore.featurestore.preprocess import Preprocessing
 from fstore.report.cache import StageCache
@@ -66,7 +68,8 @@ class Context:
         """The first test image of each class (all rows without a test split), up to
         ``config.samples``, as paths."""
         fs = self.features
-        rows = fs.split == "test" if (fs.split == "test").any() else fs.split == fs.split
+        test = fs.split == "test"
+        rows = test if test.any() else np.ones(len(fs.keys), dtype=bool)
         chosen: list[Path] = []
         for label in range(len(fs.classes)):
             hits = [k for k, y, r in zip(fs.keys, fs.y, rows) if r and y == label]

@@ -111,3 +111,31 @@ def test_external_model_report(split_folder: Path, external_model: Path, tmp_pat
     assert sections["precision"]["variants"]["fp16"]["mean_cosine"] > 0.999
     titles = [title for _, title, _ in section_list(report.data)]
     assert tuple(titles) == SECTIONS
+
+
+def test_cli_report_reuses_the_stages_and_prints_the_page(vgg16_report, split_folder: Path):
+    from click.testing import CliRunner
+
+    from fstore.cli import cli
+
+    config, _ = vgg16_report
+    result = CliRunner().invoke(cli, [
+        "report", str(split_folder), "--weights", "random", "--seed", "0", "--input-size", "32",
+        "--layer", "fc7,logits", "--precisions", "int8", "--C", "0.1,1", "--cv", "2",
+        "--splits", "2", "--per-class", "3", "--hidden", "16", "--samples", "3",
+        "--out", str(config.out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(str(config.out / "report.html"))
+    assert result.stderr.count(": cached (") == 10
+
+
+def test_cli_report_model_without_preprocessing_is_one_line(external_model: Path,
+                                                             split_folder: Path):
+    from click.testing import CliRunner
+
+    from fstore.cli import cli
+
+    result = CliRunner().invoke(cli, ["report", str(split_folder), "--model", str(external_model)])
+    assert result.exit_code == 1
+    assert "needs its preprocessing" in result.output and "Traceback" not in result.output
