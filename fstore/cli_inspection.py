@@ -24,8 +24,23 @@ from fstore.cli_options import (
 
 model_option = click.option(
     "--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="An ONNX model exported by fstore to use instead of --weights.",
+    help="An ONNX model to use instead of --weights: an fstore export, or any model with "
+         "--size/--resize/--mean/--std.",
 )
+
+
+def model_preprocessing_options(command):
+    """``--size``, ``--resize``, ``--mean``, ``--std``: a --model without fstore metadata."""
+    for option in reversed((
+        click.option("--size", type=int, default=None,
+                     help="Input size (crop) of a --model without fstore metadata."),
+        click.option("--resize", type=int, default=None,
+                     help="Short side before the crop (default 256/224 of --size)."),
+        click.option("--mean", default=None, help="Normalisation mean, e.g. 0.485,0.456,0.406."),
+        click.option("--std", default=None, help="Normalisation std, e.g. 0.229,0.224,0.225."),
+    )):  # fmt: skip
+        command = option(command)
+    return command
 
 
 @click.command()
@@ -35,24 +50,32 @@ model_option = click.option(
 @weights_option
 @seed_option
 @model_option
+@model_preprocessing_options
+@click.option("--classes", "classes_spec", default=None,
+              help="Class names of the output: 'imagenet' (built in) or a file, one name a line "
+                   "[default: the model's, or imagenet for a 1000-way output].")
 @input_size_option
 @provider_option
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Images per ONNX Runtime run.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (bad files included).")
 def predict(images: tuple[Path, ...], top: int, weights: str, seed: int, model: Path | None,
-            input_size: int, provider: str, batch_size: int, as_json: bool) -> None:
+            size: int | None, resize: int | None, mean: str | None, std: str | None,
+            classes_spec: str | None, input_size: int, provider: str, batch_size: int,
+            as_json: bool) -> None:
     """ImageNet top-k classes of each IMAGE (folders are walked for image files).
 
-    Runs the full VGG16 (logits, softmax) through ONNX Runtime; class names come from the
-    model's metadata. Bad files are reported one by one and the rest predicted; the exit status
-    is 0 when at least one image was predicted.
+    Runs the full VGG16 (logits, softmax) through ONNX Runtime, or a --model: an fstore export
+    (class names from its metadata) or any ONNX model with a 1000-way output (logits, prob or
+    its only output; give its preprocessing and --classes). Bad files are reported one by one
+    and the rest predicted; the exit status is 0 when at least one image was predicted.
     """
-    from fstore.inspection.prediction import Predictor
+    from fstore.inspection.prediction import Predictor, class_names, parse_preprocessing
     from fstore.inspection.prediction import predict as run_predict
 
     if model is not None:
-        predictor = Predictor.load(model, provider)
+        predictor = Predictor.load(model, provider, classes=class_names(classes_spec),
+                                   preprocessing=parse_preprocessing(size, resize, mean, std))
     else:
         predictor = Predictor.for_weights(
             weights_source(weights, seed), preprocessing_for(input_size), provider, log=echo_err)

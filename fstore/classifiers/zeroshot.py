@@ -30,8 +30,15 @@ SCENE15_CLASSES = ("bedroom", "suburb", "industrial", "kitchen", "livingroom", "
                    "highway", "insidecity", "mountain", "opencountry", "street", "tallbuilding",
                    "office", "store")
 
-#: 15-Scene class → ImageNet class ids. Forest, highway, insidecity and tallbuilding have no
-#: ImageNet counterpart and are left out.
+#: 15-Scene class → ImageNet class ids, reviewed on EfficientNet-Lite1's real logits (the mean
+#: softmax per class over the training images; README "Zero-shot"). Forest, highway, insidecity
+#: and tallbuilding stay out: ImageNet has no forest, road, street-canyon or skyscraper class, and
+#: what fires on them (fountain and geyser; trailer truck and seashore; palace and cinema;
+#: airship and window shade) names no scene and lowered the training accuracy when mapped.
+#: Moved or added in that review: studio couch (mean probability 0.088 on bedrooms, 0.024 on
+#: living rooms) and wardrobe to bedroom, valley (0.030 on open country, 0.018 on mountains) to
+#: opencountry, drilling platform and pole to industrial, bookcase to office, vending machine
+#: to store: training accuracy 69.2 % → 72.6 %, test 70.6 % → 72.0 %.
 BUILTIN_15SCENE: dict[str, tuple[int, ...]] = {
     "coast": (
         978,  # seashore
@@ -41,7 +48,6 @@ BUILTIN_15SCENE: dict[str, tuple[int, ...]] = {
     ),
     "mountain": (
         970,  # alp
-        979,  # valley
         980,  # volcano
         972,  # cliff
     ),
@@ -55,12 +61,13 @@ BUILTIN_15SCENE: dict[str, tuple[int, ...]] = {
     ),
     "bedroom": (
         564,  # four-poster
+        831,  # studio couch
+        894,  # wardrobe
         750,  # quilt
         520,  # crib
         721,  # pillow
     ),
     "livingroom": (
-        831,  # studio couch
         598,  # home theater
         548,  # entertainment center
         765,  # rocking chair
@@ -75,6 +82,7 @@ BUILTIN_15SCENE: dict[str, tuple[int, ...]] = {
         713,  # photocopier
         742,  # printer
         553,  # file
+        453,  # bookcase
     ),
     "store": (
         582,  # grocery store
@@ -85,6 +93,7 @@ BUILTIN_15SCENE: dict[str, tuple[int, ...]] = {
         467,  # butcher shop
         509,  # confectionery
         415,  # bakery
+        886,  # vending machine
     ),
     "street": (
         920,  # traffic light
@@ -98,10 +107,13 @@ BUILTIN_15SCENE: dict[str, tuple[int, ...]] = {
         958,  # hay
         984,  # rapeseed
         912,  # worm fence
+        979,  # valley
     ),
     "industrial": (
         517,  # crane
         900,  # water tower
+        540,  # drilling platform
+        733,  # pole
     ),
     "suburb": (
         660,  # mobile home
@@ -173,10 +185,9 @@ def restricted_probabilities(logits: np.ndarray, groups: list[tuple[int, ...]]) 
     summed within each group. Logits of ids outside every group play no part."""
     kept = np.concatenate([np.asarray(g, dtype=np.int64) for g in groups])
     owner = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
-    z = np.asarray(logits, dtype=np.float64)[:, kept]
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
+    from scipy.special import softmax
+
+    p = softmax(np.asarray(logits, dtype=np.float64)[:, kept], axis=1)
     membership = np.zeros((len(kept), len(groups)))
     membership[np.arange(len(kept)), owner] = 1.0
     return p @ membership

@@ -221,3 +221,48 @@ def filters(*, weights: WeightsSource | None = None, model: Path | None = None,
     kernels = _first_conv_kernel(proto, model)
     tiles = normalise_maps(kernels).transpose(0, 2, 3, 1)  # (out, in, h, w) → (out, h, w, RGB)
     return FilterGrid(kernels, np.ascontiguousarray(tiles), model, info.weights_origin)
+
+
+def first_conv_model(model: Path, out: Path) -> tuple[Path, str]:
+    """A copy of ``model`` at ``out`` with its first Conv node's output added as a graph output.
+
+    "First" is the first Conv in the graph's node order (ONNX stores nodes topologically sorted),
+    the convolution nearest the input. Its output is taken as the node writes it: before any
+    activation that a separate node applies (VGG16's conv1_1 layer, by contrast, is after the
+    ReLU). Returns the new file and the output's name; the original model is not touched.
+    """
+    import onnx
+
+    proto = _load_onnx(model)
+    conv = next((node for node in proto.graph.node if node.op_type == "Conv"), None)
+    if conv is None:
+        raise ModelError(f"{model} has no Conv node; there is no first convolution to draw")
+    name = conv.output[0]
+    if name not in {o.name for o in proto.graph.output}:
+        proto.graph.output.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(out))
+    return out, name
+
+
+def first_conv_activations(image: Path, model: Path, preprocessing: Preprocessing, *,
+                           workdir: Path, channels: int | None = 64,
+                           provider: str = "cpu") -> ActivationGrid:
+    """Feature maps of ``image`` at the first Conv node of any ONNX image ``model``.
+
+    The model gets that node's output as an extra graph output (:func:`first_conv_model`,
+    written into ``workdir``) and runs on ``image`` prepared with ``preprocessing``.
+    """
+    from fstore.featurestore.runtime import OrtBackend
+
+    picture = _decode(image)
+    path, name = first_conv_model(Path(model), Path(workdir) / f"{Path(model).stem}-conv1.onnx")
+    backend = OrtBackend.load(path, provider, outputs=(name,))
+    cropped, array = _crop(picture, preprocessing)
+    maps = backend.run(array[None])[name][0]
+    if channels is not None:
+        maps = maps[:channels]
+    return ActivationGrid(Path(image), f"first Conv ({name})", cropped, maps,
+                          normalise_maps(maps), f"external model {Path(model).name}")

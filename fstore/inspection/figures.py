@@ -23,18 +23,22 @@ _TILE_INCHES = 1.1
 
 
 def _grid_figure(panels: int, title: str) -> tuple[Figure, list]:
+    import textwrap
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     cols = math.ceil(math.sqrt(panels))
     rows = math.ceil(panels / cols)
-    fig = Figure(figsize=(cols * _TILE_INCHES, rows * _TILE_INCHES + 0.6), dpi=100)
+    lines = textwrap.wrap(title, width=max(40, int(cols * _TILE_INCHES * 14)))
+    head = 0.3 + 0.18 * len(lines)  # inches above the tiles, one line of title each
+    fig = Figure(figsize=(cols * _TILE_INCHES, rows * _TILE_INCHES + head), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
     for ax in axes:
         ax.set_axis_off()
-    fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.6 / fig.get_figheight(),
+    fig.suptitle("\n".join(lines), fontsize=9)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - head / fig.get_figheight(),
                         wspace=0.08, hspace=0.3)
     return fig, axes[:panels]
 

@@ -1,8 +1,11 @@
-"""ImageNet top-k predictions of the full VGG16 (logits → softmax) through ONNX Runtime.
+"""ImageNet top-k predictions (logits → softmax) through ONNX Runtime, for VGG16 or any model.
 
-Class names and preprocessing come from the metadata fstore wrote into the ONNX file at export,
-so a cached or given model predicts without torch. Files that cannot be read or decoded are
-reported one by one and the others are predicted.
+For an fstore export, class names and preprocessing come from the metadata fstore wrote into the
+ONNX file, so a cached or given model predicts without torch. Any other ONNX model predicts too
+when it has a class output (``logits``, ``prob``, or its only output) and is given its
+preprocessing; its class names are ImageNet's (:data:`IMAGENET_CLASSES`, built in) or a file of
+names, one a line. Files that cannot be read or decoded are reported one by one and the others
+are predicted.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from fstore.export.layers import NUM_CLASSES
 from fstore.export.metadata import ModelInfo
 from fstore.export.weights import WeightsSource
 from fstore.featurestore.preprocess import ImageDecodeError, Preprocessing, load_image
+from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
 
 #: Extensions of the files taken from a folder given to ``predict`` (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -132,10 +136,50 @@ def find_images(inputs: Iterable[Path]) -> list[Path | PredictFailure]:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, computed in float64 without overflow, returned as float32."""
-    x = logits.astype(np.float64)
-    x = np.exp(x - x.max(axis=-1, keepdims=True))
-    return (x / x.sum(axis=-1, keepdims=True)).astype(np.float32)
+    """Softmax over the last axis (scipy's, in float64), returned as float32."""
+    from scipy.special import softmax as scipy_softmax
+
+    return scipy_softmax(np.asarray(logits, dtype=np.float64), axis=-1).astype(np.float32)
+
+
+def parse_preprocessing(size: int | None, resize: int | None = None, mean: str | None = None,
+                        std: str | None = None) -> Preprocessing | None:
+    """The preprocessing of a model without fstore metadata, from ``--size/--resize/--mean/--std``
+    (``None`` when none is given); ``mean``/``std`` are three comma-separated numbers."""
+    from fstore.featurestore.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    if all(v is None for v in (size, resize, mean, std)):
+        return None
+
+    def triple(text: str | None, name: str, default):
+        if text is None:
+            return default
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != 3:
+            raise ModelError(f"{name} takes three comma-separated numbers, e.g. 0.485,0.456,0.406")
+        return values
+
+    crop = size or 224
+    return Preprocessing(resize=resize or round(crop * 256 / 224), crop=crop,
+                         mean=triple(mean, "--mean", IMAGENET_MEAN),
+                         std=triple(std, "--std", IMAGENET_STD))
+
+
+def class_names(spec: str | Path | None) -> tuple[str, ...] | None:
+    """``imagenet`` → the built-in 1000 names; a file → its non-empty lines; ``None`` → None."""
+    if spec is None:
+        return None
+    if str(spec) == "imagenet":
+        return IMAGENET_CLASSES
+    try:
+        names = tuple(line.strip() for line in Path(spec).read_text().splitlines())
+    except OSError as exc:
+        raise ModelError(f"cannot read class names from {spec}: {exc.strerror or exc}; give "
+                         "'imagenet' or a text file with one class name a line") from None
+    return tuple(name for name in names if name)
 
 
 def top_k(probabilities: np.ndarray, classes: Sequence[str], k: int) -> tuple[ClassScore, ...]:
@@ -161,8 +205,13 @@ class Predictor:
         self.classes: tuple[str, ...] = info.classes  # type: ignore[assignment]
 
     @classmethod
-    def load(cls, path: Path, provider: str = "cpu") -> Predictor:
-        """Load an fstore export that outputs ``logits`` and/or ``prob``."""
+    def load(cls, path: Path, provider: str = "cpu", *, classes: tuple[str, ...] | None = None,
+             preprocessing: Preprocessing | None = None) -> Predictor:
+        """Load an fstore export with ``logits``/``prob``, or any ONNX model with a class output.
+
+        ``classes`` (names, index = output position) replaces the model's own; a model without
+        fstore metadata needs ``preprocessing`` and defaults to ImageNet's names.
+        """
         from fstore.featurestore.runtime import OrtBackend
 
         path = Path(path)
@@ -171,19 +220,42 @@ class Predictor:
         probe = OrtBackend.load(path, provider)
         info = ModelInfo.from_props(probe.metadata)
         if info is None:
-            raise ModelError(
-                f"{path} was not exported by fstore (no fstore metadata); "
-                "export one with: fstore export --layers logits,prob"
-            )
+            return cls._load_external(probe, path, classes, preprocessing)
         outputs = tuple(name for name in PREDICT_OUTPUTS if name in probe.outputs)
         if not outputs or info.classes is None:
             raise ModelError(
                 f"{path} has no 'logits' or 'prob' output (its outputs are: "
                 f"{', '.join(probe.outputs)}); export one with: fstore export --layers logits,prob"
             )
+        info = replace(info, classes=classes or info.classes)
         if len(info.classes) != NUM_CLASSES:
             raise ModelError(f"{path} names {len(info.classes)} classes, expected {NUM_CLASSES}")
         return cls(replace(probe, outputs=outputs), path, info)
+
+    @classmethod
+    def _load_external(cls, probe, path: Path, classes: tuple[str, ...] | None,
+                       preprocessing: Preprocessing | None) -> Predictor:
+        """A model fstore did not export: its ``logits``, ``prob`` or only output is the class
+        output, read as logits unless named ``prob``."""
+        if preprocessing is None:
+            raise ModelError(f"{path} carries no fstore metadata; give its preprocessing "
+                             "(--size, --resize, --mean, --std)")
+        names = [n for n in PREDICT_OUTPUTS if n in probe.outputs] or list(probe.outputs)
+        if len(names) != 1 and "logits" not in names:
+            raise ModelError(f"{path} has several outputs ({', '.join(probe.outputs)}) and none "
+                             "is called logits or prob; fstore cannot tell which gives classes")
+        output = "logits" if "logits" in names else names[0]
+        width = probe.run(np.zeros((1, 3, preprocessing.crop, preprocessing.crop),
+                                   np.float32))[output].reshape(1, -1).shape[1]
+        classes = classes or (IMAGENET_CLASSES if width == NUM_CLASSES else None)
+        if classes is None or len(classes) != width:
+            raise ModelError(f"{path}'s output {output!r} has {width} values but "
+                             f"{len(classes or ())} class names were given; pass --classes "
+                             "imagenet (for 1000) or a file with one name per output")
+        info = ModelInfo(layers=(output,), shapes={}, preprocessing=preprocessing,
+                         weights_origin=f"external model {path.name}", weights_sha256="",
+                         precision="unknown", opset=0, classes=tuple(classes), fstore_version="")
+        return cls(replace(probe, outputs=(output,)), path, info)
 
     @classmethod
     def for_weights(cls, weights: WeightsSource,
@@ -204,10 +276,11 @@ class Predictor:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """Logits (``None`` if the model lacks them) and probabilities of an NCHW float32 batch."""
-        out = self.backend.run(batch)
-        logits = out.get("logits")
-        probabilities = out["prob"] if "prob" in out else softmax(logits)
-        return logits, probabilities
+        out = {k: v.reshape(len(batch), -1) for k, v in self.backend.run(batch).items()}
+        if "prob" in out:
+            return out.get("logits"), out["prob"]
+        logits = out[self.backend.outputs[0]] if "logits" not in out else out["logits"]
+        return logits, softmax(logits)
 
 
 def predict(images: Iterable[Path], predictor: Predictor, top: int = 5,

@@ -24,14 +24,17 @@ from fstore.featurestore.features import FeatureSet
 #: The names the built-in mapping's comments give, checked against torchvision below.
 EXPECTED_NAMES = {
     "coast": ["seashore", "sandbar", "promontory", "breakwater"],
-    "mountain": ["alp", "valley", "volcano", "cliff"],
+    "mountain": ["alp", "volcano", "cliff"],
+    "bedroom": ["four-poster", "studio couch", "wardrobe", "quilt", "crib", "pillow"],
+    "opencountry": ["hay", "rapeseed", "worm fence", "valley"],
     "kitchen": ["stove", "microwave", "refrigerator", "dishwasher", "toaster", "plate rack"],
 }
 
 
 def test_builtin_ids_match_imagenet_names():
-    models = pytest.importorskip("torchvision.models")
-    categories = models.VGG16_Weights.IMAGENET1K_V1.meta["categories"]
+    from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
+
+    categories = IMAGENET_CLASSES  # checked against torchvision in tests/inspection
     source = Path(zeroshot_module.__file__).read_text()
     for target, ids in BUILTIN_15SCENE.items():
         for i in ids:

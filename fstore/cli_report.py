@@ -1,0 +1,124 @@
+"""``fstore report``: parse the options into one :class:`~fstore.report.ReportConfig`, call
+:func:`~fstore.report.run_report`, print where the page is.
+
+Registered on the main group at the bottom of :mod:`fstore.cli`. Nothing heavy is imported at
+module level.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from fstore.cli_options import seed_option, weights_option, weights_source
+
+
+def _report_options(command):
+    """Every option of ``fstore report`` but the model's, in --help order."""
+    folder = click.Path(path_type=Path)
+    for option in reversed((
+        click.option("--out", type=folder, default=Path("report"), show_default=True,
+                     help="Folder for report.html, report.md, report.json and figures/."),
+        click.option("--store", type=folder, default=None,
+                     help="Feature store to use or build [default: OUT/fstore.h5]."),
+        click.option("--layer", "layers", default=None,
+                     help="Comma-separated layers to store [default: fc6,fc7,logits for VGG16, "
+                          "every output of a --model]; the first that is not logits/prob feeds "
+                          "the classifiers."),
+        click.option("--C", "c_grid", default="0.001,0.01,0.1,1,10,100,1000", show_default=True,
+                     help="SVM C grid."),
+        click.option("--cv", default=5, show_default=True, type=int, help="Stratified CV folds."),
+        click.option("--pca", default=0.95, show_default=True, type=float,
+                     help="Variance kept for the SVM on PCA features."),
+        click.option("--hidden", default="512", show_default=True,
+                     help="Hidden layer sizes of the MLP head (the linear head always runs)."),
+        click.option("--splits", default=10, show_default=True, type=int,
+                     help="K random splits (0 to skip)."),
+        click.option("--per-class", default=100, show_default=True, type=int,
+                     help="Training images per class in each random split."),
+        click.option("--precisions", default="int8,fp16", show_default=True,
+                     help="Variants measured against fp32 (comma-separated; '' for none)."),
+        click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None, help="Zero-shot mapping file [default: built-in 15-Scene]."),
+        click.option("--samples", default=15, show_default=True, type=int,
+                     help="Images shown with their top-5 predictions."),
+        click.option("--provider", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
+                     show_default=True, help="ONNX Runtime execution provider."),
+        click.option("--threads", default=None, type=click.IntRange(min=1),
+                     help="ONNX Runtime intra-op threads (default: all cores)."),
+        click.option("--no-cache", is_flag=True, help="Recompute every stage."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress lines."),
+    )):  # fmt: skip
+        command = option(command)
+    return command
+
+
+def _model_options(command):
+    for option in reversed((
+        click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None, help="Any ONNX image model instead of VGG16."),
+        click.option("--size", type=int, default=None, help="--model's input size (crop)."),
+        click.option("--resize", type=int, default=None,
+                     help="--model's short side before the crop (default 256/224 of --size)."),
+        click.option("--mean", default=None, help="--model's normalisation mean, e.g. "
+                                                  "0.485,0.456,0.406."),
+        click.option("--std", default=None, help="--model's normalisation std."),
+        weights_option,
+        seed_option,
+        click.option("--input-size", default=224, show_default=True, type=int,
+                     help="VGG16's input side (resize 256/224 of it)."),
+    )):  # fmt: skip
+        command = option(command)
+    return command
+
+
+@click.command()
+@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_model_options
+@_report_options
+def report(images: Path, **options) -> None:
+    """The whole study of IMAGES in one page: network, predictions, activation maps, SVM and
+    heads, PCA, layer study, zero-shot, random splits, int8/fp16 fidelity, provenance.
+
+    Builds the store if needed, caches every stage in the store's folder (a second run reuses
+    them), writes OUT/report.html (self-contained), OUT/report.md and OUT/report.json.
+    """
+    from fstore.report import ReportConfig, run_report
+
+    quiet = options.pop("quiet")
+    config = ReportConfig(images=images, **_config_options(options))
+    logger = logging.getLogger("fstore")
+    handler = logging.StreamHandler(click.get_text_stream("stderr"))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    if not quiet:  # fstore's progress lines only, not ONNX Runtime's chatter
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    propagate, logger.propagate = logger.propagate, quiet  # a root handler would print twice
+    try:
+        result = run_report(config)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    click.echo(f"{result.files['html']} ({result.seconds:.0f} s); also "
+               f"{result.files['markdown']}, {result.files['json']}")
+
+
+def _config_options(o: dict) -> dict:
+    """Click's options → :class:`ReportConfig` fields."""
+    from fstore.classifiers.head import parse_hidden
+    from fstore.classifiers.svm import parse_grid
+    from fstore.inspection.prediction import parse_preprocessing
+
+    layers = tuple(n.strip() for n in (o["layers"] or "").split(",") if n.strip())
+    return dict(
+        out=o["out"], store=o["store"], model=o["model"],
+        preprocessing=parse_preprocessing(o["size"], o["resize"], o["mean"], o["std"]),
+        weights=None if o["model"] else weights_source(o["weights"], o["seed"]),
+        input_size=o["input_size"], layers=layers or None, C=parse_grid(o["c_grid"]),
+        cv=o["cv"], pca=o["pca"], hidden=parse_hidden(o["hidden"]), splits=o["splits"],
+        per_class=o["per_class"],
+        precisions=tuple(p.strip() for p in o["precisions"].split(",") if p.strip()),
+        mapping=o["mapping"], samples=o["samples"], seed=o["seed"], provider=o["provider"],
+        threads=o["threads"], use_cache=not o["no_cache"])

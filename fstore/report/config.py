@@ -1,0 +1,97 @@
+"""The one options dataclass of ``fstore report``, from the command line to the library."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fstore.errors import FstoreError
+from fstore.export.weights import WeightsSource
+from fstore.featurestore.preprocess import Preprocessing
+
+#: Layers a VGG16 report stores when none are given: fc6, fc7 for the layer study, logits for
+#: the zero-shot section.
+VGG16_LAYERS = ("fc6", "fc7", "logits")
+#: Outputs that hold class scores, never the main features of the classifier sections.
+CLASS_OUTPUTS = ("logits", "prob")
+PRECISIONS = ("int8", "fp16")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Everything ``fstore report`` is asked to do.
+
+    Attributes:
+        images: the image folder (``<class>/<image>`` or ``train|test/<class>/<image>``).
+        out: folder for ``report.html``, ``report.md``, ``report.json`` and ``figures/``.
+        store: the feature store (built or extended when needed); default ``OUT/fstore.h5``.
+        model: any ONNX image model instead of VGG16 (its outputs are the layers).
+        preprocessing: ``model``'s preprocessing (a VGG16 report uses ``input_size``).
+        weights, input_size: VGG16's weights and input side (ignored with ``model``).
+        layers: layers to store; the first that is not logits/prob feeds the classifiers.
+        C, cv: the SVM's grid and folds; ``pca``: variance kept for the SVM on PCA features.
+        hidden: the MLP head's hidden layer sizes (the linear head is always trained too).
+        splits, per_class: K random splits with ``per_class`` training images per class
+            (lowered to half the smallest class when that is fewer).
+        precisions: precision variants measured against fp32 (``int8``, ``fp16``).
+        calibration_count: images an int8 variant of a ``model`` is calibrated on.
+        mapping: zero-shot mapping file (``None``: the built-in 15-Scene mapping).
+        samples: images shown with their top-5 predictions.
+        seed, provider, batch_size, threads: as for ``build`` and ``train``.
+        use_cache: reuse cached stages (``False`` recomputes every stage).
+    """
+
+    images: Path
+    out: Path = Path("report")
+    store: Path | None = None
+    model: Path | None = None
+    preprocessing: Preprocessing | None = None
+    weights: WeightsSource | None = None
+    input_size: int = 224
+    layers: tuple[str, ...] | None = None
+    C: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+    cv: int = 5
+    pca: float = 0.95
+    hidden: tuple[int, ...] = (512,)
+    splits: int = 10
+    per_class: int = 100
+    precisions: tuple[str, ...] = PRECISIONS
+    calibration_count: int = 64
+    mapping: Path | None = None
+    samples: int = 15
+    seed: int = 0
+    provider: str = "cpu"
+    batch_size: int = 32
+    threads: int | None = None
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown:
+            raise FstoreError(f"unknown precision {unknown[0]!r}; choose from "
+                              f"{', '.join(PRECISIONS)}")
+        if self.model is not None and self.preprocessing is None:
+            raise FstoreError("a --model needs its preprocessing: --size (and --resize, --mean, "
+                              "--std as its documentation gives them)")
+        if self.splits < 0 or self.samples < 0:
+            raise FstoreError("--splits and --samples cannot be negative")
+
+    @property
+    def store_path(self) -> Path:
+        return self.store if self.store is not None else Path(self.out) / "fstore.h5"
+
+    @property
+    def wanted_layers(self) -> tuple[str, ...] | None:
+        """The layers to store: the given ones, VGG16's default, or all of a model's outputs."""
+        if self.layers:
+            return self.layers
+        return None if self.model is not None else VGG16_LAYERS
+
+    @property
+    def vgg16_weights(self) -> WeightsSource:
+        """The VGG16 weights (ImageNet's when none were given, as ``build`` does)."""
+        return self.weights or WeightsSource("imagenet")
+
+    def vgg16_preprocessing(self) -> Preprocessing:
+        """torchvision's ImageNet preprocessing scaled to ``input_size`` (224 → 256/224)."""
+        return Preprocessing(resize=round(self.input_size * 256 / 224), crop=self.input_size)

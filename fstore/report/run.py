@@ -1,0 +1,142 @@
+"""``run_report``: build the store if needed, run every stage (cached), write the page.
+
+The steps read as a list: ``build → context → stages (each cached) → provenance → write``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fstore.report import stages_classifiers as clf
+from fstore.report import stages_model as net
+from fstore.report.cache import StageCache, digest
+from fstore.report.config import ReportConfig
+from fstore.report.context import Context
+
+logger = logging.getLogger(__name__)
+
+#: (name, title, function, the options it depends on). Order matters: ``precision`` reads the
+#: ``svm`` stage's accuracy.
+STAGES: tuple[tuple[str, str, Callable[[Context, Path], dict], tuple[str, ...]], ...] = (
+    ("network", "Network", net.network, ("weights", "input_size")),
+    ("predictions", "Sample predictions", net.predictions, ("samples",)),
+    ("activations", "Activation maps", net.activations, ("samples",)),
+    ("svm", "Classifiers: SVM", clf.svm, ("C", "cv", "seed", "pca")),
+    ("heads", "Classifiers: heads", clf.heads, ("hidden", "seed")),
+    ("pca", "PCA", clf.pca, ("pca",)),
+    ("layers", "Layer study", clf.layers, ("C", "cv", "seed")),
+    ("zeroshot", "Zero-shot", clf.zeroshot, ("mapping",)),
+    ("splits", "K random splits", clf.splits, ("C", "cv", "seed", "splits", "per_class")),
+    ("precision", "Precision", net.precision,
+     ("C", "cv", "seed", "precisions", "calibration_count")),
+)
+
+
+@dataclass
+class Report:
+    """What :func:`run_report` produced: the data of every section and the files written."""
+
+    data: dict
+    files: dict[str, Path]
+    seconds: float
+
+
+def build_store(config: ReportConfig) -> dict:
+    """Build (or resume, or extend) the report's store with the library's ``build``."""
+    from fstore.featurestore.build import BuildConfig, build
+
+    common = dict(store=config.store_path, images=config.images, layers=config.wanted_layers,
+                  provider=config.provider, batch_size=config.batch_size, threads=config.threads)
+    if config.model is not None:
+        build_config = BuildConfig(model=config.model, preprocessing=config.preprocessing,
+                                   **common)
+    else:
+        build_config = BuildConfig(weights=config.vgg16_weights,
+                                   preprocessing=config.vgg16_preprocessing(), **common)
+    config.store_path.parent.mkdir(parents=True, exist_ok=True)
+    return build(build_config, log=logger.info).to_dict()
+
+
+def make_context(config: ReportConfig) -> Context:
+    """The store's manifest, main layer and stage cache (keyed by fingerprint and rows)."""
+    from fstore.featurestore.store import read_manifest, sidecar
+
+    store = config.store_path
+    manifest = read_manifest(store)
+    cache = StageCache(sidecar(store) / "report", "", config.use_cache)
+    ctx = Context(config, store, manifest, cache)
+    fs = ctx.features
+    rows = digest([fs.keys.tolist(), fs.y.tolist(), fs.split.tolist(), list(fs.classes)])
+    ctx.cache = StageCache(cache.root, digest([manifest.fingerprint, rows]), config.use_cache)
+    return ctx
+
+
+def _params(ctx: Context, names: tuple[str, ...]) -> dict:
+    options = asdict(ctx.config)
+    params = {name: options[name] for name in names}
+    if "mapping" in params and params["mapping"]:
+        params["mapping_text"] = Path(params["mapping"]).read_text()
+    return {**params, "main_layer": ctx.main_layer}
+
+
+def run_stage(ctx: Context, index: int, stage: tuple) -> dict:
+    """One stage, from the cache when its entry exists; one progress line either way."""
+    name, title, function, names = stage
+    folder = ctx.cache.entry(name, _params(ctx, names))
+    prefix = f"[{index}/{len(STAGES)}] {title}"
+    cached = ctx.cache.load(folder)
+    if cached is not None:
+        logger.info(f"{prefix}: cached ({folder.name})")
+        return {**cached, "folder": str(folder), "cached": True}
+    logger.info(f"{prefix} ...")
+    start = time.perf_counter()
+    result = function(ctx, ctx.cache.start(folder))
+    result["seconds"] = time.perf_counter() - start
+    ctx.cache.save(folder, result)
+    logger.info(f"{prefix}: done in {result['seconds']:.1f} s")
+    return {**result, "folder": str(folder), "cached": False}
+
+
+def run_report(config: ReportConfig) -> Report:
+    """The whole study of ``config.images``: ``report.html``, ``report.md``, ``report.json``."""
+    from fstore.report.provenance import provenance
+    from fstore.report.render import write_outputs
+
+    start = time.perf_counter()
+    logger.info(f"[0/{len(STAGES)}] build: {config.store_path}")
+    built = build_store(config)
+    ctx = make_context(config)
+    for index, stage in enumerate(STAGES, start=1):
+        ctx.results[stage[0]] = run_stage(ctx, index, stage)
+    seconds = time.perf_counter() - start
+    data = {"title": f"fstore report: {config.images}", "store": str(ctx.store),
+            "main_layer": ctx.main_layer, "classes": list(ctx.features.classes),
+            "build": built, "sections": ctx.results,
+            "provenance": provenance(ctx, seconds, built["seconds"])}
+    data["summary"] = summary(data)
+    files = write_outputs(data, Path(config.out))
+    logger.info(f"report written to {files['html']} in {seconds:.1f} s")
+    return Report(data, files, seconds)
+
+
+def summary(data: dict) -> dict:
+    """The headline figures (fractions), each read from its section's library result."""
+    s = data["sections"]
+    out = {"svm_accuracy": s["svm"]["svm"]["accuracy_mean"],
+           "linear_head_accuracy": s["heads"]["linear"]["accuracy_mean"],
+           "mlp_head_accuracy": s["heads"]["mlp"]["accuracy_mean"],
+           "pca_components": s["pca"]["thresholds"],
+           "pca_svm_accuracy": s["svm"]["pca_svm"]["accuracy_mean"]}
+    if s["zeroshot"].get("available"):
+        out["zeroshot_accuracy"] = s["zeroshot"]["accuracy"]
+    if s["splits"].get("available"):
+        out["splits"] = {"k": len(s["splits"]["fits"]), "mean": s["splits"]["accuracy_mean"],
+                         "std": s["splits"]["accuracy_std"]}
+    for name, row in s["precision"]["variants"].items():
+        out[name] = {"change_points": row["change_points"], "mean_cosine": row["mean_cosine"],
+                     "accuracy": row["accuracy"]}
+    return out

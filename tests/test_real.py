@@ -1,0 +1,98 @@
+"""Real weights: EfficientNet-Lite1 (ImageNet-trained) on 600 15-Scene images, marked ``real``.
+
+Runs where ``../shared/models/efficientnet_lite1.onnx`` and ``../shared/data/scene15`` lie
+beside the repository (CI has them; ``FSTORE_SHARED`` points elsewhere) and skips cleanly
+otherwise. One ``fstore report`` over 20 training and 20 test images per class gives the store
+and every figure checked here; about 50 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fstore.featurestore.preprocess import Preprocessing
+
+SHARED = Path(os.environ.get("FSTORE_SHARED") or Path(__file__).resolve().parents[1].parent
+              / "shared")
+MODEL = SHARED / "models" / "efficientnet_lite1.onnx"
+DATA = SHARED / "data" / "scene15"
+#: The model's preprocessing, as ../shared/models/README.md gives it.
+LITE1 = Preprocessing(resize=274, crop=240, mean=(0.485, 0.456, 0.406),
+                      std=(0.229, 0.224, 0.225))
+PER_SPLIT = 20
+
+pytestmark = [
+    pytest.mark.real,
+    pytest.mark.skipif(not (MODEL.is_file() and DATA.is_dir()),
+                       reason=f"needs {MODEL} and {DATA} (the shared folder beside the clone)"),
+]
+
+
+@pytest.fixture(scope="module")
+def subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``train|test/<class>/``: the first 20 images (by name) of each class and split, linked."""
+    root = tmp_path_factory.mktemp("scene15-600")
+    for split in ("train", "test"):
+        for folder in sorted((DATA / split).iterdir()):
+            target = root / split / folder.name
+            target.mkdir(parents=True)
+            for image in sorted(folder.glob("*.jpg"))[:PER_SPLIT]:
+                (target / image.name).symlink_to(image)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(subset: Path, tmp_path_factory: pytest.TempPathFactory):
+    from fstore.report import ReportConfig, run_report
+
+    config = ReportConfig(images=subset, out=tmp_path_factory.mktemp("real-report"), model=MODEL,
+                          preprocessing=LITE1, layers=("pooled", "logits"), C=(0.1, 1.0, 10.0),
+                          cv=3, hidden=(64,), splits=2, per_class=10, precisions=("int8",),
+                          calibration_count=16, samples=3)
+    return config, run_report(config)
+
+
+def test_features_equal_onnx_runtime_on_torchvision_preprocessing(report):
+    """fstore's stored features against plain ONNX Runtime fed by torchvision's transforms."""
+    transforms = pytest.importorskip("torchvision.transforms")
+    import onnxruntime as ort
+    from PIL import Image
+
+    from fstore.export.precision import cosine_rows
+    from fstore.featurestore.store import load_features
+
+    config, _ = report
+    fs = load_features(config.store_path, "pooled")
+    pick = np.arange(0, len(fs.keys), len(fs.keys) // 15)  # one image of each class
+    prepare = transforms.Compose([
+        transforms.Resize(LITE1.resize), transforms.CenterCrop(LITE1.crop),
+        transforms.ToTensor(), transforms.Normalize(LITE1.mean, LITE1.std),
+    ])  # fmt: skip
+    batch = np.stack([prepare(Image.open(config.images / k).convert("RGB")).numpy()
+                      for k in fs.keys[pick]])
+    session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(["pooled"], {"input": batch})
+    assert cosine_rows(fs.X[pick], expected).min() >= 0.9999
+
+
+def test_svm_and_int8_on_real_weights(report):
+    _, result = report
+    summary = result.data["summary"]
+    assert summary["svm_accuracy"] >= 0.7
+    assert abs(summary["int8"]["change_points"]) <= 3.0
+    assert summary["int8"]["mean_cosine"] > 0.95
+
+
+def test_report_page_has_every_section(report):
+    from fstore.report.render import section_list
+
+    _, result = report
+    page = result.files["html"].read_text()
+    for anchor, title, _ in section_list(result.data):
+        assert f'<h2 id="{anchor}">{title}</h2>' in page
+    assert result.data["sections"]["zeroshot"]["available"]
+    assert result.data["sections"]["predictions"]["available"]
