@@ -180,7 +180,7 @@ class BackendSpec:
     def load(self) -> Any:
         """The backend: ``OrtBackend`` or ``EagerBackend``, both with ``run(batch) -> dict``."""
         if self.engine == "ort":
-            from fstore.featurestore.runtime import OrtBackend
+            from fstore.runtime.session import OrtBackend
 
             return OrtBackend.load(
                 self.source, self.provider, outputs=self.layers, threads=self.threads
@@ -666,7 +666,7 @@ def run_bench(
     from fstore.benchmarks.machine import gemm_peaks, machine_info, usable_cores
     from fstore.export.precision import read_fidelity
     from fstore.export.weights import load_vgg16
-    from fstore.featurestore.runtime import resolve_provider
+    from fstore.runtime.providers import resolve_provider
 
     started = time.perf_counter()
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -15,9 +15,9 @@ import numpy as np
 
 from fstore.errors import ModelError
 from fstore.export.layers import NUM_CLASSES
-from fstore.export.metadata import ModelInfo
 from fstore.export.weights import WeightsSource
 from fstore.featurestore.preprocess import ImageDecodeError, Preprocessing, load_image
+from fstore.runtime.metadata import ModelInfo
 
 #: Extensions of the files taken from a folder given to ``predict`` (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -163,7 +163,7 @@ class Predictor:
     @classmethod
     def load(cls, path: Path, provider: str = "cpu") -> Predictor:
         """Load an fstore export that outputs ``logits`` and/or ``prob``."""
-        from fstore.featurestore.runtime import OrtBackend
+        from fstore.runtime.session import OrtBackend
 
         path = Path(path)
         if not path.is_file():

@@ -38,7 +38,7 @@ def test_eager_fp32_matches_onnx_runtime_and_best_is_close(
     bench_model, eager_state: Path, batch: np.ndarray
 ) -> None:
     from fstore.benchmarks.eager import EagerBackend
-    from fstore.featurestore.runtime import OrtBackend
+    from fstore.runtime.session import OrtBackend
 
     ort = OrtBackend.load(bench_model.path, "cpu").run(batch)
     fp32 = EagerBackend.from_state_dict(eager_state, ("pool5",)).run(batch)
