@@ -39,6 +39,7 @@ from fstore.export.calibration import (  # noqa: F401 - re-exported for older ca
     calibration_fingerprint,
     choose_images,
     decode_inputs,
+    decode_pixels,
     pixel_batches,
     synthetic_inputs,
     synthetic_picture,
@@ -61,7 +62,14 @@ from fstore.runtime.metadata import (
     read_props,
     write_props,
 )
-from fstore.runtime.prefix import image_input, prefix_node_names
+from fstore.runtime.prefix import (
+    add_prefix,
+    has_prefix,
+    image_input,
+    normalise,
+    prefix_node_names,
+    remove_prefix,
+)
 from fstore.runtime.session import OrtBackend
 
 logger = logging.getLogger(__name__)
@@ -169,7 +177,8 @@ def _quantize(prepared: Path, out: Path, reader, method: str, exclude: list[str]
     )
 
 
-def _reader(input_name: str, source, prep: Preprocessing):
+def _reader(input_name: str, source, prep: Preprocessing, pixels: bool):
+    """Calibration batches: pixels for a model with the prefix, their float path otherwise."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -178,7 +187,9 @@ def _reader(input_name: str, source, prep: Preprocessing):
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
-            return None if batch is None else {input_name: batch}
+            if batch is None:
+                return None
+            return {input_name: batch if pixels else normalise(batch, prep.mean, prep.std)}
 
     return Reader()
 
@@ -218,6 +229,7 @@ def quantize_int8(
     source, record = _calibration_source(images, count, preprocessing, method, seed)
     fp32 = onnx.load(str(fp32_model), load_external_data=False)
     input_name, exclude = image_input(fp32).name, prefix_node_names(fp32)
+    reader = _reader(input_name, source, preprocessing, pixels=has_prefix(fp32))
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix=".fstore-quant-", dir=out.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -227,7 +239,7 @@ def quantize_int8(
             logger.info("quantization pre-processing skipped (%s: %s)", type(exc).__name__, exc)
             prepared = Path(fp32_model)
         quantized = Path(tmp) / "quantized.onnx"
-        _quantize(prepared, quantized, _reader(input_name, source, preprocessing), method, exclude)
+        _quantize(prepared, quantized, reader, method, exclude)
         model = onnx.load(str(quantized))
     set_props(model, {_PROP_PRECISION: "int8", _PROP_CALIBRATION: json.dumps(record)})
     return save_model(model, out)
@@ -242,9 +254,10 @@ def convert_fp16(fp32_model: Path, out: Path) -> Path:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(fp32_model))
-    model = convert_float_to_float16(
-        model, keep_io_types=True, node_block_list=prefix_node_names(model)
-    )
+    spec = remove_prefix(model)  # so the normalisation stays float32, not rounded to fp16
+    model = convert_float_to_float16(model, keep_io_types=True)
+    if spec is not None:
+        add_prefix(model, spec.mean, spec.std)
     set_props(model, {_PROP_PRECISION: "fp16"})
     return save_model(model, Path(out))
 

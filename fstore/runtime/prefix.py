@@ -172,3 +172,37 @@ def add_prefix(model: onnx.ModelProto, mean, std) -> onnx.ModelProto:
     entry = model.metadata_props.add()
     entry.key, entry.value = PROP_INPUT, spec.to_json()
     return model
+
+
+def remove_prefix(model: onnx.ModelProto) -> InputSpec | None:
+    """Take the prefix off ``model`` (in place): its float NCHW input comes back.
+
+    Returns the removed spec, ``None`` (and the model untouched) when it had no prefix. Used to
+    convert a model to fp16 without rounding its normalisation, then :func:`add_prefix` again.
+    """
+    from onnx import TensorProto, helper
+
+    props = {p.key: p.value for p in model.metadata_props}
+    spec = InputSpec.from_props(props)
+    if spec is None:
+        return None
+    graph = model.graph
+    ours = [n for n in graph.node if n.name.startswith(NODE_PREFIX)]
+    target = ours[-1].output[0]
+    casts = [n for n in ours[1:] if n.op_type == "Cast"]
+    elem_type = casts[0].attribute[0].i if casts else TensorProto.FLOAT
+    image = next(i for i in graph.input if i.name == IMAGE_INPUT)
+    n, h, w, _ = (d.dim_param or d.dim_value or None for d in image.type.tensor_type.shape.dim)
+    rest = [n_ for n_ in graph.node if not n_.name.startswith(NODE_PREFIX)]
+    del graph.node[:]
+    graph.node.extend(rest)
+    consts = [i for i in graph.initializer if not i.name.startswith(NODE_PREFIX)]
+    del graph.initializer[:]
+    graph.initializer.extend(consts)
+    kept = [i for i in graph.input if i.name != IMAGE_INPUT]
+    del graph.input[:]
+    graph.input.extend([helper.make_tensor_value_info(target, elem_type, [n, 3, h, w]), *kept])
+    others = [p for p in model.metadata_props if p.key != PROP_INPUT]
+    del model.metadata_props[:]
+    model.metadata_props.extend(others)
+    return spec
