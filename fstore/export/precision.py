@@ -361,15 +361,16 @@ def _derive(base: ExportResult, precision: str, work: Path, chosen: list[Path], 
 
 def _log_fidelity(precision: str, rows: dict, source: str) -> None:
     for layer, row in rows.items():
+        mean, low = row["mean_cosine"], row["min_cosine"]
         logger.info(
-            "%s fidelity %s: cosine vs fp32 mean %.4f, min %.4f on %d %s images",
-            precision, layer, row["mean_cosine"], row["min_cosine"], row["images"], source,
-        )  # fmt: skip
-        if row["mean_cosine"] < MIN_MEAN_COSINE:
+            f"{precision} fidelity {layer}: cosine vs fp32 mean {mean:.4f}, min {low:.4f} "
+            f"on {row['images']} {source} images"
+        )
+        if mean < MIN_MEAN_COSINE:
             logger.warning(
-                "%s %s mean cosine %.4f is below %s; features will differ from fp32",
-                precision, layer, row["mean_cosine"], MIN_MEAN_COSINE,
-            )  # fmt: skip
+                f"{precision} {layer} mean cosine {mean:.4f} is below {MIN_MEAN_COSINE}; "
+                "features will differ from fp32"
+            )
 
 
 def _calibration_images(calibration: Path | None, precision: str, count: int) -> list[Path]:

@@ -25,9 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.errors import ModelError
+from fstore.errors import ModelError, ProviderError
 from fstore.runtime.prefix import InputSpec, add_prefix
-from fstore.runtime.providers import provider_list, resolve_provider, session_options
+from fstore.runtime.providers import (
+    ORT_NAMES,
+    provider_list,
+    resolve_provider,
+    session_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,12 @@ def _create_session(model: str | bytes, provider: str, threads: int | None, labe
         for text in caught if provider != "cpu" else []:
             if text.strip():
                 logger.debug("ONNX Runtime said while loading %s: %s", label, text.strip())
+    active = session.get_providers()[0]
+    if active != ORT_NAMES[provider]:  # ORT skipped a provider it could not create
+        raise ProviderError(
+            f"ONNX Runtime could not start {ORT_NAMES[provider]} for {label} (it would run on "
+            f"{active}); check the GPU driver and CUDA/cuDNN libraries, or use --provider cpu"
+        )
     return session
 
 
