@@ -107,7 +107,8 @@ def test_a_float_model_is_wrapped_once_from_its_mean_and_std(tmp_path):
     w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 12, 12])
     y = helper.make_tensor_value_info("feat", TensorProto.FLOAT, None)
-    graph = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["feat"])], "c", [x], [y], [w])
+    conv = helper.make_node("Conv", ["input", "w"], ["feat"])
+    graph = helper.make_graph([conv], "c", [x], [y], [w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 
