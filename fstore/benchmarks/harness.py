@@ -810,7 +810,7 @@ def run_bench(
             p: read_fidelity(path) for p, path in models.items() if p != "fp32"
         }
         if config.fidelity_images is not None:
-            from fstore.export.precision import accuracy_change
+            from fstore.benchmarks.fidelity import accuracy_change
 
             result.fidelity["svm"] = {
                 p: accuracy_change(
