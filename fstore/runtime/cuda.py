@@ -3,7 +3,8 @@
 Each slot owns a pinned host buffer, a device buffer of the same fixed batch shape and an IO
 binding with the outputs left on the device. For batch k the host copies the pixels into its
 slot's pinned buffer and on to the device while the other slot's batch k−1 runs in a worker
-thread (``run_with_iobinding`` releases the GIL); then it fetches k−1's outputs, once, and
+thread (``run_with_iobinding`` releases the GIL: in ONNX Runtime 1.32 another Python thread
+kept running throughout it); then it fetches k−1's outputs, once, and
 starts k. Short batches are padded with zeros to the fixed shape, so every run has the shape
 cuDNN's exhaustive search tuned for, and the padding is cut from the outputs.
 
