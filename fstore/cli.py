@@ -25,6 +25,7 @@ from fstore.cli_options import (
 )
 from fstore.errors import FstoreError
 from fstore.export.layers import LAYER_NAMES
+from fstore.runtime.metadata import PRECISIONS
 
 
 class FstoreGroup(click.Group):
@@ -71,11 +72,11 @@ cli.help = (cli.help or "") + ", ".join(LAYER_NAMES) + "."
 @click.option("--no-cache", is_flag=True, help="Export again even if the cache holds the model.")
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "int8", "fp16"]),
+    type=click.Choice(PRECISIONS),
     default="fp32",
     show_default=True,
     help="int8: static quantization for CPU (calibrated on --calibration); "
-    "fp16: for CUDA, float32 inputs and outputs.",
+    "fp16: for CUDA (uint8 pixels in, float32 features out).",
 )
 @precision_options("generated pictures")
 def export(
@@ -111,27 +112,10 @@ def export(
     how = "cached" if result.from_cache else f"exported in {result.seconds:.1f} s"
     click.echo(f"{result.path} ({size_mb:.1f} MiB, {how}; outputs {', '.join(result.info.layers)})")
     if precision != "fp32":
-        from fstore.export.precision import accuracy_change, describe_fidelity, read_fidelity
+        from fstore.benchmarks.fidelity import fidelity_report
 
-        record = read_fidelity(result.path)
-        if record:
-            click.echo(describe_fidelity(record))
-        if fidelity_images is not None:
-            base = run_export(
-                layers,
-                weights_source(weights, seed),
-                opset=opset,
-                preprocessing=preprocessing,
-                log=echo_err,
-            )
-            svm = accuracy_change(
-                base.path, result.path, fidelity_images, preprocessing, log=echo_err
-            )
-            click.echo(
-                f"SVM test accuracy on {svm['layer']}: fp32 {svm['fp32_accuracy']:.1%}, "
-                f"{precision} {svm['other_accuracy']:.1%} "
-                f"({svm['change_points']:+.1f} points)"
-            )
+        for line in fidelity_report(result, fidelity_images).lines():
+            click.echo(line)
 
 
 @cli.command()

@@ -60,7 +60,7 @@ class Prepared:
 def plan(config: BenchConfig) -> Plan:
     """Provider, precisions, threads and the systems of each view."""
     from fstore.benchmarks.machine import usable_cores
-    from fstore.featurestore.runtime import resolve_provider
+    from fstore.runtime.providers import resolve_provider
 
     provider = resolve_provider(config.provider)
     precisions = tuple(config.precisions or sy.default_precisions(provider))
@@ -263,7 +263,8 @@ def run_memory(config: BenchConfig, p: Plan, run: Prepared, result: BenchResult)
 
 def run_fidelity(config: BenchConfig, p: Plan, run: Prepared, result: BenchResult) -> None:
     """Each precision's fidelity at export, and its SVM accuracy change if asked."""
-    from fstore.export.precision import accuracy_change, read_fidelity
+    from fstore.benchmarks.fidelity import accuracy_change
+    from fstore.export.precision import read_fidelity
 
     result.fidelity["export"] = {
         precision: read_fidelity(path)

@@ -104,7 +104,7 @@ def pipeline_systems(workers: int) -> list[System]:
 def _ort_backend(spec: BackendSpec) -> Backend:
     # until the uint8 prefix lands: today's OrtBackend takes float32 NCHW, so this adapter
     # normalises the reader's uint8 batches in NumPy, as part of the timed work.
-    from fstore.featurestore.runtime import OrtBackend
+    from fstore.runtime.session import OrtBackend
 
     class OrtUint8:
         def __init__(self) -> None:

@@ -2,7 +2,7 @@
 
 A model is found by what determines its bytes: the weights' sha256, the layers, the opset, the
 precision and the preprocessing (recorded in the model's metadata; its crop is the input
-size). ``aliases.json`` maps a weights
+size; its input is uint8 pixels, see :mod:`fstore.runtime.prefix`). ``aliases.json`` maps a weights
 source that is cheap to name (``random:seed=0``, ``imagenet:...``, a file path with its size and
 mtime) to the weights' sha256, so a command whose model is cached never needs torch.
 """
@@ -11,19 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.featurestore.preprocess import Preprocessing  # fstore.images.* once it lands
 from fstore.fsutil import atomic_write_bytes
-
-
-def cache_dir() -> Path:
-    """``$FSTORE_CACHE``, else ``$XDG_CACHE_HOME/fstore``, else ``~/.cache/fstore``."""
-    if os.environ.get("FSTORE_CACHE"):
-        return Path(os.environ["FSTORE_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fstore"
+from fstore.runtime.cache import cache_dir
+from fstore.runtime.prefix import PREFIX_VERSION
 
 
 def model_key(
@@ -41,6 +34,7 @@ def model_key(
             "opset": opset,
             "precision": precision,
             "preprocessing": json.loads(preprocessing.to_json()),
+            "uint8_input": PREFIX_VERSION,  # models before the uint8 prefix are not reused
         },
         sort_keys=True,
     )

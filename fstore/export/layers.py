@@ -105,28 +105,59 @@ def _build_table() -> tuple[Layer, ...]:
     for item in VGG16_CONFIG:
         if item == "M":
             layers.append(
-                Layer(f"pool{block}", "pool", f"features.{feature_idx}", None, len(layers),
-                      channels, channels)
-            )  # fmt: skip
+                Layer(
+                    name=f"pool{block}",
+                    kind="pool",
+                    module=f"features.{feature_idx}",
+                    param_module=None,
+                    index=len(layers),
+                    in_channels=channels,
+                    out_channels=channels,
+                )
+            )
             block, conv_in_block, feature_idx = block + 1, 0, feature_idx + 1
             continue
         conv_in_block += 1
         out = int(item)
         layers.append(
-            Layer(f"conv{block}_{conv_in_block}", "conv", f"features.{feature_idx + 1}",
-                  f"features.{feature_idx}", len(layers), channels, out)
-        )  # fmt: skip
+            Layer(
+                name=f"conv{block}_{conv_in_block}",
+                kind="conv",
+                module=f"features.{feature_idx + 1}",
+                param_module=f"features.{feature_idx}",
+                index=len(layers),
+                in_channels=channels,
+                out_channels=out,
+            )
+        )
         channels, feature_idx = out, feature_idx + 2
     classifier_idx = 0
     for name, n_in, n_out in _FC_DIMS:
         is_logits = name == "logits"
         out_idx = classifier_idx if is_logits else classifier_idx + 1
         layers.append(
-            Layer(name, "logits" if is_logits else "fc", f"classifier.{out_idx}",
-                  f"classifier.{classifier_idx}", len(layers), n_in, n_out)
-        )  # fmt: skip
+            Layer(
+                name=name,
+                kind="logits" if is_logits else "fc",
+                module=f"classifier.{out_idx}",
+                param_module=f"classifier.{classifier_idx}",
+                index=len(layers),
+                in_channels=n_in,
+                out_channels=n_out,
+            )
+        )
         classifier_idx += 3  # Linear, ReLU, Dropout
-    layers.append(Layer("prob", "prob", "softmax", None, len(layers), NUM_CLASSES, NUM_CLASSES))
+    layers.append(
+        Layer(
+            name="prob",
+            kind="prob",
+            module="softmax",
+            param_module=None,
+            index=len(layers),
+            in_channels=NUM_CLASSES,
+            out_channels=NUM_CLASSES,
+        )
+    )
     return tuple(layers)
 
 

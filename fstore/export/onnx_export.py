@@ -1,63 +1,77 @@
 """VGG16 → ONNX, truncated at the requested layers, verified against eager PyTorch, cached.
 
-The graph has one input (``input``: float32 NCHW, dynamic batch) and one output per requested
-layer, named as in :mod:`fstore.export.layers`. Nothing past the deepest requested layer is
-computed. Torch is imported lazily: :func:`ensure_model` returns a cached model without it.
+The graph has one input (``image``: uint8 NHWC RGB pixels, dynamic batch, normalised inside by
+the prefix of :mod:`fstore.runtime.prefix`) and one output per requested layer, named as in
+:mod:`fstore.export.layers`. Nothing past the deepest requested layer is computed. Torch is
+imported lazily: :func:`ensure_model` returns a cached model without it.
+
+:func:`export` reads as its steps: a cached model is reused (:func:`_cached`); otherwise the
+weights are loaded, the truncated module exported with its prefix (:func:`_write_onnx`) and
+checked against eager PyTorch on the same pixels (:func:`_check`). int8 and fp16 are derived
+from the verified fp32 model by :mod:`fstore.export.precision`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fstore import __version__
-from fstore.errors import ModelError, OutputPathError
+from fstore.errors import ModelError
 from fstore.export import cache
 from fstore.export.layers import LAYERS, Layer, parse_layers
-from fstore.export.metadata import ModelInfo
+from fstore.export.precision import (
+    AUTO,
+    FP16_MIN_COSINE,
+    export_variant,
+    fidelity_holds,
+    resolve_precision,
+)
+from fstore.export.result import (
+    ExportResult,
+    check_writable,
+    deliver,
+    forward_log,
+    relative_error,
+    save_model,
+)
 from fstore.export.weights import WeightsSource, load_vgg16
-from fstore.featurestore.preprocess import Preprocessing
-from fstore.fsutil import atomic_write_bytes, commit_file, tmp_path_for
+from fstore.featurestore.preprocess import Preprocessing  # fstore.images.* once it lands
+from fstore.runtime.metadata import (
+    PRECISIONS,
+    ModelInfo,
+    read_metadata_props,
+    read_model_info,
+    write_props,
+)
+from fstore.runtime.prefix import IMAGE_INPUT, add_prefix, normalise
 
 if TYPE_CHECKING:
     import torch
 
+__all__ = [
+    "PRECISIONS",
+    "ExportResult",
+    "ensure_model",
+    "export",
+    "read_metadata_props",
+    "read_model_info",
+    "relative_error",
+    "truncated_vgg16",
+]
+
+logger = logging.getLogger(__name__)
+
 DEFAULT_OPSET = 18
-PRECISIONS = ("fp32", "int8", "fp16")
+#: The input name of the exported float graph, before the prefix; the prefix's output.
 INPUT_NAME = "input"
 #: Tolerance of the export check: max |ORT - eager| / max |eager|, per output.
 VERIFY_TOLERANCE = 1e-4
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What :func:`export` produced.
-
-    Attributes:
-        path: the ONNX file (in the cache, or the ``output`` asked for).
-        info: the metadata written into it.
-        errors: per output, max |ORT - eager| / max |eager| on a random batch (empty if cached).
-        seconds: wall time of export and verification (0 when served from the cache).
-        from_cache: whether an earlier export was reused.
-    """
-
-    path: Path
-    info: ModelInfo
-    errors: dict[str, float]
-    seconds: float
-    from_cache: bool
-
-    @property
-    def size_bytes(self) -> int:
-        return self.path.stat().st_size
 
 
 def truncated_vgg16(model: torch.nn.Module, layers: tuple[Layer, ...]) -> torch.nn.Module:
@@ -103,50 +117,30 @@ def truncated_vgg16(model: torch.nn.Module, layers: tuple[Layer, ...]) -> torch.
     return Truncated().eval()
 
 
-def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:
-    """max |actual - reference| / max |reference| (0 when both are all zeros)."""
-    scale = float(np.abs(reference).max())
-    diff = float(np.abs(actual.astype(np.float64) - reference).max())
-    return diff / scale if scale > 0 else diff
-
-
 def verify(
     path: Path,
     module: torch.nn.Module,
     layer_names: tuple[str, ...],
-    input_size: int,
+    preprocessing: Preprocessing,
     batch: int = 2,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Run the ONNX model in ONNX Runtime and ``module`` eagerly on one random batch.
+    """Run the ONNX model on random uint8 pixels and ``module`` eagerly on their float path.
 
-    Returns per output the relative error (see :func:`relative_error`).
+    The eager input is :func:`fstore.runtime.prefix.normalise` of the same pixels, so the check
+    covers the prefix too. Returns per output the relative error (see :func:`relative_error`).
     """
     import onnxruntime as ort
     import torch
 
-    x = np.random.default_rng(seed).standard_normal((batch, 3, input_size, input_size))
-    x = x.astype(np.float32)
+    side = preprocessing.crop
+    pixels = np.random.default_rng(seed).integers(0, 256, (batch, side, side, 3), np.uint8)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(list(layer_names), {INPUT_NAME: x})
+    got = session.run(list(layer_names), {IMAGE_INPUT: pixels})
+    x = normalise(pixels, preprocessing.mean, preprocessing.std)
     with torch.inference_mode():
         expected = module(torch.from_numpy(x))
     return {name: relative_error(g, e.numpy()) for name, g, e in zip(layer_names, got, expected)}
-
-
-def _check_writable(output: Path) -> None:
-    parent = output.parent if str(output.parent) else Path(".")
-    if output.is_dir():
-        raise OutputPathError(f"cannot write model to {output}: it is a folder")
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise OutputPathError(f"cannot write model to {output}: folder {parent} is not writable")
-
-
-def _copy_out(source: Path, output: Path) -> Path:
-    tmp = tmp_path_for(output)
-    shutil.copyfile(source, tmp)
-    commit_file(tmp, output)
-    return output
 
 
 def _class_names() -> tuple[str, ...]:
@@ -158,9 +152,11 @@ def _class_names() -> tuple[str, ...]:
 def _write_onnx(
     module: torch.nn.Module, layers: tuple[Layer, ...], info: ModelInfo, path: Path
 ) -> None:
+    """Export ``module`` (float NCHW input), add the uint8 prefix and the metadata, save."""
     import torch
 
-    x = torch.zeros(2, 3, info.preprocessing.crop, info.preprocessing.crop)
+    prep = info.preprocessing
+    x = torch.zeros(2, 3, prep.crop, prep.crop)
     program = torch.onnx.export(
         module,
         (x,),
@@ -172,18 +168,87 @@ def _write_onnx(
         dynamo=True,
         verbose=False,
     )
-    program.model.metadata_props.update(info.to_props())
-    program.model.producer_name = "fstore"
-    program.model.producer_version = __version__
-    tmp = tmp_path_for(path)
-    program.save(str(tmp), external_data=False)
-    commit_file(tmp, path)
-    atomic_write_bytes(_props_path(path), json.dumps(info.to_props()).encode())
+    model = add_prefix(program.model_proto, prep.mean, prep.std)
+    for key, value in info.to_props().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name, model.producer_version = "fstore", __version__
+    save_model(model, path)
+    write_props(path, {p.key: p.value for p in model.metadata_props})
 
 
-def _props_path(model: Path) -> Path:
-    """A copy of a cached model's metadata, so reading it does not parse 500 MB of weights."""
-    return model.with_suffix(".meta.json")
+def _model_info(
+    chosen: tuple[Layer, ...], weights: WeightsSource, sha: str, opset: int, prep: Preprocessing
+) -> ModelInfo:
+    names = tuple(layer.name for layer in chosen)
+    return ModelInfo(
+        layers=names,
+        shapes={layer.name: layer.output_shape(prep.crop) for layer in chosen},
+        preprocessing=prep,
+        weights_origin=weights.origin,
+        weights_sha256=sha,
+        precision="fp32",
+        opset=opset,
+        classes=_class_names() if {"logits", "prob"} & set(names) else None,
+        fstore_version=__version__,
+    )
+
+
+def _cached(
+    weights: WeightsSource, names: tuple[str, ...], opset: int, prep: Preprocessing
+) -> ExportResult | None:
+    """The fp32 model already in the cache for these weights, when their alias is known."""
+    sha = cache.lookup_alias(weights.alias())
+    if sha is None:
+        return None
+    path = cache.model_path(cache.model_key(sha, names, opset, "fp32", prep))
+    if not path.is_file():
+        return None
+    logger.info("using cached model %s", path)
+    return ExportResult(path, read_model_info(path), {}, 0.0, True)
+
+
+def _check(path: Path, module, names: tuple[str, ...], prep: Preprocessing) -> dict[str, float]:
+    """Verify against eager PyTorch; a model that disagrees is deleted and reported."""
+    errors = verify(path, module, names, prep)
+    for name, err in errors.items():
+        logger.info("verified %s: max relative error vs eager PyTorch %.2e", name, err)
+    bad = {n: e for n, e in errors.items() if not e <= VERIFY_TOLERANCE}
+    if bad:
+        path.unlink(missing_ok=True)
+        raise ModelError(
+            "exported model disagrees with eager PyTorch: "
+            + ", ".join(f"{n} {e:.2e}" for n, e in bad.items())
+            + f" (tolerance {VERIFY_TOLERANCE:.0e})"
+        )
+    return errors
+
+
+def export_fp32(
+    chosen: tuple[Layer, ...],
+    weights: WeightsSource,
+    opset: int,
+    prep: Preprocessing,
+    use_cache: bool = True,
+) -> ExportResult:
+    """The verified fp32 model for these layers: from the cache, or exported now."""
+    names = tuple(layer.name for layer in chosen)
+    hit = _cached(weights, names, opset, prep) if use_cache else None
+    if hit is not None:
+        return hit
+    start = time.perf_counter()
+    logger.info("loading VGG16 weights (%s)", weights.origin)
+    model, sha = load_vgg16(weights)
+    cache.record_alias(weights.alias(), sha)
+    path = cache.model_path(cache.model_key(sha, names, opset, "fp32", prep))
+    info = _model_info(chosen, weights, sha, opset, prep)
+    module = truncated_vgg16(model, chosen)
+    if not (use_cache and path.is_file()):
+        logger.info("exporting %s (opset %d, fp32)", ", ".join(names), opset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_onnx(module, chosen, info, path)
+    errors = _check(path, module, names, prep)
+    return ExportResult(path, info, errors, time.perf_counter() - start, False)
 
 
 def export(
@@ -197,81 +262,41 @@ def export(
     use_cache: bool = True,
     calibration: Path | None = None,
     calibration_count: int = 64,
-    log: Callable[[str], None] = lambda _: None,
+    provider: str = "cpu",
+    log: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export VGG16 truncated at ``layers`` to ONNX and verify it against eager PyTorch.
 
     The model lands in the cache (see :mod:`fstore.export.cache`) and, if ``output`` is given,
     is copied there. A model already cached is reused without export or torch (unless the weights
     must be loaded to learn their hash). Raises ``ModelError`` when verification fails.
+    ``precision`` is ``fp32``, ``int8``, ``fp16`` or ``auto`` (fp16 on ``provider`` cuda or
+    tensorrt where its measured fidelity holds, else fp32; see
+    :func:`fstore.export.precision.resolve_precision`). ``calibration`` is an image folder for
+    int8 ranges and variant fidelity. Progress goes to the ``fstore.export`` logger, and to
+    ``log`` when an older caller passes one.
     """
     chosen = parse_layers(layers)
-    if precision not in PRECISIONS:
+    if precision not in (*PRECISIONS, AUTO):
         raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if output is not None:
-        _check_writable(output)
-    if precision != "fp32":  # derived from the verified fp32 model, cached under its own key
-        from fstore.export.precision import export_variant
-
-        base = export(
-            layers, weights, opset=opset, preprocessing=preprocessing, use_cache=use_cache, log=log
-        )
-        return export_variant(
+        check_writable(output)
+    with forward_log(log):
+        base = export_fp32(chosen, weights, opset, preprocessing, use_cache)
+        wanted = resolve_precision(precision, provider)
+        if wanted == "fp32":
+            return deliver(base, output)
+        variant = export_variant(
             base,
-            precision,
+            wanted,
             calibration=calibration,
             calibration_count=calibration_count,
-            output=output,
             use_cache=use_cache,
-            log=log,
         )
-    names = tuple(layer.name for layer in chosen)
-
-    if use_cache:
-        sha = cache.lookup_alias(weights.alias())
-        if sha is not None:
-            path = cache.model_path(cache.model_key(sha, names, opset, precision, preprocessing))
-            if path.is_file():
-                log(f"using cached model {path}")
-                info = read_model_info(path)
-                final = _copy_out(path, output) if output is not None else path
-                return ExportResult(final, info, {}, 0.0, True)
-
-    start = time.perf_counter()
-    log(f"loading VGG16 weights ({weights.origin})")
-    model, sha = load_vgg16(weights)
-    cache.record_alias(weights.alias(), sha)
-    key = cache.model_key(sha, names, opset, precision, preprocessing)
-    path = cache.model_path(key)
-    info = ModelInfo(
-        layers=names,
-        shapes={layer.name: layer.output_shape(preprocessing.crop) for layer in chosen},
-        preprocessing=preprocessing,
-        weights_origin=weights.origin,
-        weights_sha256=sha,
-        precision=precision,
-        opset=opset,
-        classes=_class_names() if {"logits", "prob"} & set(names) else None,
-        fstore_version=__version__,
-    )
-    module = truncated_vgg16(model, chosen)
-    if not (use_cache and path.is_file()):
-        log(f"exporting {', '.join(names)} (opset {opset}, {precision})")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_onnx(module, chosen, info, path)
-    errors = verify(path, module, names, preprocessing.crop)
-    for name, err in errors.items():
-        log(f"verified {name}: max relative error vs eager PyTorch {err:.2e}")
-    bad = {n: e for n, e in errors.items() if not e <= VERIFY_TOLERANCE}
-    if bad:
-        path.unlink(missing_ok=True)
-        raise ModelError(
-            "exported model disagrees with eager PyTorch: "
-            + ", ".join(f"{n} {e:.2e}" for n, e in bad.items())
-            + f" (tolerance {VERIFY_TOLERANCE:.0e})"
-        )
-    final = _copy_out(path, output) if output is not None else path
-    return ExportResult(final, info, errors, time.perf_counter() - start, False)
+    if precision == AUTO and not fidelity_holds(variant):
+        logger.info("fp16 fidelity below %s: using fp32", FP16_MIN_COSINE)
+        return deliver(base, output)
+    return deliver(variant, output)
 
 
 def ensure_model(
@@ -279,8 +304,9 @@ def ensure_model(
     weights: WeightsSource,
     preprocessing: Preprocessing = Preprocessing(),
     precision: str = "fp32",
-    log: Callable[[str], None] = lambda _: None,
+    log: Callable[[str], None] | None = None,
     calibration: Path | None = None,
+    provider: str = "cpu",
 ) -> Path:
     """The cached model for these layers and weights, exporting it first if needed.
 
@@ -293,27 +319,5 @@ def ensure_model(
         precision=precision,
         log=log,
         calibration=calibration,
+        provider=provider,
     ).path
-
-
-def read_model_info(path: Path) -> ModelInfo:
-    """Read fstore's metadata from an ONNX file without loading its weights into a session."""
-    props_file = _props_path(path)
-    if props_file.is_file() and props_file.stat().st_mtime_ns >= path.stat().st_mtime_ns:
-        info = ModelInfo.from_props(json.loads(props_file.read_text()))
-    else:
-        info = ModelInfo.from_props(read_metadata_props(path))
-    if info is None:
-        raise ModelError(f"{path} was not exported by fstore (no fstore metadata)")
-    return info
-
-
-def read_metadata_props(path: Path) -> dict[str, str]:
-    """An ONNX file's ``metadata_props``, read without its weights."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf and OS errors alike
-        raise ModelError(f"cannot read ONNX model {path}: {exc}") from None
-    return {p.key: p.value for p in model.metadata_props}

@@ -1,4 +1,6 @@
-"""Where VGG16's weights come from: ImageNet (torchvision download), a local file, or a seed.
+"""Loading VGG16's weights: ImageNet (torchvision download), a local file, or a seed.
+
+:class:`~fstore.runtime.weights.WeightsSource` (the description) lives in the runtime layer.
 
 Imports torch lazily: only export, bench and the eager reference need it.
 """
@@ -6,55 +8,18 @@ Imports torch lazily: only export, bench and the eager reference need it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fstore.errors import MissingDependencyError, WeightsError
+from fstore.runtime.weights import WeightsSource
 
 if TYPE_CHECKING:
     import torch
 
+__all__ = ["WeightsSource", "load_vgg16", "require_torch"]
+
 IMAGENET_FILE = "vgg16-397923af.pth"
-
-
-@dataclass(frozen=True)
-class WeightsSource:
-    """The user's ``--weights`` choice: ``imagenet``, ``random`` (with ``seed``) or a file path."""
-
-    kind: str  # "imagenet" | "random" | "file"
-    path: Path | None = None
-    seed: int = 0
-
-    @classmethod
-    def parse(cls, text: str, seed: int = 0) -> WeightsSource:
-        if text == "imagenet":
-            return cls("imagenet")
-        if text == "random":
-            return cls("random", seed=seed)
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise WeightsError(
-                f"weights {text!r} are neither 'imagenet', 'random' nor a readable file"
-            )
-        return cls("file", path=path.resolve())
-
-    @property
-    def origin(self) -> str:
-        """A short human-readable description recorded as provenance."""
-        if self.kind == "imagenet":
-            return "imagenet:VGG16_Weights.IMAGENET1K_V1"
-        if self.kind == "random":
-            return f"random:seed={self.seed}"
-        return f"file:{self.path}"
-
-    def alias(self) -> str:
-        """A key that identifies these exact weights without loading them (for the model cache)."""
-        if self.kind == "file":
-            assert self.path is not None
-            st = self.path.stat()
-            return f"file:{self.path}:{st.st_size}:{st.st_mtime_ns}"
-        return self.origin
 
 
 def require_torch() -> None:

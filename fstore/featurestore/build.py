@@ -31,14 +31,15 @@ import numpy as np
 
 from fstore import __version__
 from fstore.errors import FstoreError, ModelError, StoreError
-from fstore.export.metadata import ModelInfo
-from fstore.export.weights import WeightsSource
 from fstore.featurestore import store as st
 from fstore.featurestore.dataset import ImageItem, SplitSpec, is_split_layout, scan
 from fstore.featurestore.preprocess import ImageDecodeError, Preprocessing, load_image
 from fstore.featurestore.ray_engine import RayOptions
-from fstore.featurestore.runtime import OrtBackend, resolve_provider
 from fstore.featurestore.write import StoreLock, Writer, prepare_store
+from fstore.runtime.metadata import ModelInfo
+from fstore.runtime.providers import resolve_provider
+from fstore.runtime.session import OrtBackend
+from fstore.runtime.weights import WeightsSource
 
 DTYPES = ("float32", "float16")
 

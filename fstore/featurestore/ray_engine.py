@@ -64,7 +64,7 @@ class ShardWorker:
                  dims: dict[str, int]) -> None:  # fmt: skip
         import tempfile
 
-        from fstore.featurestore.runtime import OrtBackend
+        from fstore.runtime.session import OrtBackend
 
         # ORT reads the model from a file most reliably; keep it private to this process.
         handle, path = tempfile.mkstemp(suffix=".onnx", prefix="fstore-worker-")

@@ -15,7 +15,6 @@ from PIL import Image
 
 from fstore.errors import FstoreError, ModelError, UnknownLayerError
 from fstore.export.layers import LAYERS, Layer, get_layer
-from fstore.export.metadata import ModelInfo
 from fstore.export.weights import WeightsSource
 from fstore.featurestore.preprocess import (
     ImageDecodeError,
@@ -24,6 +23,7 @@ from fstore.featurestore.preprocess import (
     resize_and_crop,
     to_array,
 )
+from fstore.runtime.metadata import ModelInfo
 
 #: Layers whose output is a (C, H, W) map, in forward order.
 SPATIAL_LAYERS: tuple[str, ...] = tuple(layer.name for layer in LAYERS if layer.is_spatial)
@@ -139,7 +139,7 @@ def activations(image: Path, layer: str = FIRST_CONV, *, weights: WeightsSource 
     ``preprocessing``, exported on first use. ``channels`` keeps the first N channels
     (``None``: all of them).
     """
-    from fstore.featurestore.runtime import OrtBackend
+    from fstore.runtime.session import OrtBackend
 
     chosen = spatial_layer(layer)
     if channels is not None and not 1 <= channels <= chosen.out_channels:
@@ -255,7 +255,7 @@ def first_conv_activations(image: Path, model: Path, preprocessing: Preprocessin
     The model gets that node's output as an extra graph output (:func:`first_conv_model`,
     written into ``workdir``) and runs on ``image`` prepared with ``preprocessing``.
     """
-    from fstore.featurestore.runtime import OrtBackend
+    from fstore.runtime.session import OrtBackend
 
     picture = _decode(image)
     path, name = first_conv_model(Path(model), Path(workdir) / f"{Path(model).stem}-conv1.onnx")

@@ -18,10 +18,10 @@ import numpy as np
 
 from fstore.errors import ModelError
 from fstore.export.layers import NUM_CLASSES
-from fstore.export.metadata import ModelInfo
 from fstore.export.weights import WeightsSource
 from fstore.featurestore.preprocess import ImageDecodeError, Preprocessing, load_image
 from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
+from fstore.runtime.metadata import ModelInfo
 
 #: Extensions of the files taken from a folder given to ``predict`` (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -212,7 +212,7 @@ class Predictor:
         ``classes`` (names, index = output position) replaces the model's own; a model without
         fstore metadata needs ``preprocessing`` and defaults to ImageNet's names.
         """
-        from fstore.featurestore.runtime import OrtBackend
+        from fstore.runtime.session import OrtBackend
 
         path = Path(path)
         if not path.is_file():

@@ -1,1 +1,2 @@
-"""The bottom layer's model runtime: ONNX Runtime sessions and the backend interface."""
+"""The bottom layer's model runtime: ONNX Runtime sessions, providers, the backend interface,
+the uint8 input prefix and the metadata fstore writes into a model."""

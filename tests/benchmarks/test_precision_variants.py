@@ -92,24 +92,32 @@ def test_fp16_keeps_float32_io_and_has_float16_weights(
     assert result.path == tmp_path / "fp16.onnx"
     model = onnx.load(str(result.path))
     float32 = onnx.TensorProto.FLOAT
-    assert all(i.type.tensor_type.elem_type == float32 for i in model.graph.input)
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [onnx.TensorProto.UINT8]
     assert all(o.type.tensor_type.elem_type == float32 for o in model.graph.output)
-    types = [i.data_type for i in model.graph.initializer]
-    assert types.count(onnx.TensorProto.FLOAT16) >= 13
-    assert onnx.TensorProto.FLOAT not in types
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    assert list(types.values()).count(onnx.TensorProto.FLOAT16) >= 13
+    # float32 only in the uint8 prefix, which normalises in float32 before the fp16 cast
+    assert {n for n, t in types.items() if t == float32} == {
+        "fstore_input/scale", "fstore_input/mean", "fstore_input/std"
+    }
+    prefix = [n for n in model.graph.node if n.name.startswith("fstore_input/")]
+    assert [n.op_type for n in prefix] == ["Cast", "Div", "Sub", "Div", "Transpose"]
+    assert prefix[0].attribute[0].i == float32  # pixels → float32, no fp16 rounding inside
+    to_fp16 = [n for n in model.graph.node if n.input and n.input[0] == prefix[-1].output[0]]
+    assert [(n.op_type, n.attribute[0].i) for n in to_fp16] == [
+        ("Cast", onnx.TensorProto.FLOAT16)
+    ]
     assert _props(model)["fstore.precision"] == "fp16"
     row = prec.read_fidelity(result.path)["layers"]["pool5"]
     assert row["mean_cosine"] > 0.999
 
 
 def test_synthetic_fallback_is_said_and_recorded(
-    bench_model, bench_prep: Preprocessing, tmp_path: Path
+    bench_model, bench_prep: Preprocessing, tmp_path: Path, caplog
 ) -> None:
-    lines: list[str] = []
-    out = prec.quantize_int8(
-        bench_model.path, tmp_path / "q.onnx", None, 4, bench_prep, log=lines.append
-    )
-    assert any("generated pictures" in line for line in lines)
+    with caplog.at_level("INFO", logger="fstore.export"):
+        out = prec.quantize_int8(bench_model.path, tmp_path / "q.onnx", None, 4, bench_prep)
+    assert "generated pictures" in caplog.text
     record = json.loads(_props(onnx.load(str(out)))["fstore.calibration"])
     assert record == {
         "source": "synthetic",
@@ -180,7 +188,8 @@ def test_fidelity_of_a_model_with_itself(
     assert rows["pool5"]["images"] == 5
     assert rows["pool5"]["min_cosine"] == pytest.approx(1.0)
     assert rows["pool5"]["max_relative_error"] == 0.0
-    array = prec.decode_inputs(images, bench_prep)
+    array = prec.decode_pixels(images, bench_prep)
+    assert array.dtype == np.uint8 and array.shape == (5, 32, 32, 3)
     assert (
         prec.fidelity(bench_model.path, bench_model.path, array, bench_prep)["pool5"]["images"] == 5
     )
@@ -196,9 +205,11 @@ def test_choose_images_is_deterministic_and_excludes(bench_folder: Path) -> None
 def test_accuracy_change_trains_the_same_svm(
     bench_model, int8_variant, bench_folder: Path, bench_prep: Preprocessing
 ) -> None:
-    same = prec.accuracy_change(bench_model.path, bench_model.path, bench_folder, bench_prep)
+    from fstore.benchmarks.fidelity import accuracy_change
+
+    same = accuracy_change(bench_model.path, bench_model.path, bench_folder, bench_prep)
     assert same["change_points"] == 0.0 and same["n_train"] == 9 and same["n_test"] == 9
-    other = prec.accuracy_change(
+    other = accuracy_change(
         bench_model.path, int8_variant.path, bench_folder, bench_prep, per_class=4
     )
     assert other["n_train"] == 6 and other["n_test"] == 6

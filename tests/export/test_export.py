@@ -1,4 +1,5 @@
-"""Export: parity with eager torchvision, truncation, metadata, cache, and the user errors."""
+"""Export: parity with eager torchvision through the uint8 input, truncation, metadata, cache,
+and the user errors."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from fstore.errors import OutputPathError, WeightsError
 from fstore.export.layers import parse_layers
 from fstore.export.onnx_export import export, read_model_info, relative_error, truncated_vgg16
 from fstore.export.weights import WeightsSource, load_vgg16
-from fstore.featurestore.preprocess import Preprocessing, preprocess
+from fstore.featurestore.preprocess import Preprocessing, resize_and_crop, to_rgb
 
 torch = pytest.importorskip("torch")
 
@@ -33,18 +34,29 @@ def eager_outputs(layers: tuple[str, ...], x: np.ndarray) -> dict[str, np.ndarra
         return {n: o.numpy() for n, o in zip(layers, module(torch.from_numpy(x)))}
 
 
-def real_batch(spec: Preprocessing, n: int = 3) -> np.ndarray:
+def real_crops(spec: Preprocessing, n: int = 3) -> np.ndarray:
+    """uint8 (N, crop, crop, 3) crops of generated pictures: what the model takes."""
     rng = np.random.default_rng(11)
-    return np.stack([preprocess(random_image(rng, (50 + 9 * i, 44)), spec) for i in range(n)])
+    images = [random_image(rng, (50 + 9 * i, 44)) for i in range(n)]
+    return np.stack([np.asarray(resize_and_crop(to_rgb(im), spec)) for im in images])
+
+
+def torchvision_float(crops: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """The eager reference input: torchvision ToTensor + Normalize on the same uint8 crops."""
+    from torchvision.transforms import functional as F
+
+    return np.stack(
+        [F.normalize(F.to_tensor(c), spec.mean, spec.std).numpy() for c in crops]
+    ).astype(np.float32)
 
 
 def test_every_layer_matches_eager_on_small_input(small_model):
     assert set(small_model.errors) == set(ALL_LAYERS) or small_model.from_cache
     assert all(err <= 1e-4 for err in small_model.errors.values())
-    x = real_batch(SMALL)
+    crops = real_crops(SMALL)
     session = ort.InferenceSession(str(small_model.path), providers=["CPUExecutionProvider"])
-    got = dict(zip(ALL_LAYERS, session.run(list(ALL_LAYERS), {"input": x})))
-    want = eager_outputs(ALL_LAYERS, x)
+    got = dict(zip(ALL_LAYERS, session.run(list(ALL_LAYERS), {"image": crops})))
+    want = eager_outputs(ALL_LAYERS, torchvision_float(crops, SMALL))
     for name in ALL_LAYERS:
         assert got[name].shape == want[name].shape
         assert relative_error(got[name], want[name]) <= 1e-4, name
@@ -84,10 +96,13 @@ def test_metadata_and_dynamic_batch(small_model, tmp_path):
     assert info.shapes["pool5"] == (512, 1, 1) and info.shapes["fc7"] == (4096,)
     props = {p.key: p.value for p in onnx.load(str(small_model.path)).metadata_props}
     assert json.loads(props["fstore.preprocessing"])["resize"] == 37
+    assert json.loads(props["fstore.input"])["dtype"] == "uint8"
     session = ort.InferenceSession(str(small_model.path), providers=["CPUExecutionProvider"])
-    assert isinstance(session.get_inputs()[0].shape[0], str)
+    (image,) = session.get_inputs()
+    assert image.name == "image" and image.type == "tensor(uint8)"
+    assert isinstance(image.shape[0], str) and image.shape[1:] == [32, 32, 3]
     for batch in (1, 5):
-        out = session.run(["fc7"], {"input": np.zeros((batch, 3, 32, 32), np.float32)})[0]
+        out = session.run(["fc7"], {"image": np.zeros((batch, 32, 32, 3), np.uint8)})[0]
         assert out.shape == (batch, 4096)
     no_classes = export("pool5", RANDOM0, preprocessing=SMALL)
     assert no_classes.info.classes is None
@@ -173,10 +188,10 @@ def test_full_size_parity_for_representative_layers():
     result = export(layers, RANDOM0)
     assert result.info.shapes["pool5"] == (512, 7, 7)
     assert all(err <= 1e-4 for err in result.errors.values()) or result.from_cache
-    x = real_batch(Preprocessing(), n=2)
+    crops = real_crops(Preprocessing(), n=2)
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
-    got = dict(zip(layers, session.run(list(layers), {"input": x})))
-    want = eager_outputs(layers, x)
+    got = dict(zip(layers, session.run(list(layers), {"image": crops})))
+    want = eager_outputs(layers, torchvision_float(crops, Preprocessing()))
     for name in layers:
         assert relative_error(got[name], want[name]) <= 1e-4, name
     assert Path(result.path).stat().st_size > 500e6  # fc6 and fc7 hold most of the weights

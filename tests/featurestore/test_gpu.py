@@ -8,8 +8,9 @@ import pytest
 
 from fstore.errors import ProviderError
 from fstore.featurestore.build import build
-from fstore.featurestore.runtime import OrtBackend, resolve_provider
 from fstore.featurestore.store import load_features
+from fstore.runtime.providers import resolve_provider
+from fstore.runtime.session import OrtBackend
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 

@@ -38,7 +38,7 @@ def test_predict_names_a_1000_way_output(external_model: Path, split_folder: Pat
     from scipy.special import softmax
 
     from fstore.cli import cli
-    from fstore.featurestore.runtime import OrtBackend
+    from fstore.runtime.session import OrtBackend
     from fstore.inspection.featuremaps import read_image
     from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
 

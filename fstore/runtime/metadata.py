@@ -1,16 +1,23 @@
 """The provenance fstore writes into an exported model's ONNX ``metadata_props``, and reads back.
 
-Reading needs only ONNX Runtime, so ``build`` and ``predict`` run without torch.
+Reading needs only ``onnx`` (and not the weights), so ``build`` and ``predict`` run without torch.
+A cached model has a copy of its fstore metadata beside it (:func:`props_path`), so reading it
+does not parse hundreds of megabytes of weights.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.errors import ModelError
+from fstore.featurestore.preprocess import Preprocessing  # fstore.images.* once it lands
+from fstore.fsutil import atomic_write_bytes
 
 PREFIX = "fstore."
+#: The numeric precisions of an exported model; ``fp32`` is the reference the others derive from.
+PRECISIONS = ("fp32", "int8", "fp16")
 
 
 @dataclass(frozen=True)
@@ -71,3 +78,41 @@ class ModelInfo:
             classes=classes,
             fstore_version=p["fstore_version"],
         )
+
+
+def props_path(model: Path) -> Path:
+    """Where the copy of a model's fstore metadata lives: ``<model>.meta.json``."""
+    return Path(model).with_suffix(".meta.json")
+
+
+def read_metadata_props(path: Path) -> dict[str, str]:
+    """An ONNX file's ``metadata_props``, read without its weights."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf and OS errors alike
+        raise ModelError(f"cannot read ONNX model {path}: {exc}") from None
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def read_props(path: Path) -> dict[str, str]:
+    """The model's fstore props: from the sidecar when it is at least as new, else the file."""
+    sidecar = props_path(path)
+    if sidecar.is_file() and sidecar.stat().st_mtime_ns >= Path(path).stat().st_mtime_ns:
+        return json.loads(sidecar.read_text())
+    return read_metadata_props(path)
+
+
+def write_props(path: Path, props: dict[str, str]) -> None:
+    """Write the sidecar of ``path`` with the ``fstore.`` entries of ``props``."""
+    ours = {k: v for k, v in props.items() if k.startswith(PREFIX)}
+    atomic_write_bytes(props_path(path), json.dumps(ours, sort_keys=True).encode())
+
+
+def read_model_info(path: Path) -> ModelInfo:
+    """Read fstore's metadata from an ONNX file without loading its weights into a session."""
+    info = ModelInfo.from_props(read_props(path))
+    if info is None:
+        raise ModelError(f"{path} was not exported by fstore (no fstore metadata)")
+    return info
