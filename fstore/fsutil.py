@@ -1,9 +1,16 @@
-"""Crash-safe file writes: write under a temporary name, fsync, rename, fsync the folder."""
+"""Small file helpers at the bottom of fstore's layers.
+
+Crash-safe writes (write under a temporary name, fsync, rename, fsync the folder), JSON-ready
+values, and the one rule for a model's metadata file beside it. Imports nothing of fstore.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Any
 
 
 def fsync_path(path: Path) -> None:
@@ -28,6 +35,53 @@ def tmp_path_for(final: Path) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one."""
     tmp = tmp_path_for(path)
     tmp.write_bytes(data)
     commit_file(tmp, path)
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON data: NumPy arrays and scalars to Python, tuples to lists, paths
+    to strings, dict keys to strings, NaN and infinities to None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, PurePath):
+        return str(value)
+    if hasattr(value, "tolist") and callable(value.tolist):  # NumPy arrays and scalars
+        return json_ready(value.tolist())
+    return value
+
+
+def json_text(data: Any, indent: int | None = 1) -> str:
+    """:func:`json_ready` data as JSON text (strict: no NaN)."""
+    return json.dumps(json_ready(data), indent=indent, allow_nan=False)
+
+
+#: A model's metadata beside it (``model.onnx`` → ``model.meta.json``), so that reading the
+#: metadata does not parse hundreds of MB of weights.
+META_SUFFIX = ".meta.json"
+
+
+def meta_path(model: Path) -> Path:
+    """Where the metadata copy of ``model`` lives."""
+    return Path(model).with_suffix(META_SUFFIX)
+
+
+def write_meta(model: Path, props: dict[str, str]) -> Path:
+    """Write the metadata copy of ``model`` atomically."""
+    path = meta_path(model)
+    atomic_write_bytes(path, json.dumps(props).encode())
+    return path
+
+
+def read_meta(model: Path) -> dict[str, str] | None:
+    """The metadata copy of ``model``, or None when absent or older than the model (stale)."""
+    path, model = meta_path(model), Path(model)
+    if not path.is_file() or path.stat().st_mtime_ns < model.stat().st_mtime_ns:
+        return None
+    return json.loads(path.read_text())
