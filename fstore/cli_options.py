@@ -71,8 +71,14 @@ class FstoreGroup(click.Group):
 # --------------------------------------------------------------------------- comma lists
 
 
-_METAVARS = {"text": "NAME", "integer": "INT", "integer range": "INT", "float": "NUMBER",
-             "float range": "NUMBER", "choice": "NAME"}
+_METAVARS = {
+    "text": "NAME",
+    "integer": "INT",
+    "integer range": "INT",
+    "float": "NUMBER",
+    "float range": "NUMBER",
+    "choice": "NAME",
+}
 
 
 class CommaList(click.ParamType):
@@ -100,8 +106,11 @@ class CommaList(click.ParamType):
         items = value if isinstance(value, (tuple, list)) else split_commas(str(value))
         converted = tuple(self.item.convert(v, param, ctx) for v in items)
         if self.length is not None and len(converted) != self.length:
-            self.fail(f"needs {self.length} comma-separated values, got {len(converted)}: "
-                      f"{value!r}", param, ctx)
+            self.fail(
+                f"needs {self.length} comma-separated values, got {len(converted)}: {value!r}",
+                param,
+                ctx,
+            )
         if not converted and not self.empty_ok:
             self.fail("needs at least one value", param, ctx)
         return converted

@@ -8,7 +8,6 @@ No torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -132,7 +131,7 @@ def train_svm(fs: FeatureSet, options: SvmOptions = SvmOptions(),
 
     With ``options.pca`` set, ``run.baseline`` is the same training on the full features, for
     comparing accuracy and training time. Each fit's ``details`` count the LinearSVC fits that
-    did not converge (``convergence_warnings`` of ``fits``); :func:`unconverged_line` sums them.
+    did not converge (``convergence_warnings`` of ``fits``); :func:`unconverged_line` says it.
     """
     if options.pca is not None:
         check_pca_fits(options.pca, 10**12, fs.X.shape[1])
@@ -156,22 +155,18 @@ def train_svm(fs: FeatureSet, options: SvmOptions = SvmOptions(),
                        options=options, protocol=protocol, fits=fits, baseline=baseline)
 
 
-def unconverged_line(runs: Iterable[TrainingRun]) -> str | None:
-    """One line counting the LinearSVC fits of ``runs`` (and their baselines) that stopped at
-    ``max_iter`` before converging, and what to do; None when every fit converged."""
+def convergence_counts(run: TrainingRun) -> tuple[int, int]:
+    """``(fits that stopped at max_iter, fits)`` over the splits of an SVM run and its
+    baseline: CV fits and refits alike."""
+    fits = [*run.fits, *(run.baseline.fits if run.baseline is not None else ())]
+    return (sum(f.details.get("convergence_warnings", 0) for f in fits),
+            sum(f.details.get("fits", 0) for f in fits))
+
+
+def unconverged_line(run: TrainingRun) -> str | None:
+    """One line saying how many LinearSVC fits of ``run`` did not converge and what to do;
+    None when every fit converged."""
     from fstore.classifiers.convergence import summary
 
-    unconverged = fits = 0
-    max_iter, scale = SvmOptions.max_iter, SvmOptions.scale
-    pending = list(runs)
-    while pending:
-        run = pending.pop()
-        if run.kind != "svm":
-            continue
-        max_iter, scale = run.options.max_iter, run.options.scale
-        for fit in run.fits:
-            unconverged += fit.details.get("convergence_warnings", 0)
-            fits += fit.details.get("fits", 0)
-        if run.baseline is not None:
-            pending.append(run.baseline)
-    return summary(unconverged, fits, max_iter, scale)
+    unconverged, fits = convergence_counts(run)
+    return summary(unconverged, fits, run.options.max_iter, run.options.scale)
