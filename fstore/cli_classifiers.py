@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fstore.classifiers.svm import DEFAULT_C
+from fstore.classifiers.svm import DEFAULT_C, SvmOptions
 from fstore.cli_options import (
     CommaList,
     FstoreCommand,
@@ -54,6 +54,13 @@ c_grid_option = click.option(
 )
 cv_option = click.option(
     "--cv", default=5, show_default=True, type=int, help="Stratified CV folds."
+)
+max_iter_option = click.option(
+    "--max-iter",
+    default=SvmOptions.max_iter,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="LinearSVC's iteration limit (fits that reach it are counted).",
 )
 # l2 for the SVM: liblinear converges far faster on 15-Scene fc7 (one fit at C=0.01: 1.9 s
 # against 116 s on standard-scaled features). standard for the torch head: 37.8 % against
@@ -222,13 +229,7 @@ def _print_run(run: TrainingRun, paths: dict[str, Path], as_json: bool) -> None:
 @layer_option
 @c_grid_option
 @cv_option
-@click.option(
-    "--max-iter",
-    default=1000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="LinearSVC's iteration limit (fits that reach it are counted).",
-)
+@max_iter_option
 @svm_scale_option
 @pca_option
 @protocol_options
@@ -448,6 +449,7 @@ def study() -> None:
 )
 @c_grid_option
 @cv_option
+@max_iter_option
 @svm_scale_option
 @protocol_options
 @seed_option
@@ -458,6 +460,7 @@ def study_layers_command(
     layer_names: tuple[str, ...] | None,
     c_grid: tuple[float, ...],
     cv: int,
+    max_iter: int,
     scale: str,
     splits: int,
     per_class: int,
@@ -468,9 +471,8 @@ def study_layers_command(
     """Per layer: dimension, linear-SVM test accuracy and training time; table and plot."""
     from fstore.classifiers.report import study_figure, to_json, write_json
     from fstore.classifiers.study import study_layers
-    from fstore.classifiers.svm import SvmOptions
 
-    options = SvmOptions(C=c_grid, cv=cv, scale=scale, seed=seed)
+    options = SvmOptions(C=c_grid, cv=cv, scale=scale, seed=seed, max_iter=max_iter)
 
     def progress(row) -> None:
         click.echo(f"{row.layer}: accuracy {row.accuracy:.4f} in {row.fit_seconds:.1f} s", err=True)
