@@ -1,7 +1,7 @@
 """Small file helpers at the bottom of fstore's layers.
 
-Crash-safe writes (write under a temporary name, fsync, rename, fsync the folder), JSON-ready
-values, and the one rule for a model's metadata file beside it. Imports nothing of fstore.
+Crash-safe writes (write under a temporary name, fsync, rename, fsync the folder) and
+JSON-ready values. Imports nothing of fstore.
 """
 
 from __future__ import annotations
@@ -60,28 +60,3 @@ def json_ready(value: Any) -> Any:
 def json_text(data: Any, indent: int | None = 1) -> str:
     """:func:`json_ready` data as JSON text (strict: no NaN)."""
     return json.dumps(json_ready(data), indent=indent, allow_nan=False)
-
-
-#: A model's metadata beside it (``model.onnx`` → ``model.meta.json``), so that reading the
-#: metadata does not parse hundreds of MB of weights.
-META_SUFFIX = ".meta.json"
-
-
-def meta_path(model: Path) -> Path:
-    """Where the metadata copy of ``model`` lives."""
-    return Path(model).with_suffix(META_SUFFIX)
-
-
-def write_meta(model: Path, props: dict[str, str]) -> Path:
-    """Write the metadata copy of ``model`` atomically."""
-    path = meta_path(model)
-    atomic_write_bytes(path, json.dumps(props).encode())
-    return path
-
-
-def read_meta(model: Path) -> dict[str, str] | None:
-    """The metadata copy of ``model``, or None when absent or older than the model (stale)."""
-    path, model = meta_path(model), Path(model)
-    if not path.is_file() or path.stat().st_mtime_ns < model.stat().st_mtime_ns:
-        return None
-    return json.loads(path.read_text())
