@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fstore.classifiers.svm import DEFAULT_C, SvmOptions
 from fstore.cli_options import (
     CommaList,
     FstoreCommand,
     FstoreGroup,
-    format_list,
+    c_grid_option,
+    hidden_option,
+    max_iter_option,
     provider_choice,
     scale_option,
     store_option,
@@ -44,23 +45,8 @@ layer_option = click.option(
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON instead of text."
 )
-c_grid_option = click.option(
-    "--C",
-    "c_grid",
-    type=CommaList(float),
-    default=format_list(DEFAULT_C),
-    show_default=True,
-    help="Comma-separated C values searched.",
-)
 cv_option = click.option(
     "--cv", default=5, show_default=True, type=int, help="Stratified CV folds."
-)
-max_iter_option = click.option(
-    "--max-iter",
-    default=SvmOptions.max_iter,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="LinearSVC's iteration limit (fits that reach it are counted).",
 )
 # l2 for the SVM: liblinear converges far faster on 15-Scene fc7 (one fit at C=0.01: 1.9 s
 # against 116 s on standard-scaled features). standard for the torch head: 37.8 % against
@@ -282,13 +268,7 @@ def _echo_unconverged(line: str | None) -> None:
 @train.command()
 @store_option
 @layer_option
-@click.option(
-    "--hidden",
-    type=CommaList(click.IntRange(min=0)),
-    default="0",
-    show_default=True,
-    help="0 for a linear head, or hidden layer sizes such as 512 or 1024,256.",
-)
+@hidden_option
 @click.option("--epochs", default=100, show_default=True, type=int, help="Most epochs.")
 @click.option(
     "--patience",
@@ -351,7 +331,7 @@ def head(
     from fstore.classifiers.transforms import parse_pca
 
     options = HeadOptions(
-        hidden=() if hidden == (0,) else hidden,
+        hidden=hidden,
         epochs=epochs,
         patience=patience,
         lr=lr,
@@ -471,6 +451,7 @@ def study_layers_command(
     """Per layer: dimension, linear-SVM test accuracy and training time; table and plot."""
     from fstore.classifiers.report import study_figure, to_json, write_json
     from fstore.classifiers.study import study_layers
+    from fstore.classifiers.svm import SvmOptions
 
     options = SvmOptions(C=c_grid, cv=cv, scale=scale, seed=seed, max_iter=max_iter)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from fstore.classifiers.svm import DEFAULT_C, SvmOptions
 from fstore.classifiers.transforms import SCALES
 from fstore.errors import FstoreError
 from fstore.export.precision import PRECISIONS
@@ -202,6 +203,29 @@ def scale_option(default: str, help: str = "Feature scaling before PCA and the c
     )
 
 
+c_grid_option = click.option(
+    "--C",
+    "c_grid",
+    type=CommaList(float),
+    default=format_list(DEFAULT_C),
+    show_default=True,
+    help="Comma-separated C values searched.",
+)
+max_iter_option = click.option(
+    "--max-iter",
+    default=SvmOptions.max_iter,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="LinearSVC's iteration limit (fits that reach it are counted).",
+)
+hidden_option = click.option(
+    "--hidden",
+    type=CommaList(click.IntRange(min=0)),
+    default="0",
+    show_default=True,
+    callback=lambda ctx, param, sizes: () if sizes == (0,) else sizes,
+    help="0 for a linear head, or hidden layer sizes such as 512 or 1024,256.",
+)
 input_size_option = click.option(
     "--input-size",
     default=224,
