@@ -49,6 +49,33 @@ def test_help_imports_nothing_heavy():
     assert out.stdout.strip().splitlines()[-1] == "HEAVY:"
 
 
+def test_info_imports_no_torch(tiny_store_path):
+    code = (
+        "import sys\nfrom fstore.cli import main\n"
+        f"sys.argv = ['fstore', 'info', '--store', {str(tiny_store_path)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print('HEAVY:' + ','.join(m for m in ('torch', 'sklearn', 'matplotlib') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "images:" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY:"
+
+
+@pytest.fixture
+def tiny_store_path(tmp_path: Path) -> Path:
+    """A store written directly from arrays (no model run): two classes, one layer."""
+    import numpy as np
+
+    from fstore.featurestore.store import write_arrays
+
+    features = {"fc7": np.zeros((4, 8), np.float32)}
+    keys = [f"{c}/{i}.jpg" for c in "ab" for i in range(2)]
+    labels = [k.split("/")[0] for k in keys]
+    return write_arrays(tmp_path / "s.h5", features, keys, labels, ["train", "test"] * 2, {})
+
+
 def test_mission_command_reuses_the_store_folder(store_model, tmp_path, monkeypatch):
     images = tmp_path / "images"
     make_image_folder(images, {"a": 3, "b": 3})
