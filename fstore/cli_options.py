@@ -21,17 +21,6 @@ from fstore.errors import FstoreError
 from fstore.export.precision import PRECISIONS
 from fstore.featurestore.runtime import PROVIDERS
 
-__all__ = [
-    "PRECISIONS",
-    "PROVIDERS",
-    "SCALES",
-    "CommaList",
-    "FstoreCommand",
-    "FstoreGroup",
-    "echo_err",
-    "use_stderr_logging",
-]
-
 # --------------------------------------------------------------------------- user errors
 
 
