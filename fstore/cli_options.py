@@ -36,10 +36,9 @@ def _one_line_errors() -> Iterator[None]:
 
 class FstoreCommand(click.Command):
     """A command whose user errors (``FstoreError``) print as one line, also when the command
-    runs on its own, outside the ``fstore`` group. Its library log lines go to stderr."""
+    runs on its own, outside the ``fstore`` group."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        use_stderr_logging()
         with _one_line_errors():
             return super().invoke(ctx)
 
@@ -53,7 +52,6 @@ class FstoreGroup(click.Group):
     group_class = type  # subgroups are of this same class
 
     def invoke(self, ctx: click.Context) -> Any:
-        use_stderr_logging()
         with _one_line_errors():
             return super().invoke(ctx)
 
@@ -131,9 +129,10 @@ class _EchoHandler(logging.Handler):
 
 
 def use_stderr_logging(quiet: bool = False) -> None:
-    """Show the library's log lines (logger ``fstore``) on stderr: INFO and above, or only
-    warnings with ``quiet``. Called by every :class:`FstoreCommand`; a command with
-    ``--quiet`` calls it again with ``quiet=True``."""
+    """Show the library's log lines (logger ``fstore`` and its children) on stderr while a
+    command runs: INFO and above, or only warnings with ``quiet``. A command whose library
+    logs progress calls it first, ``use_stderr_logging(quiet)``; calling it again only changes
+    the level."""
     logger = logging.getLogger("fstore")
     if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
         handler = _EchoHandler()

@@ -207,18 +207,24 @@ def test_groups_make_converting_commands():
     assert CliRunner().invoke(leaf, []).stderr == "Error: one line\n"
 
 
-def test_library_log_lines_reach_stderr(monkeypatch):
+def test_library_log_lines_reach_stderr():
     import logging
 
-    command = dict(leaf_commands())["train pca"]
+    from fstore.cli_options import use_stderr_logging
 
-    def callback(**kwargs):
-        logging.getLogger("fstore.classifiers.pca").info("fitting PCA on 10 rows")
-        logging.getLogger("fstore.classifiers.pca").debug("not shown")
+    @click.command(cls=FstoreCommand)
+    @click.option("--quiet", is_flag=True)
+    def work(quiet: bool) -> None:
+        use_stderr_logging(quiet)
+        use_stderr_logging(quiet)  # a second call adds no second handler
+        log = logging.getLogger("fstore.classifiers.pca")
+        log.info("fitting PCA on 10 rows")
+        log.debug("not shown")
+        log.warning("only 10 rows")
 
-    monkeypatch.setattr(command, "callback", callback)
-    result = CliRunner().invoke(cli, ["train", "pca"])
-    assert result.exit_code == 0 and result.stderr == "fitting PCA on 10 rows\n"
+    result = CliRunner().invoke(work, [])
+    assert result.exit_code == 0 and result.stderr == "fitting PCA on 10 rows\nonly 10 rows\n"
+    assert CliRunner().invoke(work, ["--quiet"]).stderr == "only 10 rows\n"
 
 
 # --------------------------------------------------------------------------- comma lists
