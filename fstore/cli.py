@@ -15,6 +15,7 @@ import click
 
 from fstore import __version__
 from fstore.cli_options import (
+    FstoreGroup,
     echo_err,
     precision_options,
     preprocessing_for,
@@ -23,19 +24,8 @@ from fstore.cli_options import (
     weights_option,
     weights_source,
 )
-from fstore.errors import FstoreError
 from fstore.export.layers import LAYER_NAMES
 from fstore.runtime.metadata import PRECISIONS
-
-
-class FstoreGroup(click.Group):
-    """Turns ``FstoreError`` into a one-line ``click.ClickException``."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except FstoreError as exc:
-            raise click.ClickException(str(exc)) from None
 
 
 @click.group(cls=FstoreGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,12 +1,151 @@
-"""Options and small helpers shared by every ``fstore`` command module (no heavy imports)."""
+"""What every ``fstore`` command module shares: the one conversion of user errors, the one
+comma-list parameter type, log lines on stderr, and options whose choices come from the library.
+
+Nothing heavy is imported here (no torch, onnxruntime, h5py, scikit-learn): ``fstore --help``
+loads this module. The library modules it takes constants from are light at import time.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
-PROVIDER_CHOICES = ("cpu", "cuda", "auto")
+from fstore.classifiers.svm import DEFAULT_C, SvmOptions
+from fstore.classifiers.transforms import SCALES
+from fstore.errors import FstoreError
+from fstore.export.precision import PRECISIONS
+from fstore.featurestore.runtime import PROVIDERS
+
+# --------------------------------------------------------------------------- user errors
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """An ``FstoreError`` becomes a ``click.ClickException``: ``Error: <message>`` on stderr,
+    exit status 1, no traceback. Any other exception is a bug and keeps its traceback."""
+    try:
+        yield
+    except FstoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+class FstoreCommand(click.Command):
+    """A command whose user errors (``FstoreError``) print as one line, also when the command
+    runs on its own, outside the ``fstore`` group."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+class FstoreGroup(click.Group):
+    """A group whose subcommands (and subgroups, and commands added from other modules) print
+    user errors as one line: ``@click.group(cls=FstoreGroup)``; ``@group.command()`` then
+    makes an :class:`FstoreCommand` and ``@group.group()`` another ``FstoreGroup``."""
+
+    command_class = FstoreCommand
+    group_class = type  # subgroups are of this same class
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+# --------------------------------------------------------------------------- comma lists
+
+
+_METAVARS = {
+    "text": "NAME",
+    "integer": "INT",
+    "integer range": "INT",
+    "float": "NUMBER",
+    "float range": "NUMBER",
+    "choice": "NAME",
+}
+
+
+class CommaList(click.ParamType):
+    """A comma-separated list such as ``fc7,pool5`` or ``0.01,0.1,1``, as a tuple.
+
+    Each item is converted by ``item`` (``str``, ``int``, ``float`` or any click type, e.g.
+    ``click.IntRange(min=1)`` or ``click.Choice(PRECISIONS)``), so a bad item is reported with
+    the option's name. Spaces around items and empty items are ignored. ``length`` demands
+    exactly that many items; ``empty_ok`` allows an empty list. A tuple or list (a default
+    given as values) is converted item by item too.
+    """
+
+    name = "list"
+
+    def __init__(self, item: Any = str, length: int | None = None, empty_ok: bool = False):
+        self.item = click.types.convert_type(item)
+        self.length = length
+        self.empty_ok = empty_ok
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        one = _METAVARS.get(self.item.name, "VALUE")
+        return f"{one},..." if self.length is None else ",".join([one] * self.length)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        items = value if isinstance(value, (tuple, list)) else split_commas(str(value))
+        converted = tuple(self.item.convert(v, param, ctx) for v in items)
+        if self.length is not None and len(converted) != self.length:
+            self.fail(
+                f"needs {self.length} comma-separated values, got {len(converted)}: {value!r}",
+                param,
+                ctx,
+            )
+        if not converted and not self.empty_ok:
+            self.fail("needs at least one value", param, ctx)
+        return converted
+
+
+def split_commas(text: str) -> list[str]:
+    """``" a, b,,c "`` → ``["a", "b", "c"]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def format_list(values: Sequence[Any]) -> str:
+    """The inverse of :class:`CommaList` for a default shown in ``--help``: ``0.01,0.1,1``."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+# --------------------------------------------------------------------------- log lines
+
+
+class _EchoHandler(logging.Handler):
+    """Log records as plain lines on the current stderr (``click.echo`` looks it up at each
+    line, so a ``CliRunner`` sees them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(self.format(record), err=True)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def use_stderr_logging(quiet: bool = False) -> None:
+    """Show the library's log lines (logger ``fstore`` and its children) on stderr while a
+    command runs: INFO and above, or only warnings with ``quiet``. A command whose library
+    logs progress calls it first, ``use_stderr_logging(quiet)``; calling it again only changes
+    the level."""
+    logger = logging.getLogger("fstore")
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        handler = _EchoHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+# --------------------------------------------------------------------------- options
 
 weights_option = click.option(
     "--weights",
@@ -18,12 +157,62 @@ weights_option = click.option(
 seed_option = click.option(
     "--seed", default=0, show_default=True, type=int, help="Seed for --weights random."
 )
-provider_option = click.option(
-    "--provider",
-    type=click.Choice(PROVIDER_CHOICES),
-    default="auto",
+
+
+def provider_choice(default: str = "auto", help: str | None = None) -> Callable:
+    """``--provider`` with the runtime's choices (cpu, cuda, auto)."""
+    return click.option(
+        "--provider",
+        type=click.Choice(PROVIDERS),
+        default=default,
+        show_default=True,
+        help=help or "ONNX Runtime execution provider; auto uses CUDA when available.",
+    )
+
+
+provider_option = provider_choice()
+
+
+def precision_option(help: str) -> Callable:
+    """``--precision`` with export's choices (fp32, int8, fp16)."""
+    return click.option(
+        "--precision",
+        type=click.Choice(PRECISIONS),
+        default=PRECISIONS[0],
+        show_default=True,
+        help=help,
+    )
+
+
+def scale_option(default: str, help: str = "Feature scaling before PCA and the classifier."):
+    """``--scale`` with the classifiers' choices (standard, l2, none)."""
+    return click.option(
+        "--scale", type=click.Choice(SCALES), default=default, show_default=True, help=help
+    )
+
+
+c_grid_option = click.option(
+    "--C",
+    "c_grid",
+    type=CommaList(float),
+    default=format_list(DEFAULT_C),
     show_default=True,
-    help="ONNX Runtime execution provider; auto uses CUDA when available.",
+    help="Comma-separated C values searched.",
+)
+max_iter_option = click.option(
+    "--max-iter",
+    default=SvmOptions.max_iter,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="LinearSVC's iteration limit (fits that reach it are counted).",
+)
+hidden_option = click.option(
+    "--hidden",
+    type=CommaList(click.IntRange(min=0)),
+    default="0",
+    show_default=True,
+    callback=lambda ctx, param, sizes: () if sizes == (0,) else sizes,
+    help="0 for a linear head, or hidden layer sizes such as 512 or 1024,256.",
 )
 input_size_option = click.option(
     "--input-size",
@@ -57,10 +246,6 @@ def precision_options(calibration_default: str):
         return command
 
     return decorate
-
-
-def echo_err(message: str) -> None:
-    click.echo(message, err=True)
 
 
 def weights_source(weights: str, seed: int):

@@ -1,9 +1,16 @@
-"""Crash-safe file writes: write under a temporary name, fsync, rename, fsync the folder."""
+"""Small file helpers at the bottom of fstore's layers.
+
+Crash-safe writes (write under a temporary name, fsync, rename, fsync the folder) and
+JSON-ready values. Imports nothing of fstore.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Any
 
 
 def fsync_path(path: Path) -> None:
@@ -28,6 +35,28 @@ def tmp_path_for(final: Path) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one."""
     tmp = tmp_path_for(path)
     tmp.write_bytes(data)
     commit_file(tmp, path)
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON data: NumPy arrays and scalars to Python, tuples to lists, paths
+    to strings, dict keys to strings, NaN and infinities to None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, PurePath):
+        return str(value)
+    if hasattr(value, "tolist") and callable(value.tolist):  # NumPy arrays and scalars
+        return json_ready(value.tolist())
+    return value
+
+
+def json_text(data: Any, indent: int | None = 1) -> str:
+    """:func:`json_ready` data as JSON text (strict: no NaN)."""
+    return json.dumps(json_ready(data), indent=indent, allow_nan=False)

@@ -7,6 +7,7 @@ one per job:
 * :mod:`.protocol`: train/test from the store's split, or K random per-class splits.
 * :mod:`.evaluation`: accuracy, per-class accuracy, confusion matrix; a training run's results.
 * :mod:`.svm`: linear SVM with a stratified k-fold grid search over C (scikit-learn only).
+* :mod:`.convergence`: LinearSVC fits that stop at ``max_iter``, counted in the workers.
 * :mod:`.head`: a torch linear/MLP head written as a scikit-learn estimator.
 * :mod:`.pca`: explained variance, components for 90/95/99 %.
 * :mod:`.study`: SVM accuracy and training time per layer.

@@ -43,16 +43,20 @@ class Evaluation:
 
 
 def evaluate(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> Evaluation:
-    """Accuracy, per-class accuracy and confusion matrix of label predictions ``0..n_classes-1``."""
+    """Accuracy, per-class accuracy and confusion matrix of label predictions ``0..n_classes-1``
+    (``sklearn.metrics``; per-class accuracy is the recall, NaN for a class without test rows)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
+
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (y_true, y_pred), 1)
-    support = confusion.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = np.where(support > 0, np.diag(confusion) / support, np.nan)
-    accuracy = float(np.mean(y_true == y_pred)) if len(y_true) else float("nan")
-    return Evaluation(accuracy, tuple(float(v) for v in per_class), confusion, len(y_true))
+    labels = np.arange(n_classes)
+    if len(y_true) == 0:
+        return Evaluation(float("nan"), (float("nan"),) * n_classes,
+                          np.zeros((n_classes, n_classes), dtype=np.int64), 0)
+    confusion = confusion_matrix(y_true, y_pred, labels=labels).astype(np.int64)
+    per_class = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
+    return Evaluation(float(accuracy_score(y_true, y_pred)), tuple(float(v) for v in per_class),
+                      confusion, len(y_true))
 
 
 @dataclass
@@ -166,6 +170,7 @@ def run_splits(fs: FeatureSet, fit: FitFunction, protocol: SplitProtocol | None)
         model, details = fit(X_train, y_train)
         seconds = time.perf_counter() - start
         predicted = model.predict(fs.X[split.test])
-        fits.append(Fit(split.name, model, evaluate(fs.y[split.test], predicted, len(fs.classes)),
-                        seconds, len(split.train), details))
+        fits.append(Fit(split=split.name, model=model,
+                        evaluation=evaluate(fs.y[split.test], predicted, len(fs.classes)),
+                        fit_seconds=seconds, n_train=len(split.train), details=details))
     return fits

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -72,12 +73,6 @@ def forward_numpy(X: np.ndarray, coefs: list[np.ndarray],
         if i < len(coefs) - 1:
             h = np.maximum(h, 0)
     return h
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
@@ -219,12 +214,24 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``(N, n_classes)``, columns in ``classes_`` order."""
-        return softmax(self._logits(X).astype(np.float64))
+        return softmax(self._logits(X).astype(np.float64), axis=1)
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row."""
         logits = self._logits(X)
         return self.classes_[np.argmax(logits, axis=1)]
+
+    @classmethod
+    def from_weights(cls, coefs: list[np.ndarray], intercepts: list[np.ndarray],
+                     classes: np.ndarray) -> TorchHeadClassifier:
+        """A fitted head from saved weights (torch layout ``(out, in)``); predicts without
+        torch. The training-only attributes (loss curves, epochs) are not restored."""
+        head = cls(hidden=tuple(int(w.shape[0]) for w in coefs[:-1]))
+        head.coefs_ = [np.asarray(w) for w in coefs]
+        head.intercepts_ = [np.asarray(b) for b in intercepts]
+        head.classes_ = np.asarray(classes)
+        head.n_features_in_ = int(head.coefs_[0].shape[1])
+        return head
 
 
 @dataclass(frozen=True)
@@ -261,7 +268,8 @@ class HeadOptions:
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
-    """``--hidden``: ``0`` (linear) or comma-separated layer sizes such as ``512,256``."""
+    """``--hidden``: ``0`` (linear) or comma-separated layer sizes such as ``512,256``, for
+    callers that hold text. (Commands use :data:`fstore.cli_options.hidden_option`.)"""
     try:
         sizes = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -303,7 +311,9 @@ def train_head(fs: FeatureSet, options: HeadOptions = HeadOptions(),
         return pipeline, details
 
     fits = run_splits(fs, fit, protocol)
-    baseline = train_head(fs, replace(options, pca=None), protocol) \
-        if options.pca is not None else None
-    return TrainingRun("head", fs.layer, fs.classes, fs.X.shape[1], dict(fs.provenance), options,
-                       protocol, fits, baseline)
+    baseline = None
+    if options.pca is not None:
+        baseline = train_head(fs, replace(options, pca=None), protocol)
+    return TrainingRun(kind="head", layer=fs.layer, classes=fs.classes,
+                       n_features=fs.X.shape[1], provenance=dict(fs.provenance),
+                       options=options, protocol=protocol, fits=fits, baseline=baseline)

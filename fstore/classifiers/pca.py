@@ -103,8 +103,9 @@ def variance_profile(X: np.ndarray, options: PcaOptions = PcaOptions(), layer: s
     ratio = np.asarray(pca.explained_variance_ratio_, dtype=np.float64)
     cumulative = np.cumsum(ratio)
     fractions = sorted({*THRESHOLDS, *([options.variance] if options.variance else [])})
-    return PcaProfile(layer, rows, n, d, options.scale, ratio, cumulative,
-                      {f: components_for(cumulative, f) for f in fractions})
+    return PcaProfile(layer=layer, rows=rows, n_samples=n, n_features=d, scale=options.scale,
+                      explained_variance_ratio=ratio, cumulative=cumulative,
+                      thresholds={f: components_for(cumulative, f) for f in fractions})
 
 
 def pca_profile(fs: FeatureSet, options: PcaOptions = PcaOptions()) -> PcaProfile:

@@ -2,9 +2,10 @@
 
 * The SVM (a scikit-learn ``Pipeline``) is saved with skops (``.skops``), whose loader builds
   only types it trusts: a file holding anything else is refused, never executed.
-* The head is saved as safetensors (``.safetensors``): its scaler, PCA and layer weights as
-  tensors, everything else as JSON metadata. Loading it needs neither torch nor pickle; the
-  loaded head predicts in NumPy.
+* The head is saved as safetensors (``.safetensors``): its layer weights as tensors, its
+  scaling and PCA (scikit-learn objects) as skops bytes in one more tensor, everything else as
+  JSON metadata. Loading it needs neither torch nor pickle: it comes back as the same
+  ``Pipeline(scale, pca, head)`` it was trained as, whose head predicts in NumPy.
 
 Both record the store's provenance (``model_sha256`` of the ONNX model that computed the
 features, preprocessing, layer), and :meth:`SavedClassifier.predict` refuses features that
@@ -21,91 +22,53 @@ from typing import Any
 import numpy as np
 
 from fstore.classifiers.evaluation import TrainingRun, options_dict
-from fstore.classifiers.head import forward_numpy, softmax
 from fstore.errors import ClassifierError
 from fstore.featurestore.features import FeatureSet
 from fstore.fsutil import commit_file, tmp_path_for
 
 FORMAT = "fstore-classifier"
-FORMAT_VERSION = 1
+#: 2: the head's scaling and PCA are the scikit-learn objects, saved with skops.
+FORMAT_VERSION = 2
 SUFFIXES = {"svm": ".skops", "head": ".safetensors"}
+_TRANSFORM = "transform.skops"
 
 
-@dataclass
-class HeadPredictor:
-    """A trained head pipeline (scale → PCA → layers) as NumPy arrays; predicts without torch.
+def head_tensors(pipeline) -> dict[str, np.ndarray]:
+    """A fitted ``Pipeline(scale, pca, head)`` (:func:`.head.head_pipeline`) as tensors: the
+    head's weights and labels, and its scaling and PCA as skops bytes (uint8)."""
+    import skops.io as sio
 
-    ``labels[j]`` is the label (store class index) of output column ``j``.
-    """
+    head = pipeline["head"]
+    out = {"labels": np.asarray(head.classes_, dtype=np.int64),
+           _TRANSFORM: np.frombuffer(sio.dumps(pipeline[:-1]), dtype=np.uint8)}
+    for i, (w, b) in enumerate(zip(head.coefs_, head.intercepts_, strict=True)):
+        out[f"head.{i}.weight"], out[f"head.{i}.bias"] = w, b
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
-    scale: str
-    coefs: list[np.ndarray]
-    intercepts: list[np.ndarray]
-    labels: np.ndarray
-    scale_mean: np.ndarray | None = None
-    scale_scale: np.ndarray | None = None
-    pca_mean: np.ndarray | None = None
-    pca_components: np.ndarray | None = None
 
-    @classmethod
-    def from_pipeline(cls, pipeline) -> HeadPredictor:
-        """From a fitted ``Pipeline(scale, pca, head)`` as :func:`.head.head_pipeline` makes."""
-        from sklearn.decomposition import PCA
-        from sklearn.preprocessing import Normalizer, StandardScaler
+def head_from_tensors(tensors: dict[str, np.ndarray], path: Path):  # -> Pipeline
+    """The inverse of :func:`head_tensors`; the scaling and PCA must be types skops trusts."""
+    import skops.io as sio
+    from sklearn.pipeline import Pipeline
 
-        scaler, reducer, head = pipeline["scale"], pipeline["pca"], pipeline["head"]
-        predictor = cls("none", [np.asarray(w) for w in head.coefs_],
-                        [np.asarray(b) for b in head.intercepts_], np.asarray(head.classes_))
-        if isinstance(scaler, StandardScaler):
-            if not (scaler.with_mean and scaler.with_std):
-                raise TypeError("cannot save a head pipeline whose StandardScaler skips a step")
-            predictor.scale = "standard"
-            predictor.scale_mean, predictor.scale_scale = scaler.mean_, scaler.scale_
-        elif isinstance(scaler, Normalizer):
-            predictor.scale = "l2"
-        elif scaler != "passthrough":
-            raise TypeError(f"cannot save a head pipeline with scaler {scaler!r}")
-        if isinstance(reducer, PCA):
-            if reducer.whiten:
-                raise TypeError("cannot save a head pipeline with a whitening PCA")
-            predictor.pca_mean, predictor.pca_components = reducer.mean_, reducer.components_
-        elif reducer != "passthrough":
-            raise TypeError(f"cannot save a head pipeline with reducer {reducer!r}")
-        return predictor
+    from fstore.classifiers.head import TorchHeadClassifier
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        Z = np.asarray(X, dtype=np.float64)
-        if self.scale == "standard":
-            Z = (Z - self.scale_mean) / self.scale_scale
-        elif self.scale == "l2":
-            norms = np.linalg.norm(Z, axis=1, keepdims=True)
-            Z = Z / np.where(norms == 0, 1.0, norms)
-        if self.pca_components is not None:
-            Z = (Z - self.pca_mean) @ self.pca_components.T
-        return Z
+    data = tensors[_TRANSFORM].tobytes()
+    _refuse_untrusted(sio.get_untrusted_types(data=data), path)
+    transform = sio.loads(data, trusted=None)
+    n_layers = sum(1 for k in tensors if k.startswith("head.") and k.endswith(".weight"))
+    head = TorchHeadClassifier.from_weights(
+        [tensors[f"head.{i}.weight"] for i in range(n_layers)],
+        [tensors[f"head.{i}.bias"] for i in range(n_layers)],
+        tensors["labels"],
+    )
+    return Pipeline([*transform.steps, ("head", head)])
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return softmax(forward_numpy(self.transform(X), self.coefs, self.intercepts))
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.labels[np.argmax(self.predict_proba(X), axis=1)]
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        out = {"labels": self.labels.astype(np.int64)}
-        for i, (w, b) in enumerate(zip(self.coefs, self.intercepts, strict=True)):
-            out[f"head.{i}.weight"], out[f"head.{i}.bias"] = w, b
-        for name in ("scale_mean", "scale_scale", "pca_mean", "pca_components"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        return {k: np.ascontiguousarray(v) for k, v in out.items()}
-
-    @classmethod
-    def from_tensors(cls, scale: str, tensors: dict[str, np.ndarray]) -> HeadPredictor:
-        n_layers = sum(1 for k in tensors if k.startswith("head.") and k.endswith(".weight"))
-        return cls(scale, [tensors[f"head.{i}.weight"] for i in range(n_layers)],
-                   [tensors[f"head.{i}.bias"] for i in range(n_layers)], tensors["labels"],
-                   tensors.get("scale_mean"), tensors.get("scale_scale"), tensors.get("pca_mean"),
-                   tensors.get("pca_components"))
+def _refuse_untrusted(untrusted: list[str], path: Path) -> None:
+    if untrusted:
+        raise ClassifierError(f"{path} holds types fstore does not trust "
+                              f"({', '.join(untrusted[:3])}); refusing to load it")
 
 
 @dataclass
@@ -119,7 +82,8 @@ class SavedClassifier:
         n_features: features per row it expects.
         provenance: the provenance of the store it was trained from (``model_sha256``...).
         options: the training options, as a dict.
-        model: ``model.predict(X)`` gives class indices (``predict_proba`` for the head).
+        model: a fitted scikit-learn ``Pipeline``; ``model.predict(X)`` gives class indices
+            (and ``predict_proba`` for the head).
         metrics: test accuracy at training time and the like, for the record.
     """
 
@@ -172,7 +136,7 @@ class SavedClassifier:
             return None
         probs = self.model.predict_proba(self._checked(X, model_sha256))
         full = np.zeros((len(probs), len(self.classes)))
-        full[:, self.model.labels] = probs
+        full[:, self.model.classes_] = probs
         return full
 
     def predict_features(self, fs: FeatureSet) -> np.ndarray:
@@ -190,12 +154,13 @@ def classifier_from_run(run: TrainingRun) -> SavedClassifier:
             "train without --splits to save a classifier"
         )
     fit = run.fits[0]
-    model = HeadPredictor.from_pipeline(fit.model) if run.kind == "head" else fit.model
+    kept = ("best_C", "best_epoch", "epochs_run")
     metrics = {"test_accuracy": fit.evaluation.accuracy, "n_train": fit.n_train,
-               "fit_seconds": fit.fit_seconds, **{k: v for k, v in fit.details.items()
-                                                  if k in ("best_C", "best_epoch", "epochs_run")}}
-    return SavedClassifier(run.kind, run.layer, tuple(run.classes), run.n_features,
-                           dict(run.provenance), options_dict(run.options), model, metrics)
+               "fit_seconds": fit.fit_seconds,
+               **{k: v for k, v in fit.details.items() if k in kept}}
+    return SavedClassifier(kind=run.kind, layer=run.layer, classes=tuple(run.classes),
+                           n_features=run.n_features, provenance=dict(run.provenance),
+                           options=options_dict(run.options), model=fit.model, metrics=metrics)
 
 
 def _header(clf: SavedClassifier) -> dict[str, str]:
@@ -205,14 +170,24 @@ def _header(clf: SavedClassifier) -> dict[str, str]:
             "options": json.dumps(clf.options), "metrics": json.dumps(clf.metrics)}
 
 
-def _from_header(header: dict[str, str], model: Any, path: Path) -> SavedClassifier:
+def _check_header(header: dict[str, str], path: Path) -> None:
     if header.get("format") != FORMAT:
         raise ClassifierError(f"{path} is not an fstore classifier")
-    if int(header.get("format_version", "0")) > FORMAT_VERSION:
+    version = int(header.get("format_version", "0"))
+    if version > FORMAT_VERSION:
         raise ClassifierError(f"{path} was saved by a newer fstore; upgrade fstore to use it")
-    return SavedClassifier(header["kind"], header["layer"], tuple(json.loads(header["classes"])),
-                           int(header["n_features"]), json.loads(header["provenance"]),
-                           json.loads(header["options"]), model, json.loads(header["metrics"]))
+    if header.get("kind") == "head" and version < FORMAT_VERSION:
+        raise ClassifierError(f"{path} is a head saved by an older fstore (format {version}); "
+                              "train it again with fstore train head")
+
+
+def _from_header(header: dict[str, str], model: Any) -> SavedClassifier:
+    return SavedClassifier(kind=header["kind"], layer=header["layer"],
+                           classes=tuple(json.loads(header["classes"])),
+                           n_features=int(header["n_features"]),
+                           provenance=json.loads(header["provenance"]),
+                           options=json.loads(header["options"]), model=model,
+                           metrics=json.loads(header["metrics"]))
 
 
 def default_filename(kind: str) -> str:
@@ -232,8 +207,7 @@ def save_classifier(clf: SavedClassifier, path: Path) -> Path:
     elif clf.kind == "head":
         from safetensors.numpy import save_file
 
-        save_file(clf.model.tensors(), str(tmp),
-                  metadata={**_header(clf), "scale": clf.model.scale})
+        save_file(head_tensors(clf.model), str(tmp), metadata=_header(clf))
     else:
         raise ValueError(f"unknown classifier kind {clf.kind!r}")
     commit_file(tmp, path)
@@ -255,17 +229,16 @@ def load_classifier(path: Path) -> SavedClassifier:
 def _load_skops(path: Path) -> SavedClassifier:
     import skops.io as sio
 
-    untrusted = sio.get_untrusted_types(file=path)
-    if untrusted:
-        raise ClassifierError(f"{path} holds types fstore does not trust "
-                              f"({', '.join(untrusted[:3])}); refusing to load it")
+    _refuse_untrusted(sio.get_untrusted_types(file=path), path)
     try:
         data = sio.load(path, trusted=None)
     except Exception as exc:  # noqa: BLE001 - any failure means an unreadable file
         raise ClassifierError(f"cannot read classifier {path}: {exc}") from None
     if not isinstance(data, dict) or "model" not in data:
         raise ClassifierError(f"{path} is not an fstore classifier")
-    return _from_header({k: v for k, v in data.items() if k != "model"}, data["model"], path)
+    header = {k: v for k, v in data.items() if k != "model"}
+    _check_header(header, path)
+    return _from_header(header, data["model"])
 
 
 def _load_safetensors(path: Path) -> SavedClassifier:
@@ -278,7 +251,7 @@ def _load_safetensors(path: Path) -> SavedClassifier:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise ClassifierError(f"{path} is not a classifier file fstore can read: {exc}") from None
-    if header.get("format") != FORMAT or header.get("kind") != "head":
+    if header.get("kind") != "head":
         raise ClassifierError(f"{path} is not an fstore classifier")
-    model = HeadPredictor.from_tensors(header.get("scale", "none"), tensors)
-    return _from_header(header, model, path)
+    _check_header(header, path)
+    return _from_header(header, head_from_tensors(tensors, path))

@@ -7,8 +7,6 @@ object API on the Agg canvas (no pyplot, no display needed).
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +16,12 @@ from fstore.classifiers.evaluation import TrainingRun
 from fstore.classifiers.pca import PcaProfile
 from fstore.classifiers.study import LayerStudy
 from fstore.errors import OutputPathError
-from fstore.fsutil import atomic_write_bytes
-
-
-def _clean(value: Any) -> Any:
-    """JSON-ready: NumPy scalars and arrays to Python, NaN and infinities to None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    if isinstance(value, np.generic):
-        return _clean(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
+from fstore.fsutil import atomic_write_bytes, json_text
 
 
 def to_json(data: Any) -> str:
-    return json.dumps(_clean(data), indent=1, allow_nan=False)
+    """``data`` as JSON text: NumPy values to Python, NaN to null (:func:`.fsutil.json_ready`)."""
+    return json_text(data)
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -8,7 +8,6 @@ No torch.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -56,12 +55,14 @@ class SvmOptions:
 
 
 def parse_grid(text: str) -> tuple[float, ...]:
-    """``"0.01,0.1,1"`` → ``(0.01, 0.1, 1.0)``."""
+    """``"0.01,0.1,1"`` → ``(0.01, 0.1, 1.0)``, for callers that hold text. (Commands take
+    ``--C`` through :class:`fstore.cli_options.CommaList` instead.)"""
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ClassifierError(f"--C takes comma-separated numbers, e.g. 0.01,0.1,1; got {text!r}") \
-            from None
+        raise ClassifierError(
+            f"--C takes comma-separated numbers, e.g. 0.01,0.1,1; got {text!r}"
+        ) from None
     if not values:
         raise ClassifierError("--C needs at least one value, e.g. 0.01,0.1,1")
     return values
@@ -98,31 +99,42 @@ def _check_folds(y: np.ndarray, options: SvmOptions, classes: tuple[str, ...]) -
 def grid_search(X: np.ndarray, y: np.ndarray, options: SvmOptions):  # -> GridSearchCV
     """Fit ``GridSearchCV`` over ``options.C`` on ``(X, y)`` and refit with the best C.
 
-    Convergence warnings of ``LinearSVC`` (usual at large C) raised in this process, that is by
-    the refit (the CV fits run in worker processes), are counted, not printed; the count is
-    ``search.convergence_warnings_``.
+    ``LinearSVC`` often stops at ``max_iter`` before converging (at large C). Its
+    ``ConvergenceWarning`` is counted, not printed, in the worker process of each CV fit and
+    in this process for the refit: ``search.convergence_warnings_`` is how many of the
+    ``search.n_fits_`` fits did not converge (:func:`.convergence.summary` says it in a line).
     """
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import GridSearchCV
 
+    from fstore.classifiers.convergence import CountingLinearSVC, counting, unconverged
+
     # n_jobs=-1: the fits are independent and liblinear is single-threaded; results are the
-    # same as a sequential search.
-    search = GridSearchCV(svm_pipeline(options), {"svc__C": list(options.C)}, cv=folds(options),
-                          scoring="accuracy", refit=True, n_jobs=-1)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        search.fit(X, y)
-    search.convergence_warnings_ = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-    for w in caught:  # anything else still reaches the user
-        if not issubclass(w.category, ConvergenceWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    # same as a sequential search. The CV fits use a LinearSVC that records its convergence
+    # warning, and a second scorer carries that record back from the worker process; the
+    # refit uses a plain LinearSVC, the type that is saved.
+    cv_pipeline = svm_pipeline(options)
+    cv_pipeline.steps[-1] = ("svc", CountingLinearSVC(**cv_pipeline["svc"].get_params()))
+    search = GridSearchCV(cv_pipeline, {"svc__C": list(options.C)}, cv=folds(options),
+                          scoring={"accuracy": "accuracy", "unconverged": unconverged},
+                          refit=False, n_jobs=-1)
+    search.fit(X, y)
+    results = search.cv_results_
+    search.best_index_ = int(np.argmin(results["rank_test_accuracy"]))  # as refit=True picks
+    search.best_params_ = results["params"][search.best_index_]
+    search.best_estimator_ = svm_pipeline(options, search.best_params_["svc__C"])
+    with counting() as refit_unconverged:
+        search.best_estimator_.fit(X, y)
+    per_fold = (results[f"split{k}_test_unconverged"] for k in range(options.cv))
+    search.convergence_warnings_ = int(sum(f.sum() for f in per_fold)) + refit_unconverged.count
+    search.n_fits_ = len(options.C) * options.cv + 1
     return search
 
 
 def cv_table(search) -> list[dict]:
     """Per C: mean and standard deviation of the CV accuracy (as scikit-learn computes them)."""
     res = search.cv_results_
-    columns = (res["param_svc__C"], res["mean_test_score"], res["std_test_score"])
+    suffix = "accuracy" if "mean_test_accuracy" in res else "score"
+    columns = (res["param_svc__C"], res[f"mean_test_{suffix}"], res[f"std_test_{suffix}"])
     return [{"C": float(c), "mean": float(m), "std": float(s)}
             for c, m, s in zip(*columns, strict=True)]
 
@@ -132,7 +144,8 @@ def train_svm(fs: FeatureSet, options: SvmOptions = SvmOptions(),
     """Grid-search, refit and test a linear SVM on each split of ``fs``.
 
     With ``options.pca`` set, ``run.baseline`` is the same training on the full features, for
-    comparing accuracy and training time.
+    comparing accuracy and training time. Each fit's ``details`` count the LinearSVC fits that
+    did not converge (``convergence_warnings`` of ``fits``); :func:`unconverged_line` says it.
     """
     if options.pca is not None:
         check_pca_fits(options.pca, 10**12, fs.X.shape[1])
@@ -141,7 +154,8 @@ def train_svm(fs: FeatureSet, options: SvmOptions = SvmOptions(),
         _check_folds(y, options, fs.classes)
         search = grid_search(X, y, options)
         details = {"cv": cv_table(search), "best_C": float(search.best_params_["svc__C"]),
-                   "convergence_warnings": search.convergence_warnings_}
+                   "convergence_warnings": search.convergence_warnings_,
+                   "fits": search.n_fits_}
         if options.pca is not None:
             details["pca_components"] = int(search.best_estimator_["pca"].n_components_)
         return search.best_estimator_, details
@@ -150,5 +164,23 @@ def train_svm(fs: FeatureSet, options: SvmOptions = SvmOptions(),
     baseline = None
     if options.pca is not None:
         baseline = train_svm(fs, replace(options, pca=None), protocol)
-    return TrainingRun("svm", fs.layer, fs.classes, fs.X.shape[1], dict(fs.provenance), options,
-                       protocol, fits, baseline)
+    return TrainingRun(kind="svm", layer=fs.layer, classes=fs.classes,
+                       n_features=fs.X.shape[1], provenance=dict(fs.provenance),
+                       options=options, protocol=protocol, fits=fits, baseline=baseline)
+
+
+def convergence_counts(run: TrainingRun) -> tuple[int, int]:
+    """``(fits that stopped at max_iter, fits)`` over the splits of an SVM run and its
+    baseline: CV fits and refits alike."""
+    fits = [*run.fits, *(run.baseline.fits if run.baseline is not None else ())]
+    return (sum(f.details.get("convergence_warnings", 0) for f in fits),
+            sum(f.details.get("fits", 0) for f in fits))
+
+
+def unconverged_line(run: TrainingRun) -> str | None:
+    """One line saying how many LinearSVC fits of ``run`` did not converge and what to do;
+    None when every fit converged."""
+    from fstore.classifiers.convergence import summary
+
+    unconverged, fits = convergence_counts(run)
+    return summary(unconverged, fits, run.options.max_iter, run.options.scale)

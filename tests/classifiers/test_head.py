@@ -124,6 +124,8 @@ def test_head_options_are_checked():
     assert parse_hidden("0") == () and parse_hidden("64,32") == (64, 32)
     with pytest.raises(ClassifierError):
         parse_hidden("64,-1")
+    with pytest.raises(ClassifierError, match="hidden layer sizes must be >= 1"):
+        HeadOptions(hidden=(64, -1))
     with pytest.raises(ClassifierError, match="validation_fraction"):
         HeadOptions(validation_fraction=1.5)
     with pytest.raises(ClassifierError):

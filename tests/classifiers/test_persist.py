@@ -49,6 +49,9 @@ def test_svm_round_trip(tmp_path, overlapping, scale, pca):
                                                 ("none", None, (6, 5))])
 def test_head_round_trip(tmp_path, overlapping, scale, pca, hidden):
     pytest.importorskip("torch")
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import Normalizer, StandardScaler
+
     from fstore.classifiers.head import HeadOptions, train_head
 
     run = train_head(overlapping, HeadOptions(hidden=hidden, epochs=10, scale=scale, pca=pca))
@@ -56,31 +59,64 @@ def test_head_round_trip(tmp_path, overlapping, scale, pca, hidden):
     assert path.suffix == ".safetensors"
     loaded = load_classifier(path)
     assert loaded.kind == "head" and loaded.options["hidden"] == list(hidden)
+    # The scaling and PCA come back as the scikit-learn objects, fitted as they were.
+    scaler = {"standard": StandardScaler, "l2": Normalizer}.get(scale)
+    if scaler is None:
+        assert loaded.model["scale"] == "passthrough"
+    else:
+        assert isinstance(loaded.model["scale"], scaler)
+    assert isinstance(loaded.model["pca"], PCA) == (pca is not None)
     X = overlapping.test.X
     pipeline = run.fits[0].model
     np.testing.assert_array_equal(loaded.predict(X, MODEL_SHA), pipeline.predict(X))
-    np.testing.assert_allclose(loaded.predict_proba(X, MODEL_SHA), pipeline.predict_proba(X),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(loaded.predict_proba(X, MODEL_SHA), pipeline.predict_proba(X))
+    np.testing.assert_array_equal(loaded.model[:-1].transform(X), pipeline[:-1].transform(X))
 
 
-def test_saved_head_applies_without_torch(tmp_path, overlapping):
-    pytest.importorskip("torch")
-    from fstore.classifiers.head import HeadOptions, train_head
+# Simulates an install without torch: ``import torch`` fails, as it would there.
+NO_TORCH = (
+    "import sys\n"
+    "class NoTorch:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'torch' or name.startswith('torch.'):\n"
+    "            raise ImportError('no torch here')\n"
+    "sys.meta_path.insert(0, NoTorch())\n"
+)
 
-    run = train_head(overlapping, HeadOptions(hidden=(4,), epochs=5, pca=3))
-    path = save_classifier(classifier_from_run(run), tmp_path / "head.safetensors")
+
+@pytest.mark.parametrize("kind", ["head", "svm"])
+def test_saved_classifier_applies_without_torch(tmp_path, overlapping, kind):
+    if kind == "head":
+        pytest.importorskip("torch")
+        from fstore.classifiers.head import HeadOptions, train_head
+
+        run = train_head(overlapping, HeadOptions(hidden=(4,), epochs=5, pca=3))
+    else:
+        run = train_svm(overlapping, SvmOptions(C=(1.0,), cv=3, pca=3))
+    path = save_classifier(classifier_from_run(run), tmp_path / default_filename(kind))
     np.save(tmp_path / "X.npy", overlapping.test.X)
     expected = run.fits[0].model.predict(overlapping.test.X)
-    code = (
-        "import sys, numpy as np\n"
+    code = NO_TORCH + (
+        "import numpy as np\n"
         "from fstore.classifiers.persist import load_classifier\n"
         f"clf = load_classifier({str(path)!r})\n"
         f"pred = clf.predict(np.load({str(tmp_path / 'X.npy')!r}), {MODEL_SHA!r})\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print(' '.join(map(str, pred)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(v) for v in expected]
+
+
+def test_head_saved_in_the_old_format_is_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "old.safetensors"
+    save_file({"labels": np.arange(2)}, str(path),
+              metadata={"format": "fstore-classifier", "format_version": "1", "kind": "head"})
+    with pytest.raises(ClassifierError, match="older fstore .format 1.; train it again"):
+        load_classifier(path)
 
 
 def test_refuses_features_of_another_model(tmp_path, overlapping):
