@@ -18,8 +18,8 @@ import click
 from fstore.classifiers.svm import DEFAULT_C, SvmOptions
 from fstore.classifiers.transforms import SCALES
 from fstore.errors import FstoreError
-from fstore.export.precision import PRECISIONS
-from fstore.featurestore.runtime import PROVIDERS
+from fstore.runtime.metadata import PRECISIONS
+from fstore.runtime.providers import PROVIDERS
 
 # --------------------------------------------------------------------------- user errors
 

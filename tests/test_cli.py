@@ -293,8 +293,8 @@ def options_named(flag: str) -> list[tuple[str, click.Option]]:
 def test_choices_are_the_library_constants():
     from fstore.classifiers.svm import DEFAULT_C, SvmOptions
     from fstore.classifiers.transforms import SCALES
-    from fstore.export.precision import PRECISIONS
-    from fstore.featurestore.runtime import PROVIDERS
+    from fstore.runtime.metadata import PRECISIONS
+    from fstore.runtime.providers import PROVIDERS
 
     for flag, constant in (("--provider", PROVIDERS), ("--scale", SCALES)):
         found = options_named(flag)
