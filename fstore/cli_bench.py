@@ -13,8 +13,13 @@ from pathlib import Path
 
 import click
 
-from fstore.cli_options import precision_options, seed_option, weights_option, weights_source
-from fstore.errors import FstoreError
+from fstore.cli_options import (
+    FstoreCommand,
+    precision_options,
+    seed_option,
+    weights_option,
+    weights_source,
+)
 
 
 def _ints(ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, ...]:
@@ -65,7 +70,7 @@ def _summary(result) -> list[str]:  # result: BenchResult
     return lines + [f"target: {t['target']}: {t['status']}" for t in result.targets]
 
 
-@click.command()
+@click.command(cls=FstoreCommand)
 @click.option(
     "--provider",
     type=click.Choice(["cpu", "cuda", "auto"]),
@@ -214,11 +219,8 @@ def bench(out: Path, quiet: bool, as_json: bool, **options) -> None:
 
     config = _config(options)
     _show_progress(quiet)
-    try:
-        result = run_bench(config)
-        paths = write_report(result, out)
-    except FstoreError as exc:  # one line for the user, also when run outside the fstore group
-        raise click.ClickException(str(exc)) from None
+    result = run_bench(config)
+    paths = write_report(result, out)
     if as_json:
         click.echo(json.dumps(json.loads(paths["json"].read_text()), indent=1))
         return

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from fstore.cli_options import (
+    FstoreCommand,
     echo_err,
     input_size_option,
     preprocessing_for,
@@ -43,7 +44,7 @@ def model_preprocessing_options(command):
     return command
 
 
-@click.command()
+@click.command(cls=FstoreCommand)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1, 1000),
               help="How many classes to list per image.")
@@ -99,7 +100,7 @@ def predict(images: tuple[Path, ...], top: int, weights: str, seed: int, model: 
         raise click.ClickException("no image could be predicted")
 
 
-@click.command()
+@click.command(cls=FstoreCommand)
 @click.argument("image", required=False, type=click.Path(path_type=Path))
 @click.option("--layer", default="conv1_1", show_default=True,
               help="A conv or pool layer: conv1_1 … conv5_3, pool1 … pool5.")

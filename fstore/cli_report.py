@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from fstore.cli_options import seed_option, weights_option, weights_source
+from fstore.cli_options import FstoreCommand, seed_option, weights_option, weights_source
 
 
 def _report_options(command):
@@ -74,7 +74,7 @@ def _model_options(command):
     return command
 
 
-@click.command()
+@click.command(cls=FstoreCommand)
 @click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_model_options
 @_report_options
