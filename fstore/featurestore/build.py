@@ -34,6 +34,7 @@ from fstore.errors import FstoreError, ModelError, StoreError
 from fstore.export.metadata import ModelInfo
 from fstore.export.weights import WeightsSource
 from fstore.featurestore import store as st
+from fstore.featurestore.compact import compact_locked
 from fstore.featurestore.dataset import ImageItem, SplitSpec, is_split_layout, scan
 from fstore.featurestore.preprocess import ImageDecodeError, Preprocessing, load_image
 from fstore.featurestore.ray_engine import RayOptions
@@ -500,6 +501,7 @@ def build(
                 )  # fmt: skip
         finally:
             writer.close()
+        compact_locked(store)  # merges small shard files into segments once there are many
         report.write_seconds = writer.seconds
         report.shards_written = writer.shards_written
     report.seconds = time.perf_counter() - start

@@ -190,6 +190,7 @@ def _dispatch(ray, actors, work, writer, report, options, progress, tqdm) -> Non
                     continue
                 reason = f"failed after {attempts[name]} attempts: {type(exc).__name__}"
                 st.record_failed_shard(writer.store, name, keys, reason)
+                writer.dirty = True  # the index lists failed shards
                 bar.update(sizes[name])
                 continue
             writer.put(name, rows)
