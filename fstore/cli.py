@@ -446,6 +446,9 @@ from fstore.cli_inspection import activations, predict  # noqa: E402
 
 for _command in (train, study, zeroshot, classify, predict, activations, bench):
     cli.add_command(_command)
+from fstore.cli_store import compact, verify  # noqa: E402, I001
+
+cli.add_command(verify), cli.add_command(compact)
 
 
 def main() -> None:

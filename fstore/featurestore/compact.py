@@ -128,10 +128,15 @@ def _copy_layer(store: Path, layer: str, parts: list[st.Part], files: dict, targ
 
 
 def compact_locked(
-    store: Path, segment_rows: int = SEGMENT_ROWS, max_small: int = MAX_SMALL_FILES
+    store: Path, segment_rows: int | None = None, max_small: int | None = None
 ) -> CompactReport:
-    """Compact a store whose lock the caller holds (the end of ``fstore build`` calls this)."""
+    """Compact a store whose lock the caller holds (the end of ``fstore build`` calls this).
+
+    ``None`` takes the module's ``SEGMENT_ROWS`` and ``MAX_SMALL_FILES``.
+    """
     start = time.perf_counter()
+    segment_rows = SEGMENT_ROWS if segment_rows is None else segment_rows
+    max_small = MAX_SMALL_FILES if max_small is None else max_small
     st.remove_temporaries(store)
     manifest = st.read_manifest(store)
     if manifest is None:

@@ -694,7 +694,7 @@ def _write_failed(f, failed: list[dict]) -> None:
 # --------------------------------------------------------------------------- reading
 
 
-def _open_index(store: Path):
+def open_index(store: Path):
     import h5py
 
     if not store.exists():
@@ -702,6 +702,7 @@ def _open_index(store: Path):
     try:
         f = h5py.File(store, "r")
     except OSError as exc:
+        _raise_if_too_many_files(exc, store.name)
         raise StoreError(f"cannot open store {store}: {exc}") from None
     if f.attrs.get("format") != FORMAT:
         f.close()
@@ -717,7 +718,7 @@ def _open_index(store: Path):
 
 def store_layers(store: Path) -> list[str]:
     """The layers a store holds, in forward order."""
-    with _open_index(store) as f:
+    with open_index(store) as f:
         return json.loads(f.attrs["layers"])
 
 
@@ -737,17 +738,21 @@ def resolve_layer(store: Path, layer: str | None) -> str:
     return layer
 
 
-def _open_limit() -> str:
+def _raise_if_too_many_files(exc: OSError, what: str) -> None:
+    """One line naming the open-file limit, when that is what failed."""
+    import errno
     import resource
 
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return str(soft)
+    if exc.errno == errno.EMFILE or "Too many open files" in str(exc):
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        raise StoreError(
+            f"cannot open {what}: too many open files (RLIMIT_NOFILE is {soft}; fstore reads "
+            "one shard at a time, so other open files use it up); raise it, e.g. ulimit -n 4096"
+        ) from None
 
 
 def open_shard(store: Path, info: FileInfo):
     """Open one stored file for reading, checking it against the index; one-line errors."""
-    import errno
-
     import h5py
 
     path = shard_path(store, info.name)
@@ -758,11 +763,7 @@ def open_shard(store: Path, info: FileInfo):
     except FileNotFoundError:
         raise StoreError(f"store {store} is damaged: shard {info.name} is missing; {fix}") from None
     except OSError as exc:
-        if exc.errno == errno.EMFILE or "Too many open files" in str(exc):
-            raise StoreError(
-                f"cannot open shard {info.name}: too many open files (RLIMIT_NOFILE is "
-                f"{_open_limit()}); raise the limit, e.g. ulimit -n 4096"
-            ) from None
+        _raise_if_too_many_files(exc, f"shard {info.name}")
         raise StoreError(
             f"store {store} is damaged: shard {info.name} does not open; {fix}"
         ) from None
@@ -848,11 +849,11 @@ def load_features(
     or unreadable shard raises :class:`StoreError` and never reads back as NaN.
     """
     layer = resolve_layer(store, layer)
-    with _open_index(store) as f:
+    with open_index(store) as f:
         n = len(f["keys"])
         sel, inverse = _selection(n, rows)
         X = _read_rows(store, f, layer, sel)
-        manifest = Manifest.from_json(_scalar_str(f["manifest"]))
+        manifest = Manifest.from_json(scalar_str(f["manifest"]))
         labels, keys, split = f["labels"][sel], f["keys"].asstr()[sel], f["split"].asstr()[sel]
         fs = FeatureSet(
             layer=layer,
@@ -881,7 +882,7 @@ def iter_features(
 
 def store_info_rows(store: Path) -> int:
     """The number of live rows (images with features) in a store."""
-    with _open_index(store) as f:
+    with open_index(store) as f:
         return len(f["keys"])
 
 
@@ -906,8 +907,8 @@ class StoreInfo:
 
 def store_info(store: Path) -> StoreInfo:
     """Summarise a store: images, classes, splits, layers and shapes, provenance, errors, size."""
-    with _open_index(store) as f:
-        manifest = Manifest.from_json(_scalar_str(f["manifest"]))
+    with open_index(store) as f:
+        manifest = Manifest.from_json(scalar_str(f["manifest"]))
         labels = f["labels"][()]
         classes = tuple(_strings(f["classes"]))
         split = _strings(f["split"])
@@ -950,7 +951,7 @@ def store_info(store: Path) -> StoreInfo:
     )
 
 
-def _scalar_str(dataset) -> str:
+def scalar_str(dataset) -> str:
     value = dataset[()]
     return value.decode() if isinstance(value, bytes) else value
 
