@@ -149,7 +149,7 @@ def compact_locked(
         parts = [p for p in state.parts.values() if p.file in group]
         try:
             info, moved = write_segment(store, manifest, parts, state.files)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise write_failure(exc, f"a segment ({len(group)} shards)", store, state) from None
         logger.info("compacted %d files (%d rows) into %s", len(group), info.rows, info.name)
         for name in group:
@@ -161,7 +161,7 @@ def compact_locked(
     if groups or not state.index_current:
         try:
             st.write_index(store, manifest, state.ordered(), state.files)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise write_failure(exc, "the index", store, state) from None
     _crash_point("index")
     _delete(store, [name for group in groups for name in group])

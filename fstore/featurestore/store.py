@@ -22,6 +22,7 @@ virtual datasets, whose unopenable sources read back as NaN without an error.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -102,6 +103,49 @@ class Manifest:
         )
 
 
+_FAULTS = (
+    ((errno.ENOSPC, errno.EDQUOT), "No space left", "the disk is full", "free some space"),
+    ((errno.EROFS,), "Read-only file system", "the store's folder is read-only",
+     "make it writable"),
+    ((errno.EACCES, errno.EPERM), "Permission denied", "the store's folder is not writable",
+     "make it writable"),
+    ((errno.EFBIG,), "File too large", "a file size limit was reached", "raise the limit"),
+)  # fmt: skip
+
+
+def fault(exc: BaseException | None) -> tuple[str, str] | None:
+    """(what happened, what to do) for a write error the user can fix (a full disk, a folder
+    that is not writable); None for anything else.
+
+    h5py reports the OS error inside its message, and a failed write inside ``with h5py.File``
+    often surfaces as a RuntimeError from closing the file, the OSError as its context.
+    """
+    while exc is not None:
+        if isinstance(exc, OSError | RuntimeError) and not isinstance(exc, FileNotFoundError):
+            text = str(exc)
+            for codes, words, reason, fix in _FAULTS:
+                code = getattr(exc, "errno", None)
+                if code in codes or words in text or any(f"errno = {c}," in text for c in codes):
+                    return reason, fix
+        exc = exc.__context__
+    return None
+
+
+def _small_write(path: Path, data: bytes, store: Path, what: str) -> None:
+    """An atomic write of a small file; a fault is one line (nothing else has changed)."""
+    try:
+        atomic_write_bytes(path, data)
+    except (OSError, RuntimeError) as exc:
+        found = fault(exc)
+        tmp_path_for(path).unlink(missing_ok=True)
+        if found is None:
+            raise
+        raise StoreError(
+            f"{found[0]} while writing {what} of {store}; nothing is lost; {found[1]}, then run "
+            "the same fstore build again"
+        ) from None
+
+
 def read_manifest(store: Path) -> Manifest | None:
     path = sidecar(store) / "manifest.json"
     if not path.exists():
@@ -110,7 +154,8 @@ def read_manifest(store: Path) -> Manifest | None:
 
 
 def write_manifest(store: Path, manifest: Manifest) -> None:
-    atomic_write_bytes(sidecar(store) / "manifest.json", manifest.to_json().encode())
+    data = manifest.to_json().encode()
+    _small_write(sidecar(store) / "manifest.json", data, store, "the manifest")
 
 
 # --------------------------------------------------------------------------- plans
@@ -132,7 +177,7 @@ def write_plan(store: Path, generation: int, shards: list[list[str]]) -> None:
     folder = sidecar(store) / "plans"
     folder.mkdir(parents=True, exist_ok=True)
     data = json.dumps({"generation": generation, "shards": shards})
-    atomic_write_bytes(folder / f"gen-{generation:06d}.json", data.encode())
+    _small_write(folder / f"gen-{generation:06d}.json", data.encode(), store, "the build plan")
 
 
 def shard_name(generation: int, index: int) -> str:

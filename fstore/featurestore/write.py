@@ -12,7 +12,6 @@ ends in one line saying what happened, what is safe and what to run (:func:`writ
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -29,33 +28,21 @@ logger = logging.getLogger(__name__)
 #: The index is rewritten during a build only after this many times its last cost has passed.
 INDEX_COST_FACTOR = 20.0
 
-_FAULTS = (
-    ((errno.ENOSPC, errno.EDQUOT), "No space left", "the disk is full", "free some space"),
-    ((errno.EROFS,), "Read-only file system", "the store's folder is read-only",
-     "make it writable"),
-    ((errno.EACCES, errno.EPERM), "Permission denied", "the store's folder is not writable",
-     "make it writable"),
-    ((errno.EFBIG,), "File too large", "a file size limit was reached", "raise the limit"),
-)  # fmt: skip
-
-
 def write_failure(
     exc: BaseException, what: str, store: Path, state: st.StoreState
 ) -> BaseException:
     """A one-line :class:`StoreError` for a write that failed for a reason the user can fix;
     any other exception is returned as it is (a bug keeps its traceback)."""
-    if isinstance(exc, StoreError) or not isinstance(exc, OSError):
+    fault = st.fault(exc)
+    if fault is None:
         return exc
-    text = str(exc)
-    for codes, words, reason, fix in _FAULTS:
-        if exc.errno in codes or words in text:
-            images = sum(len(p.keys) for p in state.parts.values())
-            return StoreError(
-                f"{reason} while writing {what} of {store}; nothing is lost: the "
-                f"{len(state.parts)} shards already stored ({images} images) are safe; {fix}, "
-                f"then run the same fstore build again to resume"
-            )
-    return exc
+    reason, fix = fault
+    images = sum(len(p.keys) for p in state.parts.values())
+    return StoreError(
+        f"{reason} while writing {what} of {store}; nothing is lost: the {len(state.parts)} "
+        f"shards already stored ({images} images) are safe; {fix}, then run the same "
+        "fstore build again to resume"
+    )
 
 
 class Writer:
@@ -106,7 +93,7 @@ class Writer:
     def write_index(self) -> None:
         try:
             st.write_index(self.store, self.manifest, self.state.ordered(), self.state.files)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise write_failure(exc, "the index", self.store, self.state) from None
         self.dirty = False
 
@@ -123,7 +110,7 @@ class Writer:
                  "fingerprint": self.manifest.fingerprint}  # fmt: skip
         try:
             info = st.write_shard(st.shard_path(self.store, name), rows, self.manifest.dtype, attrs)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise write_failure(exc, f"shard {name}", self.store, self.state) from None
         part = st.Part(rows.keys, rows.sha256, rows.size, rows.mtime_ns, errors=rows.errors,
                        name=name, file=name)  # fmt: skip
