@@ -405,7 +405,7 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
         return
     click.echo(
         f"store:      {result.path} ({result.size_bytes / 2**20:.1f} MiB, "
-        f"{result.shards} shards, {result.dtype})"
+        f"{result.shards} shard files, {result.dtype})"
     )
     click.echo(f"images:     {result.images} from {result.image_root}")
     click.echo(

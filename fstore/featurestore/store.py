@@ -92,14 +92,14 @@ class Manifest:
         if d.get("format") != FORMAT:
             raise StoreError("not an fstore store manifest")
         return cls(
-            d["image_root"],
-            d["split_layout"],
-            SplitSpec(**d["split"]),
-            tuple(d["layers"]),
-            {k: tuple(v) for k, v in d["shapes"].items()},
-            d["dtype"],
-            d["fingerprint"],
-            d["provenance"],
+            image_root=d["image_root"],
+            split_layout=d["split_layout"],
+            split=SplitSpec(**d["split"]),
+            layers=tuple(d["layers"]),
+            shapes={k: tuple(v) for k, v in d["shapes"].items()},
+            dtype=d["dtype"],
+            fingerprint=d["fingerprint"],
+            provenance=d["provenance"],
         )
 
 
