@@ -258,6 +258,7 @@ class FileInfo:
     rows: int
     size: int
     sha256: str
+    mtime_ns: int = 0
 
 
 def str_data(values: Iterable[str]) -> np.ndarray:
@@ -344,7 +345,8 @@ def file_sha256(path: Path) -> str:
 
 def commit_hashed(tmp: Path, final: Path, rows: int) -> FileInfo:
     """Hash and commit a finished temporary file (fsync, rename, fsync the folder)."""
-    info = FileInfo(final.name, rows, tmp.stat().st_size, file_sha256(tmp))
+    stat = tmp.stat()  # a rename keeps size and mtime
+    info = FileInfo(final.name, rows, stat.st_size, file_sha256(tmp), stat.st_mtime_ns)
     commit_file(tmp, final)
     return info
 
@@ -448,7 +450,7 @@ class StoreState:
     """What is stored, from the files on disk, with the index as a cache of their contents.
 
     ``parts`` maps each finished planned shard to where it is stored, in plan order; ``files``
-    the files holding them. A file the index lists with another size, or that does not open, is
+    the files holding them. A file that does not open (HDF5 refuses a truncated file) is
     ``damaged`` and its shards count as not done (the next build recomputes them); a file whose
     shards a later segment holds (a compaction killed before deleting it) is ``obsolete``.
     """
@@ -480,13 +482,13 @@ class StoreState:
         return [self.parts[name] for name in sorted(self.parts)]
 
 
-def _on_disk(store: Path) -> dict[str, int]:
+def _on_disk(store: Path) -> dict[str, tuple[int, int]]:
     folder = sidecar(store) / "shards"
     if not folder.is_dir():
         return {}
     with os.scandir(folder) as entries:
         return {
-            e.name: e.stat().st_size
+            e.name: (e.stat().st_size, e.stat().st_mtime_ns)
             for e in entries
             if e.name.endswith(".h5") and not e.name.startswith(".")
         }
@@ -494,24 +496,22 @@ def _on_disk(store: Path) -> dict[str, int]:
 
 def load_state(store: Path) -> StoreState:
     """The store's finished shards: one listing of the shard folder, the index's catalog for
-    the files it already knows (same name and size), and a read of each file it does not."""
+    the files it already knows (same name, size and mtime), and a read of each file it does not
+    (new since the index was written, or rewritten)."""
     catalog = read_catalog(store)
     files, by_file, damaged = {}, {}, []
-    for name, size in sorted(_on_disk(store).items()):
+    for name, (size, mtime) in sorted(_on_disk(store).items()):
         known = catalog.files.get(name) if catalog else None
-        if known is not None and known.size == size:
+        if known is not None and (known.size, known.mtime_ns) == (size, mtime):
             files[name], by_file[name] = known, catalog.parts_by_file.get(name, [])
             continue
-        if known is not None:
-            damaged.append((name, f"{size} bytes where the index recorded {known.size}"))
-            continue
-        try:
+        try:  # new since the index, or rewritten: HDF5 refuses a truncated file
             parts = read_file_parts(shard_path(store, name))
         except (OSError, KeyError, ValueError) as exc:
             damaged.append((name, f"does not read ({type(exc).__name__}: {exc})"))
             continue
         rows = sum(len(p.keys) for p in parts)
-        files[name] = FileInfo(name, rows, size, file_sha256(shard_path(store, name)))
+        files[name] = FileInfo(name, rows, size, file_sha256(shard_path(store, name)), mtime)
         by_file[name] = parts
     owner: dict[str, str] = {}
     for name in sorted(by_file, key=lambda n: (-len(by_file[n]), n)):  # segments first
@@ -553,6 +553,7 @@ def _write_catalog(f, parts: list[Part], files: dict[str, FileInfo]) -> None:
     g.create_dataset("file_name", data=str_data(i.name for i in infos), dtype=string)
     g.create_dataset("file_rows", data=np.array([i.rows for i in infos], np.int64))
     g.create_dataset("file_size", data=np.array([i.size for i in infos], np.int64))
+    g.create_dataset("file_mtime_ns", data=np.array([i.mtime_ns for i in infos], np.int64))
     g.create_dataset("file_sha256", data=str_data(i.sha256 for i in infos), dtype=string)
     g.create_dataset("part_name", data=str_data(p.name for p in parts), dtype=string)
     g.create_dataset("part_file", data=str_data(p.file for p in parts), dtype=string)
@@ -596,8 +597,9 @@ def _read_catalog(store: Path) -> Catalog | None:
                 return None
             g = f["catalog"]
             names = _strings(g["file_name"])
-            infos = zip(names, g["file_rows"][()], g["file_size"][()], _strings(g["file_sha256"]))
-            files = {n: FileInfo(n, int(r), int(s), h) for n, r, s, h in infos}
+            infos = zip(names, g["file_rows"][()], g["file_size"][()], _strings(g["file_sha256"]),
+                        g["file_mtime_ns"][()])  # fmt: skip
+            files = {n: FileInfo(n, int(r), int(s), h, int(m)) for n, r, s, h, m in infos}
             columns = _read_columns(g["rows"])
             part_names, part_files = _strings(g["part_name"]), _strings(g["part_file"])
             offsets = [int(v) for v in g["part_offset"][()]]
