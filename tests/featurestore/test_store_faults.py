@@ -145,3 +145,24 @@ def test_a_real_full_disk_then_resume(config_for, images, reference, tmp_path, s
     assert (tmp_path / "rc").read_text().strip() == "1"
     assert err.startswith("Error: the disk is full while writing") and "\n" not in err, err
     assert_same_store(reference, out / "s.h5")
+
+
+def test_compaction_between_incremental_builds_changes_nothing(config_for, images, tmp_path):
+    """Two stores see the same builds (then a changed and a new image); one is compacted in
+    between: the same rows, in the same order, read back from segments and shards."""
+    from helpers import random_image
+
+    from fstore.featurestore.compact import compact
+
+    plain, compacted = tmp_path / "plain.h5", tmp_path / "compacted.h5"
+    for store in (plain, compacted):
+        build(config_for(images, store=store))
+    assert compact(compacted, segment_rows=10, max_small=1).files_after == 2
+    random_image(np.random.default_rng(5), (50, 40)).save(images / "a" / "img_003.jpg")
+    make_image_folder(images, {"d": 3}, seed=4)
+    for store in (plain, compacted):
+        assert build(config_for(images, store=store)).images_computed == 4
+    assert_same_store(plain, compacted)
+    keys = list(st.load_features(plain, "fc7").keys)
+    assert keys[-4:] == ["a/img_003.jpg", "d/img_000.jpg", "d/img_001.jpg", "d/img_002.jpg"]
+    assert verify(compacted).ok
