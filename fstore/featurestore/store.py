@@ -832,7 +832,7 @@ def _read_rows(store: Path, f, layer: str, sel: np.ndarray | slice) -> np.ndarra
     g = f["catalog"]
     names, rows = _strings(g["file_name"]), g["file_rows"][()]
     sizes, hashes = g["file_size"][()], _strings(g["file_sha256"])
-    file_ids, file_rows = f["sources/file"][sel], f["sources/row"][sel]
+    file_ids, file_rows = _column(f["sources/file"], sel), _column(f["sources/row"], sel)
     dim = f["features"][layer].shape[1]
     X = np.empty((len(file_ids), dim), dtype=np.float32)
     if not len(file_ids):
@@ -869,6 +869,12 @@ def _copy_rows(shard, layer: str, info: FileInfo, src: np.ndarray, X, at: np.nda
         ) from None
 
 
+def _column(dataset, sel: np.ndarray | slice) -> np.ndarray:
+    """Rows ``sel`` of a 1-D dataset: a slice is read as a range; indices are taken from the
+    whole column (HDF5 point selections are slow for long index lists)."""
+    return dataset[sel] if isinstance(sel, slice) else np.asarray(dataset[()])[sel]
+
+
 def _selection(n: int, rows) -> tuple[np.ndarray | slice, np.ndarray | None]:
     """A readable selection for ``rows`` (None, a slice or indices) and the order to undo."""
     if rows is None:
@@ -901,7 +907,8 @@ def load_features(
         sel, inverse = _selection(n, rows)
         X = _read_rows(store, f, layer, sel)
         manifest = Manifest.from_json(scalar_str(f["manifest"]))
-        labels, keys, split = f["labels"][sel], f["keys"].asstr()[sel], f["split"].asstr()[sel]
+        labels = _column(f["labels"], sel)
+        keys, split = _column(f["keys"].asstr(), sel), _column(f["split"].asstr(), sel)
         fs = FeatureSet(
             layer=layer,
             X=X,
