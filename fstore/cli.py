@@ -448,7 +448,8 @@ for _command in (train, study, zeroshot, classify, predict, activations, bench):
     cli.add_command(_command)
 from fstore.cli_store import compact, verify  # noqa: E402, I001
 
-cli.add_command(verify), cli.add_command(compact)
+cli.add_command(verify)
+cli.add_command(compact)
 
 
 def main() -> None:
