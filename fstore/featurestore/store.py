@@ -402,8 +402,9 @@ def _split_parts(
 
 
 def remove_temporaries(store: Path) -> int:
-    """Delete temporary files left by a killed writer, and shard files a finished compaction
-    replaced; returns how many. Only a build or compaction holding the store's lock calls it."""
+    """Delete temporary files left by a killed writer and shard files a finished compaction
+    replaced (returns how many), and move files that do not open into ``damaged/``. Only a
+    build or compaction holding the store's lock calls it."""
     count = 0
     for folder in (
         sidecar(store),
@@ -418,9 +419,14 @@ def remove_temporaries(store: Path) -> int:
                 tmp.unlink(missing_ok=True)
                 count += 1
     if (sidecar(store) / "shards").is_dir():
-        for name in load_state(store).obsolete:
+        state = load_state(store)
+        for name in state.obsolete:
             shard_path(store, name).unlink(missing_ok=True)
             count += 1
+        if state.damaged:  # kept for a look, out of the way; their shards get recomputed
+            (sidecar(store) / "damaged").mkdir(exist_ok=True)
+        for name, _ in state.damaged:
+            os.replace(shard_path(store, name), sidecar(store) / "damaged" / name)
     return count
 
 

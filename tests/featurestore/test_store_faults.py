@@ -98,6 +98,7 @@ def test_a_shard_deleted_or_truncated_between_builds_is_found_and_recomputed(
     assert sorted(p.file for p in found.problems) == [names[0], names[2]]
     report = build(config_for(images, store=store))
     assert report.images_computed == 15  # two shards of 8, one holding the broken image
+    assert os.listdir(st.sidecar(store) / "damaged") == [names[2]]
     assert_same_store(reference, store)
     assert verify(store).ok
 
