@@ -379,7 +379,7 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
         return
     click.echo(
         f"store:      {result.path} ({result.size_bytes / 2**20:.1f} MiB, "
-        f"{result.shards} shards, {result.dtype})"
+        f"{result.shards} shard files, {result.dtype})"
     )
     click.echo(f"images:     {result.images} from {result.image_root}")
     click.echo(
@@ -420,9 +420,11 @@ from fstore.cli_inspection import activations, predict  # noqa: E402
 
 for _command in (train, study, zeroshot, classify, predict, activations, bench):
     cli.add_command(_command)
-from fstore.cli_report import report  # noqa: E402
+from fstore.cli_report import report  # noqa: E402, I001
+from fstore.cli_store import compact, verify  # noqa: E402
 
-cli.add_command(report)
+for _command in (report, verify, compact):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ import numpy as np
 from fstore import __version__
 from fstore.errors import FstoreError, ModelError, StoreError
 from fstore.featurestore import store as st
+from fstore.featurestore.compact import compact_locked
 from fstore.featurestore.dataset import ImageItem, SplitSpec, is_split_layout, scan
 from fstore.featurestore.preprocess import ImageDecodeError, Preprocessing, load_image
 from fstore.featurestore.ray_engine import RayOptions
@@ -501,6 +502,7 @@ def build(
                 )  # fmt: skip
         finally:
             writer.close()
+        compact_locked(store)  # merges small shard files into segments once there are many
         report.write_seconds = writer.seconds
         report.shards_written = writer.shards_written
     report.seconds = time.perf_counter() - start

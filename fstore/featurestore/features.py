@@ -34,14 +34,14 @@ class FeatureSet:
     def subset(self, mask: np.ndarray) -> FeatureSet:
         """The rows where ``mask`` is true (or at the given indices)."""
         return FeatureSet(
-            self.layer,
-            self.X[mask],
-            self.y[mask],
-            self.keys[mask],
-            self.split[mask],
-            self.classes,
-            self.shape,
-            self.provenance,
+            layer=self.layer,
+            X=self.X[mask],
+            y=self.y[mask],
+            keys=self.keys[mask],
+            split=self.split[mask],
+            classes=self.classes,
+            shape=self.shape,
+            provenance=self.provenance,
         )
 
     @property

@@ -2,23 +2,31 @@
 
 Layout of a store ``fstore.h5``::
 
-    fstore.h5                 the index: keys, labels, split, provenance, and per layer a
-                              virtual dataset (N, D) over the shards (see README "Store schema")
+    fstore.h5                 the index: keys, labels, split, provenance, where each row is
+                              stored, a catalog of the shard files (rows, bytes, sha256), and
+                              per layer a virtual dataset (N, D) over them (README "The store")
     fstore.h5.d/manifest.json what the store is built from (model, layers, preprocessing, ...)
     fstore.h5.d/plans/        the fixed lists of images of every shard, one file per build
-    fstore.h5.d/shards/       one HDF5 file per finished shard, never modified
+    fstore.h5.d/shards/       HDF5 files, never modified: one per finished shard
+                              (``g<generation>-s<index>.h5``), or one segment holding many
+                              compacted shards (``m<generation>-s<index>.h5``, named for its
+                              first shard; see :mod:`compact`)
 
 Every file is written under a temporary name, fsynced and renamed into place (see
 ``../shared/notes/STORE.md``: appending to one HDF5 file in place does not survive ``kill -9``).
-The shards and plans are the truth; the index is derived from them and rebuilt atomically, so
-it opens at every moment and a reader sees what was committed when it opened it.
+The shard files and plans are the truth; the index is derived from them and rebuilt atomically,
+so it opens at every moment and a reader sees what was committed when it opened it. Features
+are read from the shard files one file at a time (:func:`load_features`), never through the
+virtual datasets, whose unopenable sources read back as NaN without an error.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +38,7 @@ from fstore.featurestore.features import FeatureSet
 from fstore.fsutil import atomic_write_bytes, commit_file, tmp_path_for
 
 FORMAT = "fstore-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_STORE = "fstore.h5"
 
 
@@ -84,15 +92,58 @@ class Manifest:
         if d.get("format") != FORMAT:
             raise StoreError("not an fstore store manifest")
         return cls(
-            d["image_root"],
-            d["split_layout"],
-            SplitSpec(**d["split"]),
-            tuple(d["layers"]),
-            {k: tuple(v) for k, v in d["shapes"].items()},
-            d["dtype"],
-            d["fingerprint"],
-            d["provenance"],
+            image_root=d["image_root"],
+            split_layout=d["split_layout"],
+            split=SplitSpec(**d["split"]),
+            layers=tuple(d["layers"]),
+            shapes={k: tuple(v) for k, v in d["shapes"].items()},
+            dtype=d["dtype"],
+            fingerprint=d["fingerprint"],
+            provenance=d["provenance"],
         )
+
+
+_FAULTS = (
+    ((errno.ENOSPC, errno.EDQUOT), "No space left", "the disk is full", "free some space"),
+    ((errno.EROFS,), "Read-only file system", "the store's folder is read-only",
+     "make it writable"),
+    ((errno.EACCES, errno.EPERM), "Permission denied", "the store's folder is not writable",
+     "make it writable"),
+    ((errno.EFBIG,), "File too large", "a file size limit was reached", "raise the limit"),
+)  # fmt: skip
+
+
+def fault(exc: BaseException | None) -> tuple[str, str] | None:
+    """(what happened, what to do) for a write error the user can fix (a full disk, a folder
+    that is not writable); None for anything else.
+
+    h5py reports the OS error inside its message, and a failed write inside ``with h5py.File``
+    often surfaces as a RuntimeError from closing the file, the OSError as its context.
+    """
+    while exc is not None:
+        if isinstance(exc, OSError | RuntimeError) and not isinstance(exc, FileNotFoundError):
+            text = str(exc)
+            for codes, words, reason, fix in _FAULTS:
+                code = getattr(exc, "errno", None)
+                if code in codes or words in text or any(f"errno = {c}," in text for c in codes):
+                    return reason, fix
+        exc = exc.__context__
+    return None
+
+
+def _small_write(path: Path, data: bytes, store: Path, what: str) -> None:
+    """An atomic write of a small file; a fault is one line (nothing else has changed)."""
+    try:
+        atomic_write_bytes(path, data)
+    except (OSError, RuntimeError) as exc:
+        found = fault(exc)
+        tmp_path_for(path).unlink(missing_ok=True)
+        if found is None:
+            raise
+        raise StoreError(
+            f"{found[0]} while writing {what} of {store}; nothing is lost; {found[1]}, then run "
+            "the same fstore build again"
+        ) from None
 
 
 def read_manifest(store: Path) -> Manifest | None:
@@ -103,7 +154,8 @@ def read_manifest(store: Path) -> Manifest | None:
 
 
 def write_manifest(store: Path, manifest: Manifest) -> None:
-    atomic_write_bytes(sidecar(store) / "manifest.json", manifest.to_json().encode())
+    data = manifest.to_json().encode()
+    _small_write(sidecar(store) / "manifest.json", data, store, "the manifest")
 
 
 # --------------------------------------------------------------------------- plans
@@ -125,138 +177,234 @@ def write_plan(store: Path, generation: int, shards: list[list[str]]) -> None:
     folder = sidecar(store) / "plans"
     folder.mkdir(parents=True, exist_ok=True)
     data = json.dumps({"generation": generation, "shards": shards})
-    atomic_write_bytes(folder / f"gen-{generation:06d}.json", data.encode())
+    _small_write(folder / f"gen-{generation:06d}.json", data.encode(), store, "the build plan")
 
 
 def shard_name(generation: int, index: int) -> str:
+    """The file name of planned shard ``index`` of build ``generation``."""
     return f"g{generation:06d}-s{index:06d}.h5"
+
+
+def segment_name(first_shard: str, shards: int) -> str:
+    """The file name of a segment holding ``shards`` shards from ``first_shard`` on.
+
+    A segment that replaces another always holds more shards, so its name is new.
+    """
+    generation, index = parse_shard_name(first_shard)
+    return f"m{generation:06d}-s{index:06d}-n{shards:06d}.h5"
+
+
+def parse_shard_name(name: str) -> tuple[int, int]:
+    """(generation, index) of a name made by :func:`shard_name` (or of a segment's first)."""
+    generation, rest = name[1:].split("-s", 1)
+    return int(generation), int(rest[:6])
 
 
 def shard_path(store: Path, name: str) -> Path:
     return sidecar(store) / "shards" / name
 
 
-# --------------------------------------------------------------------------- shards
+# --------------------------------------------------------------------------- rows
 
 
 @dataclass
 class ShardRows:
-    """One shard's content: the images stored (with features) and those that failed.
+    """Rows of images as columns: the one bag of columns for shards, segments and the index.
 
-    ``records`` holds per row ``key``, ``sha256``, ``size``, ``mtime_ns``; ``errors`` the same
-    fields plus ``reason`` and ``stored`` (True when the image was stored despite the problem,
-    e.g. unreadable EXIF orientation).
+    ``keys``, ``sha256``, ``size``, ``mtime_ns`` hold one entry per stored row; ``features`` the
+    layer arrays ``(rows, D)`` while a shard is written (empty when read back without them);
+    ``errors`` one dict per bad image with ``key``, ``reason``, ``sha256``, ``size``,
+    ``mtime_ns`` and ``stored`` (True when the image was stored despite the problem, e.g.
+    unreadable EXIF orientation).
     """
 
     keys: list[str]
     sha256: list[str]
     size: list[int]
     mtime_ns: list[int]
-    features: dict[str, np.ndarray]
+    features: dict[str, np.ndarray] = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
 
 
-def _str_data(values: Iterable[str]) -> np.ndarray:
-    return np.array(list(values), dtype=object)
+@dataclass
+class Part(ShardRows):
+    """One planned shard as stored: its rows sit in file ``file`` from row ``offset`` on.
+
+    A shard file holds one part; a segment made by compaction holds many, in plan order.
+    """
+
+    name: str = ""
+    file: str = ""
+    offset: int = 0
 
 
-def _write_errors(f, errors: list[dict]) -> None:
-    """The ``errors`` group: one entry per bad image (or image stored with a warning)."""
-    import h5py
-
-    group = f.create_group("errors")
-    for name in ("key", "reason", "sha256"):
-        group.create_dataset(name, data=_str_data(e[name] for e in errors),
-                             dtype=h5py.string_dtype())  # fmt: skip
-    group.create_dataset("stored", data=np.array([e["stored"] for e in errors], bool))
-    group.create_dataset("size", data=np.array([e["size"] for e in errors], np.int64))
-    group.create_dataset("mtime_ns", data=np.array([e["mtime_ns"] for e in errors], np.int64))
-
-
-def write_shard(path: Path, rows: ShardRows, dtype: str, attrs: dict) -> None:
-    """Write a shard atomically: temporary name, fsync, rename, fsync the folder."""
-    import h5py
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path_for(path)
-    string = h5py.string_dtype()
-    with h5py.File(tmp, "w") as f:
-        for k, v in attrs.items():
-            f.attrs[k] = v
-        f.create_dataset("keys", data=_str_data(rows.keys), dtype=string)
-        f.create_dataset("sha256", data=_str_data(rows.sha256), dtype=string)
-        f.create_dataset("size", data=np.asarray(rows.size, dtype=np.int64))
-        f.create_dataset("mtime_ns", data=np.asarray(rows.mtime_ns, dtype=np.int64))
-        group = f.create_group("features")
-        for layer, values in rows.features.items():
-            group.create_dataset(layer, data=np.asarray(values, dtype=dtype))  # contiguous
-        _write_errors(f, rows.errors)
-    commit_file(tmp, path)
+#: Before parts had a file and an offset, a finished shard's metadata had its own class.
+ShardSummary = Part
 
 
 @dataclass
-class ShardSummary:
-    """A finished shard's metadata (everything but the features), as the index needs it."""
+class LiveRows(ShardRows):
+    """The live rows of a store: for each key, the newest record; ``sources`` says where each
+    row's features are, as (file name, row in that file)."""
+
+    sources: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A shard or segment file as the index records it (``verify`` checks all four)."""
 
     name: str
-    keys: list[str]
-    sha256: list[str]
-    size: np.ndarray
-    mtime_ns: np.ndarray
-    errors: list[dict]
+    rows: int
+    size: int
+    sha256: str
+    mtime_ns: int = 0
+
+
+def str_data(values: Iterable[str]) -> np.ndarray:
+    return np.array(list(values), dtype=object)
 
 
 def _strings(dataset) -> list[str]:
-    return [s.decode() if isinstance(s, bytes) else s for s in dataset[()]]
+    return list(dataset.asstr()[()]) if len(dataset) else []
 
 
-def read_shard_summary(path: Path) -> ShardSummary:
+ERROR_STRINGS = ("key", "reason", "sha256")
+ERROR_INTS = ("size", "mtime_ns")
+
+
+def _write_errors(group, errors: list[dict]) -> None:
+    """One entry per bad image (or image stored with a warning), as columns."""
+    import h5py
+
+    for name in ERROR_STRINGS:
+        group.create_dataset(name, data=str_data(e[name] for e in errors),
+                             dtype=h5py.string_dtype())  # fmt: skip
+    group.create_dataset("stored", data=np.array([e["stored"] for e in errors], bool))
+    for name in ERROR_INTS:
+        group.create_dataset(name, data=np.array([e[name] for e in errors], np.int64))
+
+
+def _read_errors(group) -> list[dict]:
+    columns = {name: _strings(group[name]) for name in ERROR_STRINGS}
+    columns["stored"] = [bool(v) for v in group["stored"][()]]
+    columns.update({name: [int(v) for v in group[name][()]] for name in ERROR_INTS})
+    names = list(columns)
+    return [dict(zip(names, values)) for values in zip(*columns.values())]
+
+
+def write_columns(f, rows: ShardRows) -> None:
+    import h5py
+
+    string = h5py.string_dtype()
+    f.create_dataset("keys", data=str_data(rows.keys), dtype=string)
+    f.create_dataset("sha256", data=str_data(rows.sha256), dtype=string)
+    f.create_dataset("size", data=np.asarray(rows.size, dtype=np.int64))
+    f.create_dataset("mtime_ns", data=np.asarray(rows.mtime_ns, dtype=np.int64))
+    _write_errors(f.create_group("errors"), rows.errors)
+
+
+def concat_rows(parts: list[Part]) -> ShardRows:
+    """Every row and error of ``parts``, one after the other (features left out)."""
+    return ShardRows(
+        [k for p in parts for k in p.keys],
+        [s for p in parts for s in p.sha256],
+        [s for p in parts for s in p.size],
+        [m for p in parts for m in p.mtime_ns],
+        errors=[e for p in parts for e in p.errors],
+    )
+
+
+def _read_columns(f) -> ShardRows:
+    return ShardRows(
+        _strings(f["keys"]),
+        _strings(f["sha256"]),
+        [int(v) for v in f["size"][()]],
+        [int(v) for v in f["mtime_ns"][()]],
+        errors=_read_errors(f["errors"]),
+    )
+
+
+# --------------------------------------------------------------------------- shard files
+
+
+def create_h5(path: Path):
+    """Open a new HDF5 file for writing (every store file is created here; tests fake faults)."""
+    import h5py
+
+    return h5py.File(path, "w")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def commit_hashed(tmp: Path, final: Path, rows: int) -> FileInfo:
+    """Hash and commit a finished temporary file (fsync, rename, fsync the folder)."""
+    stat = tmp.stat()  # a rename keeps size and mtime
+    info = FileInfo(final.name, rows, stat.st_size, file_sha256(tmp), stat.st_mtime_ns)
+    commit_file(tmp, final)
+    return info
+
+
+def write_shard(path: Path, rows: ShardRows, dtype: str, attrs: dict) -> FileInfo:
+    """Write a shard atomically: temporary name, fsync, rename, fsync the folder.
+
+    Returns the file's size and sha256, which the index records for ``fstore verify``. On any
+    error the temporary file is removed, and nothing else has changed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(path)
+    try:
+        with create_h5(tmp) as f:
+            for k, v in attrs.items():
+                f.attrs[k] = v
+            write_columns(f, rows)
+            group = f.create_group("features")
+            for layer, values in rows.features.items():
+                group.create_dataset(layer, data=np.asarray(values, dtype=dtype))  # contiguous
+        return commit_hashed(tmp, path, len(rows.keys))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_file_parts(path: Path) -> list[Part]:
+    """The parts a shard or segment file holds, read from the file itself (no features)."""
     import h5py
 
     with h5py.File(path, "r") as f:
-        err = f["errors"]
-        errors = [
-            {
-                "key": k,
-                "reason": r,
-                "sha256": s,
-                "stored": bool(st),
-                "size": int(sz),
-                "mtime_ns": int(mt),
-            }
-            for k, r, s, st, sz, mt in zip(
-                _strings(err["key"]),
-                _strings(err["reason"]),
-                _strings(err["sha256"]),
-                err["stored"][()],
-                err["size"][()],
-                err["mtime_ns"][()],
-            )
-        ]
-        return ShardSummary(
-            path.name,
-            _strings(f["keys"]),
-            _strings(f["sha256"]),
-            f["size"][()],
-            f["mtime_ns"][()],
-            errors,
-        )
+        columns = _read_columns(f)
+        if "parts" in f:
+            names = _strings(f["parts/name"])
+            counts = [int(v) for v in f["parts/rows"][()]]
+            error_counts = [int(v) for v in f["parts/errors"][()]]
+        else:
+            names, counts, error_counts = [path.name], [len(columns.keys)], [len(columns.errors)]
+    return _split_parts(columns, path.name, names, counts, error_counts)
 
 
-def finished_shards(store: Path) -> dict[str, ShardSummary]:
-    """Summaries of the shards on disk that belong to a plan, in plan order."""
-    summaries = {}
-    for generation, shards in read_plans(store):
-        for index in range(len(shards)):
-            name = shard_name(generation, index)
-            path = shard_path(store, name)
-            if path.exists():
-                summaries[name] = read_shard_summary(path)
-    return summaries
+def _split_parts(
+    columns: ShardRows, file: str, names: list[str], counts: list[int], error_counts: list[int]
+) -> list[Part]:
+    parts, row, err = [], 0, 0
+    for name, count, n_err in zip(names, counts, error_counts):
+        end = row + count
+        parts.append(Part(columns.keys[row:end], columns.sha256[row:end], columns.size[row:end],
+                          columns.mtime_ns[row:end], errors=columns.errors[err : err + n_err],
+                          name=name, file=file, offset=row))  # fmt: skip
+        row, err = end, err + n_err
+    return parts
 
 
 def remove_temporaries(store: Path) -> int:
-    """Delete temporary files left by a killed writer; returns how many."""
+    """Delete temporary files left by a killed writer and shard files a finished compaction
+    replaced (returns how many), and move files that do not open into ``damaged/``. Only a
+    build or compaction holding the store's lock calls it."""
     count = 0
     for folder in (
         sidecar(store),
@@ -270,6 +418,15 @@ def remove_temporaries(store: Path) -> int:
                     continue
                 tmp.unlink(missing_ok=True)
                 count += 1
+    if (sidecar(store) / "shards").is_dir():
+        state = load_state(store)
+        for name in state.obsolete:
+            shard_path(store, name).unlink(missing_ok=True)
+            count += 1
+        if state.damaged:  # kept for a look, out of the way; their shards get recomputed
+            (sidecar(store) / "damaged").mkdir(exist_ok=True)
+        for name, _ in state.damaged:
+            os.replace(shard_path(store, name), sidecar(store) / "damaged" / name)
     return count
 
 
@@ -291,122 +448,306 @@ def failed_shards(store: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
-# --------------------------------------------------------------------------- index
+# --------------------------------------------------------------------------- state
 
 
 @dataclass
-class IndexView:
-    """The live rows of a store: for each key, the newest shard row that holds it."""
+class StoreState:
+    """What is stored, from the files on disk, with the index as a cache of their contents.
 
-    keys: list[str]
-    sha256: list[str]
-    size: list[int]
-    mtime_ns: list[int]
-    sources: list[tuple[str, int]]  # (shard name, row in shard)
-    errors: list[dict]
+    ``parts`` maps each finished planned shard to where it is stored, in plan order; ``files``
+    the files holding them. A file that does not open (HDF5 refuses a truncated file) is
+    ``damaged`` and its shards count as not done (the next build recomputes them); a file whose
+    shards a later segment holds (a compaction killed before deleting it) is ``obsolete``.
+    """
+
+    parts: dict[str, Part]
+    files: dict[str, FileInfo]
+    obsolete: list[str] = field(default_factory=list)
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    index_current: bool = False
+
+    # Mapping-like access by shard name, as ``finished_shards`` returned before.
+    def __contains__(self, name: object) -> bool:
+        return name in self.parts
+
+    def __getitem__(self, name: str) -> Part:
+        return self.parts[name]
+
+    def __iter__(self):
+        return iter(self.parts)
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def values(self):
+        return self.parts.values()
+
+    def ordered(self) -> list[Part]:
+        return [self.parts[name] for name in sorted(self.parts)]
 
 
-def live_rows(summaries: Iterable[ShardSummary]) -> IndexView:
-    """Resolve shards (in plan order) into live rows: a later record of a key replaces earlier."""
-    latest: dict[str, tuple] = {}
-    for summary in summaries:
-        for row, key in enumerate(summary.keys):
-            latest.pop(key, None)
-            latest[key] = ("row", summary, row)
-        for error in summary.errors:
-            if error["stored"]:
-                continue  # a warning: the key's row above is the record
-            latest.pop(error["key"], None)
-            latest[error["key"]] = ("error", error)
-    view = IndexView([], [], [], [], [], [])
-    warnings = [e for s in summaries for e in s.errors if e["stored"]]
-    for key, record in latest.items():
-        if record[0] == "error":
-            view.errors.append(record[1])
+def _on_disk(store: Path) -> dict[str, tuple[int, int]]:
+    folder = sidecar(store) / "shards"
+    if not folder.is_dir():
+        return {}
+    with os.scandir(folder) as entries:
+        return {
+            e.name: (e.stat().st_size, e.stat().st_mtime_ns)
+            for e in entries
+            if e.name.endswith(".h5") and not e.name.startswith(".")
+        }
+
+
+def load_state(store: Path) -> StoreState:
+    """The store's finished shards: one listing of the shard folder, the index's catalog for
+    the files it already knows (same name, size and mtime), and a read of each file it does not
+    (new since the index was written, or rewritten)."""
+    catalog = read_catalog(store)
+    files, by_file, damaged = {}, {}, []
+    for name, (size, mtime) in sorted(_on_disk(store).items()):
+        known = catalog.files.get(name) if catalog else None
+        if known is not None and (known.size, known.mtime_ns) == (size, mtime):
+            files[name], by_file[name] = known, catalog.parts_by_file.get(name, [])
             continue
-        _, summary, row = record
+        try:  # new since the index, or rewritten: HDF5 refuses a truncated file
+            parts = read_file_parts(shard_path(store, name))
+        except (OSError, KeyError, ValueError) as exc:
+            damaged.append((name, f"does not read ({type(exc).__name__}: {exc})"))
+            continue
+        rows = sum(len(p.keys) for p in parts)
+        files[name] = FileInfo(name, rows, size, file_sha256(shard_path(store, name)), mtime)
+        by_file[name] = parts
+    owner: dict[str, str] = {}
+    for name in sorted(by_file, key=lambda n: (-len(by_file[n]), n)):  # segments first
+        for part in by_file[name]:
+            owner.setdefault(part.name, name)
+    obsolete = [n for n in files if by_file[n] and all(owner[p.name] != n for p in by_file[n])]
+    for name in obsolete:
+        del files[name]
+    parts = {p.name: p for n in files for p in by_file[n] if owner[p.name] == n}
+    parts = {name: parts[name] for name in sorted(parts)}
+    missing = sorted(set(catalog.files) - set(files) - set(obsolete)) if catalog else []
+    missing = [m for m in missing if not any(p.name in parts for p in catalog.parts_by_file[m])]
+    current = bool(catalog) and set(catalog.files) == set(files) and not damaged
+    return StoreState(parts, files, obsolete, damaged, missing, current)
+
+
+def finished_shards(store: Path) -> StoreState:
+    """The finished shards by name, in plan order (a :class:`StoreState`)."""
+    return load_state(store)
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+@dataclass
+class Catalog:
+    """The index's record of every stored file and of every part they hold."""
+
+    files: dict[str, FileInfo]
+    parts_by_file: dict[str, list[Part]]
+
+
+def _write_catalog(f, parts: list[Part], files: dict[str, FileInfo]) -> None:
+    import h5py
+
+    string = h5py.string_dtype()
+    g = f.create_group("catalog")
+    infos = [files[name] for name in sorted(files)]
+    g.create_dataset("file_name", data=str_data(i.name for i in infos), dtype=string)
+    g.create_dataset("file_rows", data=np.array([i.rows for i in infos], np.int64))
+    g.create_dataset("file_size", data=np.array([i.size for i in infos], np.int64))
+    g.create_dataset("file_mtime_ns", data=np.array([i.mtime_ns for i in infos], np.int64))
+    g.create_dataset("file_sha256", data=str_data(i.sha256 for i in infos), dtype=string)
+    g.create_dataset("part_name", data=str_data(p.name for p in parts), dtype=string)
+    g.create_dataset("part_file", data=str_data(p.file for p in parts), dtype=string)
+    g.create_dataset("part_offset", data=np.array([p.offset for p in parts], np.int64))
+    g.create_dataset("part_rows", data=np.array([len(p.keys) for p in parts], np.int64))
+    g.create_dataset("part_errors", data=np.array([len(p.errors) for p in parts], np.int64))
+    write_columns(g.create_group("rows"), concat_rows(parts))
+
+
+_catalog_cache: dict[str, tuple[tuple, Catalog | None]] = {}
+
+
+def read_catalog(store: Path) -> Catalog | None:
+    """The catalog of the index at ``store``; None when there is no readable current index.
+
+    Cached per process while the index file is the same (it is only ever replaced whole, so a
+    new index is a new inode); callers get their own dicts to change.
+    """
+    try:
+        stat = store.stat()
+    except OSError:
+        return None
+    key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    cached = _catalog_cache.get(str(store))
+    if cached is None or cached[0] != key:
+        cached = (key, _read_catalog(store))
+        _catalog_cache.clear()
+        _catalog_cache[str(store)] = cached
+    catalog = cached[1]
+    if catalog is None:
+        return None
+    return Catalog(dict(catalog.files), {k: list(v) for k, v in catalog.parts_by_file.items()})
+
+
+def _read_catalog(store: Path) -> Catalog | None:
+    import h5py
+
+    try:
+        with h5py.File(store, "r") as f:
+            if f.attrs.get("format_version") != FORMAT_VERSION or "catalog" not in f:
+                return None
+            g = f["catalog"]
+            names = _strings(g["file_name"])
+            infos = zip(names, g["file_rows"][()], g["file_size"][()], _strings(g["file_sha256"]),
+                        g["file_mtime_ns"][()])  # fmt: skip
+            files = {n: FileInfo(n, int(r), int(s), h, int(m)) for n, r, s, h, m in infos}
+            columns = _read_columns(g["rows"])
+            part_names, part_files = _strings(g["part_name"]), _strings(g["part_file"])
+            offsets = [int(v) for v in g["part_offset"][()]]
+            counts = [int(v) for v in g["part_rows"][()]]
+            error_counts = [int(v) for v in g["part_errors"][()]]
+    except (OSError, KeyError):
+        return None
+    parts = _split_parts(columns, "", part_names, counts, error_counts)
+    by_file: dict[str, list[Part]] = {name: [] for name in files}
+    for part, file, offset in zip(parts, part_files, offsets):
+        part.file, part.offset = file, offset
+        by_file.setdefault(file, []).append(part)
+    return Catalog(files, by_file)
+
+
+# --------------------------------------------------------------------------- index
+
+
+def live_rows(parts: Iterable[Part]) -> LiveRows:
+    """Resolve parts (in plan order) into live rows: a later record of a key replaces earlier.
+
+    Linear in the rows: one dict insertion per row and per error.
+    """
+    latest: dict[str, tuple | dict] = {}
+    warnings = []
+    for part in parts:
+        for row, key in enumerate(part.keys):
+            latest.pop(key, None)
+            latest[key] = (part, row)
+        for error in part.errors:
+            if error["stored"]:
+                warnings.append(error)  # a warning: the key's row above is the record
+                continue
+            latest.pop(error["key"], None)
+            latest[error["key"]] = error
+    view = LiveRows([], [], [], [])
+    for key, record in latest.items():
+        if isinstance(record, dict):
+            view.errors.append(record)
+            continue
+        part, row = record
         view.keys.append(key)
-        view.sha256.append(summary.sha256[row])
-        view.size.append(int(summary.size[row]))
-        view.mtime_ns.append(int(summary.mtime_ns[row]))
-        view.sources.append((summary.name, row))
-    live = set(view.keys)
-    view.errors.extend(
-        w
-        for w in warnings
-        if w["key"] in live and view.sha256[view.keys.index(w["key"])] == w["sha256"]
-    )
+        view.sha256.append(part.sha256[row])
+        view.size.append(int(part.size[row]))
+        view.mtime_ns.append(int(part.mtime_ns[row]))
+        view.sources.append((part.file, part.offset + row))
+    position = {key: i for i, key in enumerate(view.keys)}
+    for warning in warnings:  # kept while the stored row is still that image's
+        at = position.get(warning["key"])
+        if at is not None and view.sha256[at] == warning["sha256"]:
+            view.errors.append(warning)
     return view
 
 
-def _runs(sources: list[tuple[str, int]]) -> list[tuple[str, int, int, int]]:
-    """Group consecutive rows of one shard: (shard, first shard row, first index row, length)."""
-    runs: list[list] = []
-    for i, (name, row) in enumerate(sources):
-        if runs and runs[-1][0] == name and runs[-1][1] + runs[-1][3] == row:
-            runs[-1][3] += 1
-        else:
-            runs.append([name, row, i, 1])
-    return [tuple(r) for r in runs]  # type: ignore[misc]
+def _runs(file_ids: np.ndarray, rows: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Group consecutive rows of one file: (file id, first file row, first index row, length)."""
+    if not len(rows):
+        return []
+    breaks = (np.diff(file_ids) != 0) | (np.diff(rows) != 1)
+    starts = np.concatenate([[0], np.flatnonzero(breaks) + 1])
+    ends = np.concatenate([starts[1:], [len(rows)]])
+    return [(int(file_ids[s]), int(rows[s]), int(s), int(e - s)) for s, e in zip(starts, ends)]
 
 
-def write_index(store: Path, manifest: Manifest, summaries: list[ShardSummary]) -> IndexView:
-    """Rebuild the index file from the shards, atomically."""
+def _write_virtual(f, store: Path, manifest: Manifest, runs: list, files: list[FileInfo]) -> None:
+    """Per layer a virtual dataset over the files: for tools that read HDF5; fstore reads the
+    files directly (a source that cannot be opened reads back as NaN, without an error)."""
     import h5py
 
-    view = live_rows(summaries)
-    n = len(view.keys)
+    group = f.create_group("features")
+    n = sum(r[3] for r in runs)
+    for layer in manifest.layers:
+        dim = int(np.prod(manifest.shapes[layer]))
+        layout = h5py.VirtualLayout(shape=(n, dim), dtype=manifest.dtype)
+        for file_id, first, at, length in runs:
+            info = files[file_id]
+            source = h5py.VirtualSource(f"{sidecar(store).name}/shards/{info.name}",
+                                        f"features/{layer}", shape=(info.rows, dim))  # fmt: skip
+            layout[at : at + length] = source[first : first + length]
+        dataset = group.create_virtual_dataset(layer, layout, fillvalue=np.nan)
+        dataset.attrs["shape"] = np.asarray(manifest.shapes[layer], np.int64)
+
+
+def write_index(
+    store: Path, manifest: Manifest, parts: list[Part], files: dict[str, FileInfo]
+) -> LiveRows:
+    """Rebuild the index file from the parts (in plan order), atomically.
+
+    One pass over the rows, written as whole columns; the catalog lets the next build and
+    ``verify`` know every file without opening it.
+    """
+    import h5py
+
+    view = live_rows(parts)
     class_names = [class_of(k, manifest.split_layout) for k in view.keys]
     classes = sorted(set(class_names))
     class_index = {c: i for i, c in enumerate(classes)}
     split = assign_splits(view.keys, class_names, manifest.split, manifest.split_layout)
+    infos = [files[name] for name in sorted(files)]
+    file_index = {info.name: i for i, info in enumerate(infos)}
+    source_file = np.array([file_index[s[0]] for s in view.sources], np.int32)
+    source_row = np.array([s[1] for s in view.sources], np.int64)
     string = h5py.string_dtype()
     tmp = tmp_path_for(store)
-    with h5py.File(tmp, "w") as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["image_root"] = manifest.image_root
-        f.attrs["layers"] = json.dumps(list(manifest.layers))
-        f.create_dataset("manifest", data=manifest.to_json(), dtype=string)
-        f.create_dataset("keys", data=_str_data(view.keys), dtype=string)
-        f.create_dataset("sha256", data=_str_data(view.sha256), dtype=string)
-        f.create_dataset("size", data=np.asarray(view.size, np.int64))
-        f.create_dataset("mtime_ns", data=np.asarray(view.mtime_ns, np.int64))
-        f.create_dataset("labels", data=np.asarray([class_index[c] for c in class_names], np.int64))
-        f.create_dataset("classes", data=_str_data(classes), dtype=string)
-        f.create_dataset("split", data=split, dtype=string)
-        group = f.create_group("features")
-        runs = _runs(view.sources)
-        for layer in manifest.layers:
-            dim = int(np.prod(manifest.shapes[layer]))
-            layout = h5py.VirtualLayout(shape=(n, dim), dtype=manifest.dtype)
-            for name, first, at, length in runs:
-                rows_in_shard = len(next(s.keys for s in summaries if s.name == name))
-                source = h5py.VirtualSource(
-                    f"{sidecar(store).name}/shards/{name}",
-                    f"features/{layer}",
-                    shape=(rows_in_shard, dim),
-                )
-                layout[at : at + length] = source[first : first + length]
-            dataset = group.create_virtual_dataset(layer, layout, fillvalue=np.nan)
-            dataset.attrs["shape"] = np.asarray(manifest.shapes[layer], np.int64)
-        failed = failed_shards(store)
-        group = f.create_group("failed_shards")
-        group.create_dataset("name", data=_str_data(x["shard"] for x in failed), dtype=string)
-        group.create_dataset("reason", data=_str_data(x["reason"] for x in failed), dtype=string)
-        group.create_dataset("images", data=np.array([len(x["keys"]) for x in failed], np.int64))
-        shards = f.create_group("shards")
-        shards.create_dataset("name", data=_str_data(s.name for s in summaries), dtype=string)
-        shards.create_dataset("rows", data=np.asarray([len(s.keys) for s in summaries], np.int64))
-        _write_errors(f, view.errors)
-    commit_file(tmp, store)
+    try:
+        with create_h5(tmp) as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["image_root"] = manifest.image_root
+            f.attrs["layers"] = json.dumps(list(manifest.layers))
+            f.create_dataset("manifest", data=manifest.to_json(), dtype=string)
+            write_columns(f, view)
+            labels = np.array([class_index[c] for c in class_names], np.int64)
+            f.create_dataset("labels", data=labels)
+            f.create_dataset("classes", data=str_data(classes), dtype=string)
+            f.create_dataset("split", data=split, dtype=string)
+            f.create_dataset("sources/file", data=source_file)
+            f.create_dataset("sources/row", data=source_row)
+            _write_virtual(f, store, manifest, _runs(source_file, source_row), infos)
+            _write_failed(f, failed_shards(store))
+            _write_catalog(f, parts, files)
+        commit_file(tmp, store)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return view
+
+
+def _write_failed(f, failed: list[dict]) -> None:
+    import h5py
+
+    string = h5py.string_dtype()
+    group = f.create_group("failed_shards")
+    group.create_dataset("name", data=str_data(x["shard"] for x in failed), dtype=string)
+    group.create_dataset("reason", data=str_data(x["reason"] for x in failed), dtype=string)
+    group.create_dataset("images", data=np.array([len(x["keys"]) for x in failed], np.int64))
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def _open_index(store: Path):
+def open_index(store: Path):
     import h5py
 
     if not store.exists():
@@ -414,16 +755,23 @@ def _open_index(store: Path):
     try:
         f = h5py.File(store, "r")
     except OSError as exc:
+        _raise_if_too_many_files(exc, store.name)
         raise StoreError(f"cannot open store {store}: {exc}") from None
     if f.attrs.get("format") != FORMAT:
         f.close()
         raise StoreError(f"{store} is not an fstore store")
+    if f.attrs.get("format_version") != FORMAT_VERSION:
+        f.close()
+        raise StoreError(
+            f"store {store} has an index from an older fstore; rewrite it with: "
+            f"fstore build --store {store}"
+        )
     return f
 
 
 def store_layers(store: Path) -> list[str]:
     """The layers a store holds, in forward order."""
-    with _open_index(store) as f:
+    with open_index(store) as f:
         return json.loads(f.attrs["layers"])
 
 
@@ -443,44 +791,159 @@ def resolve_layer(store: Path, layer: str | None) -> str:
     return layer
 
 
-def _check_shards(store: Path, f) -> None:
-    for name in _strings(f["shards/name"]):
-        if not shard_path(store, name).exists():
-            raise StoreError(f"store {store} is damaged: shard {name} is missing")
+def _raise_if_too_many_files(exc: OSError, what: str) -> None:
+    """One line naming the open-file limit, when that is what failed."""
+    import errno
+    import resource
+
+    if exc.errno == errno.EMFILE or "Too many open files" in str(exc):
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        raise StoreError(
+            f"cannot open {what}: too many open files (RLIMIT_NOFILE is {soft}; fstore reads "
+            "one shard at a time, so other open files use it up); raise it, e.g. ulimit -n 4096"
+        ) from None
+
+
+def open_shard(store: Path, info: FileInfo):
+    """Open one stored file for reading, checking it against the index; one-line errors."""
+    import h5py
+
+    path = shard_path(store, info.name)
+    fix = f"run: fstore verify --store {store}, then fstore build --store {store} to recompute it"
+    try:
+        size = path.stat().st_size
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise StoreError(f"store {store} is damaged: shard {info.name} is missing; {fix}") from None
+    except OSError as exc:
+        _raise_if_too_many_files(exc, f"shard {info.name}")
+        raise StoreError(
+            f"store {store} is damaged: shard {info.name} does not open; {fix}"
+        ) from None
+    if size != info.size:
+        f.close()
+        raise StoreError(
+            f"store {store} is damaged: shard {info.name} has {size} bytes, the index recorded "
+            f"{info.size}; {fix}"
+        )
+    return f
+
+
+def _read_rows(store: Path, f, layer: str, sel: np.ndarray | slice) -> np.ndarray:
+    """Rows ``sel`` of the index (a slice or sorted unique indices) of one layer, float32.
+
+    Reads the stored files one at a time (never more than one open), each once, straight into
+    the result; so the number of shards never meets the open-file limit.
+    """
+    g = f["catalog"]
+    names, rows = _strings(g["file_name"]), g["file_rows"][()]
+    sizes, hashes = g["file_size"][()], _strings(g["file_sha256"])
+    file_ids, file_rows = _column(f["sources/file"], sel), _column(f["sources/row"], sel)
+    dim = f["features"][layer].shape[1]
+    X = np.empty((len(file_ids), dim), dtype=np.float32)
+    if not len(file_ids):
+        return X
+    order = np.argsort(file_ids, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(file_ids[order])) + 1)
+    for at in groups:
+        fid = int(file_ids[at[0]])
+        info = FileInfo(names[fid], int(rows[fid]), int(sizes[fid]), hashes[fid])
+        with open_shard(store, info) as shard:
+            _copy_rows(shard, layer, info, file_rows[at], X, at)
+    return X
+
+
+def _copy_rows(shard, layer: str, info: FileInfo, src: np.ndarray, X, at: np.ndarray) -> None:
+    try:
+        dataset = shard["features"][layer]
+        if dataset.shape != (info.rows, X.shape[1]):
+            raise ValueError(f"shape {dataset.shape}, expected {(info.rows, X.shape[1])}")
+        first, last = int(src.min()), int(src.max()) + 1
+        contiguous = last - first == len(src) and bool((np.diff(src) == 1).all())
+        if contiguous and bool((np.diff(at) == 1).all()):
+            target = np.s_[int(at[0]) : int(at[-1]) + 1]
+            dataset.read_direct(X, np.s_[first:last], target)
+        elif last - first <= 4 * len(src):  # one block read beats HDF5 point selections
+            X[at] = dataset[first:last][src - first]
+        else:
+            order = np.argsort(src)
+            X[at[order]] = dataset[src[order]]
+    except (OSError, KeyError, ValueError) as exc:
+        raise StoreError(
+            f"shard {info.name} does not read ({exc}); run: fstore verify, then fstore build "
+            "to recompute it"
+        ) from None
+
+
+def _column(dataset, sel: np.ndarray | slice) -> np.ndarray:
+    """Rows ``sel`` of a 1-D dataset: a slice is read as a range; indices are taken from the
+    whole column (HDF5 point selections are slow for long index lists)."""
+    return dataset[sel] if isinstance(sel, slice) else np.asarray(dataset[()])[sel]
+
+
+def _selection(n: int, rows) -> tuple[np.ndarray | slice, np.ndarray | None]:
+    """A readable selection for ``rows`` (None, a slice or indices) and the order to undo."""
+    if rows is None:
+        return slice(0, n), None
+    if isinstance(rows, slice):
+        start, stop, step = rows.indices(n)
+        if step == 1:
+            return slice(start, max(start, stop)), None
+        rows = np.arange(start, stop, step)
+    index = np.asarray(rows, dtype=np.int64)
+    if len(index) and (index.min() < -n or index.max() >= n):
+        raise StoreError(f"row index out of range for a store of {n} rows")
+    index = np.where(index < 0, index + n, index)
+    unique, inverse = np.unique(index, return_inverse=True)
+    return unique, inverse
 
 
 def load_features(
-    store: Path, layer: str | None = None, rows: np.ndarray | None = None
+    store: Path, layer: str | None = None, rows: np.ndarray | slice | None = None
 ) -> FeatureSet:
     """One layer's features (float32) with labels, keys and split; only that layer is read.
 
-    ``rows`` optionally selects rows (sorted indices read fastest).
+    ``rows`` selects rows: a slice (e.g. ``slice(0, 100_000)``, read as one range) or indices,
+    in any order. Features are read from the shard files one at a time; a missing, truncated
+    or unreadable shard raises :class:`StoreError` and never reads back as NaN.
     """
     layer = resolve_layer(store, layer)
-    with _open_index(store) as f:
-        _check_shards(store, f)
-        dataset = f["features"][layer]
-        n, dim = dataset.shape
-        index = np.arange(n) if rows is None else np.asarray(rows)
-        X = np.empty((len(index), dim), dtype=np.float32)
-        if rows is None and n:
-            if dataset.dtype == np.float32:
-                dataset.read_direct(X)
-            else:
-                X[...] = dataset[()]
-        elif len(index):
-            X[...] = dataset[np.sort(index)][np.argsort(np.argsort(index))]
-        manifest = Manifest.from_json(_scalar_str(f["manifest"]))
-        return FeatureSet(
+    with open_index(store) as f:
+        n = len(f["keys"])
+        sel, inverse = _selection(n, rows)
+        X = _read_rows(store, f, layer, sel)
+        manifest = Manifest.from_json(scalar_str(f["manifest"]))
+        labels = _column(f["labels"], sel)
+        keys, split = _column(f["keys"].asstr(), sel), _column(f["split"].asstr(), sel)
+        fs = FeatureSet(
             layer=layer,
             X=X,
-            y=f["labels"][()][index],
-            keys=np.asarray(_strings(f["keys"]), dtype=object)[index],
-            split=np.asarray(_strings(f["split"]), dtype=object)[index],
+            y=labels,
+            keys=np.asarray(keys, dtype=object),
+            split=np.asarray(split, dtype=object),
             classes=tuple(_strings(f["classes"])),
-            shape=tuple(int(s) for s in dataset.attrs["shape"]),
+            shape=tuple(int(s) for s in f["features"][layer].attrs["shape"]),
             provenance=dict(manifest.provenance),
         )
+    return fs if inverse is None else fs.subset(inverse)
+
+
+def iter_features(
+    store: Path, layer: str | None = None, batch_rows: int = 65_536
+) -> Iterator[FeatureSet]:
+    """A layer in batches of ``batch_rows`` rows, in store order, for data larger than memory
+    (e.g. scikit-learn ``partial_fit``): each batch is read as :func:`load_features` reads."""
+    if batch_rows < 1:
+        raise StoreError("batch_rows must be at least 1")
+    n = store_info_rows(store)
+    for start in range(0, n, batch_rows):
+        yield load_features(store, layer, rows=slice(start, min(n, start + batch_rows)))
+
+
+def store_info_rows(store: Path) -> int:
+    """The number of live rows (images with features) in a store."""
+    with open_index(store) as f:
+        return len(f["keys"])
 
 
 @dataclass(frozen=True)
@@ -504,8 +967,8 @@ class StoreInfo:
 
 def store_info(store: Path) -> StoreInfo:
     """Summarise a store: images, classes, splits, layers and shapes, provenance, errors, size."""
-    with _open_index(store) as f:
-        manifest = Manifest.from_json(_scalar_str(f["manifest"]))
+    with open_index(store) as f:
+        manifest = Manifest.from_json(scalar_str(f["manifest"]))
         labels = f["labels"][()]
         classes = tuple(_strings(f["classes"]))
         split = _strings(f["split"])
@@ -513,8 +976,8 @@ def store_info(store: Path) -> StoreInfo:
         errors = [
             {"key": k, "reason": r, "stored": bool(s)}
             for k, r, s in zip(_strings(err["key"]), _strings(err["reason"]), err["stored"][()])
-        ]
-        n_shards = len(f["shards/name"])
+        ]  # fmt: skip
+        n_shards = len(f["catalog/file_name"])
         failed = []
         if "failed_shards" in f:
             g = f["failed_shards"]
@@ -548,7 +1011,7 @@ def store_info(store: Path) -> StoreInfo:
     )
 
 
-def _scalar_str(dataset) -> str:
+def scalar_str(dataset) -> str:
     value = dataset[()]
     return value.decode() if isinstance(value, bytes) else value
 
@@ -567,7 +1030,7 @@ def write_arrays(
 ) -> Path:
     """Write a complete store from arrays (one shard); for tests and for importing features.
 
-    Keys become ``<split or 'all'>/<class>/<key>`` so that the stored class and split are the
+    Keys become ``<split or 'none'>/<class>/<key>`` so that the stored class and split are the
     given ones. ``features[layer]`` is ``(N, ...)``; its trailing shape is recorded.
     """
     if store.exists() or sidecar(store).exists():
@@ -598,7 +1061,8 @@ def write_arrays(
         [0] * n,
         {k: np.asarray(v).reshape(n, -1) for k, v in features.items()},
     )
-    path = shard_path(store, shard_name(1, 0))
-    write_shard(path, rows, dtype, {"generation": 1, "index": 0})
-    write_index(store, manifest, [read_shard_summary(path)])
+    name = shard_name(1, 0)
+    info = write_shard(shard_path(store, name), rows, dtype, {"generation": 1, "index": 0})
+    part = Part(rows.keys, rows.sha256, rows.size, rows.mtime_ns, name=name, file=name)
+    write_index(store, manifest, [part], {name: info})
     return store

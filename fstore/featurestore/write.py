@@ -1,61 +1,120 @@
 """The write stage of ``fstore build``: finished shards to disk, the index after them.
 
 Shards are written on a thread of their own (temporary name, fsync, rename), so writing never
-stalls inference; the index is rebuilt from the shards on disk. ``StoreLock`` keeps two builds
-off one store.
+stalls inference. The index is rewritten from what is stored, in one pass over the rows; during
+a build that happens at most every ``index_every`` seconds and never more than 1/20 of the time,
+so its cost stays a bounded share of the build however large the store grows. ``StoreLock``
+keeps two builds off one store and names the one that holds it.
+
+A write that fails for a reason the user can fix (a full disk, a folder that is not writable)
+ends in one line saying what happened, what is safe and what to run (:func:`write_failure`).
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import queue
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from fstore.errors import OutputPathError, StoreError
 from fstore.featurestore import store as st
 
+logger = logging.getLogger(__name__)
+
+#: The index is rewritten during a build only after this many times its last cost has passed.
+INDEX_COST_FACTOR = 20.0
+
+def write_failure(
+    exc: BaseException, what: str, store: Path, state: st.StoreState
+) -> BaseException:
+    """A one-line :class:`StoreError` for a write that failed for a reason the user can fix;
+    any other exception is returned as it is (a bug keeps its traceback)."""
+    fault = st.fault(exc)
+    if fault is None:
+        return exc
+    reason, fix = fault
+    images = sum(len(p.keys) for p in state.parts.values())
+    return StoreError(
+        f"{reason} while writing {what} of {store}; nothing is lost: the {len(state.parts)} "
+        f"shards already stored ({images} images) are safe; {fix}, then run the same "
+        "fstore build again to resume"
+    )
+
 
 class Writer:
-    """Writes finished shards and rebuilds the index on its own thread."""
+    """Writes finished shards and rewrites the index on its own thread.
+
+    ``summaries`` is accepted for older callers and ignored: the writer reads the store's
+    state itself (:func:`store.load_state`).
+    """
 
     def __init__(
-        self,
-        store: Path,
-        manifest: st.Manifest,
-        summaries: list[st.ShardSummary],
-        index_every: float,
+        self, store: Path, manifest: st.Manifest, summaries=None, index_every: float = 2.0
     ) -> None:
-        self.store, self.manifest, self.summaries = store, manifest, summaries
+        self.store, self.manifest = store, manifest
+        self.state = summaries if isinstance(summaries, st.StoreState) else st.load_state(store)
         self.index_every = index_every
+        self.dirty = not self.state.index_current
         self.queue: queue.Queue = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
         self.seconds = 0.0
         self.shards_written = 0
-        self._last_index = 0.0
+        self._last_index, self._index_cost = time.perf_counter(), 0.0
         self._thread = threading.Thread(target=self._loop, name="fstore-writer", daemon=True)
         self._thread.start()
 
     def put(self, name: str, rows: st.ShardRows) -> None:
+        """Queue one finished shard (rows with features) for writing."""
         if self.error is not None:
             raise self.error
         self.queue.put((name, rows))
 
+    def add_written(self, part: st.Part, info: st.FileInfo) -> None:
+        """Record a shard file someone else (a Ray worker) wrote and committed into the store."""
+        if self.error is not None:
+            raise self.error
+        self.queue.put((part, info))
+
     def close(self) -> None:
+        """Wait for the queued shards, then write the index if anything changed."""
         self.queue.put(None)
         self._thread.join()
         if self.error is not None:
             raise self.error
-        start = time.perf_counter()
-        st.write_index(self.store, self.manifest, self._ordered())
-        self.seconds += time.perf_counter() - start
+        if self.dirty:
+            start = time.perf_counter()
+            self.write_index()
+            self.seconds += time.perf_counter() - start
 
-    def _ordered(self) -> list[st.ShardSummary]:
-        return sorted(self.summaries, key=lambda s: s.name)
+    def write_index(self) -> None:
+        try:
+            st.write_index(self.store, self.manifest, self.state.ordered(), self.state.files)
+        except (OSError, RuntimeError) as exc:
+            raise write_failure(exc, "the index", self.store, self.state) from None
+        self.dirty = False
+
+    def _add(self, part: st.Part, info: st.FileInfo) -> None:
+        self.state.parts[part.name] = part
+        self.state.files[info.name] = info
+        st.failed_path(self.store, part.name).unlink(missing_ok=True)
+        self.shards_written += 1
+        self.dirty = True
+
+    def _write(self, name: str, rows: st.ShardRows) -> None:
+        generation, index = st.parse_shard_name(name)
+        attrs = {"generation": generation, "index": index,
+                 "fingerprint": self.manifest.fingerprint}  # fmt: skip
+        try:
+            info = st.write_shard(st.shard_path(self.store, name), rows, self.manifest.dtype, attrs)
+        except (OSError, RuntimeError) as exc:
+            raise write_failure(exc, f"shard {name}", self.store, self.state) from None
+        part = st.Part(rows.keys, rows.sha256, rows.size, rows.mtime_ns, errors=rows.errors,
+                       name=name, file=name)  # fmt: skip
+        self._add(part, info)
 
     def _loop(self) -> None:
         while True:
@@ -66,43 +125,33 @@ class Writer:
                 continue
             try:
                 start = time.perf_counter()
-                name, rows = item
-                path = st.shard_path(self.store, name)
-                generation, index = name[1:7], name[9:15]
-                st.write_shard(
-                    path,
-                    rows,
-                    self.manifest.dtype,
-                    {
-                        "generation": int(generation),
-                        "index": int(index),
-                        "fingerprint": self.manifest.fingerprint,
-                    },
-                )
-                self.summaries.append(
-                    st.ShardSummary(
-                        name,
-                        rows.keys,
-                        rows.sha256,
-                        np.asarray(rows.size, np.int64),
-                        np.asarray(rows.mtime_ns, np.int64),
-                        rows.errors,
-                    )
-                )
-                st.failed_path(self.store, name).unlink(missing_ok=True)
-                self.shards_written += 1
-                if time.perf_counter() - self._last_index >= self.index_every:
-                    st.write_index(self.store, self.manifest, self._ordered())
-                    self._last_index = time.perf_counter()
+                if isinstance(item[0], st.Part):
+                    self._add(*item)
+                else:
+                    self._write(*item)
+                self._maybe_index()
                 self.seconds += time.perf_counter() - start
             except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
                 self.error = exc
 
+    def _maybe_index(self) -> None:
+        """Rewrite the index when ``index_every`` and 20x its last cost have both passed."""
+        now = time.perf_counter()
+        if now - self._last_index < max(self.index_every, INDEX_COST_FACTOR * self._index_cost):
+            return
+        self.write_index()
+        self._last_index = time.perf_counter()
+        self._index_cost = self._last_index - now
+
 
 class StoreLock:
-    """An exclusive lock on a store, so two builds never fill it at once."""
+    """An exclusive lock on a store, so two builds never fill it at once.
+
+    The holder writes its pid into the lock file, so the one refused can name it.
+    """
 
     def __init__(self, store: Path) -> None:
+        self.store = store
         self.path = st.sidecar(store) / "lock"
         self.fd: int | None = None
 
@@ -112,7 +161,14 @@ class StoreLock:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
-            raise StoreError(f"another build is running on {self.path.parent}") from None
+            holder = self.path.read_text().strip() or "unknown"
+            raise StoreError(
+                f"another fstore process (pid {holder}) is building or compacting {self.store}; "
+                f"nothing was changed: wait for it to finish (or stop it: kill {holder}), "
+                "then run this again"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,42 @@
+"""A store written straight through the write stage, without a model: fast store tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fstore.featurestore import store as st
+from fstore.featurestore.dataset import SplitSpec
+from fstore.featurestore.write import StoreLock, Writer, prepare_store
+
+DIM = 6
+
+
+def manifest() -> st.Manifest:
+    return st.Manifest("", False, SplitSpec("none"), ("f", "g"), {"f": (DIM,), "g": (2, 2)},
+                       "float32", "synthetic")  # fmt: skip
+
+
+def shard_rows(keys: list[str], seed: int) -> st.ShardRows:
+    rng = np.random.default_rng(seed)
+    n = len(keys)
+    return st.ShardRows(keys, [f"sha-{k}-{seed}" for k in keys], [seed] * n, [seed] * n,
+                        {"f": rng.normal(size=(n, DIM)).astype(np.float32),
+                         "g": rng.normal(size=(n, 4)).astype(np.float32)})  # fmt: skip
+
+
+def synthetic_store(path: Path, shards: int, rows: int, generation: int = 1, seed: int = 0) -> Path:
+    """``shards`` shards of ``rows`` rows (keys ``c<k>/img<i>``), one build generation."""
+    prepare_store(path)
+    if st.read_manifest(path) is None:
+        st.write_manifest(path, manifest())
+    keys = [[f"c{(s * rows + i) % 3}/img{s * rows + i:06d}" for i in range(rows)]
+            for s in range(shards)]  # fmt: skip
+    st.write_plan(path, generation, keys)
+    with StoreLock(path):
+        writer = Writer(path, manifest(), None, index_every=0.0)
+        for index, shard_keys in enumerate(keys):
+            writer.put(st.shard_name(generation, index), shard_rows(shard_keys, seed + index))
+        writer.close()
+    return path

@@ -1,0 +1,39 @@
+"""``fstore verify`` and ``fstore compact`` on the command line, and the scale benchmark's run."""
+
+from __future__ import annotations
+
+import os
+
+from click.testing import CliRunner
+from store_helpers import synthetic_store
+
+from fstore.benchmarks import scale
+from fstore.cli import cli
+from fstore.featurestore import store as st
+
+
+def test_verify_and_compact_commands(tmp_path):
+    store = synthetic_store(tmp_path / "s.h5", shards=6, rows=3)
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["verify", "--store", str(store)])
+    assert ok.exit_code == 0 and ok.output.startswith("ok: 6 files, 18 rows"), ok.output
+    done = runner.invoke(cli, ["compact", "--store", str(store), "--segment-rows", "9"])
+    assert done.exit_code == 0 and done.output.startswith("6 files -> 2 "), done.output
+    name = sorted(os.listdir(st.sidecar(store) / "shards"))[0]
+    st.shard_path(store, name).unlink()
+    bad = runner.invoke(cli, ["verify", "--store", str(store)])
+    assert bad.exit_code == 1
+    assert bad.output.splitlines() == [
+        f"damaged: {name}: missing",
+        f"1 problem(s) in {name}; run fstore verify --repair --store {store}, then fstore build "
+        f"--store {store} to recompute them",
+    ]
+    read = runner.invoke(cli, ["train", "svm", "--store", str(store), "--layer", "f"])
+    assert read.exit_code != 0 and "missing" in read.output and "Traceback" not in read.output
+
+
+def test_scale_benchmark_measures_a_small_store(tmp_path):
+    (point,) = scale.run([300], tmp_path)
+    assert point.images == 300 and point.read_under_256_files == "right"
+    assert point.files == 2 and point.build_images_per_second > 0  # 256 + 44 rows
+    assert "| 300 |" in scale.table([point])

@@ -1,0 +1,169 @@
+"""Faults during real builds: each ends in one line (what happened, what is safe, what to run)
+and the next build resumes to a store identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_image_folder
+
+from fstore.errors import StoreError
+from fstore.featurestore import store as st
+from fstore.featurestore.build import build
+from fstore.featurestore.verify import verify
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    make_image_folder(root, {"a": 10, "b": 10, "c": 8})
+    (root / "c" / "broken.jpg").write_bytes(b"not an image")
+    return root
+
+
+@pytest.fixture
+def reference(config_for, images, tmp_path) -> Path:
+    build(config_for(images, store=tmp_path / "reference.h5"))
+    return tmp_path / "reference.h5"
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    for layer in ("pool5", "fc7"):
+        x, y = st.load_features(a, layer), st.load_features(b, layer)
+        assert list(x.keys) == list(y.keys)
+        np.testing.assert_array_equal(x.X, y.X)
+        np.testing.assert_array_equal(x.y, y.y)
+    assert st.store_info(a).errors == st.store_info(b).errors
+
+
+def failing_create(monkeypatch, code: int, where: str, after: int) -> None:
+    """``create_h5`` fails with ``code`` on the call after ``after`` successful ones for files in
+    ``where`` (``shards``: a shard file; ``index``: the index)."""
+    real, seen = st.create_h5, []
+
+    def create(path: Path):
+        is_shard = path.parent.name == "shards"
+        if is_shard == (where == "shards"):
+            seen.append(path)
+            if len(seen) > after:
+                raise OSError(code, os.strerror(code), str(path))
+        return real(path)
+
+    monkeypatch.setattr(st, "create_h5", create)
+
+
+@pytest.mark.parametrize(
+    "code, where, words",
+    [
+        (errno.ENOSPC, "shards", "the disk is full while writing shard g000001-s000002.h5"),
+        (errno.ENOSPC, "index", "the disk is full while writing the index"),
+        (errno.EROFS, "shards", "the store's folder is read-only while writing shard"),
+        (errno.EACCES, "index", "the store's folder is not writable while writing the index"),
+    ],
+)
+def test_a_write_fault_is_one_line_and_the_next_build_resumes(
+    config_for, images, reference, tmp_path, monkeypatch, code, where, words
+):
+    store = tmp_path / "s.h5"
+    failing_create(monkeypatch, code, where, after=2 if where == "shards" else 0)
+    with pytest.raises(StoreError) as info:
+        build(config_for(images, store=store))
+    message = str(info.value)
+    assert words in message and "\n" not in message
+    assert "nothing is lost" in message and "run the same fstore build again" in message
+    assert not list(st.sidecar(store).rglob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.undo()
+    build(config_for(images, store=store))
+    assert_same_store(reference, store)
+    assert verify(store).ok
+
+
+def test_a_shard_deleted_or_truncated_between_builds_is_found_and_recomputed(
+    config_for, images, reference, tmp_path
+):
+    store = tmp_path / "s.h5"
+    build(config_for(images, store=store))
+    names = sorted(os.listdir(st.sidecar(store) / "shards"))
+    st.shard_path(store, names[0]).unlink()
+    path = st.shard_path(store, names[2])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    found = verify(store)
+    assert sorted(p.file for p in found.problems) == [names[0], names[2]]
+    report = build(config_for(images, store=store))
+    assert report.images_computed == 15  # two shards of 8, one holding the broken image
+    assert os.listdir(st.sidecar(store) / "damaged") == [names[2]]
+    assert_same_store(reference, store)
+    assert verify(store).ok
+
+
+def test_two_builds_on_one_store_one_refuses_naming_the_other(config_for, images, tmp_path):
+    store = tmp_path / "s.h5"
+    build(config_for(images, store=store))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from pathlib import Path; "
+         "from fstore.featurestore.write import StoreLock; "
+         f"lock = StoreLock(Path({str(store)!r})).__enter__(); print('locked', flush=True); "
+         "time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreError, match=f"another fstore process \\(pid {holder.pid}\\)"):
+            build(config_for(images, store=store))
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _can_mount_tmpfs() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    mount = "mount -t tmpfs -o size=64k tmpfs /mnt"
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount],
+                           capture_output=True)  # fmt: skip
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare and a user-namespace tmpfs")
+def test_a_real_full_disk_then_resume(config_for, images, reference, tmp_path, store_model):
+    """A 200 KiB tmpfs fills during the build; after it grows the same command resumes."""
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir()
+    cmd = (f"{sys.executable} -m fstore.cli build {images} --store {disk}/s.h5 --layer pool5,fc7 "
+           "--weights random --seed 0 --size 32 --provider cpu --batch-size 4 --shard-size 8 "
+           "--quiet")  # fmt: skip
+    script = (f"mount -t tmpfs -o size=200k tmpfs {disk} && ({cmd} 2> {tmp_path}/err; "
+              f"echo $? > {tmp_path}/rc) && mount -o remount,size=20m {disk} && {cmd} && "
+              f"cp -a {disk} {out}")  # fmt: skip
+    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+                   check=True, timeout=300)  # fmt: skip
+    err = (tmp_path / "err").read_text().strip()
+    assert (tmp_path / "rc").read_text().strip() == "1"
+    assert err.startswith("Error: the disk is full while writing") and "\n" not in err, err
+    assert_same_store(reference, out / "s.h5")
+
+
+def test_compaction_between_incremental_builds_changes_nothing(config_for, images, tmp_path):
+    """Two stores see the same builds (then a changed and a new image); one is compacted in
+    between: the same rows, in the same order, read back from segments and shards."""
+    from helpers import random_image
+
+    from fstore.featurestore.compact import compact
+
+    plain, compacted = tmp_path / "plain.h5", tmp_path / "compacted.h5"
+    for store in (plain, compacted):
+        build(config_for(images, store=store))
+    assert compact(compacted, segment_rows=10, max_small=1).files_after == 2
+    random_image(np.random.default_rng(5), (50, 40)).save(images / "a" / "img_003.jpg")
+    make_image_folder(images, {"d": 3}, seed=4)
+    for store in (plain, compacted):
+        assert build(config_for(images, store=store)).images_computed == 4
+    assert_same_store(plain, compacted)
+    keys = list(st.load_features(plain, "fc7").keys)
+    assert keys[-4:] == ["a/img_003.jpg", "d/img_000.jpg", "d/img_001.jpg", "d/img_002.jpg"]
+    assert verify(compacted).ok
