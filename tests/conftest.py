@@ -13,8 +13,8 @@ import pytest
 from helpers import ALL_LAYERS, SMALL, make_image_folder, random_image  # noqa: F401
 
 from fstore.export.weights import WeightsSource
-from fstore.featurestore.build import BuildConfig
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.api import BuildConfig
+from fstore.images.preprocess import Preprocessing
 
 
 @pytest.fixture(scope="session", autouse=True)

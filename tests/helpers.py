@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 #: 32x32 inputs keep every layer (fc6 included, through the adaptive pool) fast on 2 cores.
 #: The same as ``--size 32`` / ``--input-size 32`` on the command line (resize 256/224 of 32).

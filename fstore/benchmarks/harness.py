@@ -46,7 +46,7 @@ from fstore.errors import FstoreError
 from fstore.export.layers import LAYERS, get_layer
 from fstore.export.precision import DEFAULT_CALIBRATION_COUNT, PRECISIONS, compare_features
 from fstore.export.weights import WeightsSource
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 VIEWS = ("model", "e2e")
 MEMORY_MODES = ("subprocess", "off")
@@ -212,7 +212,7 @@ class EndToEndSpec:
         """Write the features of ``images`` (an ``ImageSet``) to ``out``; returns stage times."""
         b = self.backend
         if b.engine == "ort":
-            from fstore.featurestore.build import BuildConfig, build
+            from fstore.api import BuildConfig, build
 
             report = build(
                 BuildConfig(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fstore.errors import DatasetError
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def prepare_images(
     pictures, a little larger than the resize so that resizing has work to do.
     """
     from fstore.export.precision import choose_images
-    from fstore.featurestore.dataset import scan
+    from fstore.images.discover import scan
 
     if images is not None:
         items = scan(images)

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 from fstore.fsutil import atomic_write_bytes
 
 

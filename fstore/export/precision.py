@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fstore.errors import DatasetError, ModelError
-from fstore.featurestore.preprocess import ImageDecodeError, Preprocessing, load_image, preprocess
+from fstore.images.decode import ImageDecodeError
+from fstore.images.preprocess import Preprocessing, preprocess
+from fstore.images.reader import load_image
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -70,7 +72,7 @@ def choose_images(
     ``exclude`` removes images already used, e.g. for calibration. The order is sorted by path,
     so the same folder, count and seed always give the same list.
     """
-    from fstore.featurestore.dataset import scan
+    from fstore.images.discover import scan
 
     skip = {Path(p).resolve() for p in exclude}
     paths = [item.path for item in scan(folder) if item.path.resolve() not in skip]
@@ -424,8 +426,8 @@ def accuracy_change(
     from fstore.classifiers.protocol import SplitProtocol
     from fstore.classifiers.svm import SvmOptions, train_svm
     from fstore.export.onnx_export import read_model_info
-    from fstore.featurestore.build import extract_features
-    from fstore.featurestore.dataset import class_of, folder_split, is_split_layout, scan
+    from fstore.featurestore.run import extract_features
+    from fstore.images.discover import class_of, folder_split, is_split_layout, scan
     from fstore.featurestore.features import FeatureSet
 
     root = Path(folder)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fstore.errors import MissingDependencyError
 from fstore.featurestore import store as st
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 NAMESPACE = "fstore"
 
@@ -86,8 +86,9 @@ class ShardWorker:
 
     def compute(self, name: str, keys: list[str]):
         """Compute one shard; returns (name, ShardRows, StageTimes)."""
-        from fstore.featurestore.build import ShardAssembler, Work, iter_batches
-        from fstore.featurestore.dataset import ImageItem
+        from fstore.featurestore.pipeline import Work, iter_batches
+        from fstore.featurestore.run import ShardAssembler
+        from fstore.images.discover import ImageItem
 
         items = [ImageItem(k, self.root / k) for k in keys]
         pad_to = self.batch_size if self.backend.provider == "cuda" else None

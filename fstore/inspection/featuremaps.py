@@ -17,13 +17,8 @@ from fstore.errors import FstoreError, ModelError, UnknownLayerError
 from fstore.export.layers import LAYERS, Layer, get_layer
 from fstore.export.metadata import ModelInfo
 from fstore.export.weights import WeightsSource
-from fstore.featurestore.preprocess import (
-    ImageDecodeError,
-    Preprocessing,
-    decode,
-    resize_and_crop,
-    to_array,
-)
+from fstore.images.decode import ImageDecodeError, decode
+from fstore.images.preprocess import Preprocessing, resize_and_crop, to_array
 
 #: Layers whose output is a (C, H, W) map, in forward order.
 SPATIAL_LAYERS: tuple[str, ...] = tuple(layer.name for layer in LAYERS if layer.is_spatial)

@@ -17,7 +17,9 @@ from fstore.errors import ModelError
 from fstore.export.layers import NUM_CLASSES
 from fstore.export.metadata import ModelInfo
 from fstore.export.weights import WeightsSource
-from fstore.featurestore.preprocess import ImageDecodeError, Preprocessing, load_image
+from fstore.images.decode import ImageDecodeError
+from fstore.images.preprocess import Preprocessing
+from fstore.images.reader import load_image
 
 #: Extensions of the files taken from a folder given to ``predict`` (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")

@@ -64,7 +64,7 @@ def test_eager_store_writes_the_features_build_writes(
     bench_model, eager_state: Path, bench_folder: Path, bench_prep, tmp_path: Path
 ) -> None:
     from fstore.benchmarks.eager import eager_store, read_eager_store
-    from fstore.featurestore.build import BuildConfig, build
+    from fstore.api import BuildConfig, build
     from fstore.featurestore.store import load_features
 
     paths = sorted(bench_folder.rglob("*.jpg"))
@@ -104,7 +104,7 @@ def test_torchvision_transform_equals_fstore_preprocessing(bench_folder: Path, b
     from PIL import Image
 
     from fstore.benchmarks.eager import image_transform
-    from fstore.featurestore.preprocess import preprocess
+    from fstore.images.preprocess import preprocess
 
     path = sorted(bench_folder.rglob("*.jpg"))[0]
     with Image.open(path) as image:

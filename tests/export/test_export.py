@@ -19,7 +19,7 @@ from fstore.errors import OutputPathError, WeightsError
 from fstore.export.layers import parse_layers
 from fstore.export.onnx_export import export, read_model_info, relative_error, truncated_vgg16
 from fstore.export.weights import WeightsSource, load_vgg16
-from fstore.featurestore.preprocess import Preprocessing, preprocess
+from fstore.images.preprocess import Preprocessing, preprocess
 
 torch = pytest.importorskip("torch")
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from fstore.errors import DatasetError, FstoreError, OutputPathError, StoreError, UnknownLayerError
 from fstore.export.weights import WeightsSource
-from fstore.featurestore.build import build
-from fstore.featurestore.dataset import SplitSpec
+from fstore.api import build
+from fstore.images.discover import SplitSpec
 from fstore.featurestore.store import load_features, store_info, write_arrays
 
 

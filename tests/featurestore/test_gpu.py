@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from fstore.errors import ProviderError
-from fstore.featurestore.build import build
+from fstore.api import build
 from fstore.featurestore.runtime import OrtBackend, resolve_provider
 from fstore.featurestore.store import load_features
 
