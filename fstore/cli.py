@@ -320,75 +320,62 @@ def _log_to_stderr(quiet: bool):
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def build(
-    images: Path | None,
-    layers: tuple[str, ...],
-    provider: str,
-    batch_size: int,
-    workers: int | None,
-    decode: str | None,
-    threads: int | None,
-    shard_size: int,
-    store: Path | None,
-    weights: str | None,
-    seed: int,
-    model: Path | None,
-    size: int | None,
-    resize: int | None,
-    mean: str | None,
-    std: str | None,
-    float16: bool,
-    precision: str,
-    train_per_class: int | None,
-    split_seed: int,
-    engine: str,
-    address: str | None,
-    num_workers: int,
-    cpus_per_worker: float,
-    gpus_per_worker: float,
-    quiet: bool,
-    as_json: bool,
-) -> None:
+def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
     """Compute features of the images in IMAGES into the store (resumable, incremental).
 
     IMAGES holds <class>/<image> or train|test/<class>/<image>; once a store exists, it
     may be left out to update the store from the folder it was built from.
     """
-    from fstore.api import BuildConfig
     from fstore.api import build as run_build
+
+    config = _build_config(images, options)
+    with _log_to_stderr(quiet):
+        report = run_build(config, progress=False if quiet else None)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    _print_build_report(report)
+
+
+def _build_config(images: Path | None, o: dict):
+    """The library's ``BuildConfig`` from the ``build`` command's options."""
+    from fstore.api import BuildConfig
     from fstore.export.layers import parse_layers
     from fstore.featurestore.ray_engine import RayOptions
     from fstore.featurestore.store import default_store_path
     from fstore.images.discover import SplitSpec
     from fstore.images.preprocess import for_options
 
-    names = tuple(n.strip() for item in layers for n in item.split(",") if n.strip())
-    if names and model is None:
+    names = tuple(n.strip() for item in o["layers"] for n in item.split(",") if n.strip())
+    if names and o["model"] is None:
         names = tuple(layer.name for layer in parse_layers(names))
-    config = BuildConfig(
-        store=store or default_store_path(),
+    per_class = o["train_per_class"]
+    return BuildConfig(
+        store=o["store"] or default_store_path(),
         images=images,
         layers=names or None,
-        weights=weights_source(weights, seed) if weights else None,
-        model=model,
-        preprocessing=for_options(size, resize, _floats(mean, "--mean"), _floats(std, "--std")),
-        provider=provider,
-        batch_size=batch_size,
-        workers=workers,
-        shard_size=shard_size,
-        dtype="float16" if float16 else "float32",
-        split=SplitSpec("random", train_per_class, split_seed) if train_per_class else None,
-        threads=threads,
-        engine=engine,
-        precision=precision,
-        ray=RayOptions(address, num_workers, cpus_per_worker, gpus_per_worker),
-        decode=decode,
+        weights=weights_source(o["weights"], o["seed"]) if o["weights"] else None,
+        model=o["model"],
+        preprocessing=for_options(
+            o["size"], o["resize"], _floats(o["mean"], "--mean"), _floats(o["std"], "--std")
+        ),
+        provider=o["provider"],
+        batch_size=o["batch_size"],
+        workers=o["workers"],
+        shard_size=o["shard_size"],
+        dtype="float16" if o["float16"] else "float32",
+        split=SplitSpec("random", per_class, o["split_seed"]) if per_class else None,
+        threads=o["threads"],
+        engine=o["engine"],
+        precision=o["precision"],
+        ray=RayOptions(
+            o["address"], o["num_workers"], o["cpus_per_worker"], o["gpus_per_worker"]
+        ),
+        decode=o["decode"],
     )
-    with _log_to_stderr(quiet):
-        report = run_build(config, progress=False if quiet else None)
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-        return
+
+
+def _print_build_report(report) -> None:
     click.echo(
         f"{report.store}: {report.images_computed} images computed, "
         f"{report.images_done_before} already stored, {report.errors} bad "

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from helpers import ALL_LAYERS, SMALL, make_image_folder, random_image  # noqa: F401
 
-from fstore.export.weights import WeightsSource
 from fstore.api import BuildConfig
+from fstore.export.weights import WeightsSource
 from fstore.images.preprocess import Preprocessing
 
 

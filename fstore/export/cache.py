@@ -14,8 +14,8 @@ import json
 import os
 from pathlib import Path
 
-from fstore.images.preprocess import Preprocessing
 from fstore.fsutil import atomic_write_bytes
+from fstore.images.preprocess import Preprocessing
 
 
 def cache_dir() -> Path:

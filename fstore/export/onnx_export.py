@@ -24,8 +24,8 @@ from fstore.export import cache
 from fstore.export.layers import LAYERS, Layer, parse_layers
 from fstore.export.metadata import ModelInfo
 from fstore.export.weights import WeightsSource, load_vgg16
-from fstore.images.preprocess import Preprocessing
 from fstore.fsutil import atomic_write_bytes, commit_file, tmp_path_for
+from fstore.images.preprocess import Preprocessing
 
 if TYPE_CHECKING:
     import torch

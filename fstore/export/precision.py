@@ -426,9 +426,9 @@ def accuracy_change(
     from fstore.classifiers.protocol import SplitProtocol
     from fstore.classifiers.svm import SvmOptions, train_svm
     from fstore.export.onnx_export import read_model_info
+    from fstore.featurestore.features import FeatureSet
     from fstore.featurestore.run import extract_features
     from fstore.images.discover import class_of, folder_split, is_split_layout, scan
-    from fstore.featurestore.features import FeatureSet
 
     root = Path(folder)
     items = scan(root)

@@ -293,11 +293,12 @@ def _fill(job: _Job, manifest: st.Manifest | None) -> None:
         backend = _load_backend(config, replace(model, layers=tuple(manifest.layers)))
     report.provider = _provider(config, backend)
     if work.pending:
+        where = "" if config.engine == "local" else " (ray engine)"
         logger.info(
-            "computing %d images (%s) on %s with %s, decode %s, %d workers%s", work.pending,
-            ", ".join(manifest.layers), report.provider.upper(), model.path.name, recipe.decode,
-            report.workers, "" if config.engine == "local" else " (ray engine)",
-        )  # fmt: skip
+            f"computing {work.pending} images ({', '.join(manifest.layers)}) on "
+            f"{report.provider.upper()} with {model.path.name}, decode {recipe.decode}, "
+            f"{report.workers} workers{where}"
+        )
     manifest = replace(manifest, provenance={**manifest.provenance, "provider": report.provider})
     summaries = list(st.finished_shards(config.store).values())
     writer = Writer(config.store, manifest, summaries, config.index_every)

@@ -97,14 +97,14 @@ def new_manifest(
     split_layout = is_split_layout(images)
     split = recipe.split or SplitSpec("folders" if split_layout else "none")
     return st.Manifest(
-        str(images.resolve()),
-        split_layout,
-        split,
-        layers,
-        shapes,
-        recipe.dtype,
-        fingerprint(recipe, model_sha, layers),
-        _provenance(recipe, model_sha, layers, provider),
+        image_root=str(images.resolve()),
+        split_layout=split_layout,
+        split=split,
+        layers=layers,
+        shapes=shapes,
+        dtype=recipe.dtype,
+        fingerprint=fingerprint(recipe, model_sha, layers),
+        provenance=_provenance(recipe, model_sha, layers, provider),
     )
 
 

@@ -29,7 +29,8 @@ def forward(backend, pixels: np.ndarray, preprocessing: Preprocessing) -> dict[s
 def probe_shapes(backend, preprocessing: Preprocessing) -> dict[str, tuple[int, ...]]:
     """Output shapes (without the batch axis) of a model, from one run on a black image."""
     black = np.zeros((1, preprocessing.crop, preprocessing.crop, 3), np.uint8)
-    return {k: tuple(int(d) for d in v.shape[1:]) for k, v in forward(backend, black, preprocessing).items()}
+    outputs = forward(backend, black, preprocessing)
+    return {k: tuple(int(d) for d in v.shape[1:]) for k, v in outputs.items()}
 
 
 @dataclass

@@ -175,7 +175,9 @@ def decode_fast(data: bytes, spec: Preprocessing) -> tuple[np.ndarray, str | Non
     return _fast_pillow(data, spec)
 
 
-def decode_crop(data: bytes, spec: Preprocessing, mode: str = "exact") -> tuple[np.ndarray, str | None]:
+def decode_crop(
+    data: bytes, spec: Preprocessing, mode: str = "exact"
+) -> tuple[np.ndarray, str | None]:
     """The uint8 ``(crop, crop, 3)`` input of one image in ``mode``, and a decode warning."""
     if mode == "fast":
         return decode_fast(data, spec)

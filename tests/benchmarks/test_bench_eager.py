@@ -63,8 +63,8 @@ def test_state_dict_loading_equals_the_in_memory_model(
 def test_eager_store_writes_the_features_build_writes(
     bench_model, eager_state: Path, bench_folder: Path, bench_prep, tmp_path: Path
 ) -> None:
-    from fstore.benchmarks.eager import eager_store, read_eager_store
     from fstore.api import BuildConfig, build
+    from fstore.benchmarks.eager import eager_store, read_eager_store
     from fstore.featurestore.store import load_features
 
     paths = sorted(bench_folder.rglob("*.jpg"))

@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from fstore.errors import ProviderError
 from fstore.api import build
+from fstore.errors import ProviderError
 from fstore.featurestore.runtime import OrtBackend, resolve_provider
 from fstore.featurestore.store import load_features
 
