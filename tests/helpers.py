@@ -68,3 +68,21 @@ def make_image_folder(
             random_image(rng, size).save(path, quality=90)
             paths.append(path)
     return paths
+
+
+def write_noop_model(path: Path, size: int = 32) -> Path:
+    """A tiny ONNX model, ``input`` (N, 3, size, size) float32 → ``pooled`` (N, 3, 1, 1) by
+    GlobalAveragePool: a model that costs nothing, for testing the input side of a build."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"])],
+        "noop",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["N", 3, 1, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
