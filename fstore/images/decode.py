@@ -136,9 +136,7 @@ def crop_box(
 
 
 def _resize_box(image: Image.Image, size: tuple[int, int], spec: Preprocessing) -> np.ndarray:
-    """The crop from a (DCT-scaled) picture of full size ``size``; exact when it is not scaled."""
-    if image.size == size:
-        return np.asarray(resize_and_crop(image, spec))
+    """The crop from a (DCT-scaled) picture of full size ``size``, resizing only its region."""
     box = crop_box(size, image.size, spec)
     out = image.resize((spec.crop, spec.crop), Image.Resampling.BILINEAR, box=box)
     return np.asarray(out)
@@ -163,6 +161,8 @@ def _fast_simplejpeg(data: bytes, spec: Preprocessing) -> np.ndarray | None:
 def _fast_pillow(data: bytes, spec: Preprocessing) -> tuple[np.ndarray, str | None]:
     """Pillow with ``draft()``: DCT scaling for JPEG, the full decode for the rest."""
     picture = _pillow(data, draft=spec.resize)
+    if picture.image.format != "JPEG" and picture.image.size == picture.full:
+        return np.asarray(resize_and_crop(picture.image, spec)), picture.warning
     return _resize_box(picture.image, picture.full, spec), picture.warning
 
 
