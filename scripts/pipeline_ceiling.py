@@ -35,14 +35,15 @@ def write_noop_model(path: Path, size: int = 224) -> Path:
     return path
 
 
-def fstore_ceiling(images: Path, work: Path, decode: str, workers: int | None, batch: int):
+def fstore_ceiling(images: Path, work: Path, args) -> tuple[float, object]:
     from fstore.api import BuildConfig, build
     from fstore.images.preprocess import Preprocessing
 
     model = write_noop_model(work / "noop.onnx")
     config = BuildConfig(store=work / "noop.h5", images=images, model=model,
-                         preprocessing=Preprocessing(), provider="cpu", batch_size=batch,
-                         workers=workers, decode=decode)  # fmt: skip
+                         preprocessing=Preprocessing(), provider="cpu",
+                         batch_size=args.batch_size, workers=args.workers, decode=args.decode,
+                         threads=args.threads)  # fmt: skip
     start = time.perf_counter()
     report = build(config, progress=False)
     seconds = time.perf_counter() - start
@@ -82,13 +83,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--loader-workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     parser.add_argument("--no-loader", action="store_true")
     args = parser.parse_args()
     print(f"cores {len(os.sched_getaffinity(0))}, load {open('/proc/loadavg').read().strip()}")
     with tempfile.TemporaryDirectory(prefix="fstore-ceiling-") as tmp:
-        rate, report = fstore_ceiling(
-            args.images, Path(tmp), args.decode, args.workers, args.batch_size
-        )
+        rate, report = fstore_ceiling(args.images, Path(tmp), args)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"fstore build, no-op model, decode {args.decode}, {report.workers} threads: "
           f"{rate:.0f} images/s ({report.images_computed} images, {report.errors} bad); "
