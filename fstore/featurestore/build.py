@@ -199,7 +199,8 @@ def resolve_file_model(path: Path, config: BuildConfig, manifest: st.Manifest | 
 
 
 def _recipe(config: BuildConfig, manifest: st.Manifest | None, model: ResolvedModel):
-    decode = config.decode or (manifest.provenance.get("decode") if manifest else None)
+    # a store from before decode modes was decoded exactly
+    decode = config.decode or (manifest.provenance.get("decode", "exact") if manifest else None)
     preprocessing = model.info.preprocessing if model.info else None
     return StoreRecipe(
         model=model,
