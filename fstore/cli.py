@@ -225,7 +225,7 @@ def _log_to_stderr(quiet: bool):
     type=click.Choice(["exact", "fast"]),
     default=None,
     help="JPEG decoding: exact (torchvision's path) or fast (DCT-domain scaling). "
-    "Default: the store's, else exact.",
+    "Default: the store's, else fast.",
 )
 @click.option(
     "--threads",

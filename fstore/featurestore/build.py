@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float16")
 #: The decode mode of a new store when none is asked for (see the README's speed section).
-DEFAULT_DECODE = "exact"
+DEFAULT_DECODE = "fast"
 
 
 @dataclass(frozen=True)
