@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 #: imports ``__version__`` from: an import statement here would make lint-imports see each
 #: layer reaching up to featurestore and export through it.
 _API = {
-    "build": ("fstore.featurestore.build", "build"),
+    "build": ("fstore.api", "build"),
     "load_features": ("fstore.featurestore.store", "load_features"),
 }
 

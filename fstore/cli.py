@@ -7,7 +7,9 @@ and exit status 1; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -153,6 +155,23 @@ def _floats(text: str | None, name: str) -> tuple[float, float, float] | None:
     return values  # type: ignore[return-value]
 
 
+@contextlib.contextmanager
+def _log_to_stderr(quiet: bool):
+    """fstore's log lines (``logging``, INFO and up) on stderr while a command runs."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("fstore")
+    old_level = root.level
+    if not quiet:
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
 @cli.command()
 @click.argument("images", required=False, type=click.Path(path_type=Path))
 @click.option(
@@ -170,7 +189,17 @@ def _floats(text: str | None, name: str) -> tuple[float, float, float] | None:
 )
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option(
-    "--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Decoding threads."
+    "--workers",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Decode threads (default: the usable cores).",
+)
+@click.option(
+    "--decode",
+    type=click.Choice(["exact", "fast"]),
+    default=None,
+    help="JPEG decoding: exact (torchvision's path) or fast (DCT-domain scaling). "
+    "Default: the store's, else fast.",
 )
 @click.option(
     "--threads",
@@ -265,88 +294,69 @@ def _floats(text: str | None, name: str) -> tuple[float, float, float] | None:
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def build(
-    images: Path | None,
-    layers: tuple[str, ...],
-    provider: str,
-    batch_size: int,
-    workers: int,
-    threads: int | None,
-    shard_size: int,
-    store: Path | None,
-    weights: str | None,
-    seed: int,
-    model: Path | None,
-    size: int | None,
-    resize: int | None,
-    mean: str | None,
-    std: str | None,
-    float16: bool,
-    precision: str,
-    train_per_class: int | None,
-    split_seed: int,
-    engine: str,
-    address: str | None,
-    num_workers: int,
-    cpus_per_worker: float,
-    gpus_per_worker: float,
-    quiet: bool,
-    as_json: bool,
-) -> None:
+def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
     """Compute features of the images in IMAGES into the store (resumable, incremental).
 
     IMAGES holds <class>/<image> or train|test/<class>/<image>; once a store exists, it
     may be left out to update the store from the folder it was built from.
     """
-    from fstore.export.layers import parse_layers
-    from fstore.featurestore.build import BuildConfig
-    from fstore.featurestore.build import build as run_build
-    from fstore.featurestore.dataset import SplitSpec
-    from fstore.featurestore.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-    from fstore.featurestore.ray_engine import RayOptions
-    from fstore.featurestore.store import default_store_path
+    from fstore.api import build as run_build
 
-    names = tuple(n.strip() for item in layers for n in item.split(",") if n.strip())
-    if names and model is None:
-        names = tuple(layer.name for layer in parse_layers(names))
-    preprocessing = None
-    if any(v is not None for v in (size, resize, mean, std)):
-        crop = size or 224
-        preprocessing = Preprocessing(
-            resize=resize or round(crop * 256 / 224),
-            crop=crop,
-            mean=_floats(mean, "--mean") or IMAGENET_MEAN,
-            std=_floats(std, "--std") or IMAGENET_STD,
-        )
-    split = SplitSpec("random", train_per_class, split_seed) if train_per_class else None
-    config = BuildConfig(
-        store=store or default_store_path(),
-        images=images,
-        layers=names or None,
-        weights=weights_source(weights, seed) if weights else None,
-        model=model,
-        preprocessing=preprocessing,
-        provider=provider,
-        batch_size=batch_size,
-        workers=workers,
-        shard_size=shard_size,
-        dtype="float16" if float16 else "float32",
-        split=split,
-        threads=threads,
-        engine=engine,
-        precision=precision,
-        ray=RayOptions(address, num_workers, cpus_per_worker, gpus_per_worker),
-    )
-    log = (lambda _: None) if quiet else echo_err
-    report = run_build(config, log=log, progress=False if quiet else None)
+    config = _build_config(images, options)
+    with _log_to_stderr(quiet):
+        report = run_build(config, progress=False if quiet else None)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
+    _print_build_report(report)
+
+
+def _build_config(images: Path | None, o: dict):
+    """The library's ``BuildConfig`` from the ``build`` command's options."""
+    from fstore.api import BuildConfig
+    from fstore.export.layers import parse_layers
+    from fstore.featurestore.ray_engine import RayOptions
+    from fstore.featurestore.store import default_store_path
+    from fstore.images.discover import SplitSpec
+    from fstore.images.preprocess import for_options
+
+    names = tuple(n.strip() for item in o["layers"] for n in item.split(",") if n.strip())
+    if names and o["model"] is None:
+        names = tuple(layer.name for layer in parse_layers(names))
+    per_class = o["train_per_class"]
+    return BuildConfig(
+        store=o["store"] or default_store_path(),
+        images=images,
+        layers=names or None,
+        weights=weights_source(o["weights"], o["seed"]) if o["weights"] else None,
+        model=o["model"],
+        preprocessing=for_options(
+            o["size"], o["resize"], _floats(o["mean"], "--mean"), _floats(o["std"], "--std")
+        ),
+        provider=o["provider"],
+        batch_size=o["batch_size"],
+        workers=o["workers"],
+        shard_size=o["shard_size"],
+        dtype="float16" if o["float16"] else "float32",
+        split=SplitSpec("random", per_class, o["split_seed"]) if per_class else None,
+        threads=o["threads"],
+        engine=o["engine"],
+        precision=o["precision"],
+        ray=RayOptions(
+            o["address"], o["num_workers"], o["cpus_per_worker"], o["gpus_per_worker"]
+        ),
+        decode=o["decode"],
+    )
+
+
+def _print_build_report(report) -> None:
     click.echo(
         f"{report.store}: {report.images_computed} images computed, "
         f"{report.images_done_before} already stored, {report.errors} bad "
         f"({report.images_total} in the folder) on {report.provider.upper()}"
     )
+    if report.skipped:
+        click.echo(f"skipped {len(report.skipped)} entries that are not regular files")
     if report.errors_by_reason:
         click.echo(
             "bad images: "
@@ -356,7 +366,7 @@ def build(
     click.echo(
         f"{report.seconds:.1f} s, {report.images_per_second:.1f} images/s; "
         f"decode {report.decode_seconds:.1f} s ({report.decode_seconds / busy:.0%}, "
-        f"{workers} threads), inference {report.inference_seconds:.1f} s "
+        f"{report.workers} threads, {report.decode}), inference {report.inference_seconds:.1f} s "
         f"({report.inference_seconds / busy:.0%}), write {report.write_seconds:.1f} s "
         f"({report.write_seconds / busy:.0%}); peak memory {report.peak_rss_mib:.0f} MiB; "
         f"store {report.store_bytes / 2**20:.1f} MiB"

@@ -257,6 +257,6 @@ def weights_source(weights: str, seed: int):
 
 def preprocessing_for(input_size: int):
     """The standard preprocessing scaled to ``input_size`` (224 → resize 256, crop 224)."""
-    from fstore.featurestore.preprocess import Preprocessing
+    from fstore.images.preprocess import Preprocessing
 
     return Preprocessing(resize=round(input_size * 256 / 224), crop=input_size)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from helpers import ALL_LAYERS, SMALL, make_image_folder, random_image  # noqa: F401
 
+from fstore.api import BuildConfig
 from fstore.export.weights import WeightsSource
-from fstore.featurestore.build import BuildConfig
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 #: 32x32 inputs keep every layer (fc6 included, through the adaptive pool) fast on 2 cores.
 #: The same as ``--size 32`` / ``--input-size 32`` on the command line (resize 256/224 of 32).
@@ -68,3 +68,21 @@ def make_image_folder(
             random_image(rng, size).save(path, quality=90)
             paths.append(path)
     return paths
+
+
+def write_noop_model(path: Path, size: int = 32) -> Path:
+    """A tiny ONNX model, ``input`` (N, 3, size, size) float32 → ``pooled`` (N, 3, 1, 1) by
+    GlobalAveragePool: a model that costs nothing, for testing the input side of a build."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"])],
+        "noop",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["N", 3, 1, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path

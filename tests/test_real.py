@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 SHARED = Path(os.environ.get("FSTORE_SHARED") or Path(__file__).resolve().parents[1].parent
               / "shared")

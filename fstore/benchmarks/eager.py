@@ -28,7 +28,7 @@ import numpy as np
 
 from fstore.errors import FstoreError
 from fstore.export.layers import parse_layers
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 if TYPE_CHECKING:
     import torch

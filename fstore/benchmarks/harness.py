@@ -26,7 +26,7 @@ from fstore.benchmarks.config import BenchConfig
 from fstore.benchmarks.eager import LoaderOptions
 from fstore.benchmarks.result import BenchResult, evaluate_targets, notes_for
 from fstore.benchmarks.statistics import BASELINE, add_fractions, add_ratios
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fstore.errors import DatasetError
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def prepare_images(
     pictures, a little larger than the resize so that resizing has work to do.
     """
     from fstore.export.precision import choose_images
-    from fstore.featurestore.dataset import scan
+    from fstore.images.discover import scan
 
     if images is not None:
         items = scan(images)
@@ -104,7 +104,8 @@ def model_inputs(image_set: ImageSet, count: int, preprocessing: Preprocessing) 
 
     The images are repeated if the set is smaller; files that do not decode are left out.
     """
-    from fstore.featurestore.preprocess import ImageDecodeError, decode, resize_and_crop
+    from fstore.images.decode import ImageDecodeError, decode
+    from fstore.images.preprocess import resize_and_crop
 
     arrays = []
     for path in image_set.paths[:count]:

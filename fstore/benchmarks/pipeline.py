@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 #: The no-op model's only output: the mean of each normalised channel.
 NOOP_OUTPUT = "mean_rgb"

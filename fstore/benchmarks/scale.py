@@ -24,7 +24,7 @@ import numpy as np
 
 from fstore.featurestore import store as st
 from fstore.featurestore.build import BuildConfig, build
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 CLASSES = 10
 TINY = Preprocessing(resize=8, crop=8)
@@ -134,8 +134,8 @@ def measure(workdir: Path, count: int, model: Path, workers: int = 2) -> ScalePo
 def driver_write_rate(workdir: Path, shards: int = 64, rows: int = 256, dim: int = 4096) -> dict:
     """MB/s of features one process writes into a store through the write stage (shard files
     with fsync and sha256, and the index), as the Ray driver does: fc7 is 4096 float32."""
-    from fstore.featurestore.dataset import SplitSpec
     from fstore.featurestore.write import StoreLock, Writer, prepare_store
+    from fstore.images.discover import SplitSpec
 
     store = workdir / "write-rate.h5"
     prepare_store(store)

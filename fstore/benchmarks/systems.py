@@ -22,7 +22,7 @@ from fstore.benchmarks.config import BenchConfig
 from fstore.benchmarks.eager import LoaderOptions, best_variant_description, best_variant_dtype
 from fstore.benchmarks.statistics import BASELINE, PIPELINE_BASELINE
 from fstore.export.layers import LAYERS, get_layer
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 from fstore.runtime.backend import Backend
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fstore.classifiers.persist import SavedClassifier, load_classifier
 from fstore.errors import ClassifierError
-from fstore.featurestore.dataset import IMAGE_EXTENSIONS
+from fstore.images.discover import IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def expand_images(paths: list[Path]) -> list[Path]:
 
 def resolve_model(clf: SavedClassifier, model_path: Path | None) -> tuple[Path, str]:
     """The ONNX model to extract features with and its sha256, checked against ``clf``."""
-    from fstore.featurestore.build import file_sha256
+    from fstore.images.reader import file_sha256
 
     recorded = clf.provenance.get("model_path", "")
     path = Path(model_path) if model_path else Path(recorded) if recorded else None
@@ -79,8 +79,8 @@ def resolve_model(clf: SavedClassifier, model_path: Path | None) -> tuple[Path, 
 def classify_images(paths: list[Path], classifier: Path, model_path: Path | None = None,
                     provider: str = "cpu", batch_size: int = 16) -> Classification:
     """Predict the class of each image (files, or folders searched for images)."""
-    from fstore.featurestore.build import extract_features
-    from fstore.featurestore.preprocess import Preprocessing
+    from fstore.featurestore.run import extract_features
+    from fstore.images.preprocess import Preprocessing
 
     clf = load_classifier(classifier)
     model, sha = resolve_model(clf, model_path)

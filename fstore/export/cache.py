@@ -13,8 +13,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from fstore.featurestore.preprocess import Preprocessing  # fstore.images.* once it lands
 from fstore.fsutil import atomic_write_bytes
+from fstore.images.preprocess import Preprocessing
 from fstore.runtime.cache import cache_dir
 from fstore.runtime.prefix import PREFIX_VERSION
 

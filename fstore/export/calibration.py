@@ -15,17 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fstore.errors import DatasetError
+from fstore.images.decode import ImageDecodeError, decode
 
 # The image layer (fstore.images once it lands): discovery, decode, preprocessing.
-from fstore.featurestore.dataset import scan
-from fstore.featurestore.preprocess import (
-    ImageDecodeError,
-    Preprocessing,
-    decode,
-    load_image,
-    preprocess,
-    resize_and_crop,
-)
+from fstore.images.discover import scan
+from fstore.images.preprocess import Preprocessing, preprocess, resize_and_crop
+from fstore.images.reader import load_image
 
 if TYPE_CHECKING:
     from PIL import Image

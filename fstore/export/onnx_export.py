@@ -41,7 +41,7 @@ from fstore.export.result import (
     save_model,
 )
 from fstore.export.weights import WeightsSource, load_vgg16
-from fstore.featurestore.preprocess import Preprocessing  # fstore.images.* once it lands
+from fstore.images.preprocess import Preprocessing
 from fstore.runtime.metadata import (
     PRECISIONS,
     ModelInfo,

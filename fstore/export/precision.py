@@ -53,8 +53,8 @@ from fstore.export.result import (
     save_model,
     set_props,
 )
-from fstore.featurestore.preprocess import Preprocessing  # fstore.images.* once it lands
 from fstore.fsutil import commit_file, tmp_path_for
+from fstore.images.preprocess import Preprocessing
 from fstore.runtime.metadata import (
     PRECISIONS,
     read_metadata_props,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fstore.errors import MissingDependencyError
 from fstore.featurestore import store as st
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 NAMESPACE = "fstore"
 
@@ -80,7 +80,7 @@ class ShardWorker:
 
     def __init__(self, model: bytes, layers: tuple[str, ...], provider: str, threads: int,
                  preprocessing: str, image_root: str, batch_size: int, decode_workers: int,
-                 dims: dict[str, int]) -> None:  # fmt: skip
+                 dims: dict[str, int], decode: str = "exact") -> None:  # fmt: skip
         import tempfile
 
         from fstore.runtime.session import OrtBackend
@@ -89,13 +89,20 @@ class ShardWorker:
         handle, path = tempfile.mkstemp(suffix=".onnx", prefix="fstore-worker-")
         with os.fdopen(handle, "wb") as f:
             f.write(model)
+        self.preprocessing = Preprocessing.from_json(preprocessing)
         try:
-            self.backend = OrtBackend.load(Path(path), provider, outputs=layers, threads=threads)
+            self.backend = OrtBackend.load(
+                Path(path),
+                provider,
+                outputs=layers,
+                threads=threads,
+                preprocessing=self.preprocessing,
+            )
         finally:
             os.unlink(path)
-        self.preprocessing = Preprocessing.from_json(preprocessing)
         self.root = Path(image_root)
         self.batch_size, self.decode_workers, self.dims = batch_size, decode_workers, dims
+        self.decode = decode
 
     def pid(self) -> int:
         return os.getpid()
@@ -106,15 +113,19 @@ class ShardWorker:
     def compute(self, name: str, keys: list[str], target: ShardTarget | None = None):
         """Compute one shard; returns (name, ShardRows, StageTimes), or with ``target``
         writes the shard file there and returns (name, (Part, FileInfo), StageTimes)."""
-        from fstore.featurestore.build import ShardAssembler, Work, iter_batches
-        from fstore.featurestore.dataset import ImageItem
+        from fstore.featurestore.pipeline import Work, iter_batches
+        from fstore.featurestore.run import ShardAssembler
+        from fstore.images.discover import ImageItem
 
         items = [ImageItem(k, self.root / k) for k in keys]
         pad_to = self.batch_size if self.backend.provider == "cuda" else None
         assembler = ShardAssembler(self.backend, self.dims, pad_to)
         rows = None
         work = Work([(name, items)], 0, len(items))
-        for batch in iter_batches(work, self.preprocessing, self.batch_size, self.decode_workers):
+        batches = iter_batches(
+            work, self.preprocessing, self.batch_size, self.decode_workers, decode=self.decode
+        )
+        for batch in batches:
             rows = assembler.add(batch) or rows
         if target is None:
             return name, rows, assembler.times
@@ -171,6 +182,7 @@ def run(work, model_path: Path, layers: tuple[str, ...], dims: dict[str, int],
                 batch_size=config.batch_size,
                 decode_workers=config.workers,
                 dims=dims,
+                decode=config.decode,
             )
             for i in range(options.num_workers)
         ]

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from fstore.errors import StoreError
-from fstore.featurestore.dataset import SplitSpec, assign_splits, class_of
 from fstore.featurestore.features import FeatureSet
 from fstore.fsutil import atomic_write_bytes, commit_file, tmp_path_for
+from fstore.images.discover import SplitSpec, assign_splits, class_of
 
 FORMAT = "fstore-store"
 FORMAT_VERSION = 2

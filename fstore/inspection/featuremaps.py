@@ -16,13 +16,8 @@ from PIL import Image
 from fstore.errors import FstoreError, ModelError, UnknownLayerError
 from fstore.export.layers import LAYERS, Layer, get_layer
 from fstore.export.weights import WeightsSource
-from fstore.featurestore.preprocess import (
-    ImageDecodeError,
-    Preprocessing,
-    decode,
-    resize_and_crop,
-    to_array,
-)
+from fstore.images.decode import ImageDecodeError, decode
+from fstore.images.preprocess import Preprocessing, resize_and_crop, to_array
 from fstore.runtime.metadata import ModelInfo
 
 #: Layers whose output is a (C, H, W) map, in forward order.

@@ -19,7 +19,9 @@ import numpy as np
 from fstore.errors import ModelError
 from fstore.export.layers import NUM_CLASSES
 from fstore.export.weights import WeightsSource
-from fstore.featurestore.preprocess import ImageDecodeError, Preprocessing, load_image
+from fstore.images.decode import ImageDecodeError
+from fstore.images.preprocess import Preprocessing
+from fstore.images.reader import load_image
 from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
 from fstore.runtime.metadata import ModelInfo
 
@@ -146,7 +148,7 @@ def parse_preprocessing(size: int | None, resize: int | None = None, mean: str |
                         std: str | None = None) -> Preprocessing | None:
     """The preprocessing of a model without fstore metadata, from ``--size/--resize/--mean/--std``
     (``None`` when none is given); ``mean``/``std`` are three comma-separated numbers."""
-    from fstore.featurestore.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from fstore.images.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     if all(v is None for v in (size, resize, mean, std)):
         return None

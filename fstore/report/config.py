@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fstore.errors import FstoreError
 from fstore.export.weights import WeightsSource
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 #: Layers a VGG16 report stores when none are given: fc6, fc7 for the layer study, logits for
 #: the zero-shot section.

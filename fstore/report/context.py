@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fstore.featurestore.features import FeatureSet
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 from fstore.report.cache import StageCache
 from fstore.report.config import CLASS_OUTPUTS, ReportConfig
 

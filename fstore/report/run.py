@@ -47,7 +47,7 @@ class Report:
 
 def build_store(config: ReportConfig) -> dict:
     """Build (or resume, or extend) the report's store with the library's ``build``."""
-    from fstore.featurestore.build import BuildConfig, build
+    from fstore.api import BuildConfig, build
 
     common = dict(store=config.store_path, images=config.images, layers=config.wanted_layers,
                   provider=config.provider, batch_size=config.batch_size, threads=config.threads)

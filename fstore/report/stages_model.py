@@ -99,7 +99,7 @@ def activations(ctx: Context, folder: Path) -> dict:
 
 def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
     """A store of the main layer computed by the ``precision`` variant of the model."""
-    from fstore.featurestore.build import BuildConfig, build
+    from fstore.api import BuildConfig, build
 
     config = ctx.config
     store = folder / f"{precision}.h5"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fstore.errors import ModelError
-from fstore.featurestore.preprocess import Preprocessing  # fstore.images.* once it lands
 from fstore.fsutil import atomic_write_bytes
+from fstore.images.preprocess import Preprocessing
 
 PREFIX = "fstore."
 #: The numeric precisions of an exported model; ``fp32`` is the reference the others derive from.

@@ -13,7 +13,7 @@ import pytest
 from helpers import make_image_folder
 
 from fstore.benchmarks.systems import preprocessing_for
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 BENCH_LAYER = "pool5"
 BENCH_SIZE = 32

@@ -76,8 +76,8 @@ def test_unknown_eager_variant_is_a_user_error(eager_state: Path) -> None:
 def test_eager_store_writes_the_features_build_writes(
     bench_model, eager_state: Path, bench_folder: Path, bench_prep, tmp_path: Path
 ) -> None:
+    from fstore.api import BuildConfig, build
     from fstore.benchmarks.eager import EagerBackend, LoaderOptions, eager_store, read_eager_store
-    from fstore.featurestore.build import BuildConfig, build
     from fstore.featurestore.store import load_features
 
     paths = sorted(bench_folder.rglob("*.jpg"))
@@ -114,7 +114,7 @@ def test_torchvision_transform_equals_fstore_preprocessing(bench_folder: Path, b
     from PIL import Image
 
     from fstore.benchmarks.eager import image_transform
-    from fstore.featurestore.preprocess import preprocess
+    from fstore.images.preprocess import preprocess
 
     path = sorted(bench_folder.rglob("*.jpg"))[0]
     with Image.open(path) as image:

@@ -10,7 +10,7 @@ import pytest
 
 from fstore.errors import DatasetError, ModelError
 from fstore.export import precision as prec
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 onnx = pytest.importorskip("onnx")
 
@@ -238,7 +238,7 @@ def test_bad_requests_are_user_errors(bench_model, tmp_path: Path) -> None:
 
 
 def test_the_store_records_the_precision(int8_variant, bench_folder: Path, tmp_path: Path) -> None:
-    from fstore.featurestore.build import BuildConfig, build
+    from fstore.api import BuildConfig, build
     from fstore.featurestore.store import store_info
 
     report = build(

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fstore.featurestore.features import FeatureSet
-from fstore.featurestore.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing
 
 MODEL_SHA = "ab" * 32
 PROVENANCE = {"model_sha256": MODEL_SHA, "model_path": "/nonexistent/model.onnx",

@@ -18,7 +18,7 @@ from fstore.cli_classifiers import classify, train
 
 @pytest.fixture
 def built_store(tmp_path: Path, config_for) -> Path:
-    from fstore.featurestore.build import build
+    from fstore.api import build
 
     images = tmp_path / "images"
     for part, count in (("train", 4), ("test", 2)):

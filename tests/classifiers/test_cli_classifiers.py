@@ -200,7 +200,8 @@ def mean_colour_model(path: Path, doc: str = "") -> Path:
 
 def test_classify_new_images_end_to_end(tmp_path, small_preprocessing):
     pytest.importorskip("onnxruntime")
-    from fstore.featurestore.build import extract_features, file_sha256
+    from fstore.featurestore.run import extract_features
+    from fstore.images.reader import file_sha256
 
     model = mean_colour_model(tmp_path / "model.onnx")
     paths, labels = colour_images(tmp_path / "train", per_class=8, seed=0)

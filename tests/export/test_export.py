@@ -20,7 +20,7 @@ from fstore.errors import OutputPathError, WeightsError
 from fstore.export.layers import parse_layers
 from fstore.export.onnx_export import export, read_model_info, relative_error, truncated_vgg16
 from fstore.export.weights import WeightsSource, load_vgg16
-from fstore.featurestore.preprocess import Preprocessing, resize_and_crop, to_rgb
+from fstore.images.preprocess import Preprocessing, resize_and_crop, to_rgb
 
 torch = pytest.importorskip("torch")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from fstore.featurestore import store as st
-from fstore.featurestore.dataset import SplitSpec
 from fstore.featurestore.write import StoreLock, Writer, prepare_store
+from fstore.images.discover import SplitSpec
 
 DIM = 6
 

@@ -12,11 +12,11 @@ import pytest
 from helpers import SMALL, make_image_folder, random_image
 from PIL import Image
 
+from fstore.api import build
 from fstore.errors import DatasetError, FstoreError, OutputPathError, StoreError, UnknownLayerError
 from fstore.export.weights import WeightsSource
-from fstore.featurestore.build import build
-from fstore.featurestore.dataset import SplitSpec
 from fstore.featurestore.store import load_features, store_info, write_arrays
+from fstore.images.discover import SplitSpec
 
 
 def eager_features(paths: list[Path], layers: tuple[str, ...]) -> dict[str, np.ndarray]:

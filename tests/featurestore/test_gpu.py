@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from fstore.api import build
 from fstore.errors import ProviderError
-from fstore.featurestore.build import build
 from fstore.featurestore.store import load_features
 from fstore.runtime.providers import resolve_provider
 from fstore.runtime.session import OrtBackend

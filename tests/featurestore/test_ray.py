@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from helpers import make_image_folder
 
+from fstore.api import build
 from fstore.errors import MissingDependencyError
-from fstore.featurestore.build import build
 from fstore.featurestore.ray_engine import RayOptions, wait_for_workers
 from fstore.featurestore.store import load_features, sidecar, store_info
 

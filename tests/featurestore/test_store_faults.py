@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from helpers import make_image_folder
 
+from fstore.api import build
 from fstore.errors import StoreError
 from fstore.featurestore import store as st
-from fstore.featurestore.build import build
 from fstore.featurestore.verify import verify
 
 

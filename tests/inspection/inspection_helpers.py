@@ -10,7 +10,8 @@ import numpy as np
 from helpers import SMALL  # noqa: E402
 from PIL import Image
 
-from fstore.featurestore.preprocess import Preprocessing, load_image
+from fstore.images.preprocess import Preprocessing
+from fstore.images.reader import load_image
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> Path:

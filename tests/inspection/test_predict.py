@@ -206,7 +206,7 @@ def test_full_size_predict_through_cache_equals_eager(images, eager_vgg16):
     """224x224 end to end: ``ensure_model(("logits", "prob"))``, then ORT against eager."""
     import torch
 
-    from fstore.featurestore.preprocess import Preprocessing
+    from fstore.images.preprocess import Preprocessing
 
     predictor = Predictor.for_weights(WeightsSource("random", seed=0), Preprocessing(), "cpu")
     assert predictor.preprocessing == Preprocessing()

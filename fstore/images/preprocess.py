@@ -3,17 +3,19 @@
 ``Resize(256)`` (bilinear, antialiased: Pillow's own filter, which torchvision calls for PIL
 images), ``CenterCrop(224)``, ``ToTensor()`` and ``Normalize(mean, std)``, without torch.
 The tests compare this module with torchvision on images of many sizes and modes.
+
+Decoders hand over ``uint8`` crops; :func:`to_float` is the NumPy reference of the last two
+steps (``ToTensor`` + ``Normalize``) on a whole ``(N, H, W, 3)`` batch, the math that the
+model's uint8 input prefix reproduces.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import asdict, dataclass, field
-from io import BytesIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,10 +58,6 @@ class Preprocessing:
         return cls(**data)
 
 
-class ImageDecodeError(Exception):
-    """An image file that cannot be turned into an RGB picture; the message is the reason."""
-
-
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow image to 8-bit RGB.
 
@@ -81,41 +79,6 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
-
-
-def decode(data: bytes) -> tuple[Image.Image, str | None]:
-    """Decode image bytes into an upright RGB image.
-
-    Returns the image and a warning (``None`` when clean), for example when corrupt EXIF made
-    the orientation unreadable. Raises ``ImageDecodeError`` with the reason when the bytes are
-    not a usable image (empty, truncated, not an image, unsupported, a decompression bomb).
-    """
-    if not data:
-        raise ImageDecodeError("empty file")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(BytesIO(data))
-            image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageDecodeError(f"decompression bomb: {exc}") from None
-        except Image.UnidentifiedImageError:
-            raise ImageDecodeError("not an image, or an unsupported format") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageDecodeError(f"cannot decode: {exc}") from None
-        warning = None
-        try:
-            image = ImageOps.exif_transpose(image)
-        except Exception as exc:  # noqa: BLE001 - any EXIF failure only loses the orientation
-            warning = f"corrupt EXIF ({type(exc).__name__}: {exc}); orientation ignored"
-    exif_warnings = [str(w.message) for w in caught if "exif" in str(w.message).lower()]
-    if warning is None and exif_warnings:
-        warning = f"corrupt EXIF ({exif_warnings[0].strip()}); orientation may be ignored"
-    try:
-        return to_rgb(image), warning
-    except (OSError, ValueError) as exc:
-        raise ImageDecodeError(f"cannot convert mode {image.mode} to RGB: {exc}") from None
 
 
 def resize_and_crop(image: Image.Image, spec: Preprocessing) -> Image.Image:
@@ -150,7 +113,38 @@ def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
     return to_array(resize_and_crop(to_rgb(image), spec), spec)
 
 
-def load_image(data: bytes, spec: Preprocessing) -> tuple[np.ndarray, str | None]:
-    """Decode bytes and preprocess them; returns the input array and a decode warning or None."""
-    image, warning = decode(data)
-    return preprocess(image, spec), warning
+def to_float(batch: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """``ToTensor`` + ``Normalize`` of a uint8 ``(N, H, W, 3)`` batch: float32 ``(N, 3, H, W)``.
+
+    Computed as torchvision does it, ``(x / 255 - mean) / std`` in float32, so features match
+    the float path of earlier fstore versions bit for bit.
+    """
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    out = np.empty((batch.shape[0], 3) + batch.shape[1:3], np.float32)
+    for c in range(3):
+        np.divide(batch[..., c], np.float32(255.0), out=out[:, c], dtype=np.float32)
+        out[:, c] -= mean[c]
+        out[:, c] /= std[c]
+    return out
+
+
+def for_options(
+    size: int | None,
+    resize: int | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+) -> Preprocessing | None:
+    """The preprocessing asked for by ``--size/--resize/--mean/--std``; ``None`` if none given.
+
+    ``resize`` defaults to 256/224 of the crop, as in the ImageNet recipe.
+    """
+    if all(v is None for v in (size, resize, mean, std)):
+        return None
+    crop = size or 224
+    return Preprocessing(
+        resize=resize or round(crop * 256 / 224),
+        crop=crop,
+        mean=mean or IMAGENET_MEAN,
+        std=std or IMAGENET_STD,
+    )

@@ -9,14 +9,9 @@ import pytest
 from helpers import random_image
 from PIL import Image
 
-from fstore.featurestore.preprocess import (
-    ImageDecodeError,
-    Preprocessing,
-    decode,
-    load_image,
-    preprocess,
-    to_rgb,
-)
+from fstore.images.decode import ImageDecodeError, decode
+from fstore.images.preprocess import Preprocessing, preprocess, to_rgb
+from fstore.images.reader import load_image
 
 torchvision = pytest.importorskip("torchvision")
 from torchvision import transforms  # noqa: E402

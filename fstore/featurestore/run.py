@@ -1,0 +1,176 @@
+"""The run stage of ``fstore build``: uint8 batches through a backend, gathered into shards.
+
+:class:`ShardAssembler` is the one place where a batch becomes rows, used by the local build,
+the Ray workers and :func:`extract_features`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fstore.featurestore import store as st
+from fstore.featurestore.pipeline import Batch, Work, iter_batches
+from fstore.featurestore.write import Writer
+from fstore.images.discover import ImageItem
+from fstore.images.preprocess import Preprocessing
+
+
+def forward(backend, pixels: np.ndarray, preprocessing: Preprocessing) -> dict[str, np.ndarray]:
+    """Features of one uint8 NHWC batch: the one call into the backend.
+
+    The model normalises in its graph (the uint8 prefix), so ``preprocessing`` is not applied
+    here; it only sizes the probe.
+    """
+    return backend.run(pixels)
+
+
+def probe_shapes(backend, preprocessing: Preprocessing) -> dict[str, tuple[int, ...]]:
+    """Output shapes (without the batch axis) of a model, from one run on a black image."""
+    black = np.zeros((1, preprocessing.crop, preprocessing.crop, 3), np.uint8)
+    outputs = forward(backend, black, preprocessing)
+    return {k: tuple(int(d) for d in v.shape[1:]) for k, v in outputs.items()}
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage, and what was counted (summed over decode threads)."""
+
+    decode: float = 0.0
+    inference: float = 0.0
+    images: int = 0
+    errors: int = 0
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def count_error(self, reason: str) -> None:
+        self.errors += 1
+        kind = reason.split(":")[0]
+        self.errors_by_reason[kind] = self.errors_by_reason.get(kind, 0) + 1
+
+
+class ShardAssembler:
+    """Runs decoded batches through a backend and gathers them into shards.
+
+    On CUDA, batches are padded to ``pad_to`` so every run has the shape cuDNN tuned for.
+    """
+
+    def __init__(self, backend, dims: dict[str, int], pad_to: int | None = None):
+        self.backend, self.dims, self.pad_to = backend, dims, pad_to
+        self.times = StageTimes()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rows = st.ShardRows([], [], [], [], {})
+        self._outputs: dict[str, list[np.ndarray]] = {k: [] for k in self.backend.outputs}
+
+    def _record(self, batch: Batch) -> None:
+        for d in batch.decoded:
+            if d.error is None and d.warning is None:
+                continue
+            reason = d.error or d.warning
+            self.rows.errors.append({"key": d.item.key, "reason": reason, "sha256": d.sha256,
+                                     "stored": d.error is None, "size": d.size,
+                                     "mtime_ns": d.mtime_ns})  # fmt: skip
+            if d.error is not None:
+                self.times.count_error(reason)
+
+    def _infer(self, batch: Batch, good: list) -> None:
+        x = batch.pixels
+        if self.pad_to and len(good) < self.pad_to:
+            x = np.concatenate([x, np.zeros((self.pad_to - len(good),) + x.shape[1:], x.dtype)])
+        t0 = time.perf_counter()
+        result = forward(self.backend, x, batch.preprocessing)
+        self.times.inference += time.perf_counter() - t0
+        for layer in self.backend.outputs:
+            self._outputs[layer].append(result[layer][: len(good)].reshape(len(good), -1))
+        for d in good:
+            self.rows.keys.append(d.item.key)
+            self.rows.sha256.append(d.sha256)
+            self.rows.size.append(d.size)
+            self.rows.mtime_ns.append(d.mtime_ns)
+
+    def add(self, batch: Batch) -> st.ShardRows | None:
+        """Process one batch; returns the finished shard's rows after its last batch."""
+        good = batch.good
+        self.times.decode += sum(d.seconds for d in batch.decoded)
+        self._record(batch)
+        if good:
+            self._infer(batch, good)
+        self.times.images += len(good)
+        if not batch.last_of_shard:
+            return None
+        rows = self.rows
+        rows.features = {
+            layer: np.concatenate(chunks) if chunks else np.zeros((0, self.dims[layer]), np.float32)
+            for layer, chunks in self._outputs.items()
+        }
+        self._reset()
+        return rows
+
+
+def layer_dims(manifest: st.Manifest) -> dict[str, int]:
+    return {layer: int(np.prod(shape)) for layer, shape in manifest.shapes.items()}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the local run stage reads: batch size, decode workers and decode mode."""
+
+    batch_size: int
+    workers: int | None
+    decode: str
+    progress: bool | None = None
+
+
+def run_local(work: Work, backend, preprocessing: Preprocessing, options: RunOptions,
+              writer: Writer) -> StageTimes:  # fmt: skip
+    """Compute ``work`` here: read → run → hand each finished shard to ``writer``."""
+    from tqdm import tqdm
+
+    show = sys.stderr.isatty() if options.progress is None else options.progress
+    bar = tqdm(total=work.pending, unit="img", disable=not show, dynamic_ncols=True, desc="build")
+    pad_to = options.batch_size if backend.provider == "cuda" else None
+    assembler = ShardAssembler(backend, layer_dims(writer.manifest), pad_to)
+    batches = iter_batches(work, preprocessing, options.batch_size, options.workers, options.decode)
+    try:
+        for batch in batches:
+            rows = assembler.add(batch)
+            bar.update(len(batch.decoded))
+            if rows is not None:
+                writer.put(batch.shard, rows)
+    finally:
+        bar.close()
+    return assembler.times
+
+
+def extract_features(
+    paths: list[Path],
+    model_path: Path,
+    layers: tuple[str, ...],
+    provider: str = "cpu",
+    batch_size: int = 16,
+    preprocessing: Preprocessing | None = None,
+    decode: str = "exact",
+) -> tuple[dict[str, np.ndarray], list[Path], list[tuple[Path, str]]]:
+    """Features of images outside any store (for ``classify``): (features, good paths, errors)."""
+    from fstore.runtime.metadata import read_model_info
+    from fstore.runtime.session import OrtBackend
+
+    if preprocessing is None:
+        preprocessing = read_model_info(model_path).preprocessing
+    backend = OrtBackend.load(model_path, provider, outputs=layers, preprocessing=preprocessing)
+    items = [ImageItem(str(p), p) for p in paths]
+    if not items:
+        return {layer: np.zeros((0, 0), np.float32) for layer in layers}, [], []
+    assembler = ShardAssembler(backend, {layer: 0 for layer in layers})
+    work = Work([("extract", items)], 0, len(items))
+    rows = None
+    for batch in iter_batches(work, preprocessing, batch_size, decode=decode):
+        rows = assembler.add(batch) or rows
+    assert rows is not None
+    errors = [(Path(e["key"]), e["reason"]) for e in rows.errors if not e["stored"]]
+    return rows.features, [Path(k) for k in rows.keys], errors

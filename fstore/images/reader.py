@@ -1,0 +1,122 @@
+"""The one image reader: a file's bytes read once, hashed and decoded from those same bytes.
+
+:class:`ImageReader` is what ``fstore build``, int8 calibration, ``predict``, ``activations``,
+``classify`` and ``bench`` read images with. It never raises for a bad file: the result says
+why (empty, truncated, not an image, unsupported, decompression bomb, unreadable) or carries
+a warning (corrupt EXIF). Because the hash, size and pixels all come from one read, an image
+rewritten while it is read is stored consistently: its next build sees another mtime, hashes
+again and recomputes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fstore.images.decode import ImageDecodeError, check_mode, decode_crop
+from fstore.images.discover import ImageItem
+from fstore.images.preprocess import Preprocessing, to_float
+
+
+@dataclass
+class Decoded:
+    """One image as read: the uint8 HWC crop (``None`` if bad) and what identifies the file."""
+
+    item: ImageItem
+    array: np.ndarray | None
+    sha256: str
+    size: int
+    mtime_ns: int
+    error: str | None = None
+    warning: str | None = None
+    seconds: float = 0.0
+
+
+def read_bytes(path: Path) -> tuple[bytes, int]:
+    """The file's bytes and its mtime (ns); a FIFO or other non-file raises ``OSError``.
+
+    Opened non-blocking, so a FIFO that appears after discovery cannot hang the reader.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(), info.st_mtime_ns
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ImageReader:
+    """Reads images for a model: ``preprocessing`` and the decode ``mode`` (exact or fast)."""
+
+    def __init__(self, preprocessing: Preprocessing, mode: str = "exact") -> None:
+        self.preprocessing = preprocessing
+        self.mode = check_mode(mode)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of one decoded image: ``(crop, crop, 3)``."""
+        return (self.preprocessing.crop, self.preprocessing.crop, 3)
+
+    def decode(self, data: bytes) -> tuple[np.ndarray, str | None]:
+        """uint8 HWC crop of image bytes and a warning; raises ``ImageDecodeError``."""
+        return decode_crop(data, self.preprocessing, self.mode)
+
+    def read(self, item: ImageItem, out: np.ndarray | None = None) -> Decoded:
+        """Read, hash and decode one image (into ``out`` if given); never raises for a bad file."""
+        start = time.perf_counter()
+        try:
+            data, mtime = read_bytes(item.path)
+        except OSError as exc:
+            size, mtime = _stat(item.path)
+            reason = f"unreadable: {exc.strerror or exc}"
+            return Decoded(item, None, "", size, mtime, reason, seconds=time.perf_counter() - start)
+        decoded = Decoded(item, None, hashlib.sha256(data).hexdigest(), len(data), mtime)
+        try:
+            array, decoded.warning = self.decode(data)
+        except ImageDecodeError as exc:
+            decoded.error = str(exc)
+        else:
+            if out is not None:
+                out[...] = array
+                array = out
+            decoded.array = array
+        decoded.seconds = time.perf_counter() - start
+        return decoded
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        s = path.stat()
+        return s.st_size, s.st_mtime_ns
+    except OSError:
+        return -1, -1
+
+
+def load_image(
+    data: bytes, spec: Preprocessing, mode: str = "exact"
+) -> tuple[np.ndarray, str | None]:
+    """Decode bytes into the float32 ``(3, crop, crop)`` input of a float model, and a warning.
+
+    For code that still feeds float NCHW models; new code hands :meth:`ImageReader.decode`'s
+    uint8 crops to a backend.
+    """
+    array, warning = decode_crop(data, spec, check_mode(mode))
+    return to_float(array[None], spec)[0], warning

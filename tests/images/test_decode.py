@@ -1,0 +1,107 @@
+"""Exact and fast decoding: exact is torchvision's path, fast stays close to it, bad inputs
+keep their reasons in both modes, and ``to_float`` is torchvision's ``ToTensor`` + ``Normalize``."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from helpers import random_image
+
+from fstore.images import decode as dec
+from fstore.images.decode import ImageDecodeError, decode_crop
+from fstore.images.preprocess import Preprocessing, to_float
+
+SPEC = Preprocessing(resize=64, crop=56)
+
+
+def _jpeg(size: tuple[int, int], seed: int = 0, mode: str = "RGB", **save) -> bytes:
+    buf = io.BytesIO()
+    random_image(np.random.default_rng(seed), size, mode).save(buf, "JPEG", quality=90, **save)
+    return buf.getvalue()
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("size", [(640, 480), (300, 520), (1000, 260)])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_fast_stays_close_to_exact_on_large_jpegs(size, mode):
+    """DCT scaling (here by 1/2 to 1/8) plus one resize approximates the full decode + resize.
+
+    Tolerance: cosine of the uint8 crops >= 0.995 and mean absolute difference <= 4 grey levels
+    (out of 255). Both are the scale of JPEG's own quantisation noise, far below what a wrong
+    geometry (a shifted or mis-scaled crop) gives: the last assertion checks that a crop shifted
+    by 2 pixels already breaks the tolerance on these images.
+    """
+    data = _jpeg(size, mode=mode)
+    exact, _ = decode_crop(data, SPEC, "exact")
+    fast, warning = decode_crop(data, SPEC, "fast")
+    assert fast.shape == exact.shape == (56, 56, 3) and fast.dtype == np.uint8
+    assert warning is None
+    assert _cosine(fast, exact) >= 0.995
+    assert np.abs(fast.astype(int) - exact.astype(int)).mean() <= 4
+    shifted = np.roll(exact, 2, axis=1)
+    assert np.abs(shifted.astype(int) - exact.astype(int)).mean() > 4
+
+
+def test_fast_equals_exact_when_nothing_is_scaled():
+    """A picture already smaller than ``resize`` is not DCT-scaled: fast gives exact's bytes."""
+    data = _jpeg((60, 50))
+    np.testing.assert_array_equal(decode_crop(data, SPEC, "fast")[0], decode_crop(data, SPEC)[0])
+
+
+def test_fast_without_simplejpeg_uses_pillow_draft(monkeypatch):
+    data = _jpeg((640, 480))
+    with_turbo = decode_crop(data, SPEC, "fast")[0]
+    monkeypatch.setattr(dec, "simplejpeg", None)
+    with_draft = decode_crop(data, SPEC, "fast")[0]
+    assert _cosine(with_draft, decode_crop(data, SPEC)[0]) >= 0.995
+    assert np.abs(with_draft.astype(int) - with_turbo.astype(int)).mean() <= 4
+
+
+def test_fast_keeps_exif_orientation():
+    """An EXIF-rotated JPEG takes the Pillow route: fast turns it upright as exact does."""
+    from PIL import Image
+
+    image = random_image(np.random.default_rng(1), (640, 400))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    exact, _ = decode_crop(buf.getvalue(), SPEC, "exact")
+    fast, _ = decode_crop(buf.getvalue(), SPEC, "fast")
+    assert _cosine(fast, exact) >= 0.995
+    assert np.abs(fast.astype(int) - exact.astype(int)).mean() <= 4
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_bad_inputs_keep_their_reasons_in_both_modes(mode):
+    good = _jpeg((640, 480))
+    cases = {
+        b"": "empty file",
+        b"not an image at all": "not an image",
+        good[: len(good) // 2]: "cannot decode",
+    }
+    for data, reason in cases.items():
+        with pytest.raises(ImageDecodeError, match=reason):
+            decode_crop(data, SPEC, mode)
+
+
+def test_to_float_equals_torchvision():
+    torchvision = pytest.importorskip("torchvision")
+    from torchvision import transforms
+
+    spec = Preprocessing(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    batch = np.random.default_rng(0).integers(0, 256, (3, 20, 24, 3), dtype=np.uint8)
+    ours = to_float(batch, spec)
+    reference = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
+    )
+    theirs = np.stack([reference(image).numpy() for image in batch])
+    assert ours.shape == (3, 3, 20, 24) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+    assert torchvision is not None

@@ -1,0 +1,75 @@
+"""The read stage: decode workers follow the usable cores, the store does not depend on how
+many there are, and a store built from a ``--model`` file resumes with a bare build."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from helpers import SMALL, make_image_folder, write_noop_model
+
+from fstore.api import BuildConfig, build
+from fstore.featurestore import pipeline
+from fstore.featurestore.store import load_features, read_manifest
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "images"
+    make_image_folder(root, {"alpha": 5, "beta": 4}, size=(90, 70))
+    (root / "beta" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    return root
+
+
+@pytest.fixture
+def noop(tmp_path):
+    return write_noop_model(tmp_path / "noop.onnx")
+
+
+def _config(folder, noop, store, **kw) -> BuildConfig:
+    options = dict(images=folder, model=noop, preprocessing=SMALL, provider="cpu",
+                   batch_size=2, shard_size=4, index_every=0.0)  # fmt: skip
+    options.update(kw)
+    return BuildConfig(store=store, **options)
+
+
+def test_decode_workers_default_to_the_usable_cores(monkeypatch, folder, noop, tmp_path):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
+    assert pipeline.default_workers() == 5
+    report = build(_config(folder, noop, tmp_path / "s.h5"))
+    assert report.workers == 5
+    assert build(_config(folder, noop, tmp_path / "t.h5", workers=2)).workers == 2
+
+
+@pytest.mark.parametrize("decode", ["exact", "fast"])
+def test_store_is_identical_for_1_and_3_workers(folder, noop, tmp_path, decode):
+    one = build(_config(folder, noop, tmp_path / "one.h5", workers=1, decode=decode))
+    three = build(_config(folder, noop, tmp_path / "three.h5", workers=3, decode=decode))
+    assert one.images_computed == three.images_computed == 9 and one.errors == 1
+    a = load_features(tmp_path / "one.h5", "pooled")
+    b = load_features(tmp_path / "three.h5", "pooled")
+    assert list(a.keys) == list(b.keys) and len(a.keys) == 9
+    np.testing.assert_array_equal(a.X, b.X)
+
+
+def test_decode_mode_is_recorded_and_mixing_is_refused(folder, noop, tmp_path):
+    from fstore.errors import StoreError
+
+    store = tmp_path / "s.h5"
+    build(_config(folder, noop, store, decode="fast"))
+    assert read_manifest(store).provenance["decode"] == "fast"
+    again = build(_config(folder, noop, store))  # no --decode: the store's
+    assert again.decode == "fast" and again.images_computed == 0
+    with pytest.raises(StoreError, match="decode"):
+        build(_config(folder, noop, store, decode="exact"))
+
+
+def test_a_model_store_resumes_with_a_bare_build(folder, noop, tmp_path):
+    store = tmp_path / "s.h5"
+    build(_config(folder, noop, store))
+    make_image_folder(folder, {"gamma": 2}, seed=3, size=(90, 70))
+    report = build(BuildConfig(store=store, provider="cpu"))
+    assert report.images_computed == 2 and report.images_done_before == 10
+    features = load_features(store, "pooled")
+    assert len(features.keys) == 11 and features.X.shape == (11, 3)
