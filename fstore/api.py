@@ -34,6 +34,8 @@ def resolve_vgg16(config: BuildConfig, manifest: st.Manifest | None) -> Resolved
     """VGG16 exported (or taken from the cache) for the layers, weights and precision asked
     for, falling back to the store's; int8 is calibrated on the build's images."""
     from fstore.export.onnx_export import ensure_model, read_model_info
+    from fstore.export.precision import AUTO, resolve_precision
+    from fstore.runtime.providers import resolve_provider
 
     layers = config.layers or (manifest.layers if manifest else None)
     if not layers:
@@ -44,8 +46,10 @@ def resolve_vgg16(config: BuildConfig, manifest: st.Manifest | None) -> Resolved
             manifest.provenance.get("weights_origin", "imagenet")
         )
     precision = config.precision
-    if manifest is not None and config.precision == "fp32":
+    if manifest is not None and precision in ("fp32", AUTO):
         precision = manifest.provenance.get("precision", "fp32")
+    elif precision == AUTO:  # fp16 on CUDA where its recorded fidelity holds, else fp32
+        precision = resolve_precision(AUTO, resolve_provider(config.provider))
     path = ensure_model(
         layers,
         weights or WeightsSource("imagenet"),

@@ -7,9 +7,7 @@ and exit status 1; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -21,12 +19,15 @@ from fstore.cli_options import (
     echo_err,
     precision_options,
     preprocessing_for,
+    provider_choice,
     seed_option,
     store_option,
+    use_stderr_logging,
     weights_option,
     weights_source,
 )
 from fstore.export.layers import LAYER_NAMES
+from fstore.export.precision import AUTO
 from fstore.runtime.metadata import PRECISIONS
 
 
@@ -155,23 +156,6 @@ def _floats(text: str | None, name: str) -> tuple[float, float, float] | None:
     return values  # type: ignore[return-value]
 
 
-@contextlib.contextmanager
-def _log_to_stderr(quiet: bool):
-    """fstore's log lines (``logging``, INFO and up) on stderr while a command runs."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("fstore")
-    old_level = root.level
-    if not quiet:
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-
-
 @cli.command()
 @click.argument("images", required=False, type=click.Path(path_type=Path))
 @click.option(
@@ -180,13 +164,7 @@ def _log_to_stderr(quiet: bool):
     multiple=True,
     help="Layer to store (repeatable, or comma-separated). Default: the store's.",
 )
-@click.option(
-    "--provider",
-    type=click.Choice(["cpu", "cuda", "auto"]),
-    default="auto",
-    show_default=True,
-    help="ONNX Runtime execution provider.",
-)
+@provider_choice("auto", help="ONNX Runtime execution provider (tensorrt: opt-in, fp16).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--workers",
@@ -245,10 +223,11 @@ def _log_to_stderr(quiet: bool):
 @click.option("--float16", "float16", is_flag=True, help="Store features as float16.")
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "int8", "fp16"]),
-    default="fp32",
+    type=click.Choice((*PRECISIONS, AUTO)),
+    default=AUTO,
     show_default=True,
-    help="Model precision: int8 is calibrated on IMAGES (CPU), fp16 is for CUDA.",
+    help="Model precision: int8 is calibrated on IMAGES (CPU); auto is fp16 on CUDA where its "
+    "measured fidelity holds, else fp32 (a store keeps the precision it was built with).",
 )
 @click.option(
     "--train-per-class",
@@ -303,8 +282,8 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
     from fstore.api import build as run_build
 
     config = _build_config(images, options)
-    with _log_to_stderr(quiet):
-        report = run_build(config, progress=False if quiet else None)
+    use_stderr_logging(quiet)
+    report = run_build(config, progress=False if quiet else None)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

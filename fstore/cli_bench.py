@@ -8,15 +8,16 @@ until the command runs.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import click
 
+from fstore.benchmarks.config import BENCH_PROVIDERS
 from fstore.cli_options import (
     FstoreCommand,
     precision_options,
     seed_option,
+    use_stderr_logging,
     weights_option,
     weights_source,
 )
@@ -47,17 +48,6 @@ def _config(options: dict):  # -> BenchConfig
     return BenchConfig(weights=weights, **options)
 
 
-def _show_progress(quiet: bool) -> None:
-    """Progress lines of the benchmark's loggers on stderr, unless ``--quiet``."""
-    logger = logging.getLogger("fstore.benchmarks")
-    if quiet or logger.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
 def _summary(result) -> list[str]:  # result: BenchResult
     lines = []
     for r in result.all_rows:
@@ -73,7 +63,7 @@ def _summary(result) -> list[str]:  # result: BenchResult
 @click.command(cls=FstoreCommand)
 @click.option(
     "--provider",
-    type=click.Choice(["cpu", "cuda", "auto"]),
+    type=click.Choice(BENCH_PROVIDERS),
     default="auto",
     show_default=True,
     help="Device of every system (ONNX Runtime and PyTorch).",
@@ -218,7 +208,7 @@ def bench(out: Path, quiet: bool, as_json: bool, **options) -> None:
     from fstore.benchmarks.report import write_report
 
     config = _config(options)
-    _show_progress(quiet)
+    use_stderr_logging(quiet)
     result = run_bench(config)
     paths = write_report(result, out)
     if as_json:

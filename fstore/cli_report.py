@@ -7,12 +7,19 @@ module level.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
-from fstore.cli_options import FstoreCommand, seed_option, weights_option, weights_source
+from fstore.cli_options import (
+    FstoreCommand,
+    c_grid_option,
+    provider_choice,
+    seed_option,
+    use_stderr_logging,
+    weights_option,
+    weights_source,
+)
 
 
 def _report_options(command):
@@ -27,8 +34,7 @@ def _report_options(command):
                      help="Comma-separated layers to store [default: fc6,fc7,logits for VGG16, "
                           "every output of a --model]; the first that is not logits/prob feeds "
                           "the classifiers."),
-        click.option("--C", "c_grid", default="0.001,0.01,0.1,1,10,100,1000", show_default=True,
-                     help="SVM C grid."),
+        c_grid_option,
         click.option("--cv", default=5, show_default=True, type=int, help="Stratified CV folds."),
         click.option("--pca", default=0.95, show_default=True, type=float,
                      help="Variance kept for the SVM on PCA features."),
@@ -44,8 +50,7 @@ def _report_options(command):
                      default=None, help="Zero-shot mapping file [default: built-in 15-Scene]."),
         click.option("--samples", default=15, show_default=True, type=int,
                      help="Images shown with their top-5 predictions."),
-        click.option("--provider", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
-                     show_default=True, help="ONNX Runtime execution provider."),
+        provider_choice("cpu", help="ONNX Runtime execution provider."),
         click.option("--threads", default=None, type=click.IntRange(min=1),
                      help="ONNX Runtime intra-op threads (default: all cores)."),
         click.option("--no-cache", is_flag=True, help="Recompute every stage."),
@@ -89,18 +94,8 @@ def report(images: Path, **options) -> None:
 
     quiet = options.pop("quiet")
     config = ReportConfig(images=images, **_config_options(options))
-    logger = logging.getLogger("fstore")
-    handler = logging.StreamHandler(click.get_text_stream("stderr"))
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    if not quiet:  # fstore's progress lines only, not ONNX Runtime's chatter
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    propagate, logger.propagate = logger.propagate, quiet  # a root handler would print twice
-    try:
-        result = run_report(config)
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
+    use_stderr_logging(quiet)
+    result = run_report(config)
     click.echo(f"{result.files['html']} ({result.seconds:.0f} s); also "
                f"{result.files['markdown']}, {result.files['json']}")
 
@@ -108,7 +103,6 @@ def report(images: Path, **options) -> None:
 def _config_options(o: dict) -> dict:
     """Click's options → :class:`ReportConfig` fields."""
     from fstore.classifiers.head import parse_hidden
-    from fstore.classifiers.svm import parse_grid
     from fstore.inspection.prediction import parse_preprocessing
 
     layers = tuple(n.strip() for n in (o["layers"] or "").split(",") if n.strip())
@@ -116,7 +110,7 @@ def _config_options(o: dict) -> dict:
         out=o["out"], store=o["store"], model=o["model"],
         preprocessing=parse_preprocessing(o["size"], o["resize"], o["mean"], o["std"]),
         weights=None if o["model"] else weights_source(o["weights"], o["seed"]),
-        input_size=o["input_size"], layers=layers or None, C=parse_grid(o["c_grid"]),
+        input_size=o["input_size"], layers=layers or None, C=tuple(o["c_grid"]),
         cv=o["cv"], pca=o["pca"], hidden=parse_hidden(o["hidden"]), splits=o["splits"],
         per_class=o["per_class"],
         precisions=tuple(p.strip() for p in o["precisions"].split(",") if p.strip()),

@@ -15,6 +15,9 @@ VIEWS = ("model", "e2e", "pipeline")
 MODEL_VIEWS = ("model", "e2e")
 MEMORY_MODES = ("subprocess", "off")
 
+#: Devices a benchmark runs every system on (eager PyTorch too, so no TensorRT).
+BENCH_PROVIDERS = ("cpu", "cuda", "auto")
+
 
 @dataclass(frozen=True)
 class BenchConfig:

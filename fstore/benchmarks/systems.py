@@ -189,6 +189,8 @@ class EndToEndSpec:
 
     backend: BackendSpec
     loader: LoaderOptions
+    #: ``fstore build``'s decode mode (``None``: the build's default; ``exact`` is torchvision's)
+    decode: str | None = None
 
     def run(self, out: Path, images: Any) -> dict:
         """Write the features of ``images`` (an ``ImageSet``) to ``out``; returns stage times."""
@@ -215,6 +217,7 @@ class EndToEndSpec:
                 batch_size=self.loader.batch_size,
                 workers=self.loader.workers,
                 threads=b.threads,
+                decode=self.decode,
             ),
             progress=False,
         )

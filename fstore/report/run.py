@@ -58,7 +58,7 @@ def build_store(config: ReportConfig) -> dict:
         build_config = BuildConfig(weights=config.vgg16_weights,
                                    preprocessing=config.vgg16_preprocessing(), **common)
     config.store_path.parent.mkdir(parents=True, exist_ok=True)
-    return build(build_config, log=logger.info).to_dict()
+    return build(build_config).to_dict()
 
 
 def make_context(config: ReportConfig) -> Context:

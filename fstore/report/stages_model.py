@@ -108,7 +108,7 @@ def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
                    threads=config.threads, split=ctx.manifest.split)
     if config.model is None:
         build(BuildConfig(weights=config.vgg16_weights, preprocessing=config.vgg16_preprocessing(),
-                          precision=precision, **options), log=logger.info)
+                          precision=precision, **options))
         return store
     from fstore.export.precision import choose_images, convert_fp16, quantize_int8
 
@@ -119,8 +119,7 @@ def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
                       ctx.preprocessing, seed=config.seed, log=logger.info)
     else:
         convert_fp16(config.model, variant)
-    build(BuildConfig(model=variant, preprocessing=ctx.preprocessing, **options),
-          log=logger.info)
+    build(BuildConfig(model=variant, preprocessing=ctx.preprocessing, **options))
     return store
 
 

@@ -102,6 +102,7 @@ def test_eager_store_writes_the_features_build_writes(
             model=bench_model.path,
             provider="cpu",
             batch_size=4,
+            decode="exact",  # torchvision's path, as the eager store reads
         ),
         progress=False,
     )

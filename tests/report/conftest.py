@@ -31,7 +31,10 @@ def external_model(isolated_cache: Path, tmp_path_factory: pytest.TempPathFactor
     from fstore.export.weights import WeightsSource
 
     source = ensure_model(("fc7", "logits"), WeightsSource("random", seed=0), preprocessing=SMALL)
+    from fstore.runtime.prefix import remove_prefix
+
     proto = onnx.load(str(source))
+    remove_prefix(proto)  # a foreign model takes float NCHW input
     del proto.metadata_props[:]
     path = tmp_path_factory.mktemp("external") / "external.onnx"
     onnx.save(proto, str(path))
