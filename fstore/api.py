@@ -57,7 +57,6 @@ def resolve_vgg16(config: BuildConfig, manifest: st.Manifest | None) -> Resolved
         precision=precision,
         calibration=image_folder(config, manifest),
         provider=config.provider,
-        log=logger.info,
     )
     return ResolvedModel(path, read_model_info(path), tuple(layers))
 

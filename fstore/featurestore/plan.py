@@ -19,7 +19,7 @@ from fstore.featurestore import store as st
 from fstore.featurestore.pipeline import Work
 from fstore.images.discover import ImageItem, SplitSpec, is_split_layout
 from fstore.images.preprocess import Preprocessing
-from fstore.images.reader import file_sha256
+from fstore.images.reader import file_sha256, file_stat
 from fstore.runtime.metadata import ModelInfo
 
 
@@ -128,14 +128,6 @@ def check_compatible(store: Path, old: st.Manifest, new: st.Manifest, images: Pa
         raise StoreError(f"store {store} is built from {old.image_root}, not {images}")
 
 
-def _stat(path: Path) -> tuple[int, int]:
-    try:
-        s = path.stat()
-        return s.st_size, s.st_mtime_ns
-    except OSError:
-        return -1, -1
-
-
 def _safe_sha(path: Path) -> str | None:
     try:
         return file_sha256(path)
@@ -158,7 +150,7 @@ def _known(store: Path, summaries: dict[str, st.ShardSummary]) -> dict[str, tupl
 def _up_to_date(item: ImageItem, record: tuple | None) -> bool:
     if record is None:
         return False
-    size, mtime = _stat(item.path)
+    size, mtime = file_stat(item.path)
     if (size, mtime) == (record[0], record[1]):
         return True
     return bool(record[2]) and size >= 0 and _safe_sha(item.path) == record[2]

@@ -23,7 +23,6 @@ virtual datasets, whose unopenable sources read back as NaN without an error.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -36,6 +35,7 @@ from fstore.errors import StoreError
 from fstore.featurestore.features import FeatureSet
 from fstore.fsutil import atomic_write_bytes, commit_file, tmp_path_for
 from fstore.images.discover import SplitSpec, assign_splits, class_of
+from fstore.images.reader import file_sha256
 
 FORMAT = "fstore-store"
 FORMAT_VERSION = 2
@@ -333,14 +333,6 @@ def create_h5(path: Path):
     import h5py
 
     return h5py.File(path, "w")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def commit_hashed(tmp: Path, final: Path, rows: int) -> FileInfo:

@@ -85,7 +85,7 @@ class ImageReader:
         try:
             data, mtime = read_bytes(item.path)
         except OSError as exc:
-            size, mtime = _stat(item.path)
+            size, mtime = file_stat(item.path)
             reason = f"unreadable: {exc.strerror or exc}"
             return Decoded(item, None, "", size, mtime, reason, seconds=time.perf_counter() - start)
         decoded = Decoded(item, None, hashlib.sha256(data).hexdigest(), len(data), mtime)
@@ -102,7 +102,8 @@ class ImageReader:
         return decoded
 
 
-def _stat(path: Path) -> tuple[int, int]:
+def file_stat(path: Path) -> tuple[int, int]:
+    """(size, mtime_ns) of a file; (-1, -1) when it cannot be stat-ed."""
     try:
         s = path.stat()
         return s.st_size, s.st_mtime_ns

@@ -35,7 +35,7 @@ def _predictor(ctx: Context):
     config = ctx.config
     if config.model is None:
         return Predictor.for_weights(config.vgg16_weights, config.vgg16_preprocessing(),
-                                     config.provider, log=logger.info)
+                                     config.provider)
     return Predictor.load(config.model, config.provider, preprocessing=ctx.preprocessing)
 
 
@@ -83,7 +83,7 @@ def activations(ctx: Context, folder: Path) -> dict:
     if config.model is None:
         grid = featuremaps.activations(paths[0], "conv1_1", weights=config.vgg16_weights,
                                        preprocessing=config.vgg16_preprocessing(),
-                                       provider=config.provider, log=logger.info)
+                                       provider=config.provider)
         how = "VGG16's conv1_1 after its ReLU"
     else:
         grid = featuremaps.first_conv_activations(paths[0], config.model, ctx.preprocessing,
@@ -116,7 +116,7 @@ def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
     if precision == "int8":
         chosen = choose_images(ctx.image_root, config.calibration_count, seed=config.seed)
         quantize_int8(config.model, variant, chosen, config.calibration_count,
-                      ctx.preprocessing, seed=config.seed, log=logger.info)
+                      ctx.preprocessing, seed=config.seed)
     else:
         convert_fp16(config.model, variant)
     build(BuildConfig(model=variant, preprocessing=ctx.preprocessing, **options))
