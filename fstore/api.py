@@ -42,9 +42,7 @@ def resolve_vgg16(config: BuildConfig, manifest: st.Manifest | None) -> Resolved
         raise FstoreError("no layer given: pass --layer (e.g. --layer fc7)")
     weights = config.weights
     if weights is None and manifest is not None:
-        weights = WeightsSource.from_origin(
-            manifest.provenance.get("weights_origin", "imagenet")
-        )
+        weights = WeightsSource.from_origin(manifest.provenance.get("weights_origin", "imagenet"))
     precision = config.precision
     if manifest is not None and precision in ("fp32", AUTO):
         precision = manifest.provenance.get("precision", "fp32")

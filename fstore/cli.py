@@ -321,9 +321,7 @@ def _build_config(images: Path | None, o: dict):
         threads=o["threads"],
         engine=o["engine"],
         precision=o["precision"],
-        ray=RayOptions(
-            o["address"], o["num_workers"], o["cpus_per_worker"], o["gpus_per_worker"]
-        ),
+        ray=RayOptions(o["address"], o["num_workers"], o["cpus_per_worker"], o["gpus_per_worker"]),
         decode=o["decode"],
     )
 

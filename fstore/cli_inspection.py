@@ -24,9 +24,10 @@ from fstore.cli_options import (
 )
 
 model_option = click.option(
-    "--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="An ONNX model to use instead of --weights: an fstore export, or any model with "
-         "--size/--resize/--mean/--std.",
+    "--size/--resize/--mean/--std.",
 )
 
 
@@ -46,24 +47,50 @@ def model_preprocessing_options(command):
 
 @click.command(cls=FstoreCommand)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--top", default=5, show_default=True, type=click.IntRange(1, 1000),
-              help="How many classes to list per image.")
+@click.option(
+    "--top",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="How many classes to list per image.",
+)
 @weights_option
 @seed_option
 @model_option
 @model_preprocessing_options
-@click.option("--classes", "classes_spec", default=None,
-              help="Class names of the output: 'imagenet' (built in) or a file, one name a line "
-                   "[default: the model's, or imagenet for a 1000-way output].")
+@click.option(
+    "--classes",
+    "classes_spec",
+    default=None,
+    help="Class names of the output: 'imagenet' (built in) or a file, one name a line "
+    "[default: the model's, or imagenet for a 1000-way output].",
+)
 @input_size_option
 @provider_option
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Images per ONNX Runtime run.")
+@click.option(
+    "--batch-size",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Images per ONNX Runtime run.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (bad files included).")
-def predict(images: tuple[Path, ...], top: int, weights: str, seed: int, model: Path | None,
-            size: int | None, resize: int | None, mean: str | None, std: str | None,
-            classes_spec: str | None, input_size: int, provider: str, batch_size: int,
-            as_json: bool) -> None:
+def predict(
+    images: tuple[Path, ...],
+    top: int,
+    weights: str,
+    seed: int,
+    model: Path | None,
+    size: int | None,
+    resize: int | None,
+    mean: str | None,
+    std: str | None,
+    classes_spec: str | None,
+    input_size: int,
+    provider: str,
+    batch_size: int,
+    as_json: bool,
+) -> None:
     """ImageNet top-k classes of each IMAGE (folders are walked for image files).
 
     Runs the full VGG16 (logits, softmax) through ONNX Runtime, or a --model: an fstore export
@@ -75,11 +102,16 @@ def predict(images: tuple[Path, ...], top: int, weights: str, seed: int, model: 
     from fstore.inspection.prediction import predict as run_predict
 
     if model is not None:
-        predictor = Predictor.load(model, provider, classes=class_names(classes_spec),
-                                   preprocessing=parse_preprocessing(size, resize, mean, std))
+        predictor = Predictor.load(
+            model,
+            provider,
+            classes=class_names(classes_spec),
+            preprocessing=parse_preprocessing(size, resize, mean, std),
+        )
     else:
         predictor = Predictor.for_weights(
-            weights_source(weights, seed), preprocessing_for(input_size), provider, log=echo_err)
+            weights_source(weights, seed), preprocessing_for(input_size), provider, log=echo_err
+        )
     report = run_predict(images, predictor, top=top, batch_size=batch_size)
     for failure in report.failures:
         echo_err(f"skipped {failure.path}: {failure.reason}")
@@ -92,33 +124,63 @@ def predict(images: tuple[Path, ...], top: int, weights: str, seed: int, model: 
         for prediction in report.predictions:
             click.echo(str(prediction.path))
             for score in prediction.top:
-                click.echo(f"  {score.rank:>2}. {score.probability:8.3%}  "
-                           f"{score.name} (class {score.index})")
-    echo_err(f"predicted {len(report.predictions)} image(s), skipped {len(report.failures)}; "
-              f"model {report.model} ({report.info.weights_origin}, {report.provider})")
+                click.echo(
+                    f"  {score.rank:>2}. {score.probability:8.3%}  "
+                    f"{score.name} (class {score.index})"
+                )
+    echo_err(
+        f"predicted {len(report.predictions)} image(s), skipped {len(report.failures)}; "
+        f"model {report.model} ({report.info.weights_origin}, {report.provider})"
+    )
     if not report.predictions:
         raise click.ClickException("no image could be predicted")
 
 
 @click.command(cls=FstoreCommand)
 @click.argument("image", required=False, type=click.Path(path_type=Path))
-@click.option("--layer", default="conv1_1", show_default=True,
-              help="A conv or pool layer: conv1_1 … conv5_3, pool1 … pool5.")
-@click.option("--channels", default=64, show_default=True, type=click.IntRange(min=1),
-              help="Draw the first N channels.")
+@click.option(
+    "--layer",
+    default="conv1_1",
+    show_default=True,
+    help="A conv or pool layer: conv1_1 … conv5_3, pool1 … pool5.",
+)
+@click.option(
+    "--channels",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Draw the first N channels.",
+)
 @weights_option
 @seed_option
 @model_option
 @input_size_option
 @provider_option
-@click.option("--filters", "draw_filters", is_flag=True,
-              help="Draw conv1_1's 64 filters as RGB tiles instead (no IMAGE needed).")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Picture to write (format from the extension) "
-                   "[default: IMAGE-LAYER.png, or conv1_1-filters.png].")
-def activations(image: Path | None, layer: str, channels: int, weights: str, seed: int,
-                model: Path | None, input_size: int, provider: str, draw_filters: bool,
-                output: Path | None) -> None:
+@click.option(
+    "--filters",
+    "draw_filters",
+    is_flag=True,
+    help="Draw conv1_1's 64 filters as RGB tiles instead (no IMAGE needed).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Picture to write (format from the extension) "
+    "[default: IMAGE-LAYER.png, or conv1_1-filters.png].",
+)
+def activations(
+    image: Path | None,
+    layer: str,
+    channels: int,
+    weights: str,
+    seed: int,
+    model: Path | None,
+    input_size: int,
+    provider: str,
+    draw_filters: bool,
+    output: Path | None,
+) -> None:
     """Draw IMAGE's feature maps at a conv or pool LAYER: the input, then one tile per channel.
 
     Each tile is scaled to its own min and max and shown with a colour map, titled with its
@@ -131,20 +193,32 @@ def activations(image: Path | None, layer: str, channels: int, weights: str, see
     if draw_filters:
         if image is not None:
             echo_err(f"--filters draws conv1_1's filters; {image} is not used")
-        grid = lib.filters(weights=source, model=model, preprocessing=preprocessing_for(input_size),
-                           log=echo_err)
+        grid = lib.filters(
+            weights=source, model=model, preprocessing=preprocessing_for(input_size), log=echo_err
+        )
         output = output or Path("conv1_1-filters.png")
         save_figure(filter_figure(grid), output)
-        click.echo(f"{output}: {len(grid.tiles)} conv1_1 filters of {grid.weights.shape[2]}x"
-                   f"{grid.weights.shape[3]} ({grid.weights_origin})")
+        click.echo(
+            f"{output}: {len(grid.tiles)} conv1_1 filters of {grid.weights.shape[2]}x"
+            f"{grid.weights.shape[3]} ({grid.weights_origin})"
+        )
         return
     if image is None:
         raise click.UsageError("give an IMAGE, or --filters to draw conv1_1's filters")
-    result = lib.activations(image, layer, weights=source, model=model,
-                             preprocessing=preprocessing_for(input_size), channels=channels,
-                             provider=provider, log=echo_err)
+    result = lib.activations(
+        image,
+        layer,
+        weights=source,
+        model=model,
+        preprocessing=preprocessing_for(input_size),
+        channels=channels,
+        provider=provider,
+        log=echo_err,
+    )
     output = output or Path(f"{image.stem}-{layer}.png")
     save_figure(activation_figure(result), output)
     _, height, width = result.maps.shape
-    click.echo(f"{output}: {layer} of {image}, {result.channels} channel(s) of {height}x{width} "
-               f"({result.weights_origin})")
+    click.echo(
+        f"{output}: {layer} of {image}, {result.channels} channel(s) of {height}x{width} "
+        f"({result.weights_origin})"
+    )

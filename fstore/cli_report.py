@@ -96,8 +96,10 @@ def report(images: Path, **options) -> None:
     config = ReportConfig(images=images, **_config_options(options))
     use_stderr_logging(quiet)
     result = run_report(config)
-    click.echo(f"{result.files['html']} ({result.seconds:.0f} s); also "
-               f"{result.files['markdown']}, {result.files['json']}")
+    click.echo(
+        f"{result.files['html']} ({result.seconds:.0f} s); also "
+        f"{result.files['markdown']}, {result.files['json']}"
+    )
 
 
 def _config_options(o: dict) -> dict:
@@ -107,12 +109,24 @@ def _config_options(o: dict) -> dict:
 
     layers = tuple(n.strip() for n in (o["layers"] or "").split(",") if n.strip())
     return dict(
-        out=o["out"], store=o["store"], model=o["model"],
+        out=o["out"],
+        store=o["store"],
+        model=o["model"],
         preprocessing=parse_preprocessing(o["size"], o["resize"], o["mean"], o["std"]),
         weights=None if o["model"] else weights_source(o["weights"], o["seed"]),
-        input_size=o["input_size"], layers=layers or None, C=tuple(o["c_grid"]),
-        cv=o["cv"], pca=o["pca"], hidden=parse_hidden(o["hidden"]), splits=o["splits"],
+        input_size=o["input_size"],
+        layers=layers or None,
+        C=tuple(o["c_grid"]),
+        cv=o["cv"],
+        pca=o["pca"],
+        hidden=parse_hidden(o["hidden"]),
+        splits=o["splits"],
         per_class=o["per_class"],
         precisions=tuple(p.strip() for p in o["precisions"].split(",") if p.strip()),
-        mapping=o["mapping"], samples=o["samples"], seed=o["seed"], provider=o["provider"],
-        threads=o["threads"], use_cache=not o["no_cache"])
+        mapping=o["mapping"],
+        samples=o["samples"],
+        seed=o["seed"],
+        provider=o["provider"],
+        threads=o["threads"],
+        use_cache=not o["no_cache"],
+    )

@@ -25,8 +25,11 @@ def _store(store: Path | None) -> Path:
 
 @click.command(cls=FstoreCommand)
 @store_option
-@click.option("--repair", is_flag=True,
-              help="Move damaged shard files aside, so the next build recomputes them.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Move damaged shard files aside, so the next build recomputes them.",
+)
 @click.option("--no-values", is_flag=True, help="Skip the NaN/Inf scan of the features.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def verify(store: Path | None, repair: bool, no_values: bool, as_json: bool) -> None:
@@ -51,8 +54,13 @@ def verify(store: Path | None, repair: bool, no_values: bool, as_json: bool) -> 
 
 @click.command(cls=FstoreCommand)
 @store_option
-@click.option("--segment-rows", default=65_536, show_default=True, type=click.IntRange(min=1),
-              help="Merge small shard files into segments of at least this many rows.")
+@click.option(
+    "--segment-rows",
+    default=65_536,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Merge small shard files into segments of at least this many rows.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def compact(store: Path | None, segment_rows: int, as_json: bool) -> None:
     """Merge small shard files into segments (crash-safe; rows and their order unchanged)."""

@@ -16,19 +16,21 @@ import pytest
 
 from fstore.images.preprocess import Preprocessing
 
-SHARED = Path(os.environ.get("FSTORE_SHARED") or Path(__file__).resolve().parents[1].parent
-              / "shared")
+SHARED = Path(
+    os.environ.get("FSTORE_SHARED") or Path(__file__).resolve().parents[1].parent / "shared"
+)
 MODEL = SHARED / "models" / "efficientnet_lite1.onnx"
 DATA = SHARED / "data" / "scene15"
 #: The model's preprocessing, as ../shared/models/README.md gives it.
-LITE1 = Preprocessing(resize=274, crop=240, mean=(0.485, 0.456, 0.406),
-                      std=(0.229, 0.224, 0.225))
+LITE1 = Preprocessing(resize=274, crop=240, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 PER_SPLIT = 20
 
 pytestmark = [
     pytest.mark.real,
-    pytest.mark.skipif(not (MODEL.is_file() and DATA.is_dir()),
-                       reason=f"needs {MODEL} and {DATA} (the shared folder beside the clone)"),
+    pytest.mark.skipif(
+        not (MODEL.is_file() and DATA.is_dir()),
+        reason=f"needs {MODEL} and {DATA} (the shared folder beside the clone)",
+    ),
 ]
 
 
@@ -49,10 +51,21 @@ def subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def report(subset: Path, tmp_path_factory: pytest.TempPathFactory):
     from fstore.report import ReportConfig, run_report
 
-    config = ReportConfig(images=subset, out=tmp_path_factory.mktemp("real-report"), model=MODEL,
-                          preprocessing=LITE1, layers=("pooled", "logits"), C=(0.1, 1.0, 10.0),
-                          cv=3, hidden=(64,), splits=2, per_class=10, precisions=("int8",),
-                          calibration_count=16, samples=3)
+    config = ReportConfig(
+        images=subset,
+        out=tmp_path_factory.mktemp("real-report"),
+        model=MODEL,
+        preprocessing=LITE1,
+        layers=("pooled", "logits"),
+        C=(0.1, 1.0, 10.0),
+        cv=3,
+        hidden=(64,),
+        splits=2,
+        per_class=10,
+        precisions=("int8",),
+        calibration_count=16,
+        samples=3,
+    )
     return config, run_report(config)
 
 
@@ -72,8 +85,9 @@ def test_features_equal_onnx_runtime_on_torchvision_preprocessing(report):
         transforms.Resize(LITE1.resize), transforms.CenterCrop(LITE1.crop),
         transforms.ToTensor(), transforms.Normalize(LITE1.mean, LITE1.std),
     ])  # fmt: skip
-    batch = np.stack([prepare(Image.open(config.images / k).convert("RGB")).numpy()
-                      for k in fs.keys[pick]])
+    batch = np.stack(
+        [prepare(Image.open(config.images / k).convert("RGB")).numpy() for k in fs.keys[pick]]
+    )
     session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
     (expected,) = session.run(["pooled"], {"input": batch})
     assert cosine_rows(fs.X[pick], expected).min() >= 0.9999

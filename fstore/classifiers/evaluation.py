@@ -38,8 +38,12 @@ class Evaluation:
     n_test: int
 
     def to_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "per_class": [_json_float(v) for v in self.per_class],
-                "confusion": self.confusion.tolist(), "n_test": self.n_test}
+        return {
+            "accuracy": self.accuracy,
+            "per_class": [_json_float(v) for v in self.per_class],
+            "confusion": self.confusion.tolist(),
+            "n_test": self.n_test,
+        }
 
 
 def evaluate(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> Evaluation:
@@ -51,12 +55,20 @@ def evaluate(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> Evaluati
     y_pred = np.asarray(y_pred, dtype=np.int64)
     labels = np.arange(n_classes)
     if len(y_true) == 0:
-        return Evaluation(float("nan"), (float("nan"),) * n_classes,
-                          np.zeros((n_classes, n_classes), dtype=np.int64), 0)
+        return Evaluation(
+            float("nan"),
+            (float("nan"),) * n_classes,
+            np.zeros((n_classes, n_classes), dtype=np.int64),
+            0,
+        )
     confusion = confusion_matrix(y_true, y_pred, labels=labels).astype(np.int64)
     per_class = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=np.nan)
-    return Evaluation(float(accuracy_score(y_true, y_pred)), tuple(float(v) for v in per_class),
-                      confusion, len(y_true))
+    return Evaluation(
+        float(accuracy_score(y_true, y_pred)),
+        tuple(float(v) for v in per_class),
+        confusion,
+        len(y_true),
+    )
 
 
 @dataclass
@@ -75,8 +87,13 @@ class Fit:
     details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"split": self.split, "fit_seconds": self.fit_seconds, "n_train": self.n_train,
-                **self.evaluation.to_dict(), "details": self.details}
+        return {
+            "split": self.split,
+            "fit_seconds": self.fit_seconds,
+            "n_train": self.n_train,
+            **self.evaluation.to_dict(),
+            "details": self.details,
+        }
 
 
 @dataclass
@@ -120,8 +137,10 @@ class TrainingRun:
     def per_class_mean(self) -> tuple[float, ...]:
         table = np.array([f.evaluation.per_class for f in self.fits])
         with np.errstate(invalid="ignore"):
-            means = [float(np.nanmean(col)) if np.any(~np.isnan(col)) else float("nan")
-                     for col in table.T]
+            means = [
+                float(np.nanmean(col)) if np.any(~np.isnan(col)) else float("nan")
+                for col in table.T
+            ]
         return tuple(means)
 
     @property
@@ -136,10 +155,14 @@ class TrainingRun:
     def to_dict(self) -> dict:
         """Everything but the models, as JSON-ready values."""
         return {
-            "kind": self.kind, "layer": self.layer, "classes": list(self.classes),
-            "n_features": self.n_features, "options": options_dict(self.options),
+            "kind": self.kind,
+            "layer": self.layer,
+            "classes": list(self.classes),
+            "n_features": self.n_features,
+            "options": options_dict(self.options),
             "protocol": options_dict(self.protocol) if self.protocol else None,
-            "accuracy_mean": self.accuracy_mean, "accuracy_std": self.accuracy_std,
+            "accuracy_mean": self.accuracy_mean,
+            "accuracy_std": self.accuracy_std,
             "per_class_mean": [_json_float(v) for v in self.per_class_mean],
             "fit_seconds_mean": self.fit_seconds_mean,
             "confusion": self.confusion.tolist(),
@@ -170,7 +193,14 @@ def run_splits(fs: FeatureSet, fit: FitFunction, protocol: SplitProtocol | None)
         model, details = fit(X_train, y_train)
         seconds = time.perf_counter() - start
         predicted = model.predict(fs.X[split.test])
-        fits.append(Fit(split=split.name, model=model,
-                        evaluation=evaluate(fs.y[split.test], predicted, len(fs.classes)),
-                        fit_seconds=seconds, n_train=len(split.train), details=details))
+        fits.append(
+            Fit(
+                split=split.name,
+                model=model,
+                evaluation=evaluate(fs.y[split.test], predicted, len(fs.classes)),
+                fit_seconds=seconds,
+                n_train=len(split.train),
+                details=details,
+            )
+        )
     return fits

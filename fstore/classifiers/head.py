@@ -64,8 +64,9 @@ def _import_torch():
     return torch
 
 
-def forward_numpy(X: np.ndarray, coefs: list[np.ndarray],
-                  intercepts: list[np.ndarray]) -> np.ndarray:
+def forward_numpy(
+    X: np.ndarray, coefs: list[np.ndarray], intercepts: list[np.ndarray]
+) -> np.ndarray:
     """Logits of the head for ``X``: linear layers (torch layout ``(out, in)``), ReLU between."""
     h = np.asarray(X, dtype=np.float32)
     for i, (w, b) in enumerate(zip(coefs, intercepts, strict=True)):
@@ -102,10 +103,18 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
         loss_curve_, validation_loss_curve_: per epoch, mean training / validation loss.
     """
 
-    def __init__(self, hidden: tuple[int, ...] = (), epochs: int = 100, patience: int = 10,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
-                 validation_fraction: float = 0.1, random_state: int | None = 0,
-                 threads: int | None = 1) -> None:
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (),
+        epochs: int = 100,
+        patience: int = 10,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 64,
+        validation_fraction: float = 0.1,
+        random_state: int | None = 0,
+        threads: int | None = 1,
+    ) -> None:
         self.hidden = hidden
         self.epochs = epochs
         self.patience = patience
@@ -123,7 +132,8 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("epochs, patience and batch_size must be >= 1")
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(
-                f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("lr must be > 0 and weight_decay >= 0")
         if self.threads is not None and self.threads < 1:
@@ -136,8 +146,10 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes; "
-                             f"got 1 class: {self.classes_[0]!r}")
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes; "
+                f"got 1 class: {self.classes_[0]!r}"
+            )
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         train, val = holdout_split(y_idx, self.validation_fraction, seed)
         self.validation_indices_ = val
@@ -148,14 +160,16 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
                 torch.set_num_threads(self.threads)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                self._fit_torch(torch, X.astype(np.float32), y_idx.astype(np.int64), train, val,
-                                seed)
+                self._fit_torch(
+                    torch, X.astype(np.float32), y_idx.astype(np.int64), train, val, seed
+                )
         finally:
             torch.set_num_threads(threads_before)
         return self
 
-    def _fit_torch(self, torch, X: np.ndarray, y: np.ndarray, train: np.ndarray,
-                   val: np.ndarray, seed: int) -> None:
+    def _fit_torch(
+        self, torch, X: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, seed: int
+    ) -> None:
         sizes = [X.shape[1], *(int(h) for h in self.hidden), len(self.classes_)]
         layers: list = []
         for i in range(len(sizes) - 1):
@@ -163,8 +177,9 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
             if i < len(sizes) - 2:
                 layers.append(torch.nn.ReLU())
         module = torch.nn.Sequential(*layers)
-        optimizer = torch.optim.AdamW(module.parameters(), lr=self.lr,
-                                      weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(
+            module.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )
         loss_fn = torch.nn.CrossEntropyLoss()
         generator = torch.Generator().manual_seed(seed)
         Xt, yt = torch.from_numpy(X[train]), torch.from_numpy(y[train])
@@ -177,7 +192,7 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
             order = torch.randperm(len(Xt), generator=generator)
             total = 0.0
             for start in range(0, len(Xt), self.batch_size):
-                batch = order[start: start + self.batch_size]
+                batch = order[start : start + self.batch_size]
                 optimizer.zero_grad()
                 loss = loss_fn(module(Xt[batch]), yt[batch])
                 loss.backward()
@@ -222,8 +237,9 @@ class TorchHeadClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(logits, axis=1)]
 
     @classmethod
-    def from_weights(cls, coefs: list[np.ndarray], intercepts: list[np.ndarray],
-                     classes: np.ndarray) -> TorchHeadClassifier:
+    def from_weights(
+        cls, coefs: list[np.ndarray], intercepts: list[np.ndarray], classes: np.ndarray
+    ) -> TorchHeadClassifier:
         """A fitted head from saved weights (torch layout ``(out, in)``); predicts without
         torch. The training-only attributes (loss curves, epochs) are not restored."""
         head = cls(hidden=tuple(int(w.shape[0]) for w in coefs[:-1]))
@@ -261,10 +277,16 @@ class HeadOptions:
 
     def estimator(self) -> TorchHeadClassifier:
         return TorchHeadClassifier(
-            hidden=self.hidden, epochs=self.epochs, patience=self.patience, lr=self.lr,
-            weight_decay=self.weight_decay, batch_size=self.batch_size,
-            validation_fraction=self.validation_fraction, random_state=self.seed,
-            threads=self.threads)
+            hidden=self.hidden,
+            epochs=self.epochs,
+            patience=self.patience,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            validation_fraction=self.validation_fraction,
+            random_state=self.seed,
+            threads=self.threads,
+        )
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -285,12 +307,14 @@ def head_pipeline(options: HeadOptions):  # -> sklearn.pipeline.Pipeline
     """``Pipeline(scale, pca, head)`` as ``options`` describe it."""
     from sklearn.pipeline import Pipeline
 
-    return Pipeline([*transform_steps(options.scale, options.pca, options.seed),
-                     ("head", options.estimator())])
+    return Pipeline(
+        [*transform_steps(options.scale, options.pca, options.seed), ("head", options.estimator())]
+    )
 
 
-def train_head(fs: FeatureSet, options: HeadOptions = HeadOptions(),
-               protocol: SplitProtocol | None = None) -> TrainingRun:
+def train_head(
+    fs: FeatureSet, options: HeadOptions = HeadOptions(), protocol: SplitProtocol | None = None
+) -> TrainingRun:
     """Train and test the head on each split of ``fs``.
 
     With ``options.pca`` set, ``run.baseline`` is the same training on the full features.
@@ -303,9 +327,12 @@ def train_head(fs: FeatureSet, options: HeadOptions = HeadOptions(),
         check_pca_fits(options.pca, len(y), 10**12)
         pipeline = head_pipeline(options).fit(X, y)
         head = pipeline["head"]
-        details = {"epochs_run": head.n_iter_, "best_epoch": head.best_epoch_,
-                   "stopped_early": head.stopped_early_,
-                   "best_validation_loss": head.best_validation_loss_}
+        details = {
+            "epochs_run": head.n_iter_,
+            "best_epoch": head.best_epoch_,
+            "stopped_early": head.stopped_early_,
+            "best_validation_loss": head.best_validation_loss_,
+        }
         if options.pca is not None:
             details["pca_components"] = int(pipeline["pca"].n_components_)
         return pipeline, details
@@ -314,6 +341,14 @@ def train_head(fs: FeatureSet, options: HeadOptions = HeadOptions(),
     baseline = None
     if options.pca is not None:
         baseline = train_head(fs, replace(options, pca=None), protocol)
-    return TrainingRun(kind="head", layer=fs.layer, classes=fs.classes,
-                       n_features=fs.X.shape[1], provenance=dict(fs.provenance),
-                       options=options, protocol=protocol, fits=fits, baseline=baseline)
+    return TrainingRun(
+        kind="head",
+        layer=fs.layer,
+        classes=fs.classes,
+        n_features=fs.X.shape[1],
+        provenance=dict(fs.provenance),
+        options=options,
+        protocol=protocol,
+        fits=fits,
+        baseline=baseline,
+    )

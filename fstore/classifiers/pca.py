@@ -45,7 +45,8 @@ class PcaOptions:
             raise ClassifierError(f"--components must be at least 1, not {self.components}")
         if self.variance is not None and not 0 < self.variance < 1:
             raise ClassifierError(
-                f"--variance must be strictly between 0 and 1, not {self.variance}")
+                f"--variance must be strictly between 0 and 1, not {self.variance}"
+            )
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,16 @@ class PcaProfile:
     thresholds: dict[float, int | None]
 
     def to_dict(self) -> dict:
-        return {"layer": self.layer, "rows": self.rows, "n_samples": self.n_samples,
-                "n_features": self.n_features, "scale": self.scale,
-                "explained_variance_ratio": self.explained_variance_ratio.tolist(),
-                "cumulative": self.cumulative.tolist(),
-                "thresholds": {str(k): v for k, v in self.thresholds.items()}}
+        return {
+            "layer": self.layer,
+            "rows": self.rows,
+            "n_samples": self.n_samples,
+            "n_features": self.n_features,
+            "scale": self.scale,
+            "explained_variance_ratio": self.explained_variance_ratio.tolist(),
+            "cumulative": self.cumulative.tolist(),
+            "thresholds": {str(k): v for k, v in self.thresholds.items()},
+        }
 
 
 def components_for(cumulative: np.ndarray, fraction: float) -> int | None:
@@ -85,8 +91,9 @@ def components_for(cumulative: np.ndarray, fraction: float) -> int | None:
     return k if k <= len(cumulative) else None
 
 
-def variance_profile(X: np.ndarray, options: PcaOptions = PcaOptions(), layer: str = "",
-                     rows: str = "all") -> PcaProfile:
+def variance_profile(
+    X: np.ndarray, options: PcaOptions = PcaOptions(), layer: str = "", rows: str = "all"
+) -> PcaProfile:
     """Fit PCA on ``X`` (scaled per ``options.scale``) and summarise its explained variance."""
     from sklearn.decomposition import PCA
     from sklearn.pipeline import Pipeline
@@ -98,14 +105,22 @@ def variance_profile(X: np.ndarray, options: PcaOptions = PcaOptions(), layer: s
     k = min(options.components, limit) if options.components else limit
     scaler = Pipeline(transform_steps(options.scale, None)[:1])
     Z = np.asarray(scaler.fit_transform(X), dtype=np.float64)
-    pca = PCA(n_components=k, svd_solver="full" if k == limit else "auto",
-              random_state=options.seed).fit(Z)
+    pca = PCA(
+        n_components=k, svd_solver="full" if k == limit else "auto", random_state=options.seed
+    ).fit(Z)
     ratio = np.asarray(pca.explained_variance_ratio_, dtype=np.float64)
     cumulative = np.cumsum(ratio)
     fractions = sorted({*THRESHOLDS, *([options.variance] if options.variance else [])})
-    return PcaProfile(layer=layer, rows=rows, n_samples=n, n_features=d, scale=options.scale,
-                      explained_variance_ratio=ratio, cumulative=cumulative,
-                      thresholds={f: components_for(cumulative, f) for f in fractions})
+    return PcaProfile(
+        layer=layer,
+        rows=rows,
+        n_samples=n,
+        n_features=d,
+        scale=options.scale,
+        explained_variance_ratio=ratio,
+        cumulative=cumulative,
+        thresholds={f: components_for(cumulative, f) for f in fractions},
+    )
 
 
 def pca_profile(fs: FeatureSet, options: PcaOptions = PcaOptions()) -> PcaProfile:

@@ -39,8 +39,10 @@ def head_tensors(pipeline) -> dict[str, np.ndarray]:
     import skops.io as sio
 
     head = pipeline["head"]
-    out = {"labels": np.asarray(head.classes_, dtype=np.int64),
-           _TRANSFORM: np.frombuffer(sio.dumps(pipeline[:-1]), dtype=np.uint8)}
+    out = {
+        "labels": np.asarray(head.classes_, dtype=np.int64),
+        _TRANSFORM: np.frombuffer(sio.dumps(pipeline[:-1]), dtype=np.uint8),
+    }
     for i, (w, b) in enumerate(zip(head.coefs_, head.intercepts_, strict=True)):
         out[f"head.{i}.weight"], out[f"head.{i}.bias"] = w, b
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
@@ -67,8 +69,10 @@ def head_from_tensors(tensors: dict[str, np.ndarray], path: Path):  # -> Pipelin
 
 def _refuse_untrusted(untrusted: list[str], path: Path) -> None:
     if untrusted:
-        raise ClassifierError(f"{path} holds types fstore does not trust "
-                              f"({', '.join(untrusted[:3])}); refusing to load it")
+        raise ClassifierError(
+            f"{path} holds types fstore does not trust "
+            f"({', '.join(untrusted[:3])}); refusing to load it"
+        )
 
 
 @dataclass
@@ -155,19 +159,36 @@ def classifier_from_run(run: TrainingRun) -> SavedClassifier:
         )
     fit = run.fits[0]
     kept = ("best_C", "best_epoch", "epochs_run")
-    metrics = {"test_accuracy": fit.evaluation.accuracy, "n_train": fit.n_train,
-               "fit_seconds": fit.fit_seconds,
-               **{k: v for k, v in fit.details.items() if k in kept}}
-    return SavedClassifier(kind=run.kind, layer=run.layer, classes=tuple(run.classes),
-                           n_features=run.n_features, provenance=dict(run.provenance),
-                           options=options_dict(run.options), model=fit.model, metrics=metrics)
+    metrics = {
+        "test_accuracy": fit.evaluation.accuracy,
+        "n_train": fit.n_train,
+        "fit_seconds": fit.fit_seconds,
+        **{k: v for k, v in fit.details.items() if k in kept},
+    }
+    return SavedClassifier(
+        kind=run.kind,
+        layer=run.layer,
+        classes=tuple(run.classes),
+        n_features=run.n_features,
+        provenance=dict(run.provenance),
+        options=options_dict(run.options),
+        model=fit.model,
+        metrics=metrics,
+    )
 
 
 def _header(clf: SavedClassifier) -> dict[str, str]:
-    return {"format": FORMAT, "format_version": str(FORMAT_VERSION), "kind": clf.kind,
-            "layer": clf.layer, "classes": json.dumps(list(clf.classes)),
-            "n_features": str(clf.n_features), "provenance": json.dumps(clf.provenance),
-            "options": json.dumps(clf.options), "metrics": json.dumps(clf.metrics)}
+    return {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "kind": clf.kind,
+        "layer": clf.layer,
+        "classes": json.dumps(list(clf.classes)),
+        "n_features": str(clf.n_features),
+        "provenance": json.dumps(clf.provenance),
+        "options": json.dumps(clf.options),
+        "metrics": json.dumps(clf.metrics),
+    }
 
 
 def _check_header(header: dict[str, str], path: Path) -> None:
@@ -177,17 +198,23 @@ def _check_header(header: dict[str, str], path: Path) -> None:
     if version > FORMAT_VERSION:
         raise ClassifierError(f"{path} was saved by a newer fstore; upgrade fstore to use it")
     if header.get("kind") == "head" and version < FORMAT_VERSION:
-        raise ClassifierError(f"{path} is a head saved by an older fstore (format {version}); "
-                              "train it again with fstore train head")
+        raise ClassifierError(
+            f"{path} is a head saved by an older fstore (format {version}); "
+            "train it again with fstore train head"
+        )
 
 
 def _from_header(header: dict[str, str], model: Any) -> SavedClassifier:
-    return SavedClassifier(kind=header["kind"], layer=header["layer"],
-                           classes=tuple(json.loads(header["classes"])),
-                           n_features=int(header["n_features"]),
-                           provenance=json.loads(header["provenance"]),
-                           options=json.loads(header["options"]), model=model,
-                           metrics=json.loads(header["metrics"]))
+    return SavedClassifier(
+        kind=header["kind"],
+        layer=header["layer"],
+        classes=tuple(json.loads(header["classes"])),
+        n_features=int(header["n_features"]),
+        provenance=json.loads(header["provenance"]),
+        options=json.loads(header["options"]),
+        model=model,
+        metrics=json.loads(header["metrics"]),
+    )
 
 
 def default_filename(kind: str) -> str:

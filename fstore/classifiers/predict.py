@@ -37,9 +37,12 @@ class Classification:
     failed: tuple[tuple[Path, str], ...]
 
     def to_dict(self) -> dict:
-        return {"classifier": self.classifier, "model_path": str(self.model_path),
-                "predictions": [p.to_dict() for p in self.predictions],
-                "failed": [{"path": str(p), "reason": r} for p, r in self.failed]}
+        return {
+            "classifier": self.classifier,
+            "model_path": str(self.model_path),
+            "predictions": [p.to_dict() for p in self.predictions],
+            "failed": [{"path": str(p), "reason": r} for p, r in self.failed],
+        }
 
 
 def expand_images(paths: list[Path]) -> list[Path]:
@@ -48,8 +51,13 @@ def expand_images(paths: list[Path]) -> list[Path]:
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*")
-                              if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+            out.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                )
+            )
         elif path.exists():
             out.append(path)
         else:
@@ -66,18 +74,27 @@ def resolve_model(clf: SavedClassifier, model_path: Path | None) -> tuple[Path, 
     recorded = clf.provenance.get("model_path", "")
     path = Path(model_path) if model_path else Path(recorded) if recorded else None
     if path is None:
-        raise ClassifierError("this classifier does not record the path of its model; "
-                              "pass --model PATH to the ONNX model its store was built with")
+        raise ClassifierError(
+            "this classifier does not record the path of its model; "
+            "pass --model PATH to the ONNX model its store was built with"
+        )
     if not path.is_file():
-        raise ClassifierError(f"model {path} is not there; pass --model PATH to the ONNX model "
-                              "the classifier's store was built with")
+        raise ClassifierError(
+            f"model {path} is not there; pass --model PATH to the ONNX model "
+            "the classifier's store was built with"
+        )
     sha = file_sha256(path)
     clf.check_model(sha)
     return path, sha
 
 
-def classify_images(paths: list[Path], classifier: Path, model_path: Path | None = None,
-                    provider: str = "cpu", batch_size: int = 16) -> Classification:
+def classify_images(
+    paths: list[Path],
+    classifier: Path,
+    model_path: Path | None = None,
+    provider: str = "cpu",
+    batch_size: int = 16,
+) -> Classification:
     """Predict the class of each image (files, or folders searched for images)."""
     from fstore.featurestore.run import extract_features
     from fstore.images.preprocess import Preprocessing
@@ -88,8 +105,14 @@ def classify_images(paths: list[Path], classifier: Path, model_path: Path | None
     preprocessing = None
     if clf.provenance.get("preprocessing"):
         preprocessing = Preprocessing.from_json(clf.provenance["preprocessing"])
-    features, good, bad = extract_features(images, model, (clf.layer,), provider=provider,
-                                           batch_size=batch_size, preprocessing=preprocessing)
+    features, good, bad = extract_features(
+        images,
+        model,
+        (clf.layer,),
+        provider=provider,
+        batch_size=batch_size,
+        preprocessing=preprocessing,
+    )
     good_set = set(good)
     failed = tuple((p, r) for p, r in bad if p not in good_set)
     if not good:
@@ -98,8 +121,7 @@ def classify_images(paths: list[Path], classifier: Path, model_path: Path | None
     labels = clf.predict(X, sha)
     probs = clf.predict_proba(X, sha)
     predictions = tuple(
-        Prediction(path, clf.classes[label],
-                   None if probs is None else float(probs[i, label]))
+        Prediction(path, clf.classes[label], None if probs is None else float(probs[i, label]))
         for i, (path, label) in enumerate(zip(good, labels, strict=True))
     )
     return Classification(str(classifier), model, predictions, failed)

@@ -94,14 +94,18 @@ def random_splits(fs: FeatureSet, protocol: SplitProtocol) -> list[Split]:
         raise ClassifierError(
             f"the store holds a single class ({name!r}); a classifier needs at least two classes"
         )
-    short = [(_class_name(fs, int(c)), int(n)) for c, n in zip(labels, counts, strict=True)
-             if n <= protocol.per_class]
+    short = [
+        (_class_name(fs, int(c)), int(n))
+        for c, n in zip(labels, counts, strict=True)
+        if n <= protocol.per_class
+    ]
     if short:
         name, n = min(short, key=lambda item: item[1])
         raise ClassifierError(
             f"class {name!r} has only {n} images; --per-class must be below the smallest "
-            f"class (try --per-class {max(n - 1, 1)})" if n > 1 else
-            f"class {name!r} has a single image; it cannot be both trained on and tested"
+            f"class (try --per-class {max(n - 1, 1)})"
+            if n > 1
+            else f"class {name!r} has a single image; it cannot be both trained on and tested"
         )
     rng = np.random.default_rng(protocol.seed)
     members = [np.flatnonzero(fs.y == c) for c in labels]
@@ -111,10 +115,14 @@ def random_splits(fs: FeatureSet, protocol: SplitProtocol) -> list[Split]:
         for rows in members:
             order = rng.permutation(len(rows))
             train_parts.append(rows[order[: protocol.per_class]])
-            test_parts.append(rows[order[protocol.per_class:]])
-        splits.append(Split(np.sort(np.concatenate(train_parts)),
-                            np.sort(np.concatenate(test_parts)),
-                            f"random {k + 1}/{protocol.splits}"))
+            test_parts.append(rows[order[protocol.per_class :]])
+        splits.append(
+            Split(
+                np.sort(np.concatenate(train_parts)),
+                np.sort(np.concatenate(test_parts)),
+                f"random {k + 1}/{protocol.splits}",
+            )
+        )
     return splits
 
 

@@ -51,8 +51,9 @@ def _save(fig, path: Path, data: dict) -> list[Path]:
     return [path, write_json(path.with_suffix(".json"), data)]
 
 
-def confusion_figure(path: Path, confusion: np.ndarray, classes: tuple[str, ...] | list[str],
-                     title: str) -> list[Path]:
+def confusion_figure(
+    path: Path, confusion: np.ndarray, classes: tuple[str, ...] | list[str], title: str
+) -> list[Path]:
     """Confusion matrix (rows true, columns predicted), normalised per row, counts written in."""
     confusion = np.asarray(confusion)
     support = confusion.sum(axis=1, keepdims=True)
@@ -73,10 +74,26 @@ def confusion_figure(path: Path, confusion: np.ndarray, classes: tuple[str, ...]
         for i in range(n):
             for j in range(n):
                 if confusion[i, j]:
-                    ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center",
-                            fontsize=7, color="white" if rate[i, j] > 0.5 else "black")
-    return _save(fig, path, {"figure": "confusion", "title": title, "classes": list(classes),
-                             "confusion": confusion, "row_normalised": rate})
+                    ax.text(
+                        j,
+                        i,
+                        str(int(confusion[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if rate[i, j] > 0.5 else "black",
+                    )
+    return _save(
+        fig,
+        path,
+        {
+            "figure": "confusion",
+            "title": title,
+            "classes": list(classes),
+            "confusion": confusion,
+            "row_normalised": rate,
+        },
+    )
 
 
 def variance_figure(path: Path, profile: PcaProfile) -> list[Path]:
@@ -85,8 +102,7 @@ def variance_figure(path: Path, profile: PcaProfile) -> list[Path]:
     x = np.arange(1, k + 1)
     fig = _figure(8, 4.5)
     ax = fig.subplots()
-    ax.bar(x, profile.explained_variance_ratio, width=1.0, color="tab:blue",
-           label="per component")
+    ax.bar(x, profile.explained_variance_ratio, width=1.0, color="tab:blue", label="per component")
     ax.set_xlabel("component")
     ax.set_ylabel("explained variance ratio")
     twin = ax.twinx()
@@ -97,12 +113,20 @@ def variance_figure(path: Path, profile: PcaProfile) -> list[Path]:
         twin.axhline(fraction, color="grey", lw=0.6, ls=":")
         if count is not None:
             twin.axvline(count, color="grey", lw=0.6, ls="--")
-            twin.annotate(f"{fraction:.0%}: {count}", (count, fraction), fontsize=8,
-                          xytext=(4, -12), textcoords="offset points")
+            twin.annotate(
+                f"{fraction:.0%}: {count}",
+                (count, fraction),
+                fontsize=8,
+                xytext=(4, -12),
+                textcoords="offset points",
+            )
     if k > 50:
         ax.set_xscale("log")
-    ax.set_title(f"PCA of {profile.layer} ({profile.n_samples} {profile.rows} rows, "
-                 f"{profile.n_features} features, scale {profile.scale})", fontsize=10)
+    ax.set_title(
+        f"PCA of {profile.layer} ({profile.n_samples} {profile.rows} rows, "
+        f"{profile.n_features} features, scale {profile.scale})",
+        fontsize=10,
+    )
     return _save(fig, path, {"figure": "pca_variance", **profile.to_dict()})
 
 
@@ -112,8 +136,14 @@ def study_figure(path: Path, study: LayerStudy) -> list[Path]:
     x = np.arange(len(layers))
     fig = _figure(max(5.0, 0.6 * len(layers) + 3), 4.5)
     ax = fig.subplots()
-    ax.errorbar(x, [r.accuracy for r in study.rows], yerr=[r.accuracy_std for r in study.rows],
-                marker="o", color="tab:blue", capsize=3)
+    ax.errorbar(
+        x,
+        [r.accuracy for r in study.rows],
+        yerr=[r.accuracy_std for r in study.rows],
+        marker="o",
+        color="tab:blue",
+        capsize=3,
+    )
     ax.set_ylabel("SVM test accuracy", color="tab:blue")
     ax.set_xticks(x, labels=[f"{r.layer}\n{r.dim}" for r in study.rows], fontsize=8)
     ax.set_xlabel("layer (dimension)")
@@ -134,12 +164,19 @@ def write_run(run: TrainingRun, out: Path, save_model: bool = True) -> dict[str,
 
     out = Path(out)
     split = "store split" if run.protocol is None else f"{len(run.fits)} random splits, summed"
-    title = (f"{run.kind} on {run.layer}: accuracy {run.accuracy_mean:.3f}"
-             + (f" ± {run.accuracy_std:.3f}" if len(run.fits) > 1 else "") + f" ({split})")
+    title = (
+        f"{run.kind} on {run.layer}: accuracy {run.accuracy_mean:.3f}"
+        + (f" ± {run.accuracy_std:.3f}" if len(run.fits) > 1 else "")
+        + f" ({split})"
+    )
     png, png_json = confusion_figure(out / "confusion.png", run.confusion, run.classes, title)
-    paths = {"confusion": png, "confusion_json": png_json,
-             "result": write_json(out / "result.json", run.to_dict())}
+    paths = {
+        "confusion": png,
+        "confusion_json": png_json,
+        "result": write_json(out / "result.json", run.to_dict()),
+    }
     if save_model and len(run.fits) == 1:
-        paths["classifier"] = save_classifier(classifier_from_run(run),
-                                              out / default_filename(run.kind))
+        paths["classifier"] = save_classifier(
+            classifier_from_run(run), out / default_filename(run.kind)
+        )
     return paths

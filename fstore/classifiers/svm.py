@@ -114,9 +114,14 @@ def grid_search(X: np.ndarray, y: np.ndarray, options: SvmOptions):  # -> GridSe
     # refit uses a plain LinearSVC, the type that is saved.
     cv_pipeline = svm_pipeline(options)
     cv_pipeline.steps[-1] = ("svc", CountingLinearSVC(**cv_pipeline["svc"].get_params()))
-    search = GridSearchCV(cv_pipeline, {"svc__C": list(options.C)}, cv=folds(options),
-                          scoring={"accuracy": "accuracy", "unconverged": unconverged},
-                          refit=False, n_jobs=-1)
+    search = GridSearchCV(
+        cv_pipeline,
+        {"svc__C": list(options.C)},
+        cv=folds(options),
+        scoring={"accuracy": "accuracy", "unconverged": unconverged},
+        refit=False,
+        n_jobs=-1,
+    )
     search.fit(X, y)
     results = search.cv_results_
     search.best_index_ = int(np.argmin(results["rank_test_accuracy"]))  # as refit=True picks
@@ -135,12 +140,14 @@ def cv_table(search) -> list[dict]:
     res = search.cv_results_
     suffix = "accuracy" if "mean_test_accuracy" in res else "score"
     columns = (res["param_svc__C"], res[f"mean_test_{suffix}"], res[f"std_test_{suffix}"])
-    return [{"C": float(c), "mean": float(m), "std": float(s)}
-            for c, m, s in zip(*columns, strict=True)]
+    return [
+        {"C": float(c), "mean": float(m), "std": float(s)} for c, m, s in zip(*columns, strict=True)
+    ]
 
 
-def train_svm(fs: FeatureSet, options: SvmOptions = SvmOptions(),
-              protocol: SplitProtocol | None = None) -> TrainingRun:
+def train_svm(
+    fs: FeatureSet, options: SvmOptions = SvmOptions(), protocol: SplitProtocol | None = None
+) -> TrainingRun:
     """Grid-search, refit and test a linear SVM on each split of ``fs``.
 
     With ``options.pca`` set, ``run.baseline`` is the same training on the full features, for
@@ -153,9 +160,12 @@ def train_svm(fs: FeatureSet, options: SvmOptions = SvmOptions(),
     def fit(X: np.ndarray, y: np.ndarray):
         _check_folds(y, options, fs.classes)
         search = grid_search(X, y, options)
-        details = {"cv": cv_table(search), "best_C": float(search.best_params_["svc__C"]),
-                   "convergence_warnings": search.convergence_warnings_,
-                   "fits": search.n_fits_}
+        details = {
+            "cv": cv_table(search),
+            "best_C": float(search.best_params_["svc__C"]),
+            "convergence_warnings": search.convergence_warnings_,
+            "fits": search.n_fits_,
+        }
         if options.pca is not None:
             details["pca_components"] = int(search.best_estimator_["pca"].n_components_)
         return search.best_estimator_, details
@@ -164,17 +174,27 @@ def train_svm(fs: FeatureSet, options: SvmOptions = SvmOptions(),
     baseline = None
     if options.pca is not None:
         baseline = train_svm(fs, replace(options, pca=None), protocol)
-    return TrainingRun(kind="svm", layer=fs.layer, classes=fs.classes,
-                       n_features=fs.X.shape[1], provenance=dict(fs.provenance),
-                       options=options, protocol=protocol, fits=fits, baseline=baseline)
+    return TrainingRun(
+        kind="svm",
+        layer=fs.layer,
+        classes=fs.classes,
+        n_features=fs.X.shape[1],
+        provenance=dict(fs.provenance),
+        options=options,
+        protocol=protocol,
+        fits=fits,
+        baseline=baseline,
+    )
 
 
 def convergence_counts(run: TrainingRun) -> tuple[int, int]:
     """``(fits that stopped at max_iter, fits)`` over the splits of an SVM run and its
     baseline: CV fits and refits alike."""
     fits = [*run.fits, *(run.baseline.fits if run.baseline is not None else ())]
-    return (sum(f.details.get("convergence_warnings", 0) for f in fits),
-            sum(f.details.get("fits", 0) for f in fits))
+    return (
+        sum(f.details.get("convergence_warnings", 0) for f in fits),
+        sum(f.details.get("fits", 0) for f in fits),
+    )
 
 
 def unconverged_line(run: TrainingRun) -> str | None:

@@ -62,9 +62,13 @@ def transform_steps(scale: str, pca: int | float | None, seed: int = 0) -> list[
     check_scale(scale)
     check_pca(pca)
     scaler: Any = {"standard": StandardScaler, "l2": lambda: Normalizer(norm="l2")}.get(
-        scale, lambda: "passthrough")()
+        scale, lambda: "passthrough"
+    )()
     reducer: Any = "passthrough"
     if pca is not None:
-        reducer = PCA(n_components=pca, svd_solver="full" if isinstance(pca, float) else "auto",
-                      random_state=seed)
+        reducer = PCA(
+            n_components=pca,
+            svd_solver="full" if isinstance(pca, float) else "auto",
+            random_state=seed,
+        )
     return [("scale", scaler), ("pca", reducer)]

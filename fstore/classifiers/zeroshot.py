@@ -26,9 +26,23 @@ from fstore.featurestore.features import FeatureSet
 N_IMAGENET = 1000
 
 #: The 15-Scene classes (Lazebnik et al., 2006), as :func:`scene_key` spells them.
-SCENE15_CLASSES = ("bedroom", "suburb", "industrial", "kitchen", "livingroom", "coast", "forest",
-                   "highway", "insidecity", "mountain", "opencountry", "street", "tallbuilding",
-                   "office", "store")
+SCENE15_CLASSES = (
+    "bedroom",
+    "suburb",
+    "industrial",
+    "kitchen",
+    "livingroom",
+    "coast",
+    "forest",
+    "highway",
+    "insidecity",
+    "mountain",
+    "opencountry",
+    "street",
+    "tallbuilding",
+    "office",
+    "store",
+)
 
 #: 15-Scene class → ImageNet class ids, reviewed on EfficientNet-Lite1's real logits (the mean
 #: softmax per class over the training images; README "Zero-shot"). Forest, highway, insidecity
@@ -128,8 +142,8 @@ def scene_key(name: str) -> str:
     prefixes of 15-Scene's folders (``MITcoast`` → ``coast``, ``CALsuburb`` → ``suburb``)."""
     key = re.sub(r"[^a-z0-9]", "", name.lower())
     for prefix in ("mit", "cal", "par"):
-        if key.startswith(prefix) and key[len(prefix):] in SCENE15_CLASSES:
-            return key[len(prefix):]
+        if key.startswith(prefix) and key[len(prefix) :] in SCENE15_CLASSES:
+            return key[len(prefix) :]
     return key
 
 
@@ -150,14 +164,19 @@ class Mapping:
         for target, ids in self.classes.items():
             if not ids:
                 raise ClassifierError(
-                    f"mapping {self.name}: class {target!r} maps to no ImageNet id")
+                    f"mapping {self.name}: class {target!r} maps to no ImageNet id"
+                )
             for i in ids:
                 if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < N_IMAGENET:
-                    raise ClassifierError(f"mapping {self.name}: {i!r} (class {target!r}) is not "
-                                          f"an ImageNet class id (0 to {N_IMAGENET - 1})")
+                    raise ClassifierError(
+                        f"mapping {self.name}: {i!r} (class {target!r}) is not "
+                        f"an ImageNet class id (0 to {N_IMAGENET - 1})"
+                    )
                 if i in seen and seen[i] != target:
-                    raise ClassifierError(f"mapping {self.name}: ImageNet id {i} is mapped to "
-                                          f"both {seen[i]!r} and {target!r}; give it to one class")
+                    raise ClassifierError(
+                        f"mapping {self.name}: ImageNet id {i} is mapped to "
+                        f"both {seen[i]!r} and {target!r}; give it to one class"
+                    )
                 seen[i] = target
 
 
@@ -175,8 +194,10 @@ def load_mapping(path: Path | None) -> Mapping:
     except (OSError, ValueError) as exc:
         raise ClassifierError(f"cannot read mapping file {path}: {exc}") from None
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise ClassifierError(f"mapping file {path} must hold a JSON object of class name → list "
-                              "of ImageNet class ids, e.g. {\"coast\": [978, 977]}")
+        raise ClassifierError(
+            f"mapping file {path} must hold a JSON object of class name → list "
+            'of ImageNet class ids, e.g. {"coast": [978, 977]}'
+        )
     return Mapping(str(path), {str(k): tuple(v) for k, v in data.items()}, strict=True)
 
 
@@ -214,9 +235,14 @@ class ZeroShotResult:
     n_skipped: int
 
     def to_dict(self) -> dict:
-        return {"mapping": self.mapping, "rows": self.rows, "covered": list(self.covered),
-                "uncovered": list(self.uncovered), "n_skipped": self.n_skipped,
-                **self.evaluation.to_dict()}
+        return {
+            "mapping": self.mapping,
+            "rows": self.rows,
+            "covered": list(self.covered),
+            "uncovered": list(self.uncovered),
+            "n_skipped": self.n_skipped,
+            **self.evaluation.to_dict(),
+        }
 
 
 def _match(fs: FeatureSet, mapping: Mapping) -> dict[int, tuple[int, ...]]:
@@ -241,7 +267,7 @@ def _match(fs: FeatureSet, mapping: Mapping) -> dict[int, tuple[int, ...]]:
         raise ClassifierError(
             f"mapping {mapping.name} covers {len(matched)} of the store's classes "
             f"({', '.join(fs.classes)}); zero-shot needs at least two covered classes "
-            "(pass --mapping FILE with {\"class\": [imagenet ids...]})"
+            '(pass --mapping FILE with {"class": [imagenet ids...]})'
         )
     return matched
 
@@ -267,8 +293,11 @@ def zeroshot(fs: FeatureSet, mapping: Mapping = BUILTIN) -> ZeroShotResult:
     probs = restricted_probabilities(part.X[keep], [matched[c] for c in covered_idx])
     evaluation = evaluate(y, probs.argmax(axis=1), len(covered_idx))
     return ZeroShotResult(
-        mapping.name, rows, tuple(fs.classes[c] for c in covered_idx),
-        tuple(n for i, n in enumerate(fs.classes) if i not in matched), evaluation,
+        mapping.name,
+        rows,
+        tuple(fs.classes[c] for c in covered_idx),
+        tuple(n for i, n in enumerate(fs.classes) if i not in matched),
+        evaluation,
         int((~keep).sum()),
     )
 

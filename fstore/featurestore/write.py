@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 #: The index is rewritten during a build only after this many times its last cost has passed.
 INDEX_COST_FACTOR = 20.0
 
+
 def write_failure(
     exc: BaseException, what: str, store: Path, state: st.StoreState
 ) -> BaseException:

@@ -28,8 +28,21 @@ from fstore.inspection.prediction import (
 )
 
 __all__ = [
-    "ActivationGrid", "ClassScore", "FilterGrid", "InspectionError", "Prediction",
-    "PredictionReport", "Predictor", "PredictFailure", "activation_figure", "activations",
-    "filter_figure", "filters", "find_images", "first_conv_weights", "normalise_maps", "predict",
+    "ActivationGrid",
+    "ClassScore",
+    "FilterGrid",
+    "InspectionError",
+    "Prediction",
+    "PredictionReport",
+    "Predictor",
+    "PredictFailure",
+    "activation_figure",
+    "activations",
+    "filter_figure",
+    "filters",
+    "find_images",
+    "first_conv_weights",
+    "normalise_maps",
+    "predict",
     "save_figure",
 ]

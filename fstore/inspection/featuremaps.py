@@ -123,10 +123,17 @@ def _model_info(path: Path, metadata: dict[str, str]) -> ModelInfo:
     return info
 
 
-def activations(image: Path, layer: str = FIRST_CONV, *, weights: WeightsSource | None = None,
-                model: Path | None = None, preprocessing: Preprocessing = IMAGENET_PREPROCESSING,
-                channels: int | None = 64, provider: str = "cpu",
-                log: Callable[[str], None] = lambda _: None) -> ActivationGrid:
+def activations(
+    image: Path,
+    layer: str = FIRST_CONV,
+    *,
+    weights: WeightsSource | None = None,
+    model: Path | None = None,
+    preprocessing: Preprocessing = IMAGENET_PREPROCESSING,
+    channels: int | None = 64,
+    provider: str = "cpu",
+    log: Callable[[str], None] = lambda _: None,
+) -> ActivationGrid:
     """Feature maps of ``image`` at ``layer`` (a conv or pool layer) through ONNX Runtime.
 
     The model is ``model`` (an fstore export with ``layer`` among its outputs; its metadata gives
@@ -155,8 +162,9 @@ def activations(image: Path, layer: str = FIRST_CONV, *, weights: WeightsSource 
     maps = backend.run(array[None])[layer][0]
     if channels is not None:
         maps = maps[:channels]
-    return ActivationGrid(Path(image), layer, cropped, maps, normalise_maps(maps),
-                          info.weights_origin)
+    return ActivationGrid(
+        Path(image), layer, cropped, maps, normalise_maps(maps), info.weights_origin
+    )
 
 
 def _load_onnx(model: Path):  # -> onnx.ModelProto
@@ -200,9 +208,13 @@ def _first_conv_kernel(proto, model: Path) -> np.ndarray:
     return numpy_helper.to_array(candidates[0]).astype(np.float32)
 
 
-def filters(*, weights: WeightsSource | None = None, model: Path | None = None,
-            preprocessing: Preprocessing = IMAGENET_PREPROCESSING,
-            log: Callable[[str], None] = lambda _: None) -> FilterGrid:
+def filters(
+    *,
+    weights: WeightsSource | None = None,
+    model: Path | None = None,
+    preprocessing: Preprocessing = IMAGENET_PREPROCESSING,
+    log: Callable[[str], None] = lambda _: None,
+) -> FilterGrid:
     """conv1_1's 64 filters as RGB tiles, from ``model`` or the cached conv1_1 export."""
     if model is None:
         if weights is None:
@@ -235,16 +247,23 @@ def first_conv_model(model: Path, out: Path) -> tuple[Path, str]:
     name = conv.output[0]
     if name not in {o.name for o in proto.graph.output}:
         proto.graph.output.append(
-            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(out))
     return out, name
 
 
-def first_conv_activations(image: Path, model: Path, preprocessing: Preprocessing, *,
-                           workdir: Path, channels: int | None = 64,
-                           provider: str = "cpu") -> ActivationGrid:
+def first_conv_activations(
+    image: Path,
+    model: Path,
+    preprocessing: Preprocessing,
+    *,
+    workdir: Path,
+    channels: int | None = 64,
+    provider: str = "cpu",
+) -> ActivationGrid:
     """Feature maps of ``image`` at the first Conv node of any ONNX image ``model``.
 
     The model gets that node's output as an extra graph output (:func:`first_conv_model`,
@@ -259,5 +278,11 @@ def first_conv_activations(image: Path, model: Path, preprocessing: Preprocessin
     maps = backend.run(array[None])[name][0]
     if channels is not None:
         maps = maps[:channels]
-    return ActivationGrid(Path(image), f"first Conv ({name})", cropped, maps,
-                          normalise_maps(maps), f"external model {Path(model).name}")
+    return ActivationGrid(
+        Path(image),
+        f"first Conv ({name})",
+        cropped,
+        maps,
+        normalise_maps(maps),
+        f"external model {Path(model).name}",
+    )

@@ -38,8 +38,14 @@ def _grid_figure(panels: int, title: str) -> tuple[Figure, list]:
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle("\n".join(lines), fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - head / fig.get_figheight(),
-                        wspace=0.08, hspace=0.3)
+    fig.subplots_adjust(
+        left=0.01,
+        right=0.99,
+        bottom=0.01,
+        top=1 - head / fig.get_figheight(),
+        wspace=0.08,
+        hspace=0.3,
+    )
     return fig, axes[:panels]
 
 

@@ -22,12 +22,24 @@ def onnx_summary(model: Path, shapes: dict[str, tuple[int, ...]] | None = None) 
     inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
     dims = [d.dim_param or d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
     shapes = shapes or {}
-    outputs = [{"name": o.name, "shape": list(shapes.get(o.name, ())),
-                "size": int(np.prod(shapes[o.name])) if o.name in shapes else None}
-               for o in graph.output]
-    return {"file": str(model), "bytes": Path(model).stat().st_size,
-            "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
-                         default=0),
-            "input": {"name": inputs[0].name, "shape": dims}, "outputs": outputs,
-            "total_params": params, "initializers": len(graph.initializer),
-            "nodes": len(graph.node), "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1]))}
+    outputs = [
+        {
+            "name": o.name,
+            "shape": list(shapes.get(o.name, ())),
+            "size": int(np.prod(shapes[o.name])) if o.name in shapes else None,
+        }
+        for o in graph.output
+    ]
+    return {
+        "file": str(model),
+        "bytes": Path(model).stat().st_size,
+        "opset": max(
+            (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0
+        ),
+        "input": {"name": inputs[0].name, "shape": dims},
+        "outputs": outputs,
+        "total_params": params,
+        "initializers": len(graph.initializer),
+        "nodes": len(graph.node),
+        "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
+    }

@@ -144,8 +144,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return scipy_softmax(np.asarray(logits, dtype=np.float64), axis=-1).astype(np.float32)
 
 
-def parse_preprocessing(size: int | None, resize: int | None = None, mean: str | None = None,
-                        std: str | None = None) -> Preprocessing | None:
+def parse_preprocessing(
+    size: int | None, resize: int | None = None, mean: str | None = None, std: str | None = None
+) -> Preprocessing | None:
     """The preprocessing of a model without fstore metadata, from ``--size/--resize/--mean/--std``
     (``None`` when none is given); ``mean``/``std`` are three comma-separated numbers."""
     from fstore.images.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -165,9 +166,12 @@ def parse_preprocessing(size: int | None, resize: int | None = None, mean: str |
         return values
 
     crop = size or 224
-    return Preprocessing(resize=resize or round(crop * 256 / 224), crop=crop,
-                         mean=triple(mean, "--mean", IMAGENET_MEAN),
-                         std=triple(std, "--std", IMAGENET_STD))
+    return Preprocessing(
+        resize=resize or round(crop * 256 / 224),
+        crop=crop,
+        mean=triple(mean, "--mean", IMAGENET_MEAN),
+        std=triple(std, "--std", IMAGENET_STD),
+    )
 
 
 def class_names(spec: str | Path | None) -> tuple[str, ...] | None:
@@ -179,8 +183,10 @@ def class_names(spec: str | Path | None) -> tuple[str, ...] | None:
     try:
         names = tuple(line.strip() for line in Path(spec).read_text().splitlines())
     except OSError as exc:
-        raise ModelError(f"cannot read class names from {spec}: {exc.strerror or exc}; give "
-                         "'imagenet' or a text file with one class name a line") from None
+        raise ModelError(
+            f"cannot read class names from {spec}: {exc.strerror or exc}; give "
+            "'imagenet' or a text file with one class name a line"
+        ) from None
     return tuple(name for name in names if name)
 
 
@@ -207,8 +213,14 @@ class Predictor:
         self.classes: tuple[str, ...] = info.classes  # type: ignore[assignment]
 
     @classmethod
-    def load(cls, path: Path, provider: str = "cpu", *, classes: tuple[str, ...] | None = None,
-             preprocessing: Preprocessing | None = None) -> Predictor:
+    def load(
+        cls,
+        path: Path,
+        provider: str = "cpu",
+        *,
+        classes: tuple[str, ...] | None = None,
+        preprocessing: Preprocessing | None = None,
+    ) -> Predictor:
         """Load an fstore export with ``logits``/``prob``, or any ONNX model with a class output.
 
         ``classes`` (names, index = output position) replaces the model's own; a model without
@@ -235,34 +247,56 @@ class Predictor:
         return cls(replace(probe, outputs=outputs), path, info)
 
     @classmethod
-    def _load_external(cls, probe, path: Path, classes: tuple[str, ...] | None,
-                       preprocessing: Preprocessing | None) -> Predictor:
+    def _load_external(
+        cls, probe, path: Path, classes: tuple[str, ...] | None, preprocessing: Preprocessing | None
+    ) -> Predictor:
         """A model fstore did not export: its ``logits``, ``prob`` or only output is the class
         output, read as logits unless named ``prob``."""
         if preprocessing is None:
-            raise ModelError(f"{path} carries no fstore metadata; give its preprocessing "
-                             "(--size, --resize, --mean, --std)")
+            raise ModelError(
+                f"{path} carries no fstore metadata; give its preprocessing "
+                "(--size, --resize, --mean, --std)"
+            )
         names = [n for n in PREDICT_OUTPUTS if n in probe.outputs] or list(probe.outputs)
         if len(names) != 1 and "logits" not in names:
-            raise ModelError(f"{path} has several outputs ({', '.join(probe.outputs)}) and none "
-                             "is called logits or prob; fstore cannot tell which gives classes")
+            raise ModelError(
+                f"{path} has several outputs ({', '.join(probe.outputs)}) and none "
+                "is called logits or prob; fstore cannot tell which gives classes"
+            )
         output = "logits" if "logits" in names else names[0]
-        width = probe.run(np.zeros((1, 3, preprocessing.crop, preprocessing.crop),
-                                   np.float32))[output].reshape(1, -1).shape[1]
+        width = (
+            probe.run(np.zeros((1, 3, preprocessing.crop, preprocessing.crop), np.float32))[output]
+            .reshape(1, -1)
+            .shape[1]
+        )
         classes = classes or (IMAGENET_CLASSES if width == NUM_CLASSES else None)
         if classes is None or len(classes) != width:
-            raise ModelError(f"{path}'s output {output!r} has {width} values but "
-                             f"{len(classes or ())} class names were given; pass --classes "
-                             "imagenet (for 1000) or a file with one name per output")
-        info = ModelInfo(layers=(output,), shapes={}, preprocessing=preprocessing,
-                         weights_origin=f"external model {path.name}", weights_sha256="",
-                         precision="unknown", opset=0, classes=tuple(classes), fstore_version="")
+            raise ModelError(
+                f"{path}'s output {output!r} has {width} values but "
+                f"{len(classes or ())} class names were given; pass --classes "
+                "imagenet (for 1000) or a file with one name per output"
+            )
+        info = ModelInfo(
+            layers=(output,),
+            shapes={},
+            preprocessing=preprocessing,
+            weights_origin=f"external model {path.name}",
+            weights_sha256="",
+            precision="unknown",
+            opset=0,
+            classes=tuple(classes),
+            fstore_version="",
+        )
         return cls(replace(probe, outputs=(output,)), path, info)
 
     @classmethod
-    def for_weights(cls, weights: WeightsSource,
-                    preprocessing: Preprocessing = IMAGENET_PREPROCESSING, provider: str = "cpu",
-                    log: Callable[[str], None] = lambda _: None) -> Predictor:
+    def for_weights(
+        cls,
+        weights: WeightsSource,
+        preprocessing: Preprocessing = IMAGENET_PREPROCESSING,
+        provider: str = "cpu",
+        log: Callable[[str], None] = lambda _: None,
+    ) -> Predictor:
         """The full network for ``weights``, from the model cache (exported there if missing)."""
         from fstore.export.onnx_export import ensure_model
 
@@ -285,8 +319,9 @@ class Predictor:
         return logits, softmax(logits)
 
 
-def predict(images: Iterable[Path], predictor: Predictor, top: int = 5,
-            batch_size: int = 8) -> PredictionReport:
+def predict(
+    images: Iterable[Path], predictor: Predictor, top: int = 5, batch_size: int = 8
+) -> PredictionReport:
     """Top-``top`` ImageNet classes of every image in ``images`` (files or folders to walk).
 
     Unreadable or undecodable files become :class:`PredictFailure` items; the others are
@@ -306,8 +341,11 @@ def predict(images: Iterable[Path], predictor: Predictor, top: int = 5,
         logits, probs = predictor.run(np.stack([array for _, _, array, _ in pending]))
         for row, (slot, path, _, warning) in enumerate(pending):
             items[slot] = Prediction(
-                path, top_k(probs[row], predictor.classes, top), probs[row],
-                None if logits is None else logits[row], warning,
+                path,
+                top_k(probs[row], predictor.classes, top),
+                probs[row],
+                None if logits is None else logits[row],
+                warning,
             )
         pending.clear()
 
@@ -328,5 +366,9 @@ def predict(images: Iterable[Path], predictor: Predictor, top: int = 5,
         if len(pending) == batch_size:
             flush()
     flush()
-    return PredictionReport(tuple(items), predictor.path, predictor.info,  # type: ignore[arg-type]
-                            predictor.provider)
+    return PredictionReport(
+        tuple(items),
+        predictor.path,
+        predictor.info,  # type: ignore[arg-type]
+        predictor.provider,
+    )

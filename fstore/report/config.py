@@ -68,11 +68,14 @@ class ReportConfig:
     def __post_init__(self) -> None:
         unknown = [p for p in self.precisions if p not in PRECISIONS]
         if unknown:
-            raise FstoreError(f"unknown precision {unknown[0]!r}; choose from "
-                              f"{', '.join(PRECISIONS)}")
+            raise FstoreError(
+                f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}"
+            )
         if self.model is not None and self.preprocessing is None:
-            raise FstoreError("a --model needs its preprocessing: --size (and --resize, --mean, "
-                              "--std as its documentation gives them)")
+            raise FstoreError(
+                "a --model needs its preprocessing: --size (and --resize, --mean, "
+                "--std as its documentation gives them)"
+            )
         if self.splits < 0 or self.samples < 0:
             raise FstoreError("--splits and --samples cannot be negative")
 

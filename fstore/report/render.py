@@ -30,12 +30,16 @@ nav a{margin-right:.8em}.muted{color:#777;font-size:13px}
 
 def _summary_blocks(data: dict) -> list:
     s = data["summary"]
-    rows = [["SVM (all features)", sec.pct(s["svm_accuracy"])],
-            ["linear head", sec.pct(s["linear_head_accuracy"])],
-            ["MLP head", sec.pct(s["mlp_head_accuracy"])],
-            ["PCA components for 90 / 95 / 99 %",
-             " / ".join(str(v) for v in s["pca_components"].values())],
-            ["SVM on PCA features", sec.pct(s["pca_svm_accuracy"])]]
+    rows = [
+        ["SVM (all features)", sec.pct(s["svm_accuracy"])],
+        ["linear head", sec.pct(s["linear_head_accuracy"])],
+        ["MLP head", sec.pct(s["mlp_head_accuracy"])],
+        [
+            "PCA components for 90 / 95 / 99 %",
+            " / ".join(str(v) for v in s["pca_components"].values()),
+        ],
+        ["SVM on PCA features", sec.pct(s["pca_svm_accuracy"])],
+    ]
     if "zeroshot_accuracy" in s:
         rows.append(["zero-shot (covered classes)", sec.pct(s["zeroshot_accuracy"])])
     if "splits" in s:
@@ -43,49 +47,80 @@ def _summary_blocks(data: dict) -> list:
         rows.append([f"{k['k']} random splits", f"{sec.pct(k['mean'])} ± {sec.pct(k['std'])}"])
     for name in ("int8", "fp16"):
         if name in s:
-            rows.append([f"{name}: accuracy change, mean cosine to fp32",
-                         f"{s[name]['change_points']:+.2f} points, {s[name]['mean_cosine']:.5f}"])
+            rows.append(
+                [
+                    f"{name}: accuracy change, mean cosine to fp32",
+                    f"{s[name]['change_points']:+.2f} points, {s[name]['mean_cosine']:.5f}",
+                ]
+            )
     model = Path(data["provenance"]["store"].get("model_path", "")).name
-    return [("p", f"Model {model}, store {data['store']}, features of layer "
-                  f"{data['main_layer']}, {len(data['classes'])} classes."),
-            ("table", ["figure", "value"], rows)]
+    return [
+        (
+            "p",
+            f"Model {model}, store {data['store']}, features of layer "
+            f"{data['main_layer']}, {len(data['classes'])} classes.",
+        ),
+        ("table", ["figure", "value"], rows),
+    ]
 
 
 def _provenance_blocks(p: dict) -> list:
     store = p["store"]
-    rows = [[k, str(store.get(k, ""))] for k in (
-        "model_path", "model_sha256", "weights_origin", "weights_sha256", "precision",
-        "preprocessing", "provider", "fstore_version", "onnxruntime_version")]
-    rows += [["store fingerprint", p["fingerprint"]], ["images", p["image_root"]],
-             ["split", p["split"]]]
+    rows = [
+        [k, str(store.get(k, ""))]
+        for k in (
+            "model_path",
+            "model_sha256",
+            "weights_origin",
+            "weights_sha256",
+            "precision",
+            "preprocessing",
+            "provider",
+            "fstore_version",
+            "onnxruntime_version",
+        )
+    ]
+    rows += [
+        ["store fingerprint", p["fingerprint"]],
+        ["images", p["image_root"]],
+        ["split", p["split"]],
+    ]
     versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
     m = p["machine"]
     times = [["build (store)", f"{p['build_seconds']:.1f} s"]]
-    times += [[name, "cached" if t["cached"] else f"{t['seconds']:.1f} s"]
-              for name, t in p["stage_times"].items()]
+    times += [
+        [name, "cached" if t["cached"] else f"{t['seconds']:.1f} s"]
+        for name, t in p["stage_times"].items()
+    ]
     load = ", ".join(f"{x:.2f}" for x in m["load_average"]) if m["load_average"] else "n/a"
-    return [("table", ["", ""], rows),
-            ("p", f"Versions: {versions}."),
-            ("p", f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; load average at "
-                  f"the end {load}. Written {p['written']}, total {p['total_seconds']:.1f} s."),
-            ("table", ["stage", "time"], times)]
+    return [
+        ("table", ["", ""], rows),
+        ("p", f"Versions: {versions}."),
+        (
+            "p",
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; load average at "
+            f"the end {load}. Written {p['written']}, total {p['total_seconds']:.1f} s.",
+        ),
+        ("table", ["stage", "time"], times),
+    ]
 
 
 def section_list(data: dict) -> list[tuple[str, str, list]]:
     """(anchor, title, blocks) of every section, in page order."""
     s = data["sections"]
-    return [("summary", "Summary", _summary_blocks(data)),
-            ("network", "Network", sec.network(s["network"])),
-            ("predictions", "Sample predictions", sec.predictions(s["predictions"])),
-            ("activations", "Activation maps", sec.activations(s["activations"])),
-            ("classifiers", "Classifiers", sec.svm(s["svm"], data["classes"])
-             + sec.heads(s["heads"])),
-            ("pca", "PCA", sec.pca(s["pca"], s["svm"])),
-            ("layers", "Layer study", sec.layers(s["layers"])),
-            ("zeroshot", "Zero-shot", sec.zeroshot(s["zeroshot"])),
-            ("splits", "K random splits", sec.splits(s["splits"])),
-            ("precision", "Precision", sec.precision(s["precision"])),
-            ("provenance", "Provenance", _provenance_blocks(data["provenance"]))]
+    return [
+        ("summary", "Summary", _summary_blocks(data)),
+        ("network", "Network", sec.network(s["network"])),
+        ("predictions", "Sample predictions", sec.predictions(s["predictions"])),
+        ("activations", "Activation maps", sec.activations(s["activations"])),
+        ("classifiers", "Classifiers", sec.svm(s["svm"], data["classes"]) + sec.heads(s["heads"])),
+        ("pca", "PCA", sec.pca(s["pca"], s["svm"])),
+        ("layers", "Layer study", sec.layers(s["layers"])),
+        ("zeroshot", "Zero-shot", sec.zeroshot(s["zeroshot"])),
+        ("splits", "K random splits", sec.splits(s["splits"])),
+        ("precision", "Precision", sec.precision(s["precision"])),
+        ("provenance", "Provenance", _provenance_blocks(data["provenance"])),
+    ]
 
 
 def _png(path: Path) -> str:
@@ -109,25 +144,36 @@ def _html_block(block: tuple) -> str:
         return f"<p>{_inline(block[1])}</p>"
     if kind == "table":
         head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
-                       + "</tr>" for row in block[2])
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+            for row in block[2]
+        )
         return f"<table>{f'<tr>{head}</tr>' if any(block[1]) else ''}{body}</table>"
     if kind == "img":
         return f'<img src="{_png(block[1])}" alt="{html.escape(block[2])}">'
-    figures = "".join(f'<figure><img src="{_png(p)}" alt=""><figcaption>{_caption(c)}'
-                      "</figcaption></figure>" for p, c in block[1])
+    figures = "".join(
+        f'<figure><img src="{_png(p)}" alt=""><figcaption>{_caption(c)}</figcaption></figure>'
+        for p, c in block[1]
+    )
     return f'<div class="thumbs">{figures}</div>'
 
 
 def to_html(data: dict) -> str:
-    parts = [f"<h1>{html.escape(data['title'])}</h1>", "<nav>" + "".join(
-        f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in section_list(data)) + "</nav>"]
+    parts = [
+        f"<h1>{html.escape(data['title'])}</h1>",
+        "<nav>"
+        + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in section_list(data))
+        + "</nav>",
+    ]
     for anchor, title, blocks in section_list(data):
         parts.append(f'<h2 id="{anchor}">{html.escape(title)}</h2>')
         parts.extend(_html_block(b) for b in blocks)
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>"
-            f"{html.escape(data['title'])}</title><style>{CSS}</style></head><body>"
-            + "\n".join(parts) + "</body></html>\n")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>"
+        f"{html.escape(data['title'])}</title><style>{CSS}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>\n"
+    )
 
 
 def _md_table(headers: list[str], rows: list[list]) -> str:

@@ -31,8 +31,12 @@ STAGES: tuple[tuple[str, str, Callable[[Context, Path], dict], tuple[str, ...]],
     ("layers", "Layer study", clf.layers, ("C", "cv", "seed")),
     ("zeroshot", "Zero-shot", clf.zeroshot, ("mapping",)),
     ("splits", "K random splits", clf.splits, ("C", "cv", "seed", "splits", "per_class")),
-    ("precision", "Precision", net.precision,
-     ("C", "cv", "seed", "precisions", "calibration_count")),
+    (
+        "precision",
+        "Precision",
+        net.precision,
+        ("C", "cv", "seed", "precisions", "calibration_count"),
+    ),
 )
 
 
@@ -49,14 +53,20 @@ def build_store(config: ReportConfig) -> dict:
     """Build (or resume, or extend) the report's store with the library's ``build``."""
     from fstore.api import BuildConfig, build
 
-    common = dict(store=config.store_path, images=config.images, layers=config.wanted_layers,
-                  provider=config.provider, batch_size=config.batch_size, threads=config.threads)
+    common = dict(
+        store=config.store_path,
+        images=config.images,
+        layers=config.wanted_layers,
+        provider=config.provider,
+        batch_size=config.batch_size,
+        threads=config.threads,
+    )
     if config.model is not None:
-        build_config = BuildConfig(model=config.model, preprocessing=config.preprocessing,
-                                   **common)
+        build_config = BuildConfig(model=config.model, preprocessing=config.preprocessing, **common)
     else:
-        build_config = BuildConfig(weights=config.vgg16_weights,
-                                   preprocessing=config.vgg16_preprocessing(), **common)
+        build_config = BuildConfig(
+            weights=config.vgg16_weights, preprocessing=config.vgg16_preprocessing(), **common
+        )
     config.store_path.parent.mkdir(parents=True, exist_ok=True)
     return build(build_config).to_dict()
 
@@ -113,10 +123,15 @@ def run_report(config: ReportConfig) -> Report:
     for index, stage in enumerate(STAGES, start=1):
         ctx.results[stage[0]] = run_stage(ctx, index, stage)
     seconds = time.perf_counter() - start
-    data = {"title": f"fstore report: {config.images}", "store": str(ctx.store),
-            "main_layer": ctx.main_layer, "classes": list(ctx.features.classes),
-            "build": built, "sections": ctx.results,
-            "provenance": provenance(ctx, seconds, built["seconds"])}
+    data = {
+        "title": f"fstore report: {config.images}",
+        "store": str(ctx.store),
+        "main_layer": ctx.main_layer,
+        "classes": list(ctx.features.classes),
+        "build": built,
+        "sections": ctx.results,
+        "provenance": provenance(ctx, seconds, built["seconds"]),
+    }
     data["summary"] = summary(data)
     files = write_outputs(data, Path(config.out))
     logger.info(f"report written to {files['html']} in {seconds:.1f} s")
@@ -126,17 +141,25 @@ def run_report(config: ReportConfig) -> Report:
 def summary(data: dict) -> dict:
     """The headline figures (fractions), each read from its section's library result."""
     s = data["sections"]
-    out = {"svm_accuracy": s["svm"]["svm"]["accuracy_mean"],
-           "linear_head_accuracy": s["heads"]["linear"]["accuracy_mean"],
-           "mlp_head_accuracy": s["heads"]["mlp"]["accuracy_mean"],
-           "pca_components": s["pca"]["thresholds"],
-           "pca_svm_accuracy": s["svm"]["pca_svm"]["accuracy_mean"]}
+    out = {
+        "svm_accuracy": s["svm"]["svm"]["accuracy_mean"],
+        "linear_head_accuracy": s["heads"]["linear"]["accuracy_mean"],
+        "mlp_head_accuracy": s["heads"]["mlp"]["accuracy_mean"],
+        "pca_components": s["pca"]["thresholds"],
+        "pca_svm_accuracy": s["svm"]["pca_svm"]["accuracy_mean"],
+    }
     if s["zeroshot"].get("available"):
         out["zeroshot_accuracy"] = s["zeroshot"]["accuracy"]
     if s["splits"].get("available"):
-        out["splits"] = {"k": len(s["splits"]["fits"]), "mean": s["splits"]["accuracy_mean"],
-                         "std": s["splits"]["accuracy_std"]}
+        out["splits"] = {
+            "k": len(s["splits"]["fits"]),
+            "mean": s["splits"]["accuracy_mean"],
+            "std": s["splits"]["accuracy_std"],
+        }
     for name, row in s["precision"]["variants"].items():
-        out[name] = {"change_points": row["change_points"], "mean_cosine": row["mean_cosine"],
-                     "accuracy": row["accuracy"]}
+        out[name] = {
+            "change_points": row["change_points"],
+            "mean_cosine": row["mean_cosine"],
+            "accuracy": row["accuracy"],
+        }
     return out

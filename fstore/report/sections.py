@@ -20,20 +20,34 @@ def _fig(section: dict, name: str) -> Path:
 
 def network(s: dict) -> list:
     if s["kind"] == "vgg16":
-        rows = [[r["name"], r["module"], "×".join(map(str, r["output_shape"])), f"{r['params']:,}"]
-                for r in s["rows"]]
-        return [("p", f"VGG16 at {s['input_size']}×{s['input_size']}: {s['total_params']:,} "
-                      f"parameters, {s['fc_params_share']:.1%} of them in fc6, fc7 and fc8; "
-                      f"{s['total_macs'] / 1e9:.2f} G multiply-adds per image."),
-                ("table", ["layer", "module", "output", "parameters"], rows)]
-    outs = [[o["name"], "×".join(map(str, o["shape"])) or "?", f"{o['size']:,}"
-             if o["size"] else "?"] for o in s["outputs"]]
+        rows = [
+            [r["name"], r["module"], "×".join(map(str, r["output_shape"])), f"{r['params']:,}"]
+            for r in s["rows"]
+        ]
+        return [
+            (
+                "p",
+                f"VGG16 at {s['input_size']}×{s['input_size']}: {s['total_params']:,} "
+                f"parameters, {s['fc_params_share']:.1%} of them in fc6, fc7 and fc8; "
+                f"{s['total_macs'] / 1e9:.2f} G multiply-adds per image.",
+            ),
+            ("table", ["layer", "module", "output", "parameters"], rows),
+        ]
+    outs = [
+        [o["name"], "×".join(map(str, o["shape"])) or "?", f"{o['size']:,}" if o["size"] else "?"]
+        for o in s["outputs"]
+    ]
     ops = ", ".join(f"{k} {v}" for k, v in list(s["ops"].items())[:8])
-    return [("p", f"ONNX model {Path(s['file']).name} ({s['bytes'] / 2**20:.1f} MiB, opset "
-                  f"{s['opset']}): input {s['input']['name']} "
-                  f"{'×'.join(map(str, s['input']['shape']))}, {s['total_params']:,} parameters "
-                  f"in {s['initializers']} initializers, {s['nodes']} nodes ({ops} …)."),
-            ("table", ["output", "shape per image", "values"], outs)]
+    return [
+        (
+            "p",
+            f"ONNX model {Path(s['file']).name} ({s['bytes'] / 2**20:.1f} MiB, opset "
+            f"{s['opset']}): input {s['input']['name']} "
+            f"{'×'.join(map(str, s['input']['shape']))}, {s['total_params']:,} parameters "
+            f"in {s['initializers']} initializers, {s['nodes']} nodes ({ops} …).",
+        ),
+        ("table", ["output", "shape per image", "values"], outs),
+    ]
 
 
 def predictions(s: dict) -> list:
@@ -43,33 +57,54 @@ def predictions(s: dict) -> list:
     for i, row in enumerate(s["images"]):
         top = "; ".join(f"{t['name']} {t['probability']:.1%}" for t in row["top"])
         thumbs.append((_fig(s, f"sample{i}"), f"{row['key']}: {top}"))
-    return [("p", "Top-5 ImageNet classes of one test image per class (the network's view: "
-                  "resized and centre-cropped)."), ("thumbs", thumbs)]
+    return [
+        (
+            "p",
+            "Top-5 ImageNet classes of one test image per class (the network's view: "
+            "resized and centre-cropped).",
+        ),
+        ("thumbs", thumbs),
+    ]
 
 
 def activations(s: dict) -> list:
     if not s.get("available"):
         return [("p", f"Not available: {s.get('reason')}")]
-    return [("p", f"{s['channels']} channels of {s['layer']} ({'×'.join(map(str, s['map_shape']))}"
-                  f") for {s['image']}: {s['how']}. Each tile is scaled to its own min and max."),
-            ("img", _fig(s, "maps"), "first convolution")]
+    return [
+        (
+            "p",
+            f"{s['channels']} channels of {s['layer']} ({'×'.join(map(str, s['map_shape']))}"
+            f") for {s['image']}: {s['how']}. Each tile is scaled to its own min and max.",
+        ),
+        ("img", _fig(s, "maps"), "first convolution"),
+    ]
 
 
 def svm(s: dict, classes: list[str]) -> list:
     run = s["svm"]
     fit = run["fits"][0]
     best = fit["details"]["best_C"]
-    grid = [[f"{r['C']:g}" + (" (best)" if r["C"] == best else ""),
-             f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}"] for r in fit["details"]["cv"]]
+    grid = [
+        [
+            f"{r['C']:g}" + (" (best)" if r["C"] == best else ""),
+            f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}",
+        ]
+        for r in fit["details"]["cv"]
+    ]
     per_class = [[c, pct(a)] for c, a in zip(classes, run["per_class_mean"])]
-    return [("p", f"Linear SVM on {run['layer']} ({run['n_features']} features, scale "
-                  f"{run['options']['scale']}): C chosen by {run['options']['cv']}-fold "
-                  f"stratified CV on the {fit['n_train']} training images; test accuracy "
-                  f"**{pct(run['accuracy_mean'])}** on {fit['n_test']} test images "
-                  f"(fit {fit['fit_seconds']:.1f} s)."),
-            ("table", ["C", "CV accuracy % (mean ± std)"], grid),
-            ("table", ["class", "test accuracy"], per_class),
-            ("img", _fig(s, "confusion"), "SVM confusion matrix")]
+    return [
+        (
+            "p",
+            f"Linear SVM on {run['layer']} ({run['n_features']} features, scale "
+            f"{run['options']['scale']}): C chosen by {run['options']['cv']}-fold "
+            f"stratified CV on the {fit['n_train']} training images; test accuracy "
+            f"**{pct(run['accuracy_mean'])}** on {fit['n_test']} test images "
+            f"(fit {fit['fit_seconds']:.1f} s).",
+        ),
+        ("table", ["C", "CV accuracy % (mean ± std)"], grid),
+        ("table", ["class", "test accuracy"], per_class),
+        ("img", _fig(s, "confusion"), "SVM confusion matrix"),
+    ]
 
 
 def heads(s: dict) -> list:
@@ -78,33 +113,78 @@ def heads(s: dict) -> list:
         run = s[name]
         d = run["fits"][0]["details"]
         label = "linear" if not run["hidden"] else f"MLP {'-'.join(map(str, run['hidden']))}"
-        rows.append([label, pct(run["accuracy_mean"]), str(d["epochs_run"]), str(d["best_epoch"]),
-                     "yes" if d["stopped_early"] else "no", f"{run['fit_seconds_mean']:.1f}"])
+        rows.append(
+            [
+                label,
+                pct(run["accuracy_mean"]),
+                str(d["epochs_run"]),
+                str(d["best_epoch"]),
+                "yes" if d["stopped_early"] else "no",
+                f"{run['fit_seconds_mean']:.1f}",
+            ]
+        )
         blocks.append(("img", _fig(s, name), f"{label} head learning curve"))
-    return [("table", ["head", "test accuracy", "epochs run", "early-stopping point (best epoch)",
-                       "stopped early", "fit s"], rows), *blocks]
+    return [
+        (
+            "table",
+            [
+                "head",
+                "test accuracy",
+                "epochs run",
+                "early-stopping point (best epoch)",
+                "stopped early",
+                "fit s",
+            ],
+            rows,
+        ),
+        *blocks,
+    ]
 
 
 def pca(s: dict, svm_section: dict) -> list:
-    thresholds = [[f"{float(k):.0%}", str(v) if v is not None else f"> {len(s['cumulative'])}"]
-                  for k, v in s["thresholds"].items()]
+    thresholds = [
+        [f"{float(k):.0%}", str(v) if v is not None else f"> {len(s['cumulative'])}"]
+        for k, v in s["thresholds"].items()
+    ]
     run, full = svm_section["pca_svm"], svm_section["svm"]
     comps = run["fits"][0]["details"].get("pca_components")
-    return [("p", f"PCA of {s['layer']} ({s['n_samples']} {s['rows']} rows, {s['n_features']} "
-                  f"features, scale {s['scale']})."),
-            ("table", ["variance kept", "components"], thresholds),
-            ("img", _fig(s, "variance"), "explained variance"),
-            ("p", f"SVM on PCA features ({run['options']['pca']} of the variance, {comps} "
-                  f"components): test accuracy **{pct(run['accuracy_mean'])}**, fit "
-                  f"{run['fit_seconds_mean']:.1f} s; on all {full['n_features']} features "
-                  f"{pct(full['accuracy_mean'])}, fit {full['fit_seconds_mean']:.1f} s.")]
+    return [
+        (
+            "p",
+            f"PCA of {s['layer']} ({s['n_samples']} {s['rows']} rows, {s['n_features']} "
+            f"features, scale {s['scale']}).",
+        ),
+        ("table", ["variance kept", "components"], thresholds),
+        ("img", _fig(s, "variance"), "explained variance"),
+        (
+            "p",
+            f"SVM on PCA features ({run['options']['pca']} of the variance, {comps} "
+            f"components): test accuracy **{pct(run['accuracy_mean'])}**, fit "
+            f"{run['fit_seconds_mean']:.1f} s; on all {full['n_features']} features "
+            f"{pct(full['accuracy_mean'])}, fit {full['fit_seconds_mean']:.1f} s.",
+        ),
+    ]
 
 
 def layers(s: dict) -> list:
-    rows = [[r["layer"], str(r["dim"]), pct(r["accuracy"]), f"{r['fit_seconds']:.1f}",
-             ",".join(f"{c:g}" for c in r["best_C"])] for r in s["rows"]]
-    return [("table", ["layer", "dimension", "SVM test accuracy", "fit s (CV + refit)", "best C"],
-             rows), ("img", _fig(s, "layers"), "layer study")]
+    rows = [
+        [
+            r["layer"],
+            str(r["dim"]),
+            pct(r["accuracy"]),
+            f"{r['fit_seconds']:.1f}",
+            ",".join(f"{c:g}" for c in r["best_C"]),
+        ]
+        for r in s["rows"]
+    ]
+    return [
+        (
+            "table",
+            ["layer", "dimension", "SVM test accuracy", "fit s (CV + refit)", "best C"],
+            rows,
+        ),
+        ("img", _fig(s, "layers"), "layer study"),
+    ]
 
 
 def zeroshot(s: dict) -> list:
@@ -112,12 +192,17 @@ def zeroshot(s: dict) -> list:
         return [("p", f"Not available: {s.get('reason')}")]
     rows = [[c, pct(a)] for c, a in zip(s["covered"], s["per_class"])]
     uncovered = ", ".join(s["uncovered"]) or "none"
-    return [("p", f"No training: ImageNet logits restricted to the {s['mapping']} mapping. "
-                  f"Accuracy over the {len(s['covered'])} covered classes: "
-                  f"**{pct(s['accuracy'])}** ({s['n_test']} {s['rows']} images). Not covered "
-                  f"({s['n_skipped']} images left out): {uncovered}."),
-            ("table", ["class", "zero-shot accuracy"], rows),
-            ("img", _fig(s, "confusion"), "zero-shot confusion matrix")]
+    return [
+        (
+            "p",
+            f"No training: ImageNet logits restricted to the {s['mapping']} mapping. "
+            f"Accuracy over the {len(s['covered'])} covered classes: "
+            f"**{pct(s['accuracy'])}** ({s['n_test']} {s['rows']} images). Not covered "
+            f"({s['n_skipped']} images left out): {uncovered}.",
+        ),
+        ("table", ["class", "zero-shot accuracy"], rows),
+        ("img", _fig(s, "confusion"), "zero-shot confusion matrix"),
+    ]
 
 
 def splits(s: dict) -> list:
@@ -125,17 +210,48 @@ def splits(s: dict) -> list:
         return [("p", f"Not available: {s.get('reason')}")]
     p = s["protocol"]
     rows = [[f["split"], pct(f["accuracy"]), f"{f['details']['best_C']:g}"] for f in s["fits"]]
-    return [("p", f"SVM over {p['splits']} random splits of all images, {p['per_class']} "
-                  f"training images per class (seed {p['seed']}), the rest test: "
-                  f"**{pct(s['accuracy_mean'])} ± {pct(s['accuracy_std'])}** (mean ± sample "
-                  "std)."), ("table", ["split", "test accuracy", "best C"], rows)]
+    return [
+        (
+            "p",
+            f"SVM over {p['splits']} random splits of all images, {p['per_class']} "
+            f"training images per class (seed {p['seed']}), the rest test: "
+            f"**{pct(s['accuracy_mean'])} ± {pct(s['accuracy_std'])}** (mean ± sample "
+            "std).",
+        ),
+        ("table", ["split", "test accuracy", "best C"], rows),
+    ]
 
 
 def precision(s: dict) -> list:
-    rows = [[name, pct(r["fp32_accuracy"]), pct(r["accuracy"]), f"{r['change_points']:+.2f}",
-             f"{r['mean_cosine']:.5f}", f"{r['min_cosine']:.5f}", str(r["images"])]
-            for name, r in s["variants"].items()]
-    return [("p", f"The model in other precisions over every image, {s['layer']} features: SVM "
-                  "test accuracy (same options) and cosine to fp32 per image."),
-            ("table", ["precision", "fp32 accuracy", "accuracy", "change (points)",
-                       "mean cosine", "min cosine", "images"], rows)]
+    rows = [
+        [
+            name,
+            pct(r["fp32_accuracy"]),
+            pct(r["accuracy"]),
+            f"{r['change_points']:+.2f}",
+            f"{r['mean_cosine']:.5f}",
+            f"{r['min_cosine']:.5f}",
+            str(r["images"]),
+        ]
+        for name, r in s["variants"].items()
+    ]
+    return [
+        (
+            "p",
+            f"The model in other precisions over every image, {s['layer']} features: SVM "
+            "test accuracy (same options) and cosine to fp32 per image.",
+        ),
+        (
+            "table",
+            [
+                "precision",
+                "fp32 accuracy",
+                "accuracy",
+                "change (points)",
+                "mean cosine",
+                "min cosine",
+                "images",
+            ],
+            rows,
+        ),
+    ]

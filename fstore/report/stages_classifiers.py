@@ -37,10 +37,15 @@ def svm(ctx: Context, folder: Path) -> dict:
     full = run.baseline
     paths = write_run(full, folder / "svm")
     pca_paths = write_run(run, folder / "pca-svm", save_model=False)
-    return {"svm": _summary(full), "pca_svm": _summary(run),
-            "classifier": str(paths["classifier"].relative_to(folder)),
-            "figures": {"confusion": "svm/confusion.png",
-                        "pca_confusion": str(pca_paths["confusion"].relative_to(folder))}}
+    return {
+        "svm": _summary(full),
+        "pca_svm": _summary(run),
+        "classifier": str(paths["classifier"].relative_to(folder)),
+        "figures": {
+            "confusion": "svm/confusion.png",
+            "pca_confusion": str(pca_paths["confusion"].relative_to(folder)),
+        },
+    }
 
 
 def _learning_curve(path: Path, head, title: str) -> None:
@@ -51,10 +56,18 @@ def _learning_curve(path: Path, head, title: str) -> None:
     epochs = np.arange(1, len(head.loss_curve_) + 1)
     ax.plot(epochs, head.loss_curve_, label="training loss")
     if head.validation_loss_curve_:
-        ax.plot(epochs[: len(head.validation_loss_curve_)], head.validation_loss_curve_,
-                label="validation loss")
-    ax.axvline(head.best_epoch_, color="grey", ls="--", lw=0.8,
-               label=f"early-stopping point (epoch {head.best_epoch_})")
+        ax.plot(
+            epochs[: len(head.validation_loss_curve_)],
+            head.validation_loss_curve_,
+            label="validation loss",
+        )
+    ax.axvline(
+        head.best_epoch_,
+        color="grey",
+        ls="--",
+        lw=0.8,
+        label=f"early-stopping point (epoch {head.best_epoch_})",
+    )
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy")
     ax.set_title(title, fontsize=10)
@@ -72,11 +85,17 @@ def heads(ctx: Context, folder: Path) -> dict:
         run = train_head(ctx.features, HeadOptions(hidden=hidden, seed=config.seed))
         head = run.fits[0].model["head"]
         label = "linear head" if not hidden else f"MLP head {'-'.join(map(str, hidden))}"
-        _learning_curve(folder / f"{name}.png", head,
-                        f"{label} on {run.layer}: test accuracy {run.accuracy_mean:.3f}")
-        out[name] = {**_summary(run), "hidden": list(hidden),
-                     "loss_curve": list(head.loss_curve_),
-                     "validation_loss_curve": list(head.validation_loss_curve_)}
+        _learning_curve(
+            folder / f"{name}.png",
+            head,
+            f"{label} on {run.layer}: test accuracy {run.accuracy_mean:.3f}",
+        )
+        out[name] = {
+            **_summary(run),
+            "hidden": list(hidden),
+            "loss_curve": list(head.loss_curve_),
+            "validation_loss_curve": list(head.validation_loss_curve_),
+        }
         out["figures"][name] = f"{name}.png"
     return out
 

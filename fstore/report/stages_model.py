@@ -34,8 +34,9 @@ def _predictor(ctx: Context):
 
     config = ctx.config
     if config.model is None:
-        return Predictor.for_weights(config.vgg16_weights, config.vgg16_preprocessing(),
-                                     config.provider)
+        return Predictor.for_weights(
+            config.vgg16_weights, config.vgg16_preprocessing(), config.provider
+        )
     return Predictor.load(config.model, config.provider, preprocessing=ctx.preprocessing)
 
 
@@ -64,11 +65,19 @@ def predictions(ctx: Context, folder: Path) -> dict:
     report = predict(paths, predictor, top=5)
     rows = []
     for i, item in enumerate(report.predictions):
-        rows.append({"key": str(item.path.relative_to(ctx.image_root)),
-                     "thumbnail": _thumbnail(item.path, ctx, folder / f"sample{i}.png"),
-                     "top": [vars(score) for score in item.top]})
-    return {"available": True, "model": str(report.model), "images": rows,
-            "figures": {f"sample{i}": r["thumbnail"] for i, r in enumerate(rows)}}
+        rows.append(
+            {
+                "key": str(item.path.relative_to(ctx.image_root)),
+                "thumbnail": _thumbnail(item.path, ctx, folder / f"sample{i}.png"),
+                "top": [vars(score) for score in item.top],
+            }
+        )
+    return {
+        "available": True,
+        "model": str(report.model),
+        "images": rows,
+        "figures": {f"sample{i}": r["thumbnail"] for i, r in enumerate(rows)},
+    }
 
 
 def activations(ctx: Context, folder: Path) -> dict:
@@ -81,20 +90,33 @@ def activations(ctx: Context, folder: Path) -> dict:
     if not paths:
         return {"available": False, "reason": "no image to draw", "figures": {}}
     if config.model is None:
-        grid = featuremaps.activations(paths[0], "conv1_1", weights=config.vgg16_weights,
-                                       preprocessing=config.vgg16_preprocessing(),
-                                       provider=config.provider)
+        grid = featuremaps.activations(
+            paths[0],
+            "conv1_1",
+            weights=config.vgg16_weights,
+            preprocessing=config.vgg16_preprocessing(),
+            provider=config.provider,
+        )
         how = "VGG16's conv1_1 after its ReLU"
     else:
-        grid = featuremaps.first_conv_activations(paths[0], config.model, ctx.preprocessing,
-                                                  workdir=folder, provider=config.provider)
+        grid = featuremaps.first_conv_activations(
+            paths[0], config.model, ctx.preprocessing, workdir=folder, provider=config.provider
+        )
         (folder / f"{Path(config.model).stem}-conv1.onnx").unlink(missing_ok=True)
-        how = ("the model's first Conv node, added as a graph output; its output before any "
-               "activation applied by a later node")
+        how = (
+            "the model's first Conv node, added as a graph output; its output before any "
+            "activation applied by a later node"
+        )
     save_figure(activation_figure(grid), folder / "activations.png")
-    return {"available": True, "image": str(paths[0].relative_to(ctx.image_root)),
-            "layer": grid.layer, "how": how, "channels": grid.channels,
-            "map_shape": list(grid.maps.shape[1:]), "figures": {"maps": "activations.png"}}
+    return {
+        "available": True,
+        "image": str(paths[0].relative_to(ctx.image_root)),
+        "layer": grid.layer,
+        "how": how,
+        "channels": grid.channels,
+        "map_shape": list(grid.maps.shape[1:]),
+        "figures": {"maps": "activations.png"},
+    }
 
 
 def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
@@ -103,20 +125,38 @@ def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
 
     config = ctx.config
     store = folder / f"{precision}.h5"
-    options = dict(store=store, images=ctx.image_root, layers=(ctx.main_layer,),
-                   provider=config.provider, batch_size=config.batch_size,
-                   threads=config.threads, split=ctx.manifest.split)
+    options = dict(
+        store=store,
+        images=ctx.image_root,
+        layers=(ctx.main_layer,),
+        provider=config.provider,
+        batch_size=config.batch_size,
+        threads=config.threads,
+        split=ctx.manifest.split,
+    )
     if config.model is None:
-        build(BuildConfig(weights=config.vgg16_weights, preprocessing=config.vgg16_preprocessing(),
-                          precision=precision, **options))
+        build(
+            BuildConfig(
+                weights=config.vgg16_weights,
+                preprocessing=config.vgg16_preprocessing(),
+                precision=precision,
+                **options,
+            )
+        )
         return store
     from fstore.export.precision import choose_images, convert_fp16, quantize_int8
 
     variant = folder / f"{precision}.onnx"
     if precision == "int8":
         chosen = choose_images(ctx.image_root, config.calibration_count, seed=config.seed)
-        quantize_int8(config.model, variant, chosen, config.calibration_count,
-                      ctx.preprocessing, seed=config.seed)
+        quantize_int8(
+            config.model,
+            variant,
+            chosen,
+            config.calibration_count,
+            ctx.preprocessing,
+            seed=config.seed,
+        )
     else:
         convert_fp16(config.model, variant)
     build(BuildConfig(model=variant, preprocessing=ctx.preprocessing, **options))
@@ -140,8 +180,12 @@ def precision(ctx: Context, folder: Path) -> dict:
         aligned = fs.subset(np.array([order[k] for k in base.keys]))
         cosine = compare_features({base.layer: base.X}, {base.layer: aligned.X})[base.layer]
         accuracy = train_svm(aligned, svm_options(ctx)).accuracy_mean
-        rows[name] = {"accuracy": accuracy, "fp32_accuracy": fp32,
-                      "change_points": 100.0 * (accuracy - fp32), **cosine}
+        rows[name] = {
+            "accuracy": accuracy,
+            "fp32_accuracy": fp32,
+            "change_points": 100.0 * (accuracy - fp32),
+            **cosine,
+        }
         for leftover in folder.glob(f"{name}.h5*"):
             _remove(leftover)
     return {"layer": ctx.main_layer, "variants": rows}

@@ -15,15 +15,26 @@ from fstore.featurestore.features import FeatureSet
 from fstore.images.preprocess import Preprocessing
 
 MODEL_SHA = "ab" * 32
-PROVENANCE = {"model_sha256": MODEL_SHA, "model_path": "/nonexistent/model.onnx",
-              "layers": ["fc7"], "preprocessing": Preprocessing().to_json(),
-              "weights_origin": "random"}
+PROVENANCE = {
+    "model_sha256": MODEL_SHA,
+    "model_path": "/nonexistent/model.onnx",
+    "layers": ["fc7"],
+    "preprocessing": Preprocessing().to_json(),
+    "weights_origin": "random",
+}
 
 
-def gaussian_classes(n_train: int = 20, n_test: int = 10, n_classes: int = 3, dim: int = 8,
-                     separation: float = 6.0, seed: int = 0, layer: str = "fc7",
-                     classes: tuple[str, ...] | None = None,
-                     provenance: dict | None = None) -> FeatureSet:
+def gaussian_classes(
+    n_train: int = 20,
+    n_test: int = 10,
+    n_classes: int = 3,
+    dim: int = 8,
+    separation: float = 6.0,
+    seed: int = 0,
+    layer: str = "fc7",
+    classes: tuple[str, ...] | None = None,
+    provenance: dict | None = None,
+) -> FeatureSet:
     """``n_train`` + ``n_test`` rows per class, class c ~ N(mean_c, I) with the means on
     orthogonal axes scaled by ``separation``."""
     rng = np.random.default_rng(seed)
@@ -38,9 +49,16 @@ def gaussian_classes(n_train: int = 20, n_test: int = 10, n_classes: int = 3, di
             split += [part] * n
     names = classes or tuple(f"class{c}" for c in range(n_classes))
     keys = np.array([f"{names[c]}/img_{i:04d}.jpg" for i, c in enumerate(y)], dtype=object)
-    return FeatureSet(layer, np.concatenate(X).astype(np.float32), np.asarray(y, np.int64), keys,
-                      np.asarray(split, dtype=object), names, (dim,),
-                      dict(PROVENANCE if provenance is None else provenance))
+    return FeatureSet(
+        layer,
+        np.concatenate(X).astype(np.float32),
+        np.asarray(y, np.int64),
+        keys,
+        np.asarray(split, dtype=object),
+        names,
+        (dim,),
+        dict(PROVENANCE if provenance is None else provenance),
+    )
 
 
 def write_feature_sets(path: Path, sets: list[FeatureSet], provenance: dict | None = None) -> Path:
@@ -48,6 +66,11 @@ def write_feature_sets(path: Path, sets: list[FeatureSet], provenance: dict | No
     from fstore.featurestore.store import write_arrays
 
     first = sets[0]
-    return write_arrays(path, {fs.layer: fs.X for fs in sets}, [str(k) for k in first.keys],
-                        [first.classes[i] for i in first.y], [str(s) for s in first.split],
-                        provenance=dict(PROVENANCE if provenance is None else provenance))
+    return write_arrays(
+        path,
+        {fs.layer: fs.X for fs in sets},
+        [str(k) for k in first.keys],
+        [first.classes[i] for i in first.y],
+        [str(s) for s in first.split],
+        provenance=dict(PROVENANCE if provenance is None else provenance),
+    )

@@ -34,8 +34,9 @@ def test_train_and_classify_through_the_stores_model(built_store, tmp_path):
     from fstore.featurestore.store import load_features
 
     out = tmp_path / "run"
-    result = CliRunner().invoke(train, ["svm", "--store", str(built_store), "--C", "1",
-                                        "--cv", "2", "--out", str(out)])
+    result = CliRunner().invoke(
+        train, ["svm", "--store", str(built_store), "--C", "1", "--cv", "2", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     clf = load_classifier(out / "classifier.skops")
     fs = load_features(built_store, "fc7")
@@ -45,8 +46,9 @@ def test_train_and_classify_through_the_stores_model(built_store, tmp_path):
     # features: same model, same preprocessing, same features.
     images = sorted((tmp_path / "images").rglob("*.jpg"))
     expected = dict(zip([str(k) for k in fs.keys], clf.predict_features(fs), strict=True))
-    result = CliRunner().invoke(classify, [*map(str, images), "--classifier",
-                                           str(out / "classifier.skops")])
+    result = CliRunner().invoke(
+        classify, [*map(str, images), "--classifier", str(out / "classifier.skops")]
+    )
     assert result.exit_code == 0, result.output
     got = dict(line.split("\t")[:2] for line in result.output.splitlines())
     assert len(got) == len(images)

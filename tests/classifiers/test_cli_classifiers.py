@@ -26,9 +26,11 @@ def invoke(command, args, ok=True):
 
 
 def test_import_is_light():
-    code = ("import sys, fstore.cli_classifiers\n"
-            "heavy = {'torch', 'sklearn', 'h5py', 'onnxruntime', 'matplotlib'}\n"
-            "print(sorted(heavy & set(sys.modules)))")
+    code = (
+        "import sys, fstore.cli_classifiers\n"
+        "heavy = {'torch', 'sklearn', 'h5py', 'onnxruntime', 'matplotlib'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -40,8 +42,14 @@ def test_commands_register_on_a_group_with_help():
     assert sorted(group.commands) == ["classify", "study", "train", "zeroshot"]
     assert sorted(train.commands) == ["head", "pca", "svm"]
     assert sorted(study.commands) == ["layers"]
-    for args in (["train", "svm"], ["train", "head"], ["train", "pca"], ["study", "layers"],
-                 ["zeroshot"], ["classify"]):
+    for args in (
+        ["train", "svm"],
+        ["train", "head"],
+        ["train", "pca"],
+        ["study", "layers"],
+        ["zeroshot"],
+        ["classify"],
+    ):
         result = invoke(group, [*args, "--help"])
         assert "Usage:" in result.output and len(result.output.splitlines()) > 5
 
@@ -63,31 +71,92 @@ def test_train_svm_with_the_default_store_and_layer(tiny_store, tmp_path, monkey
 
 
 def test_train_svm_json_pca_and_splits(tiny_store, tmp_path):
-    result = invoke(train, ["svm", "--store", tiny_store, "--layer", "fc6", "--C", "1",
-                            "--cv", "3", "--pca", "4", "--out", tmp_path, "--json"])
+    result = invoke(
+        train,
+        [
+            "svm",
+            "--store",
+            tiny_store,
+            "--layer",
+            "fc6",
+            "--C",
+            "1",
+            "--cv",
+            "3",
+            "--pca",
+            "4",
+            "--out",
+            tmp_path,
+            "--json",
+        ],
+    )
     data = json.loads(result.stdout)
     assert data["layer"] == "fc6" and data["fits"][0]["details"]["pca_components"] == 4
     assert data["baseline"]["n_features"] == 24 and data["baseline"]["options"]["pca"] is None
-    text = invoke(train, ["svm", "--store", tiny_store, "--C", "1", "--cv", "3", "--pca", "4",
-                          "--out", tmp_path]).output
+    text = invoke(
+        train,
+        ["svm", "--store", tiny_store, "--C", "1", "--cv", "3", "--pca", "4", "--out", tmp_path],
+    ).output
     assert "PCA 4 (4 components): accuracy" in text and "full features (16)" in text
-    text = invoke(train, ["svm", "--store", tiny_store, "--C", "1", "--cv", "3", "--splits", "3",
-                          "--per-class", "10", "--out", tmp_path / "splits"]).output
+    text = invoke(
+        train,
+        [
+            "svm",
+            "--store",
+            tiny_store,
+            "--C",
+            "1",
+            "--cv",
+            "3",
+            "--splits",
+            "3",
+            "--per-class",
+            "10",
+            "--out",
+            tmp_path / "splits",
+        ],
+    ).output
     assert "3 random splits" in text and "no classifier saved" in text
     assert "over 3 splits" in text
 
 
 def test_train_head(tiny_store, tmp_path):
     pytest.importorskip("torch")
-    text = invoke(train, ["head", "--store", tiny_store, "--hidden", "8", "--epochs", "100",
-                          "--lr", "0.05", "--out", tmp_path]).output
+    text = invoke(
+        train,
+        [
+            "head",
+            "--store",
+            tiny_store,
+            "--hidden",
+            "8",
+            "--epochs",
+            "100",
+            "--lr",
+            "0.05",
+            "--out",
+            tmp_path,
+        ],
+    ).output
     assert "head on fc7" in text and "best epoch" in text and "test accuracy: 1.0000" in text
     assert (tmp_path / "classifier.safetensors").is_file()
 
 
 def test_train_pca(tiny_store, tmp_path):
-    result = invoke(train, ["pca", "--store", tiny_store, "--variance", "0.8", "--out", tmp_path,
-                            "--plot", tmp_path / "v.png"])
+    result = invoke(
+        train,
+        [
+            "pca",
+            "--store",
+            tiny_store,
+            "--variance",
+            "0.8",
+            "--out",
+            tmp_path,
+            "--plot",
+            tmp_path / "v.png",
+        ],
+    )
     assert "PCA of fc7: 36 train rows, 16 features" in result.output
     for fraction in ("80%", "90%", "95%", "99%"):
         assert f"components for {fraction} of the variance:" in result.output
@@ -97,8 +166,9 @@ def test_train_pca(tiny_store, tmp_path):
 
 
 def test_study_layers(tiny_store, tmp_path):
-    result = invoke(study, ["layers", "--store", tiny_store, "--C", "1", "--cv", "3",
-                            "--out", tmp_path])
+    result = invoke(
+        study, ["layers", "--store", tiny_store, "--C", "1", "--cv", "3", "--out", tmp_path]
+    )
     lines = result.output.splitlines()
     assert any(line.startswith("fc6") and " 24 " in line for line in lines)
     assert any(line.startswith("fc7") and "1.0000" in line for line in lines)
@@ -142,8 +212,24 @@ def test_store_without_test_split_is_one_line(tmp_path):
     assert result.stderr.splitlines()[-1].startswith("Error: ")
     assert "no train/test split" in result.stderr and "Traceback" not in result.output
     assert len([line for line in result.stderr.splitlines() if "Error" in line]) == 1
-    ok = invoke(train, ["svm", "--store", store, "--C", "1", "--cv", "3", "--splits", "2",
-                        "--per-class", "20", "--out", tmp_path])
+    ok = invoke(
+        train,
+        [
+            "svm",
+            "--store",
+            store,
+            "--C",
+            "1",
+            "--cv",
+            "3",
+            "--splits",
+            "2",
+            "--per-class",
+            "20",
+            "--out",
+            tmp_path,
+        ],
+    )
     assert "over 2 splits" in ok.output
 
 
@@ -186,12 +272,16 @@ def mean_colour_model(path: Path, doc: str = "") -> Path:
     """An ONNX model whose ``fc7`` output is the mean of each input channel (3 features)."""
     from onnx import TensorProto, helper, save_model
 
-    nodes = [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-             helper.make_node("Flatten", ["pooled"], ["fc7"], axis=1)]
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["fc7"], axis=1),
+    ]
     graph = helper.make_graph(
-        nodes, "mean_colour",
+        nodes,
+        "mean_colour",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])],
-        [helper.make_tensor_value_info("fc7", TensorProto.FLOAT, ["N", 3])])
+        [helper.make_tensor_value_info("fc7", TensorProto.FLOAT, ["N", 3])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], doc_string=doc)
     model.ir_version = 9
     save_model(model, path)
@@ -205,16 +295,22 @@ def test_classify_new_images_end_to_end(tmp_path, small_preprocessing):
 
     model = mean_colour_model(tmp_path / "model.onnx")
     paths, labels = colour_images(tmp_path / "train", per_class=8, seed=0)
-    features, good, bad = extract_features(paths, model, ("fc7",),
-                                           preprocessing=small_preprocessing)
+    features, good, bad = extract_features(
+        paths, model, ("fc7",), preprocessing=small_preprocessing
+    )
     assert not bad and good == paths
     split = ["train" if i % 8 < 5 else "test" for i in range(len(paths))]
-    provenance = {**PROVENANCE, "model_sha256": file_sha256(model), "model_path": str(model),
-                  "preprocessing": small_preprocessing.to_json()}
+    provenance = {
+        **PROVENANCE,
+        "model_sha256": file_sha256(model),
+        "model_path": str(model),
+        "preprocessing": small_preprocessing.to_json(),
+    }
     from fstore.featurestore.store import write_arrays
 
-    store = write_arrays(tmp_path / "colours.h5", features, [p.name for p in paths], labels,
-                         split, provenance)
+    store = write_arrays(
+        tmp_path / "colours.h5", features, [p.name for p in paths], labels, split, provenance
+    )
     invoke(train, ["svm", "--store", store, "--C", "1", "--cv", "3", "--out", tmp_path / "run"])
     clf = tmp_path / "run" / "classifier.skops"
 
@@ -222,8 +318,7 @@ def test_classify_new_images_end_to_end(tmp_path, small_preprocessing):
     (tmp_path / "new" / "broken.jpg").write_bytes(b"not an image")
     result = CliRunner().invoke(classify, [str(tmp_path / "new"), "--classifier", str(clf)])
     assert result.exit_code == 0, result.output
-    predicted = dict(line.split("\t")[:2] for line in result.output.splitlines()
-                     if "\t" in line)
+    predicted = dict(line.split("\t")[:2] for line in result.output.splitlines() if "\t" in line)
     assert predicted == {str(p): t for p, t in zip(new, truth, strict=True)}
     assert "skipped" in result.output and "broken.jpg" in result.output
 

@@ -49,8 +49,15 @@ def overfitting_data():
 
 def test_stops_early_and_restores_the_best_weights():
     X, y = overfitting_data()
-    head = TorchHeadClassifier(hidden=(128,), epochs=500, patience=5, lr=0.01, weight_decay=0,
-                               validation_fraction=0.3, random_state=0).fit(X, y)
+    head = TorchHeadClassifier(
+        hidden=(128,),
+        epochs=500,
+        patience=5,
+        lr=0.01,
+        weight_decay=0,
+        validation_fraction=0.3,
+        random_state=0,
+    ).fit(X, y)
     assert head.stopped_early_
     assert head.n_iter_ < 500
     assert head.n_iter_ == head.best_epoch_ + head.patience

@@ -40,8 +40,9 @@ def test_standard_scaling_is_applied_before_pca():
     profile = variance_profile(X, PcaOptions(scale="standard"))
     Z = X.astype(np.float64)
     Z = (Z - Z.mean(axis=0)) / Z.std(axis=0)
-    np.testing.assert_allclose(profile.explained_variance_ratio, svd_ratio(Z), rtol=1e-5,
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        profile.explained_variance_ratio, svd_ratio(Z), rtol=1e-5, atol=1e-10
+    )
 
 
 def test_threshold_counts_match_scikit_learn_and_the_cumulative_curve():
@@ -61,8 +62,9 @@ def test_components_limit_the_computed_spectrum():
     full = variance_profile(X, PcaOptions(scale="none"))
     part = variance_profile(X, PcaOptions(scale="none", components=2))
     assert len(part.explained_variance_ratio) == 2
-    np.testing.assert_allclose(part.explained_variance_ratio, full.explained_variance_ratio[:2],
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        part.explained_variance_ratio, full.explained_variance_ratio[:2], rtol=1e-4
+    )
     assert part.thresholds[0.99] is None  # two components cannot reach 99 % here
 
 
@@ -77,8 +79,9 @@ def test_components_for_edge_cases():
 def test_profile_uses_the_training_rows(blobs):
     profile = pca_profile(blobs, PcaOptions(scale="none"))
     assert profile.rows == "train" and profile.n_samples == 60
-    np.testing.assert_allclose(profile.explained_variance_ratio, svd_ratio(blobs.train.X),
-                               rtol=1e-5, atol=1e-10)
+    np.testing.assert_allclose(
+        profile.explained_variance_ratio, svd_ratio(blobs.train.X), rtol=1e-5, atol=1e-10
+    )
     no_split = replace(blobs, split=np.full(len(blobs.y), "", dtype=object))
     assert pca_profile(no_split).rows == "all"
 

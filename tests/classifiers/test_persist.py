@@ -45,8 +45,9 @@ def test_svm_round_trip(tmp_path, overlapping, scale, pca):
     assert loaded.predict_proba(X, MODEL_SHA) is None
 
 
-@pytest.mark.parametrize("scale, pca, hidden", [("standard", None, ()), ("l2", 4, (8,)),
-                                                ("none", None, (6, 5))])
+@pytest.mark.parametrize(
+    "scale, pca, hidden", [("standard", None, ()), ("l2", 4, (8,)), ("none", None, (6, 5))]
+)
 def test_head_round_trip(tmp_path, overlapping, scale, pca, hidden):
     pytest.importorskip("torch")
     from sklearn.decomposition import PCA
@@ -113,8 +114,11 @@ def test_head_saved_in_the_old_format_is_refused(tmp_path):
     from safetensors.numpy import save_file
 
     path = tmp_path / "old.safetensors"
-    save_file({"labels": np.arange(2)}, str(path),
-              metadata={"format": "fstore-classifier", "format_version": "1", "kind": "head"})
+    save_file(
+        {"labels": np.arange(2)},
+        str(path),
+        metadata={"format": "fstore-classifier", "format_version": "1", "kind": "head"},
+    )
     with pytest.raises(ClassifierError, match="older fstore .format 1.; train it again"):
         load_classifier(path)
 

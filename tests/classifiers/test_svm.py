@@ -39,16 +39,22 @@ def test_grid_search_equals_scikit_learn(overlapping, scale):
 
     train, test = overlapping.train, overlapping.test
     folds = StratifiedKFold(n_splits=4, shuffle=True, random_state=7)
-    ref = GridSearchCV(reference_pipeline(scale, 1.0, 7),
-                       {"linearsvc__C": list(GRID)}, cv=folds, scoring="accuracy")
+    ref = GridSearchCV(
+        reference_pipeline(scale, 1.0, 7),
+        {"linearsvc__C": list(GRID)},
+        cv=folds,
+        scoring="accuracy",
+    )
     ref.fit(train.X, train.y)
 
     table = fit.details["cv"]
     assert [row["C"] for row in table] == list(GRID)
-    np.testing.assert_allclose([row["mean"] for row in table],
-                               ref.cv_results_["mean_test_score"], rtol=0, atol=1e-12)
-    np.testing.assert_allclose([row["std"] for row in table],
-                               ref.cv_results_["std_test_score"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        [row["mean"] for row in table], ref.cv_results_["mean_test_score"], rtol=0, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        [row["std"] for row in table], ref.cv_results_["std_test_score"], rtol=0, atol=1e-12
+    )
     assert fit.details["best_C"] == ref.best_params_["linearsvc__C"]
     predicted = ref.predict(test.X)
     assert fit.evaluation.accuracy == pytest.approx(np.mean(predicted == test.y), abs=1e-12)
@@ -63,15 +69,18 @@ def test_cv_means_equal_a_fold_by_fold_loop(overlapping):
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=2)
     train = overlapping.train
     for row in run.fits[0].details["cv"]:
-        scores = cross_val_score(reference_pipeline("standard", row["C"], 2), train.X, train.y,
-                                 cv=folds)
+        scores = cross_val_score(
+            reference_pipeline("standard", row["C"], 2), train.X, train.y, cv=folds
+        )
         assert row["mean"] == pytest.approx(scores.mean(), abs=1e-12)
         assert row["std"] == pytest.approx(scores.std(), abs=1e-12)
 
 
 def test_grid_matters_on_overlapping_data(overlapping):
-    means = [row["mean"] for row in train_svm(overlapping, SvmOptions(C=GRID, cv=4)).fits[0]
-             .details["cv"]]
+    means = [
+        row["mean"]
+        for row in train_svm(overlapping, SvmOptions(C=GRID, cv=4)).fits[0].details["cv"]
+    ]
     assert max(means) > min(means)
 
 
@@ -97,10 +106,15 @@ def test_pca_option_compares_with_full_features(overlapping):
     assert run.baseline.accuracy_mean == full.accuracy_mean
 
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
-    ref = GridSearchCV(make_pipeline(StandardScaler(), PCA(4, random_state=0),
-                                     LinearSVC(dual="auto", max_iter=1000, random_state=0)),
-                       {"linearsvc__C": [0.1, 1.0]}, cv=folds).fit(overlapping.train.X,
-                                                                   overlapping.train.y)
+    ref = GridSearchCV(
+        make_pipeline(
+            StandardScaler(),
+            PCA(4, random_state=0),
+            LinearSVC(dual="auto", max_iter=1000, random_state=0),
+        ),
+        {"linearsvc__C": [0.1, 1.0]},
+        cv=folds,
+    ).fit(overlapping.train.X, overlapping.train.y)
     assert run.fits[0].details["best_C"] == ref.best_params_["linearsvc__C"]
     assert run.accuracy_mean == pytest.approx(ref.score(overlapping.test.X, overlapping.test.y))
 

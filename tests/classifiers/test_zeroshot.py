@@ -77,14 +77,15 @@ def test_logits_outside_the_mapping_play_no_part():
 def test_summing_lets_several_moderate_classes_beat_one_strong():
     logits = np.zeros((1, 1000))
     logits[0, [1, 2, 3]] = 1.0  # target A: three ids at 1
-    logits[0, 4] = 1.5          # target B: one id at 1.5, the single largest logit
+    logits[0, 4] = 1.5  # target B: one id at 1.5, the single largest logit
     probs = restricted_probabilities(logits, [(1, 2, 3), (4,)])
     assert probs[0].argmax() == 0
     assert probs[0, 0] == pytest.approx(3 * np.e / (3 * np.e + np.e**1.5))
 
 
-def logits_store(classes: tuple[str, ...], winners: dict[int, int], n: int = 4,
-                 split: str = "test") -> FeatureSet:
+def logits_store(
+    classes: tuple[str, ...], winners: dict[int, int], n: int = 4, split: str = "test"
+) -> FeatureSet:
     """``n`` rows per class; row logits favour ``winners[class]`` (an ImageNet id)."""
     rng = np.random.default_rng(1)
     X, y = [], []
@@ -95,8 +96,14 @@ def logits_store(classes: tuple[str, ...], winners: dict[int, int], n: int = 4,
         X.append(block)
         y += [c] * n
     m = len(y)
-    return FeatureSet("logits", np.concatenate(X).astype(np.float32), np.asarray(y), np.array(
-        [f"k{i}" for i in range(m)], dtype=object), np.full(m, split, dtype=object), classes)
+    return FeatureSet(
+        "logits",
+        np.concatenate(X).astype(np.float32),
+        np.asarray(y),
+        np.array([f"k{i}" for i in range(m)], dtype=object),
+        np.full(m, split, dtype=object),
+        classes,
+    )
 
 
 def test_zeroshot_accuracy_over_covered_classes_and_uncovered_named():
@@ -130,12 +137,15 @@ def test_user_mapping(tmp_path):
         zeroshot(fs, load_mapping(path))
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"a": [1], "b": [1]}, "both"),
-    ({"a": [1000], "b": [2]}, "not an ImageNet class id"),
-    ({"a": [], "b": [2]}, "no ImageNet id"),
-    ({"a": ["x"], "b": [2]}, "not an ImageNet class id"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"a": [1], "b": [1]}, "both"),
+        ({"a": [1000], "b": [2]}, "not an ImageNet class id"),
+        ({"a": [], "b": [2]}, "no ImageNet id"),
+        ({"a": ["x"], "b": [2]}, "not an ImageNet class id"),
+    ],
+)
 def test_bad_mappings(bad, message):
     with pytest.raises(ClassifierError, match=message):
         Mapping("test", {k: tuple(v) for k, v in bad.items()})
@@ -153,9 +163,14 @@ def test_needs_logits_and_two_covered_classes():
     fs = logits_store(("coast", "forest"), {0: 978})
     with pytest.raises(ClassifierError, match="covers 1 of the store's classes"):
         zeroshot(fs)
-    narrow = FeatureSet("fc7", np.zeros((2, 16), np.float32), np.array([0, 1]),
-                        np.array(["a", "b"], dtype=object), np.array(["test"] * 2, dtype=object),
-                        ("coast", "kitchen"))
+    narrow = FeatureSet(
+        "fc7",
+        np.zeros((2, 16), np.float32),
+        np.array([0, 1]),
+        np.array(["a", "b"], dtype=object),
+        np.array(["test"] * 2, dtype=object),
+        ("coast", "kitchen"),
+    )
     with pytest.raises(ClassifierError, match="1000 ImageNet logits"):
         zeroshot(narrow)
 

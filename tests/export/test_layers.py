@@ -46,6 +46,7 @@ def test_shapes_match_real_outputs(size):
     model = vgg16().eval()
     captured = {}
     modules = dict(model.named_modules())
+
     def hook(name: str):
         def record(module, inputs, output) -> None:  # returns None: the output is unchanged
             captured.setdefault(name, tuple(output.shape[1:]))

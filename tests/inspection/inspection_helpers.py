@@ -19,8 +19,9 @@ def write_image(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> Path
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([(xx * rng.uniform(0.5, 3) + yy * rng.uniform(0.5, 3)) % 256 for _ in range(3)],
-                    -1)
+    base = np.stack(
+        [(xx * rng.uniform(0.5, 3) + yy * rng.uniform(0.5, 3)) % 256 for _ in range(3)], -1
+    )
     noise = rng.integers(0, 60, size=(h, w, 3))
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(((base + noise) % 256).astype(np.uint8), "RGB").save(path)

@@ -75,8 +75,9 @@ def test_tiles_are_normalised_eager_activations(small_model, eager_vgg16, image,
 
 def test_conv1_through_cache_and_channel_limit(conv1_model, eager_vgg16, image):
     """``weights=`` goes through ``ensure_model(("conv1_1",))``; ``channels`` keeps the first N."""
-    grid = activations(image, "conv1_1", weights=WeightsSource("random", seed=0),
-                       preprocessing=SMALL, channels=10)
+    grid = activations(
+        image, "conv1_1", weights=WeightsSource("random", seed=0), preprocessing=SMALL, channels=10
+    )
     assert grid.tiles.shape == (10, 32, 32)
     expected = eager_maps(eager_vgg16, "conv1_1", eager_input(image))
     assert relative_error(grid.maps, expected[:10]) <= 1e-4
@@ -88,8 +89,9 @@ def test_conv1_through_cache_and_channel_limit(conv1_model, eager_vgg16, image):
 
 
 def test_normalise_maps_is_min_max_per_channel():
-    maps = np.stack([np.arange(6.0).reshape(2, 3) - 2, np.full((2, 3), 3.5),
-                     np.array([[0, 0, 0], [0, 0, 4.0]])]).astype(np.float32)
+    maps = np.stack(
+        [np.arange(6.0).reshape(2, 3) - 2, np.full((2, 3), 3.5), np.array([[0, 0, 0], [0, 0, 4.0]])]
+    ).astype(np.float32)
     tiles = normalise_maps(maps)
     np.testing.assert_allclose(tiles[0], (np.arange(6.0).reshape(2, 3)) / 5)
     np.testing.assert_array_equal(tiles[1], np.zeros((2, 3)))
@@ -146,8 +148,9 @@ def test_bad_layer_channels_and_image_are_one_line_errors(conv1_model, image, tm
     with pytest.raises(InspectionError, match="cannot read image"):  # before any export
         activations(tmp_path / "absent.jpg", "conv1_1", weights=WeightsSource("random", seed=99))
     assert cache.lookup_alias("random:seed=99") is None
-    result = CliRunner().invoke(cli, ["activations", str(image), "--layer", "fc7",
-                                      "--model", str(conv1_model)])
+    result = CliRunner().invoke(
+        cli, ["activations", str(image), "--layer", "fc7", "--model", str(conv1_model)]
+    )
     assert result.exit_code == 1
     message = result.stderr.strip()
     assert message.startswith("Error: layer 'fc7' has no feature maps") and "\n" not in message
@@ -157,16 +160,31 @@ def test_bad_layer_channels_and_image_are_one_line_errors(conv1_model, image, tm
 
 def test_cli_writes_grid_and_filters(cli, conv1_model, image, tmp_path):
     out = tmp_path / "grid.png"
-    result = CliRunner().invoke(cli, ["activations", str(image), "--layer", "conv1_1",
-                                      "--channels", "6", "--model", str(conv1_model),
-                                      "--provider", "cpu", "-o", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "activations",
+            str(image),
+            "--layer",
+            "conv1_1",
+            "--channels",
+            "6",
+            "--model",
+            str(conv1_model),
+            "--provider",
+            "cpu",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "6 channel(s) of 32x32" in result.stdout
     with Image.open(out) as picture:
         assert picture.format == "PNG"
     filt = tmp_path / "filters.png"
-    result = CliRunner().invoke(cli, ["activations", "--filters", "--model", str(conv1_model),
-                                      "-o", str(filt)])
+    result = CliRunner().invoke(
+        cli, ["activations", "--filters", "--model", str(conv1_model), "-o", str(filt)]
+    )
     assert result.exit_code == 0, result.output
     assert "64 conv1_1 filters of 3x3" in result.stdout
     with Image.open(filt) as picture:

@@ -76,8 +76,9 @@ def test_ort_logits_and_probabilities_equal_eager(predictor, images, eager_vgg16
 
 
 def test_logits_only_model_gets_softmax(predictor, images):
-    logits_only = Predictor(replace(predictor.backend, outputs=("logits",)), predictor.path,
-                            predictor.info)
+    logits_only = Predictor(
+        replace(predictor.backend, outputs=("logits",)), predictor.path, predictor.info
+    )
     a = predict(images[:1], predictor).predictions[0]
     b = predict(images[:1], logits_only).predictions[0]
     np.testing.assert_allclose(b.probabilities, a.probabilities, rtol=1e-5, atol=1e-9)
@@ -86,15 +87,19 @@ def test_logits_only_model_gets_softmax(predictor, images):
 
 def test_find_images_walks_folders(tmp_path):
     root = tmp_path / "walk"
-    wanted = [write_image(root / "x" / "one.JPG", 1), write_image(root / "two.png", 2),
-              write_image(root / "y" / "z" / "three.webp", 3)]
+    wanted = [
+        write_image(root / "x" / "one.JPG", 1),
+        write_image(root / "two.png", 2),
+        write_image(root / "y" / "z" / "three.webp", 3),
+    ]
     (root / "notes.txt").write_text("not an image")
     write_image(root / ".hidden" / "four.jpg", 4)
     (tmp_path / "empty").mkdir()
     found = find_images([root, tmp_path / "empty", tmp_path / "missing.jpg"])
     assert found[:3] == sorted(wanted)
     assert [(f.path.name, f.reason) for f in found[3:]] == [
-        ("empty", "folder holds no image files"), ("missing.jpg", "no such file or folder"),
+        ("empty", "folder holds no image files"),
+        ("missing.jpg", "no such file or folder"),
     ]
 
 
@@ -114,9 +119,13 @@ def test_bad_files_reported_rest_predicted(predictor, tmp_path):
     bad = _bad_files(tmp_path / "mixed")
     report = predict([tmp_path / "mixed", tmp_path / "nope.jpg"], predictor, top=3)
     kinds = {item.path.name: type(item) for item in report.items}
-    assert kinds == {"empty.jpg": PredictFailure, "good.jpg": Prediction,
-                     "text.png": PredictFailure, "truncated.jpg": PredictFailure,
-                     "nope.jpg": PredictFailure}
+    assert kinds == {
+        "empty.jpg": PredictFailure,
+        "good.jpg": Prediction,
+        "text.png": PredictFailure,
+        "truncated.jpg": PredictFailure,
+        "nope.jpg": PredictFailure,
+    }
     reasons = {f.path.name: f.reason for f in report.failures}
     assert reasons["empty.jpg"] == "empty file"
     assert "not an image" in reasons["text.png"]
@@ -127,13 +136,28 @@ def test_bad_files_reported_rest_predicted(predictor, tmp_path):
 def test_cli_json_reports_bad_files_and_exits_zero(cli, small_model, tmp_path):
     bad = _bad_files(tmp_path / "mixed")
     result = CliRunner().invoke(
-        cli, ["predict", str(bad["empty"]), str(bad["good"]), str(bad["text"]), "--top", "3",
-              "--model", str(small_model.path), "--provider", "cpu", "--json"],
+        cli,
+        [
+            "predict",
+            str(bad["empty"]),
+            str(bad["good"]),
+            str(bad["text"]),
+            "--top",
+            "3",
+            "--model",
+            str(small_model.path),
+            "--provider",
+            "cpu",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [Path(item["path"]).name for item in data["images"]] == [
-        "empty.jpg", "good.jpg", "text.png"]
+        "empty.jpg",
+        "good.jpg",
+        "text.png",
+    ]
     assert data["images"][0]["error"] == "empty file"
     assert "not an image" in data["images"][2]["error"]
     top = data["images"][1]["top"]
@@ -145,8 +169,19 @@ def test_cli_json_reports_bad_files_and_exits_zero(cli, small_model, tmp_path):
 
 def test_cli_text_output_and_all_bad_exit_status(cli, small_model, images, tmp_path):
     runner = CliRunner()
-    ok = runner.invoke(cli, ["predict", str(images[0]), "--top", "2", "--model",
-                             str(small_model.path), "--provider", "cpu"])
+    ok = runner.invoke(
+        cli,
+        [
+            "predict",
+            str(images[0]),
+            "--top",
+            "2",
+            "--model",
+            str(small_model.path),
+            "--provider",
+            "cpu",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     lines = ok.stdout.splitlines()
     assert lines[0] == str(images[0])
@@ -156,8 +191,9 @@ def test_cli_text_output_and_all_bad_exit_status(cli, small_model, images, tmp_p
 
     empty = tmp_path / "only_bad.png"
     empty.write_bytes(b"")
-    bad = runner.invoke(cli, ["predict", str(empty), "--model", str(small_model.path),
-                              "--provider", "cpu"])
+    bad = runner.invoke(
+        cli, ["predict", str(empty), "--model", str(small_model.path), "--provider", "cpu"]
+    )
     assert bad.exit_code == 1
     assert "no image could be predicted" in bad.stderr
     assert "Traceback" not in bad.output
@@ -194,8 +230,9 @@ assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 """
     env = {**os.environ, "FSTORE_CACHE": str(isolated_cache)}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("ok")
     assert images[1].with_name("maps.png").is_file()

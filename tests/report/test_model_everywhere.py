@@ -12,9 +12,9 @@ from helpers import SMALL
 SMALL_OPTIONS = ["--size", "32", "--resize", "37"]
 
 
-def test_classify_applies_a_classifier_trained_on_a_model_store(split_folder: Path,
-                                                                 external_model: Path,
-                                                                 tmp_path: Path):
+def test_classify_applies_a_classifier_trained_on_a_model_store(
+    split_folder: Path, external_model: Path, tmp_path: Path
+):
     from fstore.api import BuildConfig, build
     from fstore.classifiers.predict import classify_images
     from fstore.classifiers.report import write_run
@@ -22,8 +22,16 @@ def test_classify_applies_a_classifier_trained_on_a_model_store(split_folder: Pa
     from fstore.featurestore.store import load_features
 
     store = tmp_path / "s.h5"
-    build(BuildConfig(store=store, images=split_folder, model=external_model,
-                      preprocessing=SMALL, layers=("fc7",), provider="cpu"))
+    build(
+        BuildConfig(
+            store=store,
+            images=split_folder,
+            model=external_model,
+            preprocessing=SMALL,
+            layers=("fc7",),
+            provider="cpu",
+        )
+    )
     fs = load_features(store, "fc7")
     run = train_svm(fs, SvmOptions(C=(1.0,), cv=2))
     saved = write_run(run, tmp_path / "svm")["classifier"]
@@ -33,8 +41,7 @@ def test_classify_applies_a_classifier_trained_on_a_model_store(split_folder: Pa
     assert [p.label for p in result.predictions] == [fs.classes[i] for i in expected]
 
 
-def test_predict_names_a_1000_way_output(external_model: Path, split_folder: Path,
-                                         tmp_path: Path):
+def test_predict_names_a_1000_way_output(external_model: Path, split_folder: Path, tmp_path: Path):
     from scipy.special import softmax
 
     from fstore.cli import cli
@@ -43,9 +50,21 @@ def test_predict_names_a_1000_way_output(external_model: Path, split_folder: Pat
     from fstore.runtime.session import OrtBackend
 
     image = sorted((split_folder / "test" / "coast").iterdir())[0]
-    result = CliRunner().invoke(cli, ["predict", str(image), "--model", str(external_model),
-                                      *SMALL_OPTIONS, "--classes", "imagenet", "--top", "3",
-                                      "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(image),
+            "--model",
+            str(external_model),
+            *SMALL_OPTIONS,
+            "--classes",
+            "imagenet",
+            "--top",
+            "3",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     import json
 
@@ -60,18 +79,41 @@ def test_predict_names_a_1000_way_output(external_model: Path, split_folder: Pat
 
     names = tmp_path / "names.txt"
     names.write_text("".join(f"class {i}\n" for i in range(1000)))
-    named = CliRunner().invoke(cli, ["predict", str(image), "--model", str(external_model),
-                                     *SMALL_OPTIONS, "--classes", str(names), "--top", "1"])
+    named = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(image),
+            "--model",
+            str(external_model),
+            *SMALL_OPTIONS,
+            "--classes",
+            str(names),
+            "--top",
+            "1",
+        ],
+    )
     assert f"class {order[0]} (class {order[0]})" in named.stdout
     names.write_text("a\nb\n")
-    wrong = CliRunner().invoke(cli, ["predict", str(image), "--model", str(external_model),
-                                     *SMALL_OPTIONS, "--classes", str(names)])
+    wrong = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(image),
+            "--model",
+            str(external_model),
+            *SMALL_OPTIONS,
+            "--classes",
+            str(names),
+        ],
+    )
     assert wrong.exit_code == 1
     assert "1000 values but 2 class names" in wrong.output
 
 
-def test_predict_asks_for_the_preprocessing_of_a_model_without_metadata(external_model: Path,
-                                                                         split_folder: Path):
+def test_predict_asks_for_the_preprocessing_of_a_model_without_metadata(
+    external_model: Path, split_folder: Path
+):
     from fstore.cli import cli
 
     image = sorted((split_folder / "test" / "coast").iterdir())[0]

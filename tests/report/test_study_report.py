@@ -16,8 +16,19 @@ from fstore.export.weights import WeightsSource
 from fstore.report import ReportConfig, run_report
 from fstore.report.render import section_list
 
-SECTIONS = ("Summary", "Network", "Sample predictions", "Activation maps", "Classifiers", "PCA",
-            "Layer study", "Zero-shot", "K random splits", "Precision", "Provenance")
+SECTIONS = (
+    "Summary",
+    "Network",
+    "Sample predictions",
+    "Activation maps",
+    "Classifiers",
+    "PCA",
+    "Layer study",
+    "Zero-shot",
+    "K random splits",
+    "Precision",
+    "Provenance",
+)
 FAST = dict(C=(0.1, 1.0), cv=2, splits=2, per_class=3, hidden=(16,), samples=3)
 
 
@@ -25,9 +36,15 @@ FAST = dict(C=(0.1, 1.0), cv=2, splits=2, per_class=3, hidden=(16,), samples=3)
 def vgg16_report(split_folder: Path, tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("torch")
     out = tmp_path_factory.mktemp("vgg16-report")
-    config = ReportConfig(images=split_folder, out=out, weights=WeightsSource("random", seed=0),
-                          input_size=SMALL.crop, layers=("fc7", "logits"), precisions=("int8",),
-                          **FAST)
+    config = ReportConfig(
+        images=split_folder,
+        out=out,
+        weights=WeightsSource("random", seed=0),
+        input_size=SMALL.crop,
+        layers=("fc7", "logits"),
+        precisions=("int8",),
+        **FAST,
+    )
     return config, run_report(config)
 
 
@@ -85,10 +102,17 @@ def test_second_run_reuses_every_stage_and_a_changed_option_only_its_stages(vgg1
     assert fresh == {"svm", "layers", "splits", "precision"}
 
 
-def test_external_model_report(split_folder: Path, external_model: Path, tmp_path: Path,
-                               eager_conv1):
-    config = ReportConfig(images=split_folder, out=tmp_path, model=external_model,
-                          preprocessing=SMALL, precisions=("fp16",), **FAST)
+def test_external_model_report(
+    split_folder: Path, external_model: Path, tmp_path: Path, eager_conv1
+):
+    config = ReportConfig(
+        images=split_folder,
+        out=tmp_path,
+        model=external_model,
+        preprocessing=SMALL,
+        precisions=("fp16",),
+        **FAST,
+    )
     report = run_report(config)
     sections = report.data["sections"]
     net = sections["network"]
@@ -130,8 +154,9 @@ def test_cli_report_reuses_the_stages_and_prints_the_page(vgg16_report, split_fo
     assert result.stderr.count(": cached (") == 10
 
 
-def test_cli_report_model_without_preprocessing_is_one_line(external_model: Path,
-                                                             split_folder: Path):
+def test_cli_report_model_without_preprocessing_is_one_line(
+    external_model: Path, split_folder: Path
+):
     from click.testing import CliRunner
 
     from fstore.cli import cli
