@@ -15,6 +15,7 @@ import click
 
 from fstore import __version__
 from fstore.cli_options import (
+    CommaList,
     FstoreGroup,
     echo_err,
     precision_options,
@@ -144,23 +145,12 @@ def inspect(weights: str | None, seed: int, input_size: int, as_json: bool) -> N
     )
 
 
-def _floats(text: str | None, name: str) -> tuple[float, float, float] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{name} takes three comma-separated numbers") from None
-    if len(values) != 3:
-        raise click.BadParameter(f"{name} takes three comma-separated numbers")
-    return values  # type: ignore[return-value]
-
-
 @cli.command()
 @click.argument("images", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--layer",
     "layers",
+    type=CommaList(str),
     multiple=True,
     help="Layer to store (repeatable, or comma-separated). Default: the store's.",
 )
@@ -218,8 +208,18 @@ def _floats(text: str | None, name: str) -> tuple[float, float, float] | None:
     default=None,
     help="Short side before the crop (default 256/224 of --size).",
 )
-@click.option("--mean", default=None, help="Normalisation mean, e.g. 0.485,0.456,0.406.")
-@click.option("--std", default=None, help="Normalisation std, e.g. 0.229,0.224,0.225.")
+@click.option(
+    "--mean",
+    type=CommaList(float, length=3),
+    default=None,
+    help="Normalisation mean, e.g. 0.485,0.456,0.406.",
+)
+@click.option(
+    "--std",
+    type=CommaList(float, length=3),
+    default=None,
+    help="Normalisation std, e.g. 0.229,0.224,0.225.",
+)
 @click.option("--float16", "float16", is_flag=True, help="Store features as float16.")
 @click.option(
     "--precision",
@@ -299,7 +299,7 @@ def _build_config(images: Path | None, o: dict):
     from fstore.images.discover import SplitSpec
     from fstore.images.preprocess import for_options
 
-    names = tuple(n.strip() for item in o["layers"] for n in item.split(",") if n.strip())
+    names = tuple(name for item in o["layers"] for name in item)
     if names and o["model"] is None:
         names = tuple(layer.name for layer in parse_layers(names))
     per_class = o["train_per_class"]
@@ -309,9 +309,7 @@ def _build_config(images: Path | None, o: dict):
         layers=names or None,
         weights=weights_source(o["weights"], o["seed"]) if o["weights"] else None,
         model=o["model"],
-        preprocessing=for_options(
-            o["size"], o["resize"], _floats(o["mean"], "--mean"), _floats(o["std"], "--std")
-        ),
+        preprocessing=for_options(o["size"], o["resize"], o["mean"], o["std"]),
         provider=o["provider"],
         batch_size=o["batch_size"],
         workers=o["workers"],

@@ -14,6 +14,7 @@ import click
 
 from fstore.benchmarks.config import BENCH_PROVIDERS
 from fstore.cli_options import (
+    CommaList,
     FstoreCommand,
     precision_options,
     seed_option,
@@ -21,20 +22,6 @@ from fstore.cli_options import (
     weights_option,
     weights_source,
 )
-
-
-def _ints(ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter("takes comma-separated integers, e.g. 1,8,32") from None
-    if not values or min(values) < 1:
-        raise click.BadParameter("takes positive integers, e.g. 1,8,32")
-    return values
-
-
-def _names(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[str, ...] | None:
-    return tuple(v.strip() for v in text.split(",") if v.strip()) if text else None
 
 
 def _config(options: dict):  # -> BenchConfig
@@ -73,7 +60,7 @@ def _summary(result) -> list[str]:  # result: BenchResult
     "--batch-sizes",
     default="1,8,32",
     show_default=True,
-    callback=_ints,
+    type=CommaList(click.IntRange(min=1)),
     help="Batch sizes of the model-only view.",
 )
 @click.option(
@@ -98,7 +85,7 @@ def _summary(result) -> list[str]:  # result: BenchResult
     "--precision",
     "precisions",
     default=None,
-    callback=_names,
+    type=CommaList(str),
     help="fstore precisions to time, e.g. fp32,int8 (default on CPU) or fp32,fp16 "
     "(default on CUDA).",
 )
@@ -131,7 +118,7 @@ def _summary(result) -> list[str]:  # result: BenchResult
     "views",
     default="model,e2e,pipeline",
     show_default=True,
-    callback=_names,
+    type=CommaList(str),
     help="Views to run: model (model only), e2e (end to end), pipeline (the input side around "
     "a no-op model; alone, it needs no VGG16).",
 )

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from fstore.cli_options import (
+    CommaList,
     FstoreCommand,
     echo_err,
     input_size_option,
@@ -38,8 +39,10 @@ def model_preprocessing_options(command):
                      help="Input size (crop) of a --model without fstore metadata."),
         click.option("--resize", type=int, default=None,
                      help="Short side before the crop (default 256/224 of --size)."),
-        click.option("--mean", default=None, help="Normalisation mean, e.g. 0.485,0.456,0.406."),
-        click.option("--std", default=None, help="Normalisation std, e.g. 0.229,0.224,0.225."),
+        click.option("--mean", type=CommaList(float, length=3), default=None,
+                     help="Normalisation mean, e.g. 0.485,0.456,0.406."),
+        click.option("--std", type=CommaList(float, length=3), default=None,
+                     help="Normalisation std, e.g. 0.229,0.224,0.225."),
     )):  # fmt: skip
         command = option(command)
     return command
@@ -98,7 +101,8 @@ def predict(
     its only output; give its preprocessing and --classes). Bad files are reported one by one
     and the rest predicted; the exit status is 0 when at least one image was predicted.
     """
-    from fstore.inspection.prediction import Predictor, class_names, parse_preprocessing
+    from fstore.images.preprocess import for_options
+    from fstore.inspection.prediction import Predictor, class_names
     from fstore.inspection.prediction import predict as run_predict
 
     if model is not None:
@@ -106,7 +110,7 @@ def predict(
             model,
             provider,
             classes=class_names(classes_spec),
-            preprocessing=parse_preprocessing(size, resize, mean, std),
+            preprocessing=for_options(size, resize, mean, std),
         )
     else:
         predictor = Predictor.for_weights(

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from fstore.cli_options import (
+    CommaList,
     FstoreCommand,
     c_grid_option,
     provider_choice,
@@ -20,6 +21,7 @@ from fstore.cli_options import (
     weights_option,
     weights_source,
 )
+from fstore.report.config import PRECISIONS as REPORT_PRECISIONS
 
 
 def _report_options(command):
@@ -30,7 +32,7 @@ def _report_options(command):
                      help="Folder for report.html, report.md, report.json and figures/."),
         click.option("--store", type=folder, default=None,
                      help="Feature store to use or build [default: OUT/fstore.h5]."),
-        click.option("--layer", "layers", default=None,
+        click.option("--layer", "layers", type=CommaList(str), default=None,
                      help="Comma-separated layers to store [default: fc6,fc7,logits for VGG16, "
                           "every output of a --model]; the first that is not logits/prob feeds "
                           "the classifiers."),
@@ -38,13 +40,16 @@ def _report_options(command):
         click.option("--cv", default=5, show_default=True, type=int, help="Stratified CV folds."),
         click.option("--pca", default=0.95, show_default=True, type=float,
                      help="Variance kept for the SVM on PCA features."),
-        click.option("--hidden", default="512", show_default=True,
+        click.option("--hidden", type=CommaList(click.IntRange(min=0)), default="512",
+                     show_default=True,
+                     callback=lambda ctx, param, sizes: () if sizes == (0,) else sizes,
                      help="Hidden layer sizes of the MLP head (the linear head always runs)."),
         click.option("--splits", default=10, show_default=True, type=int,
                      help="K random splits (0 to skip)."),
         click.option("--per-class", default=100, show_default=True, type=int,
                      help="Training images per class in each random split."),
-        click.option("--precisions", default="int8,fp16", show_default=True,
+        click.option("--precisions", type=CommaList(click.Choice(REPORT_PRECISIONS), empty_ok=True),
+                     default="int8,fp16", show_default=True,
                      help="Variants measured against fp32 (comma-separated; '' for none)."),
         click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      default=None, help="Zero-shot mapping file [default: built-in 15-Scene]."),
@@ -67,9 +72,10 @@ def _model_options(command):
         click.option("--size", type=int, default=None, help="--model's input size (crop)."),
         click.option("--resize", type=int, default=None,
                      help="--model's short side before the crop (default 256/224 of --size)."),
-        click.option("--mean", default=None, help="--model's normalisation mean, e.g. "
-                                                  "0.485,0.456,0.406."),
-        click.option("--std", default=None, help="--model's normalisation std."),
+        click.option("--mean", type=CommaList(float, length=3), default=None,
+                     help="--model's normalisation mean, e.g. 0.485,0.456,0.406."),
+        click.option("--std", type=CommaList(float, length=3), default=None,
+                     help="--model's normalisation std."),
         weights_option,
         seed_option,
         click.option("--input-size", default=224, show_default=True, type=int,
@@ -104,25 +110,23 @@ def report(images: Path, **options) -> None:
 
 def _config_options(o: dict) -> dict:
     """Click's options → :class:`ReportConfig` fields."""
-    from fstore.classifiers.head import parse_hidden
-    from fstore.inspection.prediction import parse_preprocessing
+    from fstore.images.preprocess import for_options
 
-    layers = tuple(n.strip() for n in (o["layers"] or "").split(",") if n.strip())
     return dict(
         out=o["out"],
         store=o["store"],
         model=o["model"],
-        preprocessing=parse_preprocessing(o["size"], o["resize"], o["mean"], o["std"]),
+        preprocessing=for_options(o["size"], o["resize"], o["mean"], o["std"]),
         weights=None if o["model"] else weights_source(o["weights"], o["seed"]),
         input_size=o["input_size"],
-        layers=layers or None,
+        layers=o["layers"] or None,
         C=tuple(o["c_grid"]),
         cv=o["cv"],
         pca=o["pca"],
-        hidden=parse_hidden(o["hidden"]),
+        hidden=tuple(o["hidden"]),
         splits=o["splits"],
         per_class=o["per_class"],
-        precisions=tuple(p.strip() for p in o["precisions"].split(",") if p.strip()),
+        precisions=tuple(o["precisions"]),
         mapping=o["mapping"],
         samples=o["samples"],
         seed=o["seed"],

@@ -289,20 +289,6 @@ class HeadOptions:
         )
 
 
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """``--hidden``: ``0`` (linear) or comma-separated layer sizes such as ``512,256``, for
-    callers that hold text. (Commands use :data:`fstore.cli_options.hidden_option`.)"""
-    try:
-        sizes = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ClassifierError(f"--hidden takes 0 or sizes such as 512,256; got {text!r}") from None
-    if sizes == (0,) or not sizes:
-        return ()
-    if any(s < 1 for s in sizes):
-        raise ClassifierError(f"--hidden sizes must be >= 1 (or just 0 for linear); got {text!r}")
-    return sizes
-
-
 def head_pipeline(options: HeadOptions):  # -> sklearn.pipeline.Pipeline
     """``Pipeline(scale, pca, head)`` as ``options`` describe it."""
     from sklearn.pipeline import Pipeline

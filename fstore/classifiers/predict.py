@@ -16,7 +16,7 @@ from fstore.images.discover import IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)
-class Prediction:
+class ClassifiedImage:
     """One image's predicted class; ``probability`` for the head, None for the SVM."""
 
     path: Path
@@ -33,7 +33,7 @@ class Classification:
 
     classifier: str
     model_path: Path
-    predictions: tuple[Prediction, ...]
+    predictions: tuple[ClassifiedImage, ...]
     failed: tuple[tuple[Path, str], ...]
 
     def to_dict(self) -> dict:
@@ -121,7 +121,7 @@ def classify_images(
     labels = clf.predict(X, sha)
     probs = clf.predict_proba(X, sha)
     predictions = tuple(
-        Prediction(path, clf.classes[label], None if probs is None else float(probs[i, label]))
+        ClassifiedImage(path, clf.classes[label], None if probs is None else float(probs[i, label]))
         for i, (path, label) in enumerate(zip(good, labels, strict=True))
     )
     return Classification(str(classifier), model, predictions, failed)

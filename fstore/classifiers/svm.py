@@ -54,20 +54,6 @@ class SvmOptions:
         check_pca(self.pca)
 
 
-def parse_grid(text: str) -> tuple[float, ...]:
-    """``"0.01,0.1,1"`` → ``(0.01, 0.1, 1.0)``, for callers that hold text. (Commands take
-    ``--C`` through :class:`fstore.cli_options.CommaList` instead.)"""
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ClassifierError(
-            f"--C takes comma-separated numbers, e.g. 0.01,0.1,1; got {text!r}"
-        ) from None
-    if not values:
-        raise ClassifierError("--C needs at least one value, e.g. 0.01,0.1,1")
-    return values
-
-
 def svm_pipeline(options: SvmOptions, C: float = 1.0):  # -> sklearn.pipeline.Pipeline
     """``Pipeline(scale, pca, svc=LinearSVC(C))`` as ``options`` describe it."""
     from sklearn.pipeline import Pipeline

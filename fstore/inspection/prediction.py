@@ -144,36 +144,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return scipy_softmax(np.asarray(logits, dtype=np.float64), axis=-1).astype(np.float32)
 
 
-def parse_preprocessing(
-    size: int | None, resize: int | None = None, mean: str | None = None, std: str | None = None
-) -> Preprocessing | None:
-    """The preprocessing of a model without fstore metadata, from ``--size/--resize/--mean/--std``
-    (``None`` when none is given); ``mean``/``std`` are three comma-separated numbers."""
-    from fstore.images.preprocess import IMAGENET_MEAN, IMAGENET_STD
-
-    if all(v is None for v in (size, resize, mean, std)):
-        return None
-
-    def triple(text: str | None, name: str, default):
-        if text is None:
-            return default
-        try:
-            values = tuple(float(v) for v in text.split(","))
-        except ValueError:
-            values = ()
-        if len(values) != 3:
-            raise ModelError(f"{name} takes three comma-separated numbers, e.g. 0.485,0.456,0.406")
-        return values
-
-    crop = size or 224
-    return Preprocessing(
-        resize=resize or round(crop * 256 / 224),
-        crop=crop,
-        mean=triple(mean, "--mean", IMAGENET_MEAN),
-        std=triple(std, "--std", IMAGENET_STD),
-    )
-
-
 def class_names(spec: str | Path | None) -> tuple[str, ...] | None:
     """``imagenet`` → the built-in 1000 names; a file → its non-empty lines; ``None`` → None."""
     if spec is None:

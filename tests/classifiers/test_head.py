@@ -16,7 +16,6 @@ from fstore.classifiers.head import (  # noqa: E402
     HeadOptions,
     TorchHeadClassifier,
     holdout_split,
-    parse_hidden,
     train_head,
 )
 from fstore.classifiers.protocol import SplitProtocol  # noqa: E402
@@ -128,9 +127,6 @@ def test_head_runs_over_random_splits(blobs):
 
 
 def test_head_options_are_checked():
-    assert parse_hidden("0") == () and parse_hidden("64,32") == (64, 32)
-    with pytest.raises(ClassifierError):
-        parse_hidden("64,-1")
     with pytest.raises(ClassifierError, match="hidden layer sizes must be >= 1"):
         HeadOptions(hidden=(64, -1))
     with pytest.raises(ClassifierError, match="validation_fraction"):

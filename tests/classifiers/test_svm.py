@@ -12,7 +12,7 @@ from sklearn.svm import LinearSVC
 from synthetic_features import gaussian_classes
 
 from fstore.classifiers.protocol import SplitProtocol
-from fstore.classifiers.svm import SvmOptions, parse_grid, train_svm
+from fstore.classifiers.svm import SvmOptions, train_svm
 from fstore.classifiers.transforms import parse_pca
 from fstore.errors import ClassifierError
 
@@ -146,9 +146,6 @@ def test_pca_larger_than_the_features(blobs):
 
 
 def test_option_parsing():
-    assert parse_grid("0.1, 1,10") == (0.1, 1.0, 10.0)
-    with pytest.raises(ClassifierError):
-        parse_grid("a,b")
     with pytest.raises(ClassifierError):
         SvmOptions(C=(0.0,))
     with pytest.raises(ClassifierError):

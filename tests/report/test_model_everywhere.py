@@ -123,9 +123,10 @@ def test_predict_asks_for_the_preprocessing_of_a_model_without_metadata(
 
 
 @pytest.mark.parametrize("text", ["1,2", "a,b,c"])
-def test_bad_mean_is_one_line(text: str):
-    from fstore.errors import ModelError
-    from fstore.inspection.prediction import parse_preprocessing
+def test_bad_mean_is_one_line(text: str, external_model: Path, split_folder: Path):
+    from fstore.cli import cli
 
-    with pytest.raises(ModelError, match="three comma-separated numbers"):
-        parse_preprocessing(32, None, text, None)
+    image = sorted((split_folder / "test" / "coast").iterdir())[0]
+    args = ["predict", str(image), "--model", str(external_model), "--size", "32", "--mean", text]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "--mean" in result.output and "Traceback" not in result.output
