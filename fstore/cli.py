@@ -29,6 +29,7 @@ from fstore.cli_options import (
 )
 from fstore.export.layers import LAYER_NAMES
 from fstore.export.precision import AUTO
+from fstore.featurestore.pipeline import POOLS
 from fstore.runtime.metadata import PRECISIONS
 
 
@@ -160,7 +161,14 @@ def inspect(weights: str | None, seed: int, input_size: int, as_json: bool) -> N
     "--workers",
     default=None,
     type=click.IntRange(min=1),
-    help="Decode threads (default: the usable cores).",
+    help="Decode workers (default: the usable cores).",
+)
+@click.option(
+    "--pool",
+    type=click.Choice(POOLS),
+    default=POOLS[0],
+    show_default=True,
+    help="Decode workers as threads, or as processes writing into shared memory.",
 )
 @click.option(
     "--decode",
@@ -313,6 +321,7 @@ def _build_config(images: Path | None, o: dict):
         provider=o["provider"],
         batch_size=o["batch_size"],
         workers=o["workers"],
+        pool=o["pool"],
         shard_size=o["shard_size"],
         dtype="float16" if o["float16"] else "float32",
         split=SplitSpec("random", per_class, o["split_seed"]) if per_class else None,

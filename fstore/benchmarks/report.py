@@ -6,15 +6,12 @@ The chart is drawn with Matplotlib's object API on the Agg canvas (no display ne
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
-from typing import Any
 
 from fstore.benchmarks.result import BenchResult
 from fstore.benchmarks.statistics import BASELINE, Row
 from fstore.errors import OutputPathError
-from fstore.fsutil import atomic_write_bytes
+from fstore.fsutil import atomic_write_bytes, json_text
 
 FILES = {"markdown": "bench.md", "json": "bench.json", "chart": "bench.png"}
 VIEW_TITLES = {
@@ -23,21 +20,6 @@ VIEW_TITLES = {
     "pipeline": "Input pipeline (read → decode → batch → write, no-op model)",
 }
 VIEWS = tuple(VIEW_TITLES)
-
-
-def _clean(value: Any) -> Any:
-    """JSON-ready: tuples to lists, paths to strings, NaN and infinities to None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item):  # NumPy scalars
-        return _clean(value.item())
-    return value
 
 
 def _fmt(value: float | None, spec: str = ".1f", none: str = "–") -> str:
@@ -297,9 +279,7 @@ def write_report(result: BenchResult, out: Path) -> dict[str, Path]:
     try:
         out.mkdir(parents=True, exist_ok=True)
         paths = {kind: out / name for kind, name in FILES.items()}
-        atomic_write_bytes(
-            paths["json"], json.dumps(_clean(result.to_dict()), indent=1, allow_nan=False).encode()
-        )
+        atomic_write_bytes(paths["json"], json_text(result.to_dict()).encode())
         atomic_write_bytes(paths["markdown"], markdown(result).encode())
         chart(result, paths["chart"])
     except OSError as exc:

@@ -70,6 +70,7 @@ class BuildConfig:
         ray: where and how wide the Ray engine runs.
         precision: ``fp32``, ``int8`` (calibrated on the build's images) or ``fp16``.
         decode: ``exact`` or ``fast`` (``None``: the store's, else :data:`DEFAULT_DECODE`).
+        pool: decode workers as ``threads`` or ``processes`` (shared-memory batch buffers).
     """
 
     store: Path
@@ -90,6 +91,7 @@ class BuildConfig:
     ray: RayOptions | None = None
     precision: str = "fp32"
     decode: str | None = None
+    pool: str = "threads"
 
 
 @dataclass
@@ -265,7 +267,9 @@ def _compute(job: _Job, recipe: StoreRecipe, work: Work, writer: Writer, backend
     """Run the pending shards here or on Ray, handing them to ``writer``."""
     config, report = job.config, job.report
     if config.engine == "local":
-        options = RunOptions(config.batch_size, report.workers, recipe.decode, job.progress)
+        options = RunOptions(
+            config.batch_size, report.workers, recipe.decode, job.progress, config.pool
+        )
         report.absorb(run_local(work, backend, recipe.preprocessing, options, writer))
         return
     from fstore.featurestore import ray_engine

@@ -69,10 +69,74 @@ def _chunks(work: Work, batch_size: int) -> Iterator[tuple[str, list[ImageItem],
 
 def _decode_batch(pool, reader: ImageReader, chunk: list[ImageItem], buffer: np.ndarray):
     decoded = list(pool.map(reader.read, chunk, buffer[: len(chunk)]))
+    return _settle(decoded, buffer, len(chunk))
+
+
+def _settle(decoded: list[Decoded], buffer: np.ndarray, count: int):
     good = [i for i, d in enumerate(decoded) if d.array is not None]
-    if len(good) == len(chunk):
-        return decoded, buffer[: len(chunk)]
+    if len(good) == count:
+        return decoded, buffer[:count]
     return decoded, buffer[good]  # a copy; only batches with bad images take it
+
+
+#: How decode workers run: threads (libjpeg-turbo and Pillow release the GIL for part of the
+#: work) or processes writing into shared-memory batch buffers (no GIL at all).
+POOLS = ("threads", "processes")
+
+
+class _ProcessPool:
+    """Decode worker processes that write pixels straight into shared-memory batch buffers."""
+
+    def __init__(self, reader: ImageReader, shape: tuple[int, ...], workers: int) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing.shared_memory import SharedMemory
+
+        self.reader = reader
+        self.shm = SharedMemory(create=True, size=int(np.prod(shape)))
+        self.buffers = np.ndarray(shape, np.uint8, buffer=self.shm.buf)
+        self.executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=mp.get_context("spawn"),  # never fork a process that holds ORT threads
+            initializer=_attach,
+            initargs=(self.shm.name, shape, reader),
+        )
+
+    def decode(self, n: int, chunk: list[ImageItem]):
+        slot = n % len(self.buffers)
+        jobs = [(item, slot, row) for row, item in enumerate(chunk)]
+        decoded = list(self.executor.map(_read_shared, jobs, chunksize=8))
+        for row, d in enumerate(decoded):
+            if d.array is not None:
+                d.array = self.buffers[slot, row]
+        return _settle(decoded, self.buffers[slot], len(chunk))
+
+    def close(self) -> None:
+        self.executor.shutdown(cancel_futures=True)
+        self.shm.unlink()  # the memory goes once the last view of a batch is gone
+        try:
+            del self.buffers
+            self.shm.close()
+        except BufferError:  # a batch still held by the caller keeps the mapping alive
+            pass
+
+
+_SHARED: dict = {}
+
+
+def _attach(name: str, shape: tuple[int, ...], reader: ImageReader) -> None:
+    from multiprocessing.shared_memory import SharedMemory
+
+    shm = SharedMemory(name=name)
+    _SHARED.update(shm=shm, buffers=np.ndarray(shape, np.uint8, buffer=shm.buf), reader=reader)
+
+
+def _read_shared(job: tuple[ImageItem, int, int]) -> Decoded:
+    item, slot, row = job
+    decoded = _SHARED["reader"].read(item, _SHARED["buffers"][slot, row])
+    if decoded.array is not None:
+        decoded.array = np.empty(0, np.uint8)  # the pixels are in shared memory already
+    return decoded
 
 
 def iter_batches(
@@ -82,24 +146,24 @@ def iter_batches(
     workers: int | None = None,
     decode: str = "exact",
     ahead: int = 4,
+    pool: str = "threads",
 ) -> Iterator[Batch]:
-    """Decode ``work`` in a thread pool, in order, up to ``ahead`` batches before the consumer.
-
-    ``workers`` defaults to :func:`default_workers`.
+    """Decode ``work`` in a pool of ``workers`` threads or processes (``pool``), in order, up to
+    ``ahead`` batches before the consumer. ``workers`` defaults to :func:`default_workers`.
     """
     reader = ImageReader(preprocessing, decode)
-    buffers = [np.empty((batch_size,) + reader.shape, np.uint8) for _ in range(ahead + 3)]
+    shape = (ahead + 3, batch_size) + reader.shape
     out: queue.Queue = queue.Queue(maxsize=ahead)
     stop = threading.Event()
+    count = max(1, workers or default_workers())
+    processes = _ProcessPool(reader, shape, count) if pool == "processes" else None
 
     def produce() -> None:
         try:
-            with ThreadPoolExecutor(max_workers=max(1, workers or default_workers())) as pool:
-                for n, (name, chunk, last) in enumerate(_chunks(work, batch_size)):
-                    if stop.is_set():
-                        return
-                    decoded, pixels = _decode_batch(pool, reader, chunk, buffers[n % len(buffers)])
-                    out.put(Batch(name, decoded, last, pixels, preprocessing))
+            if processes is not None:
+                _produce_in_processes(work, processes, shape, (out, stop))
+            else:
+                _produce_in_threads(work, reader, shape, count, (out, stop))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer to re-raise
             out.put(exc)
             return
@@ -116,6 +180,28 @@ def iter_batches(
                 out.get_nowait()
             except queue.Empty:
                 thread.join(0.05)
+        if processes is not None:
+            processes.close()
+
+
+def _produce_in_threads(work: Work, reader: ImageReader, shape, count: int, channel) -> None:
+    out, stop = channel
+    buffers = np.empty(shape, np.uint8)
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        for n, (name, chunk, last) in enumerate(_chunks(work, shape[1])):
+            if stop.is_set():
+                return
+            decoded, pixels = _decode_batch(pool, reader, chunk, buffers[n % shape[0]])
+            out.put(Batch(name, decoded, last, pixels, reader.preprocessing))
+
+
+def _produce_in_processes(work: Work, pool: _ProcessPool, shape, channel) -> None:
+    out, stop = channel
+    for n, (name, chunk, last) in enumerate(_chunks(work, shape[1])):
+        if stop.is_set():
+            return
+        decoded, pixels = pool.decode(n, chunk)
+        out.put(Batch(name, decoded, last, pixels, pool.reader.preprocessing))
 
 
 def _consume(out: queue.Queue) -> Iterator[Batch]:

@@ -124,6 +124,7 @@ class RunOptions:
     workers: int | None
     decode: str
     progress: bool | None = None
+    pool: str = "threads"
 
 
 def run_local(work: Work, backend, preprocessing: Preprocessing, options: RunOptions,
@@ -135,7 +136,14 @@ def run_local(work: Work, backend, preprocessing: Preprocessing, options: RunOpt
     bar = tqdm(total=work.pending, unit="img", disable=not show, dynamic_ncols=True, desc="build")
     pad_to = options.batch_size if backend.provider == "cuda" else None
     assembler = ShardAssembler(backend, layer_dims(writer.manifest), pad_to)
-    batches = iter_batches(work, preprocessing, options.batch_size, options.workers, options.decode)
+    batches = iter_batches(
+        work,
+        preprocessing,
+        options.batch_size,
+        options.workers,
+        options.decode,
+        pool=options.pool,
+    )
     try:
         for batch in batches:
             rows = assembler.add(batch)

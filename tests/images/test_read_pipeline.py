@@ -73,3 +73,32 @@ def test_a_model_store_resumes_with_a_bare_build(folder, noop, tmp_path):
     assert report.images_computed == 2 and report.images_done_before == 10
     features = load_features(store, "pooled")
     assert len(features.keys) == 11 and features.X.shape == (11, 3)
+
+
+@pytest.mark.parametrize("decode", ["exact", "fast"])
+def test_decode_processes_give_what_threads_give(folder, decode):
+    """Worker processes write into shared-memory buffers: same pixels, hashes and errors."""
+    from fstore.images.discover import discover
+
+    items = discover(folder).items
+    work = pipeline.Work([("s", items)], 0, len(items))
+    seen = {}
+    for pool in pipeline.POOLS:
+        batches = pipeline.iter_batches(work, SMALL, 3, workers=2, decode=decode, pool=pool)
+        rows = [(b.pixels.copy(), [(d.item.key, d.sha256, d.error) for d in b.decoded])
+                for b in batches]  # fmt: skip
+        seen[pool] = rows
+    threads, processes = seen["threads"], seen["processes"]
+    assert [r[1] for r in threads] == [r[1] for r in processes]
+    assert any(error for _, decoded in threads for _, _, error in decoded)  # the broken file
+    for (a, _), (b, _) in zip(threads, processes):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_store_is_identical_for_thread_and_process_decoders(folder, noop, tmp_path):
+    stores = [tmp_path / f"{pool}.h5" for pool in pipeline.POOLS]
+    for pool, store in zip(pipeline.POOLS, stores):
+        build(_config(folder, noop, store, workers=2, pool=pool))
+    a, b = (load_features(s, "pooled") for s in stores)
+    assert list(a.keys) == list(b.keys)
+    np.testing.assert_array_equal(a.X, b.X)
