@@ -1,9 +1,10 @@
 """The normalisation prefix: a model fstore runs takes ``uint8 (N, H, W, 3)`` RGB pixels.
 
 Decoders hand over uint8 crops; the model itself does what NumPy did before, in the same
-order and in float32, so the result equals ``((x / 255 - mean) / std)`` (NCHW, float32):
+float32 math, so the result equals ``((x / 255 - mean) / std)`` (NCHW, float32) within float32
+rounding:
 
-    Cast(float32) → Div(255) → Sub(mean) → Div(std) [→ Cast(float16)] → Transpose(NHWC→NCHW)
+    Cast(float32) → Mul(1 / (255 std)) → Add(-mean / std) [→ Cast(float16)] → Transpose
 
 A quarter of the bytes cross to the device, and the host does no float work. The layout change
 comes last, so that on CUDA with ``prefer_nhwc`` ONNX Runtime's own NCHW→NHWC transpose before
@@ -122,16 +123,18 @@ def _prefix_nodes(target: str, elem_type: int, spec: InputSpec) -> tuple[list, l
     def name(step: str) -> str:
         return NODE_PREFIX + step
 
+    # One multiply-add instead of three passes: x * (1 / (255 std)) + (-mean / std) equals
+    # (x / 255 - mean) / std within float32 rounding (tested against torchvision, 1e-5).
+    std = np.asarray(spec.std, np.float32)
+    mean = np.asarray(spec.mean, np.float32)
     consts = [
-        numpy_helper.from_array(np.array(255.0, np.float32), name("scale")),
-        numpy_helper.from_array(np.asarray(spec.mean, np.float32), name("mean")),
-        numpy_helper.from_array(np.asarray(spec.std, np.float32), name("std")),
+        numpy_helper.from_array((1.0 / (255.0 * std)).astype(np.float32), name("scale")),
+        numpy_helper.from_array((-mean / std).astype(np.float32), name("shift")),
     ]
     steps = [
         ("Cast", [IMAGE_INPUT], {"to": TensorProto.FLOAT}),
-        ("Div", [None, name("scale")], {}),
-        ("Sub", [None, name("mean")], {}),
-        ("Div", [None, name("std")], {}),
+        ("Mul", [None, name("scale")], {}),
+        ("Add", [None, name("shift")], {}),
     ]
     if elem_type != TensorProto.FLOAT:
         steps.append(("Cast", [None], {"to": elem_type}))
@@ -189,7 +192,7 @@ def remove_prefix(model: onnx.ModelProto) -> InputSpec | None:
     graph = model.graph
     ours = [n for n in graph.node if n.name.startswith(NODE_PREFIX)]
     target = ours[-1].output[0]
-    casts = [n for n in ours[1:] if n.op_type == "Cast"]
+    casts = [n for n in ours if n.op_type == "Cast"][1:]  # the first casts the pixels
     elem_type = casts[0].attribute[0].i if casts else TensorProto.FLOAT
     image = next(i for i in graph.input if i.name == IMAGE_INPUT)
     n, h, w, _ = (d.dim_param or d.dim_value or None for d in image.type.tensor_type.shape.dim)

@@ -99,11 +99,10 @@ def test_fp16_keeps_float32_io_and_has_float16_weights(
     # float32 only in the uint8 prefix, which normalises in float32 before the fp16 cast
     assert {n for n, t in types.items() if t == float32} == {
         "fstore_input/scale",
-        "fstore_input/mean",
-        "fstore_input/std",
+        "fstore_input/shift",
     }
     prefix = [n for n in model.graph.node if n.name.startswith("fstore_input/")]
-    assert [n.op_type for n in prefix] == ["Cast", "Div", "Sub", "Div", "Transpose"]
+    assert [n.op_type for n in prefix] == ["Cast", "Mul", "Add", "Transpose"]
     assert prefix[0].attribute[0].i == float32  # pixels → float32, no fp16 rounding inside
     to_fp16 = [n for n in model.graph.node if n.input and n.input[0] == prefix[-1].output[0]]
     assert [(n.op_type, n.attribute[0].i) for n in to_fp16] == [("Cast", onnx.TensorProto.FLOAT16)]
