@@ -93,7 +93,7 @@ def test_tiny_bench_writes_three_outputs(bench_model, tmp_path: Path) -> None:
     "args, code, message",
     [
         (["--synthetic", "4", "--images", "."], 2, "not both"),
-        (["--batch-sizes", "1,x"], 2, "comma-separated integers"),
+        (["--batch-sizes", "1,x"], 2, "Invalid value for '--batch-sizes'"),
         (["--synthetic", "2", "--precision", "fp8", "--input-size", "32"], 1, "unknown precision"),
         (["--synthetic", "2", "--views", "model,speed"], 1, "unknown view 'speed'"),
     ],
