@@ -53,7 +53,6 @@ class Batch:
     decoded: list[Decoded]  # good and bad, in shard order
     last_of_shard: bool
     pixels: np.ndarray
-    preprocessing: Preprocessing
 
     @property
     def good(self) -> list[Decoded]:
@@ -92,7 +91,6 @@ class _ProcessPool:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing.shared_memory import SharedMemory
 
-        self.reader = reader
         self.shm = SharedMemory(create=True, size=int(np.prod(shape)))
         self.buffers = np.ndarray(shape, np.uint8, buffer=self.shm.buf)
         self.executor = ProcessPoolExecutor(
@@ -192,7 +190,7 @@ def _produce_in_threads(work: Work, reader: ImageReader, shape, count: int, chan
             if stop.is_set():
                 return
             decoded, pixels = _decode_batch(pool, reader, chunk, buffers[n % shape[0]])
-            out.put(Batch(name, decoded, last, pixels, reader.preprocessing))
+            out.put(Batch(name, decoded, last, pixels))
 
 
 def _produce_in_processes(work: Work, pool: _ProcessPool, shape, channel) -> None:
@@ -201,7 +199,7 @@ def _produce_in_processes(work: Work, pool: _ProcessPool, shape, channel) -> Non
         if stop.is_set():
             return
         decoded, pixels = pool.decode(n, chunk)
-        out.put(Batch(name, decoded, last, pixels, pool.reader.preprocessing))
+        out.put(Batch(name, decoded, last, pixels))
 
 
 def _consume(out: queue.Queue) -> Iterator[Batch]:

@@ -118,8 +118,7 @@ class ShardWorker:
         from fstore.images.discover import ImageItem
 
         items = [ImageItem(k, self.root / k) for k in keys]
-        pad_to = self.batch_size if self.backend.provider == "cuda" else None
-        assembler = ShardAssembler(self.backend, self.dims, pad_to)
+        assembler = ShardAssembler(self.backend, self.dims)
         rows = None
         work = Work([(name, items)], 0, len(items))
         batches = iter_batches(

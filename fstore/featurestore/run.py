@@ -20,19 +20,10 @@ from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
 
 
-def forward(backend, pixels: np.ndarray, preprocessing: Preprocessing) -> dict[str, np.ndarray]:
-    """Features of one uint8 NHWC batch: the one call into the backend.
-
-    The model normalises in its graph (the uint8 prefix), so ``preprocessing`` is not applied
-    here; it only sizes the probe.
-    """
-    return backend.run(pixels)
-
-
 def probe_shapes(backend, preprocessing: Preprocessing) -> dict[str, tuple[int, ...]]:
     """Output shapes (without the batch axis) of a model, from one run on a black image."""
     black = np.zeros((1, preprocessing.crop, preprocessing.crop, 3), np.uint8)
-    outputs = forward(backend, black, preprocessing)
+    outputs = backend.run(black)
     return {k: tuple(int(d) for d in v.shape[1:]) for k, v in outputs.items()}
 
 
@@ -55,11 +46,12 @@ class StageTimes:
 class ShardAssembler:
     """Runs decoded batches through a backend and gathers them into shards.
 
-    On CUDA, batches are padded to ``pad_to`` so every run has the shape cuDNN tuned for.
+    The model normalises the uint8 pixels in its graph; on CUDA the backend pads short batches
+    to its fixed shape itself.
     """
 
-    def __init__(self, backend, dims: dict[str, int], pad_to: int | None = None):
-        self.backend, self.dims, self.pad_to = backend, dims, pad_to
+    def __init__(self, backend, dims: dict[str, int]):
+        self.backend, self.dims = backend, dims
         self.times = StageTimes()
         self._reset()
 
@@ -79,11 +71,8 @@ class ShardAssembler:
                 self.times.count_error(reason)
 
     def _infer(self, batch: Batch, good: list) -> None:
-        x = batch.pixels
-        if self.pad_to and len(good) < self.pad_to:
-            x = np.concatenate([x, np.zeros((self.pad_to - len(good),) + x.shape[1:], x.dtype)])
         t0 = time.perf_counter()
-        result = forward(self.backend, x, batch.preprocessing)
+        result = self.backend.run(batch.pixels)
         self.times.inference += time.perf_counter() - t0
         for layer in self.backend.outputs:
             self._outputs[layer].append(result[layer][: len(good)].reshape(len(good), -1))
@@ -134,8 +123,7 @@ def run_local(work: Work, backend, preprocessing: Preprocessing, options: RunOpt
 
     show = sys.stderr.isatty() if options.progress is None else options.progress
     bar = tqdm(total=work.pending, unit="img", disable=not show, dynamic_ncols=True, desc="build")
-    pad_to = options.batch_size if backend.provider == "cuda" else None
-    assembler = ShardAssembler(backend, layer_dims(writer.manifest), pad_to)
+    assembler = ShardAssembler(backend, layer_dims(writer.manifest))
     batches = iter_batches(
         work,
         preprocessing,
