@@ -16,8 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fstore.benchmarks.config import BenchConfig
 from fstore.benchmarks.eager import LoaderOptions, best_variant_description, best_variant_dtype
 from fstore.benchmarks.statistics import BASELINE, PIPELINE_BASELINE
@@ -101,40 +99,6 @@ def pipeline_systems(workers: int) -> list[System]:
     ]
 
 
-def _ort_backend(spec: BackendSpec) -> Backend:
-    # until the uint8 prefix lands: today's OrtBackend takes float32 NCHW, so this adapter
-    # normalises the reader's uint8 batches in NumPy, as part of the timed work.
-    from fstore.runtime.session import OrtBackend
-
-    class OrtUint8:
-        def __init__(self) -> None:
-            self.ort: OrtBackend | None = None
-            prep = spec.preprocessing
-            self.mean = np.asarray(prep.mean, np.float32)[:, None, None]
-            self.std = np.asarray(prep.std, np.float32)[:, None, None]
-
-        def load(self) -> None:
-            self.ort = self.ort or OrtBackend.load(
-                spec.source, spec.provider, outputs=spec.layers, threads=spec.threads
-            )
-
-        def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-            x = batch.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
-            return self.ort.run((x - self.mean) / self.std)
-
-        def synchronize(self) -> None:
-            pass
-
-        def describe(self) -> dict[str, str]:
-            return {
-                "name": f"fstore ONNX Runtime {spec.source.name}",
-                "provider": spec.provider,
-                "precision": spec.variant,
-            }
-
-    return OrtUint8()
-
-
 @dataclass(frozen=True)
 class BackendSpec:
     """How to make one system's :class:`~fstore.runtime.backend.Backend`.
@@ -154,7 +118,16 @@ class BackendSpec:
     def create(self) -> Backend:
         """The backend, not loaded yet (whoever times it times its load too)."""
         if self.engine == "ort":
-            return _ort_backend(self)
+            from fstore.runtime.session import OrtBackend
+
+            # uint8 batches straight in: the model normalises them in its graph
+            return OrtBackend(
+                self.source,
+                self.provider,
+                outputs=tuple(self.layers) or None,
+                threads=self.threads,
+                preprocessing=self.preprocessing,
+            )
         import torch
 
         from fstore.benchmarks.eager import EagerBackend
