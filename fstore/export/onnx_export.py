@@ -41,7 +41,7 @@ from fstore.export.result import (
     save_model,
 )
 from fstore.export.weights import WeightsSource, load_vgg16
-from fstore.images.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing, to_float
 from fstore.runtime.metadata import (
     PRECISIONS,
     ModelInfo,
@@ -49,7 +49,7 @@ from fstore.runtime.metadata import (
     read_model_info,
     write_props,
 )
-from fstore.runtime.prefix import IMAGE_INPUT, add_prefix, normalise
+from fstore.runtime.prefix import IMAGE_INPUT, add_prefix
 
 if TYPE_CHECKING:
     import torch
@@ -127,7 +127,7 @@ def verify(
 ) -> dict[str, float]:
     """Run the ONNX model on random uint8 pixels and ``module`` eagerly on their float path.
 
-    The eager input is :func:`fstore.runtime.prefix.normalise` of the same pixels, so the check
+    The eager input is :func:`fstore.images.preprocess.to_float` of the same pixels, so the check
     covers the prefix too. Returns per output the relative error (see :func:`relative_error`).
     """
     import onnxruntime as ort
@@ -137,7 +137,7 @@ def verify(
     pixels = np.random.default_rng(seed).integers(0, 256, (batch, side, side, 3), np.uint8)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(list(layer_names), {IMAGE_INPUT: pixels})
-    x = normalise(pixels, preprocessing.mean, preprocessing.std)
+    x = to_float(pixels, preprocessing)
     with torch.inference_mode():
         expected = module(torch.from_numpy(x))
     return {name: relative_error(g, e.numpy()) for name, g, e in zip(layer_names, got, expected)}

@@ -54,7 +54,7 @@ from fstore.export.result import (
     set_props,
 )
 from fstore.fsutil import commit_file, tmp_path_for
-from fstore.images.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing, to_float
 from fstore.runtime.metadata import (
     PRECISIONS,
     read_metadata_props,
@@ -66,7 +66,6 @@ from fstore.runtime.prefix import (
     add_prefix,
     has_prefix,
     image_input,
-    normalise,
     prefix_node_names,
     remove_prefix,
 )
@@ -189,7 +188,7 @@ def _reader(input_name: str, source, prep: Preprocessing, pixels: bool):
             batch = next(self.batches, None)
             if batch is None:
                 return None
-            return {input_name: batch if pixels else normalise(batch, prep.mean, prep.std)}
+            return {input_name: batch if pixels else to_float(batch, prep)}
 
     return Reader()
 

@@ -69,17 +69,6 @@ class InputSpec:
         return cls(**data)
 
 
-def normalise(batch: np.ndarray, mean, std) -> np.ndarray:
-    """What the prefix computes, in NumPy: uint8 ``(N, H, W, 3)`` → float32 ``(N, 3, H, W)``.
-
-    The reference for the prefix's tests and the way back for callers that need the float input
-    of a model without its prefix.
-    """
-    x = batch.astype(np.float32) / np.float32(255.0)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
 def image_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
     """The model's one image input (graph inputs that are not initializers)."""
     initializers = {init.name for init in model.graph.initializer}

@@ -11,12 +11,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from fstore.errors import ModelError
+from fstore.images.preprocess import Preprocessing, to_float
 from fstore.runtime.prefix import (
     IMAGE_INPUT,
     InputSpec,
     add_prefix,
     has_prefix,
-    normalise,
     remove_prefix,
 )
 from fstore.runtime.session import OrtBackend
@@ -70,7 +70,7 @@ def test_prefix_equals_torchvision(tmp_path, h, w, mean, std):
     want = torchvision_float(x, mean, std)
     assert got.dtype == np.float32 and got.shape == want.shape == (3, 3, h, w)
     assert np.abs(got - want).max() <= TOLERANCE
-    assert np.abs(normalise(x, mean, std) - want).max() <= TOLERANCE
+    assert np.abs(to_float(x, Preprocessing(mean=mean, std=std)) - want).max() <= TOLERANCE
 
 
 def test_fp16_input_is_cast_after_float32_normalisation(tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fstore.errors import ModelError
+from fstore.images.preprocess import to_float
 from fstore.runtime.backend import Backend
-from fstore.runtime.prefix import normalise
 from fstore.runtime.session import OrtBackend, to_pixels
 
 pytest.importorskip("torch")
@@ -53,7 +53,7 @@ def test_run_batches_equals_run_per_batch(store_model):
 def test_float_batches_of_the_old_contract_give_the_same_features(store_model, small_preprocessing):
     p = small_preprocessing
     x = crops(3, seed=4)
-    as_float = normalise(x, p.mean, p.std)
+    as_float = to_float(x, p)
     np.testing.assert_array_equal(to_pixels(as_float, p.mean, p.std), x)  # exact way back
     backend = OrtBackend.open(store_model, "cpu")
     np.testing.assert_array_equal(backend.run(as_float)["fc7"], backend.run(x)["fc7"])
