@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -118,6 +118,25 @@ class TrainingRun:
     protocol: SplitProtocol | None
     fits: list[Fit]
     baseline: TrainingRun | None = None
+
+    @classmethod
+    def of(cls, kind: str, fs, fits: list[Fit], *, options, protocol, train) -> TrainingRun:
+        """The run of ``fits`` on ``fs``; with ``options.pca`` set, ``train`` (the trainer that
+        made the fits) also trains on the full features, as the baseline."""
+        baseline = None
+        if options.pca is not None:
+            baseline = train(fs, replace(options, pca=None), protocol)
+        return cls(
+            kind=kind,
+            layer=fs.layer,
+            classes=fs.classes,
+            n_features=fs.X.shape[1],
+            provenance=dict(fs.provenance),
+            options=options,
+            protocol=protocol,
+            fits=fits,
+            baseline=baseline,
+        )
 
     @property
     def accuracies(self) -> np.ndarray:

@@ -14,7 +14,7 @@ each epoch the validation loss is measured, and training stops when it has not i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import softmax
@@ -324,17 +324,4 @@ def train_head(
         return pipeline, details
 
     fits = run_splits(fs, fit, protocol)
-    baseline = None
-    if options.pca is not None:
-        baseline = train_head(fs, replace(options, pca=None), protocol)
-    return TrainingRun(
-        kind="head",
-        layer=fs.layer,
-        classes=fs.classes,
-        n_features=fs.X.shape[1],
-        provenance=dict(fs.provenance),
-        options=options,
-        protocol=protocol,
-        fits=fits,
-        baseline=baseline,
-    )
+    return TrainingRun.of("head", fs, fits, options=options, protocol=protocol, train=train_head)

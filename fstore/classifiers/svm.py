@@ -8,7 +8,7 @@ No torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -157,20 +157,7 @@ def train_svm(
         return search.best_estimator_, details
 
     fits = run_splits(fs, fit, protocol)
-    baseline = None
-    if options.pca is not None:
-        baseline = train_svm(fs, replace(options, pca=None), protocol)
-    return TrainingRun(
-        kind="svm",
-        layer=fs.layer,
-        classes=fs.classes,
-        n_features=fs.X.shape[1],
-        provenance=dict(fs.provenance),
-        options=options,
-        protocol=protocol,
-        fits=fits,
-        baseline=baseline,
-    )
+    return TrainingRun.of("svm", fs, fits, options=options, protocol=protocol, train=train_svm)
 
 
 def convergence_counts(run: TrainingRun) -> tuple[int, int]:
