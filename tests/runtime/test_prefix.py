@@ -78,8 +78,8 @@ def test_fp16_input_is_cast_after_float32_normalisation(tmp_path):
     add_prefix(model, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     ops = [(n.op_type, [a.i for a in n.attribute if a.name == "to"]) for n in model.graph.node]
     assert ops[:5] == [
-        ("Cast", [TensorProto.FLOAT]), ("Mul", []), ("Add", []),
-        ("Cast", [TensorProto.FLOAT16]), ("Transpose", []),
+        ("Transpose", []), ("Cast", [TensorProto.FLOAT]), ("Mul", []), ("Add", []),
+        ("Cast", [TensorProto.FLOAT16]),
     ]  # fmt: skip
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = pixels(2, 8, 8)
