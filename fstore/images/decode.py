@@ -4,7 +4,10 @@
   torchvision does on a PIL image (before ``ToTensor``). The reference.
 * ``fast``: JPEGs are decoded by libjpeg-turbo (simplejpeg) already scaled down in the DCT
   domain (by 1/2, 1/4 or 1/8 while both sides stay at least ``resize``), then the crop's region
-  alone is resized in one Pillow call. Without simplejpeg, Pillow's ``draft()`` does the DCT
+  alone is resized in one Pillow call. A picture whose short side is at most ``resize`` (no DCT
+  scaling possible, only enlarged) is resized by OpenCV instead: bilinear enlargement has no
+  antialiasing for the two to differ in, they agree within one level, and OpenCV took 0.09 ms
+  where Pillow took 0.74 ms per 200×200 → 256×256 15-Scene picture. Without simplejpeg, Pillow's ``draft()`` does the DCT
   scaling. JPEGs with EXIF, unusual colour spaces or anything libjpeg-turbo complains about take
   the Pillow route, so orientation, warnings and bad-input reasons are those of ``exact``.
   Every other format is decoded as in ``exact``.
@@ -27,6 +30,10 @@ try:  # libjpeg-turbo with DCT-domain scaling; Pillow's draft() stands in withou
     import simplejpeg
 except ImportError:  # pragma: no cover - exercised where simplejpeg is not installed
     simplejpeg = None
+try:  # the fast resize of enlarged pictures; Pillow stands in without it
+    import cv2
+except ImportError:  # pragma: no cover - exercised where OpenCV is not installed
+    cv2 = None
 
 DECODE_MODES = ("exact", "fast")
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -116,6 +123,16 @@ def decode_exact(data: bytes, spec: Preprocessing) -> tuple[np.ndarray, str | No
     return np.asarray(resize_and_crop(image, spec)), warning
 
 
+def resized_size(size: tuple[int, int], spec: Preprocessing) -> tuple[int, int]:
+    """torchvision's ``Resize(spec.resize)`` output size for a picture of ``size`` (w, h)."""
+    w, h = size
+    short, long = (w, h) if w <= h else (h, w)
+    if short == spec.resize:
+        return size
+    new_short, new_long = spec.resize, int(spec.resize * long / short)
+    return (new_short, new_long) if w <= h else (new_long, new_short)
+
+
 def crop_box(
     size: tuple[int, int], decoded: tuple[int, int], spec: Preprocessing
 ) -> tuple[float, float, float, float]:
@@ -124,11 +141,7 @@ def crop_box(
     ``size`` is the picture's full (upright) size; torchvision's geometry is computed there
     and mapped onto the (DCT-scaled) decoded pixels.
     """
-    w, h = size
-    short, long = (w, h) if w <= h else (h, w)
-    new_long = int(spec.resize * long / short) if short != spec.resize else long
-    new_short = spec.resize if short != spec.resize else short
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    new_w, new_h = resized_size(size, spec)
     top = int(round((new_h - spec.crop) / 2.0))
     left = int(round((new_w - spec.crop) / 2.0))
     sx, sy = decoded[0] / new_w, decoded[1] / new_h
@@ -140,6 +153,17 @@ def _resize_box(image: Image.Image, size: tuple[int, int], spec: Preprocessing) 
     box = crop_box(size, image.size, spec)
     out = image.resize((spec.crop, spec.crop), Image.Resampling.BILINEAR, box=box)
     return np.asarray(out)
+
+
+def _enlarge_cv2(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """``Resize`` + ``CenterCrop`` by OpenCV, for pictures that are only enlarged (or kept)."""
+    h, w = pixels.shape[:2]
+    new_w, new_h = resized_size((w, h), spec)
+    if (new_w, new_h) != (w, h):
+        pixels = cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    top = int(round((new_h - spec.crop) / 2.0))
+    left = int(round((new_w - spec.crop) / 2.0))
+    return pixels[top : top + spec.crop, left : left + spec.crop]
 
 
 def _fast_simplejpeg(data: bytes, spec: Preprocessing) -> np.ndarray | None:
@@ -155,6 +179,8 @@ def _fast_simplejpeg(data: bytes, spec: Preprocessing) -> np.ndarray | None:
         )
     except ValueError:  # corrupt, truncated or merely odd: Pillow gives the reason or copes
         return None
+    if cv2 is not None and min(w, h) <= spec.resize:
+        return _enlarge_cv2(pixels, spec)
     return _resize_box(Image.fromarray(pixels), (w, h), spec)
 
 

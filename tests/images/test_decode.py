@@ -48,8 +48,20 @@ def test_fast_stays_close_to_exact_on_large_jpegs(size, mode):
     assert np.abs(shifted.astype(int) - exact.astype(int)).mean() > 4
 
 
-def test_fast_equals_exact_when_nothing_is_scaled():
-    """A picture already smaller than ``resize`` is not DCT-scaled: fast gives exact's bytes."""
+@pytest.mark.parametrize("size", [(60, 50), (50, 61), (37, 90), (SPEC.resize, 80)])
+def test_fast_enlarging_matches_exact_within_one_level(size):
+    """A picture only enlarged (short side <= ``resize``) is resized by OpenCV: torchvision's
+    geometry, bilinear weights rounded differently, so within one level of exact's pixels."""
+    data = _jpeg(size)
+    fast, exact = decode_crop(data, SPEC, "fast")[0], decode_crop(data, SPEC)[0]
+    assert fast.shape == exact.shape == (SPEC.crop, SPEC.crop, 3)
+    diff = np.abs(fast.astype(int) - exact.astype(int))
+    assert diff.max() <= 1 and diff.mean() <= 0.5
+
+
+def test_fast_without_opencv_equals_exact_when_nothing_is_scaled(monkeypatch):
+    """Without OpenCV an enlarged picture takes Pillow's resize: exact's very bytes."""
+    monkeypatch.setattr(dec, "cv2", None)
     data = _jpeg((60, 50))
     np.testing.assert_array_equal(decode_crop(data, SPEC, "fast")[0], decode_crop(data, SPEC)[0])
 
