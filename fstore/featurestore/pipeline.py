@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,11 +65,6 @@ def _chunks(work: Work, batch_size: int) -> Iterator[tuple[str, list[ImageItem],
         count = (len(items) + batch_size - 1) // batch_size
         for i in range(count):
             yield name, items[i * batch_size : (i + 1) * batch_size], i == count - 1
-
-
-def _decode_batch(pool, reader: ImageReader, chunk: list[ImageItem], buffer: np.ndarray):
-    decoded = list(pool.map(reader.read, chunk, buffer[: len(chunk)]))
-    return _settle(decoded, buffer, len(chunk))
 
 
 def _settle(decoded: list[Decoded], buffer: np.ndarray, count: int):
@@ -150,7 +146,8 @@ def iter_batches(
     ``ahead`` batches before the consumer. ``workers`` defaults to :func:`default_workers`.
     """
     reader = ImageReader(preprocessing, decode)
-    shape = (ahead + 3, batch_size) + reader.shape
+    # buffers: ``ahead`` queued, one being put, one being decoded, two held by the consumer
+    shape = (ahead + 4, batch_size) + reader.shape
     out: queue.Queue = queue.Queue(maxsize=ahead)
     stop = threading.Event()
     count = max(1, workers or default_workers())
@@ -183,14 +180,28 @@ def iter_batches(
 
 
 def _produce_in_threads(work: Work, reader: ImageReader, shape, count: int, channel) -> None:
+    """Each image is its own task, and the next batch's tasks are queued before this batch is
+    collected, so that no decode thread waits for the slowest image of a batch."""
     out, stop = channel
     buffers = np.empty(shape, np.uint8)
+    started: deque = deque()
+
+    def deliver() -> None:
+        name, last, buffer, futures = started.popleft()
+        decoded, pixels = _settle([f.result() for f in futures], buffer, len(futures))
+        out.put(Batch(name, decoded, last, pixels))
+
     with ThreadPoolExecutor(max_workers=count) as pool:
         for n, (name, chunk, last) in enumerate(_chunks(work, shape[1])):
             if stop.is_set():
                 return
-            decoded, pixels = _decode_batch(pool, reader, chunk, buffers[n % shape[0]])
-            out.put(Batch(name, decoded, last, pixels))
+            buffer = buffers[n % shape[0]]
+            futures = [pool.submit(reader.read, item, row) for item, row in zip(chunk, buffer)]
+            started.append((name, last, buffer, futures))
+            if len(started) > 1:
+                deliver()
+        while started:
+            deliver()
 
 
 def _produce_in_processes(work: Work, pool: _ProcessPool, shape, channel) -> None:

@@ -7,9 +7,10 @@
   alone is resized in one Pillow call. A picture whose short side is at most ``resize`` (no DCT
   scaling possible, only enlarged) is resized by OpenCV instead: bilinear enlargement has no
   antialiasing for the two to differ in, they agree within one level, and OpenCV took 0.09 ms
-  where Pillow took 0.74 ms per 200×200 → 256×256 15-Scene picture. Without simplejpeg, Pillow's ``draft()`` does the DCT
-  scaling. JPEGs with EXIF, unusual colour spaces or anything libjpeg-turbo complains about take
-  the Pillow route, so orientation, warnings and bad-input reasons are those of ``exact``.
+  where Pillow took 0.74 ms per 200×200 → 256×256 15-Scene picture. Without simplejpeg,
+  Pillow's ``draft()`` does the DCT scaling. JPEGs with EXIF, unusual colour spaces or anything
+  libjpeg-turbo complains about take the Pillow route, so orientation, warnings and bad-input
+  reasons are those of ``exact``.
   Every other format is decoded as in ``exact``.
 
 Both release the GIL while decoding and resizing, so threads scale with the cores.
