@@ -92,3 +92,12 @@ def test_no_banner_reaches_the_user_with_tensorrt_listed_but_absent(store_model)
     assert lines[0].startswith("ERROR tensorrt TensorRT was asked for")
     # no CUDA here: ORT would silently run on the CPU; fstore says so instead
     assert lines[1].startswith("ERROR cuda ONNX Runtime could not start CUDAExecutionProvider")
+
+
+def test_session_threads_sleep_rather_than_spin_and_use_the_usable_cores(monkeypatch):
+    """Spinning intra-op threads would take the cores the decode threads need."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2})
+    options = providers.session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 3
+    assert providers.session_options(threads=1).intra_op_num_threads == 1
