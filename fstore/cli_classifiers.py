@@ -26,6 +26,7 @@ from fstore.cli_options import (
     c_grid_option,
     hidden_option,
     max_iter_option,
+    option_group,
     provider_choice,
     scale_option,
     store_option,
@@ -77,22 +78,33 @@ def out_option(name: str):
     )
 
 
-def protocol_options(command):
-    command = click.option(
-        "--per-class",
-        default=100,
-        show_default=True,
-        type=int,
-        help="With --splits: training images per class in each random split.",
-    )(command)
-    return click.option(
+protocol_options = option_group(
+    click.option(
         "--splits",
         default=0,
         show_default=True,
         type=int,
         help="Repeat over K random per-class splits of all images (the store's split is "
         "ignored) and report mean ± std; 0 uses the store's split.",
-    )(command)
+    ),
+    click.option(
+        "--per-class",
+        default=100,
+        show_default=True,
+        type=int,
+        help="With --splits: training images per class in each random split.",
+    ),
+)
+#: The SVM's search: ``--C``, ``--cv``, ``--max-iter``, ``--scale`` (train svm, study layers).
+svm_search_options = option_group(c_grid_option, cv_option, max_iter_option, svm_scale_option)
+
+
+def run_options(name: str, pca: bool = True):
+    """What every training command ends with: ``--pca`` (unless ``pca`` is false), ``--splits``,
+    ``--per-class``, ``--seed``, ``--out`` (default ``runs/NAME``) and ``--json``."""
+    return option_group(
+        *([pca_option] if pca else []), protocol_options, seed_option, out_option(name), json_option
+    )
 
 
 def _store(store: Path | None) -> Path:
@@ -213,15 +225,8 @@ def _print_run(run: TrainingRun, paths: dict[str, Path], as_json: bool) -> None:
 @train.command()
 @store_option
 @layer_option
-@c_grid_option
-@cv_option
-@max_iter_option
-@svm_scale_option
-@pca_option
-@protocol_options
-@seed_option
-@out_option("svm")
-@json_option
+@svm_search_options
+@run_options("svm")
 def svm(
     store: Path | None,
     layer: str | None,
@@ -297,11 +302,7 @@ def _echo_unconverged(line: str | None) -> None:
     help="Torch threads while training; 0 for torch's default. One is fastest for small heads.",
 )
 @scale_option("standard")
-@pca_option
-@protocol_options
-@seed_option
-@out_option("head")
-@json_option
+@run_options("head")
 def head(
     store: Path | None,
     layer: str | None,
@@ -427,14 +428,8 @@ def study() -> None:
     default=None,
     help="Comma-separated layers [default: every layer in the store].",
 )
-@c_grid_option
-@cv_option
-@max_iter_option
-@svm_scale_option
-@protocol_options
-@seed_option
-@out_option("study")
-@json_option
+@svm_search_options
+@run_options("study", pca=False)
 def study_layers_command(
     store: Path | None,
     layer_names: tuple[str, ...] | None,

@@ -17,6 +17,7 @@ from fstore.cli_options import (
     FstoreCommand,
     echo_err,
     input_size_option,
+    option_group,
     preprocessing_for,
     provider_option,
     seed_option,
@@ -33,20 +34,17 @@ model_option = click.option(
 )
 
 
-def model_preprocessing_options(command):
-    """``--size``, ``--resize``, ``--mean``, ``--std``: a --model without fstore metadata."""
-    for option in reversed((
-        click.option("--size", type=int, default=None,
-                     help="Input size (crop) of a --model without fstore metadata."),
-        click.option("--resize", type=int, default=None,
-                     help="Short side before the crop (default 256/224 of --size)."),
-        click.option("--mean", type=CommaList(float, length=3), default=None,
-                     help="Normalisation mean, e.g. 0.485,0.456,0.406."),
-        click.option("--std", type=CommaList(float, length=3), default=None,
-                     help="Normalisation std, e.g. 0.229,0.224,0.225."),
-    )):  # fmt: skip
-        command = option(command)
-    return command
+#: ``--size``, ``--resize``, ``--mean``, ``--std``: a --model without fstore metadata.
+model_preprocessing_options = option_group(
+    click.option("--size", type=int, default=None,
+                 help="Input size (crop) of a --model without fstore metadata."),
+    click.option("--resize", type=int, default=None,
+                 help="Short side before the crop (default 256/224 of --size)."),
+    click.option("--mean", type=CommaList(float, length=3), default=None,
+                 help="Normalisation mean, e.g. 0.485,0.456,0.406."),
+    click.option("--std", type=CommaList(float, length=3), default=None,
+                 help="Normalisation std, e.g. 0.229,0.224,0.225."),
+)  # fmt: skip
 
 
 @click.command(cls=FstoreCommand)
