@@ -199,7 +199,7 @@ def run(work, model_path: Path, layers: tuple[str, ...], dims: dict[str, int],
         ran_on = ray.get(actors[0].provider.remote())
         logger.info("ray: %d workers on %s, %g CPUs in the cluster", len(actors), ran_on.upper(),
                     ray.cluster_resources().get("CPU", 0))  # fmt: skip
-        _write_all(ray, actors, work, writer, report, options, progress)
+        _write_all(ray, actors, work, writer, report=report, options=options, progress=progress)
         return ran_on
     finally:
         for actor in actors:
