@@ -17,7 +17,6 @@ from fstore import __version__
 from fstore.cli_options import (
     CommaList,
     FstoreGroup,
-    echo_err,
     precision_options,
     preprocessing_for,
     provider_choice,
@@ -46,7 +45,10 @@ cli.help = (cli.help or "") + ", ".join(LAYER_NAMES) + "."
 
 @cli.command()
 @click.option(
-    "--layers", required=True, help="Comma-separated layers to output, e.g. fc7 or fc7,pool5."
+    "--layers",
+    required=True,
+    type=CommaList(str),
+    help="Comma-separated layers to output, e.g. fc7 or fc7,pool5.",
 )
 @weights_option
 @seed_option
@@ -75,7 +77,7 @@ cli.help = (cli.help or "") + ", ".join(LAYER_NAMES) + "."
 )
 @precision_options("generated pictures")
 def export(
-    layers: str,
+    layers: tuple[str, ...],
     weights: str,
     seed: int,
     opset: int,
@@ -90,6 +92,7 @@ def export(
     """Export VGG16 truncated at LAYERS to ONNX and verify it against eager PyTorch."""
     from fstore.export.onnx_export import export as run_export
 
+    use_stderr_logging()
     preprocessing = preprocessing_for(input_size)
     result = run_export(
         layers,
@@ -101,7 +104,6 @@ def export(
         precision=precision,
         calibration=calibration,
         calibration_count=calibration_count,
-        log=echo_err,
     )
     size_mb = result.size_bytes / 2**20
     how = "cached" if result.from_cache else f"exported in {result.seconds:.1f} s"

@@ -13,7 +13,9 @@ Register them on the main group with ``cli.add_command(train)``, ``cli.add_comma
 
 from __future__ import annotations
 
+import functools
 import json
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,7 @@ from fstore.cli_options import (
     c_grid_option,
     hidden_option,
     max_iter_option,
+    option_group,
     provider_choice,
     scale_option,
     store_option,
@@ -77,22 +80,64 @@ def out_option(name: str):
     )
 
 
-def protocol_options(command):
-    command = click.option(
-        "--per-class",
-        default=100,
-        show_default=True,
-        type=int,
-        help="With --splits: training images per class in each random split.",
-    )(command)
-    return click.option(
+protocol_options = option_group(
+    click.option(
         "--splits",
         default=0,
         show_default=True,
         type=int,
         help="Repeat over K random per-class splits of all images (the store's split is "
         "ignored) and report mean ± std; 0 uses the store's split.",
-    )(command)
+    ),
+    click.option(
+        "--per-class",
+        default=100,
+        show_default=True,
+        type=int,
+        help="With --splits: training images per class in each random split.",
+    ),
+)
+#: The SVM's search: ``--C``, ``--cv``, ``--max-iter``, ``--scale`` (train svm, study layers).
+svm_search_options = option_group(c_grid_option, cv_option, max_iter_option, svm_scale_option)
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """The values of :func:`run_options`, handed to the command as one ``common`` argument."""
+
+    splits: int
+    per_class: int
+    seed: int
+    out: Path
+    as_json: bool
+    pca: str | None = None
+
+    @property
+    def protocol(self) -> SplitProtocol | None:
+        """Random per-class splits (``--splits``), or ``None`` for the store's split."""
+        from fstore.classifiers.protocol import SplitProtocol
+
+        return SplitProtocol(self.splits, self.per_class, self.seed) if self.splits else None
+
+
+def run_options(name: str, pca: bool = True):
+    """What every training command ends with: ``--pca`` (unless ``pca`` is false), ``--splits``,
+    ``--per-class``, ``--seed``, ``--out`` (default ``runs/NAME``) and ``--json``, passed to the
+    command as ``common``, a :class:`RunArgs`."""
+    group = option_group(
+        *([pca_option] if pca else []), protocol_options, seed_option, out_option(name), json_option
+    )
+    names = [f.name for f in fields(RunArgs)]
+
+    def decorate(command):
+        @functools.wraps(command)
+        def collect(**params):
+            common = RunArgs(**{k: params.pop(k) for k in names if k in params})
+            return command(common=common, **params)
+
+        return group(collect)
+
+    return decorate
 
 
 def _store(store: Path | None) -> Path:
@@ -105,12 +150,6 @@ def _load(store: Path | None, layer: str | None) -> FeatureSet:
     from fstore.featurestore.store import load_features
 
     return load_features(_store(store), layer)
-
-
-def _protocol(splits: int, per_class: int, seed: int) -> SplitProtocol | None:
-    from fstore.classifiers.protocol import SplitProtocol
-
-    return SplitProtocol(splits, per_class, seed) if splits else None
 
 
 def _echo_paths(paths) -> None:
@@ -213,15 +252,8 @@ def _print_run(run: TrainingRun, paths: dict[str, Path], as_json: bool) -> None:
 @train.command()
 @store_option
 @layer_option
-@c_grid_option
-@cv_option
-@max_iter_option
-@svm_scale_option
-@pca_option
-@protocol_options
-@seed_option
-@out_option("svm")
-@json_option
+@svm_search_options
+@run_options("svm")
 def svm(
     store: Path | None,
     layer: str | None,
@@ -229,12 +261,7 @@ def svm(
     cv: int,
     max_iter: int,
     scale: str,
-    pca: str | None,
-    splits: int,
-    per_class: int,
-    seed: int,
-    out: Path,
-    as_json: bool,
+    common: RunArgs,
 ) -> None:
     """Linear SVM: grid search over C with stratified k-fold CV, refit, test.
 
@@ -246,17 +273,16 @@ def svm(
     from fstore.classifiers.transforms import parse_pca
 
     options = SvmOptions(
-        C=c_grid, cv=cv, scale=scale, pca=parse_pca(pca), seed=seed, max_iter=max_iter
+        C=c_grid, cv=cv, scale=scale, pca=parse_pca(common.pca), seed=common.seed, max_iter=max_iter
     )
-    protocol = _protocol(splits, per_class, seed)
     fs = _load(store, layer)
     click.echo(
         f"svm on {fs.layer}: {len(options.C)} C values x {cv} folds "
         f"({len(options.C) * cv} fits per split, run in parallel) ...",
         err=True,
     )
-    run = train_svm(fs, options, protocol)
-    _print_run(run, write_run(run, out), as_json)
+    run = train_svm(fs, options, common.protocol)
+    _print_run(run, write_run(run, common.out), common.as_json)
     _echo_unconverged(unconverged_line(run))
 
 
@@ -297,11 +323,7 @@ def _echo_unconverged(line: str | None) -> None:
     help="Torch threads while training; 0 for torch's default. One is fastest for small heads.",
 )
 @scale_option("standard")
-@pca_option
-@protocol_options
-@seed_option
-@out_option("head")
-@json_option
+@run_options("head")
 def head(
     store: Path | None,
     layer: str | None,
@@ -314,12 +336,7 @@ def head(
     validation: float,
     threads: int,
     scale: str,
-    pca: str | None,
-    splits: int,
-    per_class: int,
-    seed: int,
-    out: Path,
-    as_json: bool,
+    common: RunArgs,
 ) -> None:
     """Torch linear or MLP head, early-stopped on a held-out validation part.
 
@@ -338,13 +355,13 @@ def head(
         weight_decay=weight_decay,
         batch_size=batch_size,
         validation_fraction=validation,
-        seed=seed,
+        seed=common.seed,
         threads=threads or None,
         scale=scale,
-        pca=parse_pca(pca),
+        pca=parse_pca(common.pca),
     )
-    run = train_head(_load(store, layer), options, _protocol(splits, per_class, seed))
-    _print_run(run, write_run(run, out), as_json)
+    run = train_head(_load(store, layer), options, common.protocol)
+    _print_run(run, write_run(run, common.out), common.as_json)
 
 
 @train.command("pca")
@@ -427,14 +444,8 @@ def study() -> None:
     default=None,
     help="Comma-separated layers [default: every layer in the store].",
 )
-@c_grid_option
-@cv_option
-@max_iter_option
-@svm_scale_option
-@protocol_options
-@seed_option
-@out_option("study")
-@json_option
+@svm_search_options
+@run_options("study", pca=False)
 def study_layers_command(
     store: Path | None,
     layer_names: tuple[str, ...] | None,
@@ -442,34 +453,29 @@ def study_layers_command(
     cv: int,
     max_iter: int,
     scale: str,
-    splits: int,
-    per_class: int,
-    seed: int,
-    out: Path,
-    as_json: bool,
+    common: RunArgs,
 ) -> None:
     """Per layer: dimension, linear-SVM test accuracy and training time; table and plot."""
     from fstore.classifiers.report import study_figure, to_json, write_json
     from fstore.classifiers.study import study_layers
     from fstore.classifiers.svm import SvmOptions
 
-    options = SvmOptions(C=c_grid, cv=cv, scale=scale, seed=seed, max_iter=max_iter)
+    options = SvmOptions(C=c_grid, cv=cv, scale=scale, seed=common.seed, max_iter=max_iter)
 
     def progress(row) -> None:
         click.echo(f"{row.layer}: accuracy {row.accuracy:.4f} in {row.fit_seconds:.1f} s", err=True)
 
-    protocol = _protocol(splits, per_class, seed)
-    result = study_layers(_store(store), layer_names, options, protocol, on_row=progress)
+    result = study_layers(_store(store), layer_names, options, common.protocol, on_row=progress)
     paths = [
-        *study_figure(out / "study.png", result),
-        write_json(out / "result.json", result.to_dict()),
+        *study_figure(common.out / "study.png", result),
+        write_json(common.out / "result.json", result.to_dict()),
     ]
-    if as_json:
+    if common.as_json:
         click.echo(to_json({**result.to_dict(), "files": [str(p) for p in paths]}))
     else:
         click.echo(f"{'layer':<8} {'dim':>9} {'accuracy':>17} {'fit s':>8}  best C")
         for r in result.rows:
-            acc = f"{r.accuracy:.4f}" + (f" ± {r.accuracy_std:.4f}" if splits > 1 else "")
+            acc = f"{r.accuracy:.4f}" + (f" ± {r.accuracy_std:.4f}" if common.splits > 1 else "")
             best = ",".join(f"{c:g}" for c in r.best_C)
             click.echo(f"{r.layer:<8} {r.dim:>9} {acc:>17} {r.fit_seconds:>8.2f}  {best}")
         _echo_paths(paths)

@@ -17,9 +17,11 @@ from fstore.cli_options import (
     FstoreCommand,
     echo_err,
     input_size_option,
+    option_group,
     preprocessing_for,
     provider_option,
     seed_option,
+    use_stderr_logging,
     weights_option,
     weights_source,
 )
@@ -32,20 +34,17 @@ model_option = click.option(
 )
 
 
-def model_preprocessing_options(command):
-    """``--size``, ``--resize``, ``--mean``, ``--std``: a --model without fstore metadata."""
-    for option in reversed((
-        click.option("--size", type=int, default=None,
-                     help="Input size (crop) of a --model without fstore metadata."),
-        click.option("--resize", type=int, default=None,
-                     help="Short side before the crop (default 256/224 of --size)."),
-        click.option("--mean", type=CommaList(float, length=3), default=None,
-                     help="Normalisation mean, e.g. 0.485,0.456,0.406."),
-        click.option("--std", type=CommaList(float, length=3), default=None,
-                     help="Normalisation std, e.g. 0.229,0.224,0.225."),
-    )):  # fmt: skip
-        command = option(command)
-    return command
+#: ``--size``, ``--resize``, ``--mean``, ``--std``: a --model without fstore metadata.
+model_preprocessing_options = option_group(
+    click.option("--size", type=int, default=None,
+                 help="Input size (crop) of a --model without fstore metadata."),
+    click.option("--resize", type=int, default=None,
+                 help="Short side before the crop (default 256/224 of --size)."),
+    click.option("--mean", type=CommaList(float, length=3), default=None,
+                 help="Normalisation mean, e.g. 0.485,0.456,0.406."),
+    click.option("--std", type=CommaList(float, length=3), default=None,
+                 help="Normalisation std, e.g. 0.229,0.224,0.225."),
+)  # fmt: skip
 
 
 @click.command(cls=FstoreCommand)
@@ -113,8 +112,9 @@ def predict(
             preprocessing=for_options(size, resize, mean, std),
         )
     else:
+        use_stderr_logging()  # the export's progress, on first use
         predictor = Predictor.for_weights(
-            weights_source(weights, seed), preprocessing_for(input_size), provider, log=echo_err
+            weights_source(weights, seed), preprocessing_for(input_size), provider
         )
     report = run_predict(images, predictor, top=top, batch_size=batch_size)
     for failure in report.failures:
@@ -194,12 +194,11 @@ def activations(
     from fstore.inspection.figures import activation_figure, filter_figure, save_figure
 
     source = None if model is not None else weights_source(weights, seed)
+    use_stderr_logging()  # the export's progress, on first use
     if draw_filters:
         if image is not None:
             echo_err(f"--filters draws conv1_1's filters; {image} is not used")
-        grid = lib.filters(
-            weights=source, model=model, preprocessing=preprocessing_for(input_size), log=echo_err
-        )
+        grid = lib.filters(weights=source, model=model, preprocessing=preprocessing_for(input_size))
         output = output or Path("conv1_1-filters.png")
         save_figure(filter_figure(grid), output)
         click.echo(
@@ -217,7 +216,6 @@ def activations(
         preprocessing=preprocessing_for(input_size),
         channels=channels,
         provider=provider,
-        log=echo_err,
     )
     output = output or Path(f"{image.stem}-{layer}.png")
     save_figure(activation_figure(result), output)

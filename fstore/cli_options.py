@@ -229,23 +229,29 @@ store_option = click.option(
 )
 
 
-def precision_options(calibration_default: str):
-    """``--calibration``, ``--calibration-count`` and ``--fidelity-images`` (export and bench)."""
-    folder = click.Path(path_type=Path, exists=True, file_okay=False)
+def option_group(*options: Callable) -> Callable:
+    """One decorator applying ``options`` (click options or other such groups) as if they were
+    stacked in this order above a command, which is their order in ``--help``."""
 
     def decorate(command):
-        for option in reversed((
-            click.option("--calibration", type=folder, default=None,
-                         help=f"Images to calibrate int8 on (default: {calibration_default})."),
-            click.option("--calibration-count", default=64, show_default=True,
-                         type=click.IntRange(min=1), help="Calibration images drawn."),
-            click.option("--fidelity-images", type=folder, default=None,
-                         help="Labelled folder: report the SVM test accuracy change vs fp32."),
-        )):  # fmt: skip
+        for option in reversed(options):
             command = option(command)
         return command
 
     return decorate
+
+
+def precision_options(calibration_default: str):
+    """``--calibration``, ``--calibration-count`` and ``--fidelity-images`` (export and bench)."""
+    folder = click.Path(path_type=Path, exists=True, file_okay=False)
+    return option_group(
+        click.option("--calibration", type=folder, default=None,
+                     help=f"Images to calibrate int8 on (default: {calibration_default})."),
+        click.option("--calibration-count", default=64, show_default=True,
+                     type=click.IntRange(min=1), help="Calibration images drawn."),
+        click.option("--fidelity-images", type=folder, default=None,
+                     help="Labelled folder: report the SVM test accuracy change vs fp32."),
+    )  # fmt: skip
 
 
 def weights_source(weights: str, seed: int):

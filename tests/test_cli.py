@@ -356,3 +356,33 @@ def test_api_names_are_the_library_functions(monkeypatch):
     assert fstore.export.layers is layers and "fc7" in layers.LAYER_NAMES
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         fstore.nothing  # noqa: B018
+
+
+RUN_ARGS = ["--store", "s.h5", "--layer", "fc7", "--pca", "0.95", "--splits", "2",
+            "--per-class", "3", "--seed", "1", "--out", "o", "--json"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["svm", "head"])
+def test_train_svm_and_head_accept_the_shared_run_options(name):
+    """One home for the options every training command ends with; both parse them alike."""
+    from fstore.cli_classifiers import train
+
+    params = train.commands[name].make_context(name, list(RUN_ARGS)).params
+    assert params["store"] == Path("s.h5") and params["layer"] == "fc7"
+    assert params["pca"] == "0.95" and params["splits"] == 2 and params["per_class"] == 3
+    assert params["seed"] == 1 and params["out"] == Path("o") and params["as_json"] is True
+
+
+def test_shared_options_have_one_help_and_default():
+    from fstore.cli_classifiers import study, train
+
+    def options(command) -> dict:
+        return {p.name: (p.opts, p.help, p.default) for p in command.params}
+
+    svm, head = options(train.commands["svm"]), options(train.commands["head"])
+    layers = options(study.commands["layers"])
+    for name in ("store", "layer", "pca", "splits", "per_class", "seed", "as_json"):
+        assert svm[name] == head[name], name
+    for name in ("c_grid", "cv", "max_iter", "scale", "splits", "per_class", "seed"):
+        assert svm[name] == layers[name], name
+    assert svm["out"][2] == Path("runs/svm") and head["out"][2] == Path("runs/head")

@@ -33,7 +33,7 @@ def model_key(
             "layers": list(layers),
             "opset": opset,
             "precision": precision,
-            "preprocessing": json.loads(preprocessing.to_json()),
+            "preprocessing": preprocessing.fingerprint_fields(),
             "uint8_input": PREFIX_VERSION,  # models before the uint8 prefix are not reused
         },
         sort_keys=True,

@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fstore.errors import DatasetError
-from fstore.images.decode import ImageDecodeError, decode
-
-# The image layer (fstore.images once it lands): discovery, decode, preprocessing.
+from fstore.images.decode import ImageDecodeError
 from fstore.images.discover import scan
-from fstore.images.preprocess import Preprocessing, preprocess, resize_and_crop
-from fstore.images.reader import load_image
+from fstore.images.preprocess import Preprocessing, preprocess, resize_and_crop, to_float
+from fstore.images.reader import ImageReader
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -102,10 +100,9 @@ def synthetic_inputs(count: int, preprocessing: Preprocessing, seed: int = 0) ->
 
 def _crop(path: Path, preprocessing: Preprocessing) -> np.ndarray | None:
     try:
-        image, _ = decode(Path(path).read_bytes())
+        return ImageReader(preprocessing).decode(Path(path).read_bytes())[0]
     except (OSError, ImageDecodeError):
         return None
-    return np.asarray(resize_and_crop(image, preprocessing))
 
 
 def decode_pixels(images: Sequence[Path], preprocessing: Preprocessing) -> np.ndarray:
@@ -121,15 +118,7 @@ def decode_pixels(images: Sequence[Path], preprocessing: Preprocessing) -> np.nd
 
 def decode_inputs(images: Sequence[Path], preprocessing: Preprocessing) -> np.ndarray:
     """The float path for models without the prefix (eager PyTorch): float32 (N, 3, crop, crop)."""
-    arrays = []
-    for path in images:
-        try:
-            arrays.append(load_image(Path(path).read_bytes(), preprocessing)[0])
-        except (OSError, ImageDecodeError):
-            continue
-    if not arrays:
-        raise DatasetError(f"none of the {len(images)} images could be read and decoded")
-    return np.stack(arrays)
+    return to_float(decode_pixels(images, preprocessing), preprocessing)
 
 
 def pixel_batches(

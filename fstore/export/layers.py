@@ -17,6 +17,7 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fstore.errors import UnknownLayerError
@@ -176,11 +177,13 @@ def get_layer(name: str) -> Layer:
         ) from None
 
 
-def parse_layers(names: str | list[str] | tuple[str, ...]) -> tuple[Layer, ...]:
-    """Parse ``"fc7,pool5"`` (or a list of names) into layers in forward order, without repeats."""
-    if isinstance(names, str):
-        names = [names]
-    wanted = {n.strip() for item in names for n in item.split(",") if n.strip()}
+def parse_layers(names: str | Sequence[str]) -> tuple[Layer, ...]:
+    """Layer names (or one name) as layers in forward order, without repeats.
+
+    Comma lists are the CLI's to split (``fstore.cli_options.CommaList``); here ``"fc7,pool5"``
+    is one unknown name.
+    """
+    wanted = {names} if isinstance(names, str) else set(names)
     if not wanted:
         raise UnknownLayerError(f"no layer given; valid layers are: {', '.join(LAYER_NAMES)}")
     return tuple(sorted((get_layer(n) for n in wanted), key=lambda layer: layer.index))

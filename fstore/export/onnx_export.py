@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +36,6 @@ from fstore.export.result import (
     ExportResult,
     check_writable,
     deliver,
-    forward_log,
     relative_error,
     save_model,
 )
@@ -252,7 +251,7 @@ def export_fp32(
 
 
 def export(
-    layers: str | list[str] | tuple[str, ...],
+    layers: str | Sequence[str],
     weights: WeightsSource,
     *,
     opset: int = DEFAULT_OPSET,
@@ -263,7 +262,6 @@ def export(
     calibration: Path | None = None,
     calibration_count: int = 64,
     provider: str = "cpu",
-    log: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export VGG16 truncated at ``layers`` to ONNX and verify it against eager PyTorch.
 
@@ -273,26 +271,24 @@ def export(
     ``precision`` is ``fp32``, ``int8``, ``fp16`` or ``auto`` (fp16 on ``provider`` cuda or
     tensorrt where its measured fidelity holds, else fp32; see
     :func:`fstore.export.precision.resolve_precision`). ``calibration`` is an image folder for
-    int8 ranges and variant fidelity. Progress goes to the ``fstore.export`` logger, and to
-    ``log`` when an older caller passes one.
+    int8 ranges and variant fidelity. Progress goes to the ``fstore.export`` logger.
     """
     chosen = parse_layers(layers)
     if precision not in (*PRECISIONS, AUTO):
         raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if output is not None:
         check_writable(output)
-    with forward_log(log):
-        base = export_fp32(chosen, weights, opset, preprocessing, use_cache)
-        wanted = resolve_precision(precision, provider)
-        if wanted == "fp32":
-            return deliver(base, output)
-        variant = export_variant(
-            base,
-            wanted,
-            calibration=calibration,
-            calibration_count=calibration_count,
-            use_cache=use_cache,
-        )
+    base = export_fp32(chosen, weights, opset, preprocessing, use_cache)
+    wanted = resolve_precision(precision, provider)
+    if wanted == "fp32":
+        return deliver(base, output)
+    variant = export_variant(
+        base,
+        wanted,
+        calibration=calibration,
+        calibration_count=calibration_count,
+        use_cache=use_cache,
+    )
     if precision == AUTO and not fidelity_holds(variant):
         logger.info("fp16 fidelity below %s: using fp32", FP16_MIN_COSINE)
         return deliver(base, output)
@@ -300,11 +296,10 @@ def export(
 
 
 def ensure_model(
-    layers: str | list[str] | tuple[str, ...],
+    layers: str | Sequence[str],
     weights: WeightsSource,
     preprocessing: Preprocessing = Preprocessing(),
     precision: str = "fp32",
-    log: Callable[[str], None] | None = None,
     calibration: Path | None = None,
     provider: str = "cpu",
 ) -> Path:
@@ -317,7 +312,6 @@ def ensure_model(
         weights,
         preprocessing=preprocessing,
         precision=precision,
-        log=log,
         calibration=calibration,
         provider=provider,
     ).path

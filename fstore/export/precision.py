@@ -25,7 +25,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -48,7 +48,6 @@ from fstore.export.calibration import (  # noqa: F401 - re-exported for older ca
 from fstore.export.result import (
     ExportResult,
     deliver,
-    forward_log,
     relative_error,
     save_model,
     set_props,
@@ -202,7 +201,6 @@ def quantize_int8(
     *,
     method: str = "minmax",
     seed: int = 0,
-    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Statically quantize ``fp32_model`` to int8 (QDQ, per-channel weights) into ``out``.
 
@@ -213,7 +211,7 @@ def quantize_int8(
     (99.999th) or ``entropy``; the last two keep every activation of every calibration image in
     memory (about 100 MB per 224x224 image up to fc7), so keep ``count`` small with them.
     The fstore metadata of the fp32 model is kept, with ``precision`` set to ``int8`` and the
-    calibration recorded. ``log`` is ignored: progress goes to this module's logger.
+    calibration recorded.
     """
     import onnx
     from onnxruntime.quantization import quant_pre_process
@@ -390,7 +388,6 @@ def export_variant(
     method: str = "minmax",
     output: Path | None = None,
     use_cache: bool = True,
-    log: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Derive the ``precision`` variant of the fp32 model ``base``, cached like any export.
 
@@ -406,10 +403,9 @@ def export_variant(
         raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if output is not None and Path(output).is_dir():
         raise ModelError(f"cannot write model to {output}: it is a folder")
-    with forward_log(log):
-        result = _cached_or_derived(
-            base, precision, calibration, _Request(calibration_count, method), use_cache
-        )
+    result = _cached_or_derived(
+        base, precision, calibration, _Request(calibration_count, method), use_cache
+    )
     return deliver(result, output)
 
 

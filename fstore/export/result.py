@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,30 +85,3 @@ def set_props(model, updates: dict[str, str]) -> None:  # model: onnx.ModelProto
     for key in sorted(props):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, props[key]
-
-
-class _CallableHandler(logging.Handler):
-    def __init__(self, log: Callable[[str], None]) -> None:
-        super().__init__(logging.INFO)
-        self.log = log
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.log(record.getMessage())
-
-
-@contextlib.contextmanager
-def forward_log(log: Callable[[str], None] | None) -> Iterator[None]:
-    """Send ``fstore.export`` progress to an older caller's ``log`` callable, if it gave one."""
-    if log is None:
-        yield
-        return
-    target = logging.getLogger("fstore.export")
-    handler, level = _CallableHandler(log), target.level
-    target.addHandler(handler)
-    if target.getEffectiveLevel() > logging.INFO:
-        target.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        target.removeHandler(handler)
-        target.setLevel(level)

@@ -280,7 +280,7 @@ def _compute(job: _Job, recipe: StoreRecipe, work: Work, writer: Writer, backend
         work, model_path=recipe.model.path, layers=manifest.layers, dims=layer_dims(manifest),
         preprocessing=recipe.preprocessing, image_root=Path(manifest.image_root), config=config,
         writer=writer, report=report, options=config.ray or RayOptions(),
-        progress=job.progress, log=logger.info,
+        progress=job.progress,
     )  # fmt: skip
 
 

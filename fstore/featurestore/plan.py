@@ -60,7 +60,7 @@ def fingerprint(recipe: StoreRecipe, model_sha: str, layers: tuple[str, ...]) ->
     else:
         parts = {"model": model_sha}
     parts.update(
-        {"layers": list(layers), "preprocessing": json.loads(recipe.preprocessing.to_json())}
+        {"layers": list(layers), "preprocessing": recipe.preprocessing.fingerprint_fields()}
     )
     if recipe.decode != "exact":
         parts["decode"] = recipe.decode

@@ -21,9 +21,10 @@ by the next build, while the other shards go on.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from fstore.featurestore import store as st
 from fstore.images.preprocess import Preprocessing
 
 NAMESPACE = "fstore"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -142,16 +144,31 @@ def _write_here(name: str, rows: st.ShardRows, target: ShardTarget) -> tuple:
     return part, info
 
 
+def worker_class(ray, options: RayOptions, cls: type | None = None):
+    """``cls`` (default :class:`ShardWorker`) as a Ray actor class with ``options``' resources
+    and Ray's own fault tolerance.
+
+    Ray restarts an actor that dies (``max_restarts=-1``, rerunning its constructor) and, with
+    ``max_task_retries``, runs the shard it was computing again once it is back, so the driver
+    neither polls for restarts nor resubmits. ``retry_exceptions`` (in :func:`compute_shards`)
+    gives a shard that raised the same attempts.
+    """
+    return ray.remote(
+        num_cpus=options.cpus_per_worker,
+        num_gpus=options.gpus_per_worker,
+        max_restarts=-1,
+        max_task_retries=max(0, options.retries - 1),
+    )(cls or ShardWorker)
+
+
 def run(work, model_path: Path, layers: tuple[str, ...], dims: dict[str, int],
         preprocessing: Preprocessing, image_root: Path, config, writer, report,
-        options: RayOptions, progress: bool | None, log=lambda _: None) -> str:  # fmt: skip
+        options: RayOptions, progress: bool | None) -> str:  # fmt: skip
     """Compute ``work`` (a ``build.Work``) on Ray actors, handing each shard to ``writer``.
 
     Returns the provider the workers ran on.
     """
     ray = import_ray()
-    from tqdm import tqdm
-
     started_here = not ray.is_initialized()
     if started_here:
         kwargs = {"include_dashboard": False, "log_to_driver": False, "namespace": NAMESPACE}
@@ -162,20 +179,14 @@ def run(work, model_path: Path, layers: tuple[str, ...], dims: dict[str, int],
     actors = []
     try:
         model_ref = ray.put(model_path.read_bytes())
-        worker_cls = ray.remote(
-            num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker,
-            max_restarts=-1, max_task_retries=0,
-        )(ShardWorker)  # fmt: skip
         provider = "cuda" if options.gpus_per_worker > 0 else config.provider
-        if provider == "auto":
-            provider = "cpu"
-        threads = max(1, int(options.cpus_per_worker))
+        cls = worker_class(ray, options)
         actors = [
-            worker_cls.options(name=f"fstore-worker-{i}", namespace=NAMESPACE).remote(
+            cls.options(name=f"fstore-worker-{i}", namespace=NAMESPACE).remote(
                 model_ref,
                 layers,
-                provider,
-                threads,
+                "cpu" if provider == "auto" else provider,
+                max(1, int(options.cpus_per_worker)),
                 preprocessing=preprocessing.to_json(),
                 image_root=str(image_root),
                 batch_size=config.batch_size,
@@ -186,10 +197,9 @@ def run(work, model_path: Path, layers: tuple[str, ...], dims: dict[str, int],
             for i in range(options.num_workers)
         ]
         ran_on = ray.get(actors[0].provider.remote())
-        log(f"ray: {len(actors)} workers on {ran_on.upper()}, "
-            f"{ray.cluster_resources().get('CPU', 0):g} CPUs in the cluster")  # fmt: skip
-        _dispatch(ray, actors, work, writer, report=report, options=options, progress=progress,
-                  tqdm=tqdm)  # fmt: skip
+        logger.info("ray: %d workers on %s, %g CPUs in the cluster", len(actors), ran_on.upper(),
+                    ray.cluster_resources().get("CPU", 0))  # fmt: skip
+        _write_all(ray, actors, work, writer, report=report, options=options, progress=progress)
         return ran_on
     finally:
         for actor in actors:
@@ -198,81 +208,75 @@ def run(work, model_path: Path, layers: tuple[str, ...], dims: dict[str, int],
             ray.shutdown()
 
 
-def _dispatch(ray, actors, work, writer, report, options, progress, tqdm) -> None:
-    """Keep every actor busy with up to two shards; write results as they come, in any order."""
-    queue = [(name, [item.key for item in items]) for name, items in work.shards]
-    sizes = {name: len(items) for name, items in work.shards}
-    attempts: dict[str, int] = {}
-    in_flight: dict = {}  # ObjectRef -> (actor index, name, keys)
-    total = sum(sizes.values())
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=total, unit="img", disable=not show, dynamic_ncols=True, desc="build[ray]")
-    load = [0] * len(actors)
+@dataclass(frozen=True)
+class ShardFailure:
+    """A shard that failed every attempt; ``reason`` is one line for ``fstore info``."""
 
+    name: str
+    reason: str
+
+
+def compute_shards(ray, actors: list, shards: list[tuple[str, list[str]]],
+                   target: ShardTarget | None = None, retries: int = 3) -> Iterator:  # fmt: skip
+    """Run ``shards`` (name, image keys) on ``actors``; yield each result as it comes.
+
+    A result is what ``ShardWorker.compute`` returns, in any order; after them, one
+    :class:`ShardFailure` per shard that failed all ``retries`` attempts (Ray retried it).
+    Each actor sits twice in the pool, so its next shard waits on it while the driver writes
+    the last one.
+    """
+    from ray.util import ActorPool
+
+    pool = ActorPool([actor for actor in actors for _ in range(2)])
+    for shard in shards:
+        pool.submit(
+            lambda actor, s: actor.compute.options(retry_exceptions=True).remote(*s, target),
+            shard,
+        )
+    done, errors = set(), []
+    while pool.has_next():
+        try:
+            result = pool.get_next_unordered()
+        except ray.exceptions.RayError as exc:
+            # Ray does not say which shard an error belongs to: the ones that never came back.
+            errors.append(type(exc).__name__)
+            continue
+        done.add(result[0])
+        yield result
+    reason = f"failed after {retries} attempts: {', '.join(sorted(set(errors)))}"
+    for name, _ in shards:
+        if name not in done:
+            yield ShardFailure(name, reason)
+
+
+def _write_all(ray, actors, work, writer, report, options: RayOptions, progress) -> None:
+    """Hand each finished shard to ``writer`` as it comes; record the ones that failed."""
+    from tqdm import tqdm
+
+    sizes = {name: len(items) for name, items in work.shards}
     target = None
     if options.workers_write:
         target = ShardTarget(str(writer.store.resolve()), writer.manifest.dtype,
                              writer.manifest.fingerprint)  # fmt: skip
-
-    def submit(index: int) -> None:
-        name, keys = queue.pop(0)
-        attempts[name] = attempts.get(name, 0) + 1
-        ref = actors[index].compute.remote(name, keys, target)
-        in_flight[ref] = (index, name, keys)
-        load[index] += 1
-
-    done_shards = 0
-    try:
-        while queue or in_flight:
-            for index in range(len(actors)):
-                while queue and load[index] < 2:
-                    submit(index)
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            ref = ready[0]
-            index, name, keys = in_flight.pop(ref)
-            load[index] -= 1
-            try:
-                _, rows, times = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                _wait_until_alive(ray, actors[index])
-                if attempts[name] < options.retries:
-                    queue.insert(0, (name, keys))
-                    continue
-                reason = f"failed after {attempts[name]} attempts: {type(exc).__name__}"
-                st.record_failed_shard(writer.store, name, keys, reason)
+    shards = [(name, [item.key for item in items]) for name, items in work.shards]
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=sum(sizes.values()), unit="img", disable=not show, dynamic_ncols=True,
+               desc="build[ray]")  # fmt: skip
+    written = 0
+    with bar:
+        for result in compute_shards(ray, actors, shards, target, options.retries):
+            if isinstance(result, ShardFailure):
+                st.record_failed_shard(writer.store, result.name, dict(shards)[result.name],
+                                       result.reason)  # fmt: skip
                 writer.dirty = True  # the index lists failed shards
-                bar.update(sizes[name])
+                bar.update(sizes[result.name])
                 continue
+            name, rows, times = result
             if target is None:
                 writer.put(name, rows)
             else:
                 writer.add_written(*rows)
             report.absorb(times)
-            done_shards += 1
+            written += 1
             bar.update(sizes[name])
-            bar.set_postfix_str(f"shards {done_shards}/{len(sizes)}")
-    finally:
-        bar.close()
-
-
-def _wait_until_alive(ray, actor, timeout: float = 120.0) -> None:
-    """After a failure, wait while Ray restarts the actor (calls fail fast meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            ray.get(actor.pid.remote(), timeout=10)
-            return
-        except ray.exceptions.RayError:
-            time.sleep(0.5)
-
-
-def wait_for_workers(ray, count: int, timeout: float = 60.0) -> list:
-    """Handles of the named worker actors once ``count`` exist (for tests and tools)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
-        wanted = [f"fstore-worker-{i}" for i in range(count)]
-        if all(n in names for n in wanted):
-            return [ray.get_actor(n, namespace=NAMESPACE) for n in wanted]
-        time.sleep(0.1)
-    raise TimeoutError("ray workers did not start")
+            bar.set_postfix_str(f"shards {written}/{len(sizes)}")

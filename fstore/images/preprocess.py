@@ -12,13 +12,18 @@ model's uint8 input prefix reproduces.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Fields that earlier versions wrote into every preprocessing JSON and that no longer exist:
+#: ``antialias`` was never read (Pillow's bilinear filter is antialiased). Dropped on parsing;
+#: hashed back by :meth:`Preprocessing.fingerprint_fields`, so stores and cached models made
+#: before keep their fingerprints and cache keys.
+RETIRED_FIELDS = {"antialias": True}
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,6 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
     channels: str = "RGB"
-    antialias: bool = field(default=True)
 
     def __post_init__(self) -> None:
         if self.interpolation != "bilinear":
@@ -50,9 +54,15 @@ class Preprocessing:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    def fingerprint_fields(self) -> dict:
+        """The fields as store fingerprints and model cache keys hash them (with the retired
+        ones, at the only value they ever had)."""
+        return {**json.loads(self.to_json()), **RETIRED_FIELDS}
+
     @classmethod
     def from_json(cls, text: str) -> Preprocessing:
-        data = json.loads(text)
+        """Parse :meth:`to_json`'s text, also as earlier versions wrote it (retired fields)."""
+        data = {k: v for k, v in json.loads(text).items() if k not in RETIRED_FIELDS}
         data["mean"] = tuple(data["mean"])
         data["std"] = tuple(data["std"])
         return cls(**data)
@@ -95,17 +105,14 @@ def resize_and_crop(image: Image.Image, spec: Preprocessing) -> Image.Image:
     return image.crop((left, top, left + spec.crop, top + spec.crop))
 
 
-def to_array(image: Image.Image, spec: Preprocessing, out: np.ndarray | None = None) -> np.ndarray:
-    """``ToTensor`` + ``Normalize``: a float32 (3, crop, crop) array (into ``out`` if given)."""
+def to_array(image: Image.Image, spec: Preprocessing) -> np.ndarray:
+    """``ToTensor`` + ``Normalize``: a float32 (3, crop, crop) array."""
     pixels = np.asarray(image, dtype=np.float32)  # (H, W, 3), 0..255
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
     chw = pixels.transpose(2, 0, 1) / np.float32(255.0)
     chw = (chw - mean[:, None, None]) / std[:, None, None]
-    if out is None:
-        return np.ascontiguousarray(chw, dtype=np.float32)
-    out[...] = chw
-    return out
+    return np.ascontiguousarray(chw, dtype=np.float32)
 
 
 def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:

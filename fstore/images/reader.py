@@ -21,7 +21,7 @@ import numpy as np
 
 from fstore.images.decode import ImageDecodeError, check_mode, decode_crop
 from fstore.images.discover import ImageItem
-from fstore.images.preprocess import Preprocessing, to_float
+from fstore.images.preprocess import Preprocessing
 
 
 @dataclass
@@ -109,15 +109,3 @@ def file_stat(path: Path) -> tuple[int, int]:
         return s.st_size, s.st_mtime_ns
     except OSError:
         return -1, -1
-
-
-def load_image(
-    data: bytes, spec: Preprocessing, mode: str = "exact"
-) -> tuple[np.ndarray, str | None]:
-    """Decode bytes into the float32 ``(3, crop, crop)`` input of a float model, and a warning.
-
-    For code that still feeds float NCHW models; new code hands :meth:`ImageReader.decode`'s
-    uint8 crops to a backend.
-    """
-    array, warning = decode_crop(data, spec, check_mode(mode))
-    return to_float(array[None], spec)[0], warning

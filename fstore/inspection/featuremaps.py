@@ -6,18 +6,17 @@ neither needs torch once the model is cached. Drawing them is :mod:`fstore.inspe
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from fstore.errors import FstoreError, ModelError, UnknownLayerError
 from fstore.export.layers import LAYERS, Layer, get_layer
 from fstore.export.weights import WeightsSource
-from fstore.images.decode import ImageDecodeError, decode
-from fstore.images.preprocess import Preprocessing, resize_and_crop, to_array
+from fstore.images.decode import ImageDecodeError
+from fstore.images.preprocess import Preprocessing, to_float
+from fstore.images.reader import ImageReader
 from fstore.runtime.metadata import ModelInfo
 
 #: Layers whose output is a (C, H, W) map, in forward order.
@@ -96,24 +95,24 @@ def spatial_layer(name: str) -> Layer:
 
 
 def read_image(path: Path, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """The cropped RGB picture (S, S, 3) uint8 and the network input (3, S, S) float32."""
-    return _crop(_decode(path), preprocessing)
+    """The cropped RGB picture (S, S, 3) uint8 and its float input (3, S, S) for eager models."""
+    cropped = _crop(path, _read(path), preprocessing)
+    return cropped, to_float(cropped[None], preprocessing)[0]
 
 
-def _decode(path: Path) -> Image.Image:
-    path = Path(path)
+def _read(path: Path) -> bytes:
     try:
-        picture, _ = decode(path.read_bytes())
-    except ImageDecodeError as exc:
-        raise InspectionError(f"cannot use image {path}: {exc}") from None
+        return Path(path).read_bytes()
     except OSError as exc:
         raise InspectionError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    return picture
 
 
-def _crop(picture: Image.Image, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    cropped = resize_and_crop(picture, preprocessing)
-    return np.asarray(cropped, dtype=np.uint8).copy(), to_array(cropped, preprocessing)
+def _crop(path: Path, data: bytes, preprocessing: Preprocessing) -> np.ndarray:
+    """The uint8 (S, S, 3) crop the network sees, read as ``build`` reads it."""
+    try:
+        return ImageReader(preprocessing).decode(data)[0]
+    except ImageDecodeError as exc:
+        raise InspectionError(f"cannot use image {path}: {exc}") from None
 
 
 def _model_info(path: Path, metadata: dict[str, str]) -> ModelInfo:
@@ -132,7 +131,6 @@ def activations(
     preprocessing: Preprocessing = IMAGENET_PREPROCESSING,
     channels: int | None = 64,
     provider: str = "cpu",
-    log: Callable[[str], None] = lambda _: None,
 ) -> ActivationGrid:
     """Feature maps of ``image`` at ``layer`` (a conv or pool layer) through ONNX Runtime.
 
@@ -149,17 +147,19 @@ def activations(
             f"{layer} has {chosen.out_channels} channels; --channels must lie in "
             f"1..{chosen.out_channels}, got {channels}"
         )
-    picture = _decode(image)  # a bad image fails before any export
+    data = _read(image)
+    cropped = _crop(image, data, preprocessing)  # a bad image fails before any export
     if model is None:
         if weights is None:
             raise ValueError("give either weights or model")
         from fstore.export.onnx_export import ensure_model
 
-        model = ensure_model((layer,), weights, preprocessing, log=log)
+        model = ensure_model((layer,), weights, preprocessing)
     backend = OrtBackend.load(Path(model), provider, outputs=(layer,))
     info = _model_info(Path(model), backend.metadata)
-    cropped, array = _crop(picture, info.preprocessing)
-    maps = backend.run(array[None])[layer][0]
+    if info.preprocessing != preprocessing:  # a given model's own
+        cropped = _crop(image, data, info.preprocessing)
+    maps = backend.run(cropped[None])[layer][0]
     if channels is not None:
         maps = maps[:channels]
     return ActivationGrid(
@@ -213,7 +213,6 @@ def filters(
     weights: WeightsSource | None = None,
     model: Path | None = None,
     preprocessing: Preprocessing = IMAGENET_PREPROCESSING,
-    log: Callable[[str], None] = lambda _: None,
 ) -> FilterGrid:
     """conv1_1's 64 filters as RGB tiles, from ``model`` or the cached conv1_1 export."""
     if model is None:
@@ -221,7 +220,7 @@ def filters(
             raise ValueError("give either weights or model")
         from fstore.export.onnx_export import ensure_model
 
-        model = ensure_model((FIRST_CONV,), weights, preprocessing, log=log)
+        model = ensure_model((FIRST_CONV,), weights, preprocessing)
     model = Path(model)
     proto = _load_onnx(model)
     info = _model_info(model, {p.key: p.value for p in proto.metadata_props})
@@ -271,11 +270,11 @@ def first_conv_activations(
     """
     from fstore.runtime.session import OrtBackend
 
-    picture = _decode(image)
+    cropped = _crop(image, _read(image), preprocessing)
     path, name = first_conv_model(Path(model), Path(workdir) / f"{Path(model).stem}-conv1.onnx")
-    backend = OrtBackend.load(path, provider, outputs=(name,))
-    cropped, array = _crop(picture, preprocessing)
-    maps = backend.run(array[None])[name][0]
+    # With ``preprocessing``, a float model is wrapped at load to take the uint8 crop.
+    backend = OrtBackend.load(path, provider, outputs=(name,), preprocessing=preprocessing)
+    maps = backend.run(cropped[None])[name][0]
     if channels is not None:
         maps = maps[:channels]
     return ActivationGrid(

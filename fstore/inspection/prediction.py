@@ -10,7 +10,7 @@ are predicted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from fstore.export.layers import NUM_CLASSES
 from fstore.export.weights import WeightsSource
 from fstore.images.decode import ImageDecodeError
 from fstore.images.preprocess import Preprocessing
-from fstore.images.reader import load_image
+from fstore.images.reader import ImageReader
 from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
 from fstore.runtime.metadata import ModelInfo
 
@@ -173,7 +173,7 @@ class Predictor:
     """A loaded ImageNet classifier: an fstore-exported ONNX model with ``logits`` or ``prob``.
 
     Create with :meth:`load` (an fstore export) or :meth:`for_weights` (exported and cached on
-    first use); :meth:`run` maps a preprocessed batch to logits and probabilities.
+    first use); :meth:`run` maps a batch of uint8 crops to logits and probabilities.
     """
 
     def __init__(self, backend, path: Path, info: ModelInfo) -> None:  # backend: OrtBackend
@@ -234,11 +234,10 @@ class Predictor:
                 "is called logits or prob; fstore cannot tell which gives classes"
             )
         output = "logits" if "logits" in names else names[0]
-        width = (
-            probe.run(np.zeros((1, 3, preprocessing.crop, preprocessing.crop), np.float32))[output]
-            .reshape(1, -1)
-            .shape[1]
-        )
+        # Loaded again with its preprocessing, the model is wrapped to take uint8 pixels.
+        backend = replace(probe, outputs=(output,), preprocessing=preprocessing)
+        side = preprocessing.crop
+        width = backend.run(np.zeros((1, side, side, 3), np.uint8))[output].reshape(1, -1).shape[1]
         classes = classes or (IMAGENET_CLASSES if width == NUM_CLASSES else None)
         if classes is None or len(classes) != width:
             raise ModelError(
@@ -257,7 +256,7 @@ class Predictor:
             classes=tuple(classes),
             fstore_version="",
         )
-        return cls(replace(probe, outputs=(output,)), path, info)
+        return cls(backend, path, info)
 
     @classmethod
     def for_weights(
@@ -265,12 +264,11 @@ class Predictor:
         weights: WeightsSource,
         preprocessing: Preprocessing = IMAGENET_PREPROCESSING,
         provider: str = "cpu",
-        log: Callable[[str], None] = lambda _: None,
     ) -> Predictor:
         """The full network for ``weights``, from the model cache (exported there if missing)."""
         from fstore.export.onnx_export import ensure_model
 
-        return cls.load(ensure_model(PREDICT_OUTPUTS, weights, preprocessing, log=log), provider)
+        return cls.load(ensure_model(PREDICT_OUTPUTS, weights, preprocessing), provider)
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -281,7 +279,7 @@ class Predictor:
         return self.backend.provider
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """Logits (``None`` if the model lacks them) and probabilities of an NCHW float32 batch."""
+        """Logits (``None`` if the model lacks them) and probabilities of a uint8 NHWC batch."""
         out = {k: v.reshape(len(batch), -1) for k, v in self.backend.run(batch).items()}
         if "prob" in out:
             return out.get("logits"), out["prob"]
@@ -301,7 +299,7 @@ def predict(
         raise ValueError(f"top must lie in 1..{NUM_CLASSES}, got {top}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    spec = predictor.preprocessing
+    reader = ImageReader(predictor.preprocessing)
     items: list[Prediction | PredictFailure | None] = []
     pending: list[tuple[int, Path, np.ndarray, str | None]] = []
 
@@ -324,7 +322,7 @@ def predict(
             items.append(entry)
             continue
         try:
-            array, warning = load_image(entry.read_bytes(), spec)
+            array, warning = reader.decode(entry.read_bytes())
         except ImageDecodeError as exc:
             items.append(PredictFailure(entry, str(exc)))
             continue

@@ -7,8 +7,8 @@ exports carry the prefix, and a float model given with its mean and std (``--mod
 in memory at load. On CUDA, batches go through pinned buffers and IO binding, two at a time
 (:mod:`fstore.runtime.cuda`); :meth:`OrtBackend.run_batches` keeps that pipeline full.
 
-Transition: a float32 NCHW batch (the pre-uint8 contract) is still accepted by a uint8 model;
-it is mapped back to its pixels (exact for inputs made from 8-bit images) and logged once.
+A float model loaded without its preprocessing (fstore does not know its normalisation) is run
+as it is: it takes the float32 NCHW batches its caller normalised.
 """
 
 from __future__ import annotations
@@ -115,7 +115,6 @@ class OrtBackend:
     metadata: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     input_spec: InputSpec | None = field(default=None, init=False)
     _runner: object = field(default=None, init=False, repr=False)
-    _warned_float: bool = field(default=False, init=False, repr=False)
 
     load = _OpenOrLoad()
 
@@ -219,21 +218,20 @@ class OrtBackend:
         return tuple(self.outputs)
 
     def _input(self, batch: np.ndarray) -> np.ndarray:
-        """The batch as the model takes it; float NCHW batches mapped back to pixels."""
-        spec = self.input_spec
-        if spec is None:
+        """The batch as the model takes it: uint8 NHWC pixels, or float32 for a float model
+        whose normalisation fstore does not know."""
+        if self.input_spec is None:
             if batch.dtype == np.uint8:
                 raise ModelError(
                     f"model {self.path} takes float input and fstore does not know its "
                     "normalisation: give its mean and std (--mean/--std)"
                 )
             return np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.dtype == np.uint8:
-            return np.ascontiguousarray(batch)
-        if not self._warned_float:
-            logger.debug("float32 NCHW batch given to a uint8 model: mapped back to pixels")
-            self._warned_float = True
-        return to_pixels(batch, spec.mean, spec.std)
+        if batch.dtype != np.uint8:
+            raise TypeError(
+                f"{self.path} takes uint8 (N, H, W, 3) RGB batches, got {batch.dtype} {batch.shape}"
+            )
+        return np.ascontiguousarray(batch)
 
     def _run_on_device(self, fed: Iterator[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         """Batches through the double-buffered runner, in device-sized chunks, regrouped."""
@@ -274,10 +272,3 @@ class OrtBackend:
 def _chunks(x: np.ndarray, size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(x), size):
         yield x[start : start + size]
-
-
-def to_pixels(batch: np.ndarray, mean, std) -> np.ndarray:
-    """Invert ``(x / 255 - mean) / std`` on float32 NCHW: uint8 NHWC, exact for 8-bit inputs."""
-    x = np.asarray(batch, np.float32).transpose(0, 2, 3, 1)
-    x = (x * np.asarray(std, np.float32) + np.asarray(mean, np.float32)) * np.float32(255.0)
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)

@@ -72,7 +72,7 @@ def test_graph_stops_at_the_deepest_layer(tmp_path):
     assert (1000, 4096) not in shapes and (4096, 1000) not in shapes  # no fc8
     assert not any(n.op_type == "Softmax" for n in graph.node)
 
-    pool5 = export("pool5,conv1_1", RANDOM0, preprocessing=SMALL)
+    pool5 = export(("pool5", "conv1_1"), RANDOM0, preprocessing=SMALL)
     graph = onnx.load(str(pool5.path)).graph
     assert [o.name for o in graph.output] == ["conv1_1", "pool5"]
     assert not any(n.op_type in ("Gemm", "MatMul") for n in graph.node)
@@ -197,3 +197,17 @@ def test_full_size_parity_for_representative_layers():
     for name in layers:
         assert relative_error(got[name], want[name]) <= 1e-4, name
     assert Path(result.path).stat().st_size > 500e6  # fc6 and fc7 hold most of the weights
+
+
+def test_cli_export_takes_a_comma_list_of_layers(tmp_path):
+    """``--layers`` is split by the CLI's ``CommaList``; the library gets the names."""
+    from click.testing import CliRunner
+
+    from fstore.cli import cli
+
+    out = tmp_path / "m.onnx"
+    args = ["export", "--layers", "pool1, conv1_1", "--weights", "random", "--input-size", "32"]
+    result = CliRunner().invoke(cli, [*args, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "outputs conv1_1, pool1" in result.stdout
+    assert [o.name for o in onnx.load(str(out)).graph.output] == ["conv1_1", "pool1"]

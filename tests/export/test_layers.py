@@ -74,11 +74,13 @@ def test_unknown_layer_lists_valid_names():
 
 
 def test_parse_layers_orders_and_dedups():
-    assert [layer.name for layer in parse_layers("fc7,pool5,fc7")] == ["pool5", "fc7"]
-    assert [layer.name for layer in parse_layers(["conv1_1", "logits,prob"])] == [
-        "conv1_1",
-        "logits",
-        "prob",
-    ]
-    with pytest.raises(UnknownLayerError):
-        parse_layers(" , ")
+    assert [layer.name for layer in parse_layers(("fc7", "pool5", "fc7"))] == ["pool5", "fc7"]
+    assert [layer.name for layer in parse_layers("conv1_1")] == ["conv1_1"]  # one name
+    with pytest.raises(UnknownLayerError, match="no layer given"):
+        parse_layers(())
+
+
+def test_parse_layers_leaves_comma_lists_to_the_cli():
+    """One comma parser: ``CommaList`` splits ``--layers``; the library takes names."""
+    with pytest.raises(UnknownLayerError, match="fc7,pool5"):
+        parse_layers("fc7,pool5")

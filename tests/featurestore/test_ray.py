@@ -20,7 +20,8 @@ from helpers import make_image_folder
 
 from fstore.api import build
 from fstore.errors import MissingDependencyError
-from fstore.featurestore.ray_engine import RayOptions, wait_for_workers
+from fstore.featurestore import ray_engine
+from fstore.featurestore.ray_engine import RayOptions, ShardFailure, compute_shards
 from fstore.featurestore.store import load_features, sidecar, store_info
 
 ray = pytest.importorskip("ray")
@@ -39,6 +40,18 @@ def images(tmp_path: Path) -> Path:
     make_image_folder(root, {"a": 14, "b": 14, "c": 12}, size=(40, 36))
     (root / "c" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     return root
+
+
+def wait_for_workers(ray, count: int, timeout: float = 60.0) -> list:
+    """Handles of the build's named worker actors once ``count`` exist."""
+    wanted = [f"fstore-worker-{i}" for i in range(count)]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+        if all(n in names for n in wanted):
+            return [ray.get_actor(n, namespace=ray_engine.NAMESPACE) for n in wanted]
+        time.sleep(0.1)
+    raise TimeoutError("ray workers did not start")
 
 
 def assert_same_store(a: Path, b: Path) -> None:
@@ -142,3 +155,35 @@ def test_workers_write_their_shards_and_the_driver_commits_only_the_index(
     from fstore.featurestore.verify import verify
 
     assert verify(tmp_path / "ray.h5").ok
+
+
+def test_ray_retries_a_shard_and_records_one_that_fails_every_attempt(ray_cluster, tmp_path):
+    """Ray itself restarts the killed actor and reruns its shard; ``bad`` fails 2 of 2 tries."""
+
+    class Flaky:  # defined here: Ray ships it by value, not by module name
+        """Stands in for ShardWorker: ``bad`` always raises, ``crash`` kills the actor once."""
+
+        def __init__(self, marker: str) -> None:
+            self.marker = Path(marker)
+
+        def compute(self, name: str, keys: list[str], target=None):
+            with open(self.marker / name, "a") as f:
+                f.write("x")  # one mark per attempt, across restarts
+            if name == "bad":
+                raise OSError("disk full")
+            if name == "crash" and (self.marker / name).read_text() == "x":
+                os._exit(1)
+            return name, len(keys), None
+
+    options = RayOptions(num_workers=2, cpus_per_worker=1, retries=2)
+    actors = [ray_engine.worker_class(ray_cluster, options, Flaky).remote(str(tmp_path))
+              for _ in range(2)]  # fmt: skip
+    shards = [("a", ["1", "2"]), ("bad", ["3"]), ("crash", ["4", "5", "6"]), ("b", ["7"])]
+    results = list(compute_shards(ray_cluster, actors, shards, retries=options.retries))
+    done = sorted(r for r in results if not isinstance(r, ShardFailure))
+    assert done == [("a", 2, None), ("b", 1, None), ("crash", 3, None)]
+    failures = [r for r in results if isinstance(r, ShardFailure)]
+    assert [f.name for f in failures] == ["bad"]
+    assert failures[0].reason.startswith("failed after 2 attempts: RayTaskError")
+    assert "\n" not in failures[0].reason
+    assert (tmp_path / "bad").read_text() == "xx" and (tmp_path / "crash").read_text() == "xx"

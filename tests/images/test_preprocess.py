@@ -11,7 +11,7 @@ from PIL import Image
 
 from fstore.images.decode import ImageDecodeError, decode
 from fstore.images.preprocess import Preprocessing, preprocess, to_rgb
-from fstore.images.reader import load_image
+from fstore.images.reader import ImageReader
 
 torchvision = pytest.importorskip("torchvision")
 from torchvision import transforms  # noqa: E402
@@ -99,8 +99,8 @@ def test_corrupt_exif_is_a_warning_not_a_failure():
     Image.new("RGB", (40, 30), (10, 200, 30)).save(
         buf, "JPEG", exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff"
     )
-    array, warning = load_image(buf.getvalue(), Preprocessing(resize=36, crop=32))
-    assert array.shape == (3, 32, 32)
+    array, warning = ImageReader(Preprocessing(resize=36, crop=32)).decode(buf.getvalue())
+    assert array.shape == (32, 32, 3) and array.dtype == np.uint8
     assert warning is not None and "EXIF" in warning
 
 

@@ -10,8 +10,8 @@ import numpy as np
 from helpers import SMALL  # noqa: E402
 from PIL import Image
 
-from fstore.images.preprocess import Preprocessing
-from fstore.images.reader import load_image
+from fstore.images.preprocess import Preprocessing, to_float
+from fstore.images.reader import ImageReader
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> Path:
@@ -30,8 +30,8 @@ def write_image(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> Path
 
 def eager_input(path: Path, spec: Preprocessing = SMALL) -> np.ndarray:
     """The (1, 3, S, S) input of ``path`` made by fstore's preprocessing (itself tested)."""
-    array, _ = load_image(path.read_bytes(), spec)
-    return array[None]
+    crop, _ = ImageReader(spec).decode(path.read_bytes())
+    return to_float(crop[None], spec)
 
 
 def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""OrtBackend implements the Backend Protocol; uint8 in, host arrays out; the float transition."""
+"""OrtBackend implements the Backend Protocol; uint8 in, host arrays out; no float fallback."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from fstore.errors import ModelError
 from fstore.images.preprocess import to_float
 from fstore.runtime.backend import Backend
-from fstore.runtime.session import OrtBackend, to_pixels
+from fstore.runtime.session import OrtBackend
 
 pytest.importorskip("torch")
 
@@ -50,13 +50,11 @@ def test_run_batches_equals_run_per_batch(store_model):
             np.testing.assert_array_equal(got[name], want[name])
 
 
-def test_float_batches_of_the_old_contract_give_the_same_features(store_model, small_preprocessing):
-    p = small_preprocessing
-    x = crops(3, seed=4)
-    as_float = to_float(x, p)
-    np.testing.assert_array_equal(to_pixels(as_float, p.mean, p.std), x)  # exact way back
+def test_a_uint8_model_refuses_float_batches(store_model, small_preprocessing):
+    """No float fallback: a normalised float batch to a model with the prefix is a bug."""
     backend = OrtBackend.open(store_model, "cpu")
-    np.testing.assert_array_equal(backend.run(as_float)["fc7"], backend.run(x)["fc7"])
+    with pytest.raises(TypeError, match="uint8"):
+        backend.run(to_float(crops(2, seed=4), small_preprocessing))
 
 
 def test_missing_output_and_unknown_normalisation_are_user_errors(store_model, tmp_path):
