@@ -116,7 +116,7 @@ class ShardWorker:
         """Compute one shard; returns (name, ShardRows, StageTimes), or with ``target``
         writes the shard file there and returns (name, (Part, FileInfo), StageTimes)."""
         from fstore.featurestore.pipeline import Work, iter_batches
-        from fstore.featurestore.run import ShardAssembler
+        from fstore.featurestore.run import ShardAssembler, stream_batches
         from fstore.images.discover import ImageItem
 
         items = [ImageItem(k, self.root / k) for k in keys]
@@ -126,8 +126,8 @@ class ShardWorker:
         batches = iter_batches(
             work, self.preprocessing, self.batch_size, self.decode_workers, decode=self.decode
         )
-        for batch in batches:
-            rows = assembler.add(batch) or rows
+        for batch, output in stream_batches(batches, self.backend, assembler.times):
+            rows = assembler.add(batch, output) or rows
         if target is None:
             return name, rows, assembler.times
         return name, _write_here(name, rows, target), assembler.times

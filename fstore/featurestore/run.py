@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,10 +72,11 @@ class ShardAssembler:
             if d.error is not None:
                 self.times.count_error(reason)
 
-    def _infer(self, batch: Batch, good: list) -> None:
-        t0 = time.perf_counter()
-        result = self.backend.run(batch.pixels)
-        self.times.inference += time.perf_counter() - t0
+    def _infer(self, batch: Batch, good: list, result: dict | None) -> None:
+        if result is None:
+            t0 = time.perf_counter()
+            result = self.backend.run(batch.pixels)
+            self.times.inference += time.perf_counter() - t0
         for layer in self.backend.outputs:
             self._outputs[layer].append(result[layer][: len(good)].reshape(len(good), -1))
         for d in good:
@@ -82,13 +85,17 @@ class ShardAssembler:
             self.rows.size.append(d.size)
             self.rows.mtime_ns.append(d.mtime_ns)
 
-    def add(self, batch: Batch) -> st.ShardRows | None:
-        """Process one batch; returns the finished shard's rows after its last batch."""
+    def add(self, batch: Batch, result: dict | None = None) -> st.ShardRows | None:
+        """Process one batch; returns the finished shard's rows after its last batch.
+
+        ``result`` is the backend's output for ``batch.pixels`` when the caller ran it already
+        (:func:`stream_batches`); otherwise the batch is run here.
+        """
         good = batch.good
         self.times.decode += sum(d.seconds for d in batch.decoded)
         self._record(batch)
         if good:
-            self._infer(batch, good)
+            self._infer(batch, good, result)
         self.times.images += len(good)
         if not batch.last_of_shard:
             return None
@@ -116,6 +123,45 @@ class RunOptions:
     pool: str = "threads"
 
 
+class _Feed:
+    """The pixels of the batches that have good images, for ``backend.run_batches``; every batch
+    pulled (good or not) waits in ``pulled``, in order, until its output comes back."""
+
+    def __init__(self, batches: Iterator[Batch]) -> None:
+        self.batches = batches
+        self.pulled: deque[Batch] = deque()
+        self.waited = 0.0  # seconds spent waiting for the reader, not for the model
+
+    def __iter__(self) -> Iterator:
+        while True:
+            t0 = time.perf_counter()
+            batch = next(self.batches, None)
+            self.waited += time.perf_counter() - t0
+            if batch is None:
+                return
+            self.pulled.append(batch)
+            if batch.good:
+                yield batch.pixels
+
+
+def stream_batches(batches: Iterator[Batch], backend, times: StageTimes):
+    """``(batch, output)`` in order, through ``backend.run_batches`` (on CUDA the copy of the
+    next batch overlaps the run of this one); ``output`` is ``None`` for a batch with no good
+    image. Inference time (the wait for outputs, less the wait for the reader) goes to
+    ``times``."""
+    feed = _Feed(batches)
+    outputs = backend.run_batches(feed)
+    while True:
+        t0, waited = time.perf_counter(), feed.waited
+        output = next(outputs, None)
+        times.inference += time.perf_counter() - t0 - (feed.waited - waited)
+        while feed.pulled and not feed.pulled[0].good:
+            yield feed.pulled.popleft(), None
+        if output is None:
+            return
+        yield feed.pulled.popleft(), output
+
+
 def run_local(work: Work, backend, preprocessing: Preprocessing, options: RunOptions,
               writer: Writer) -> StageTimes:  # fmt: skip
     """Compute ``work`` here: read → run → hand each finished shard to ``writer``."""
@@ -133,8 +179,8 @@ def run_local(work: Work, backend, preprocessing: Preprocessing, options: RunOpt
         pool=options.pool,
     )
     try:
-        for batch in batches:
-            rows = assembler.add(batch)
+        for batch, output in stream_batches(batches, backend, assembler.times):
+            rows = assembler.add(batch, output)
             bar.update(len(batch.decoded))
             if rows is not None:
                 writer.put(batch.shard, rows)
@@ -165,8 +211,9 @@ def extract_features(
     assembler = ShardAssembler(backend, {layer: 0 for layer in layers})
     work = Work([("extract", items)], 0, len(items))
     rows = None
-    for batch in iter_batches(work, preprocessing, batch_size, decode=decode):
-        rows = assembler.add(batch) or rows
+    batches = iter_batches(work, preprocessing, batch_size, decode=decode)
+    for batch, output in stream_batches(batches, backend, assembler.times):
+        rows = assembler.add(batch, output) or rows
     assert rows is not None
     errors = [(Path(e["key"]), e["reason"]) for e in rows.errors if not e["stored"]]
     return rows.features, [Path(k) for k in rows.keys], errors
