@@ -397,7 +397,13 @@ def remove_temporaries(store: Path) -> int:
     """Delete temporary files left by a killed writer and shard files a finished compaction
     replaced (returns how many), and move files that do not open into ``damaged/``. Only a
     build or compaction holding the store's lock calls it."""
-    count = 0
+    return clean_store(store)[0]
+
+
+def clean_store(store: Path) -> tuple[int, StoreState]:
+    """:func:`remove_temporaries`, also returning the store's state after it (as
+    :func:`load_state` would read it again), so that a build reads the state once."""
+    count, state = 0, StoreState({}, {})
     for folder in (
         sidecar(store),
         sidecar(store) / "shards",
@@ -419,7 +425,8 @@ def remove_temporaries(store: Path) -> int:
             (sidecar(store) / "damaged").mkdir(exist_ok=True)
         for name, _ in state.damaged:
             os.replace(shard_path(store, name), sidecar(store) / "damaged" / name)
-    return count
+        state.obsolete, state.damaged = [], []
+    return count, state
 
 
 def failed_path(store: Path, name: str) -> Path:
