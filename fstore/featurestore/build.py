@@ -355,7 +355,7 @@ def build(
         removed, state = st.clean_store(config.store)
         if removed:
             logger.info("removed %d temporary file(s) left by an interrupted build", removed)
-        _fill(_Job(config, images, found.items, model, report, progress, state), manifest)
+        _fill(_Job(config, images, found.items, model, report, progress, state=state), manifest)
     report.seconds = time.perf_counter() - start
     report.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report.store_bytes = st.store_info(config.store).size_bytes
