@@ -235,3 +235,25 @@ def test_an_image_changed_while_being_read(config_for, images, tmp_path, monkeyp
     assert not np.allclose(got[key][1], stored[1], rtol=1e-3)  # the two versions differ
     assert st.store_info(store).errors == st.store_info(tmp_path / "final.h5").errors
     assert build(config_for(images, store=store)).images_computed == 0
+
+
+def test_a_shard_changed_in_place_is_recomputed_and_a_touched_one_kept(
+    config_for, images, reference, tmp_path
+):
+    """Shard files are never rewritten: one with other bytes (and another mtime) than the index
+    recorded is set aside and recomputed; one with only another mtime is kept as it is."""
+    import h5py
+
+    store = tmp_path / "s.h5"
+    build(config_for(images, store=store))
+    names = sorted(os.listdir(st.sidecar(store) / "shards"))
+    with h5py.File(st.shard_path(store, names[1]), "r+") as f:
+        f["features/fc7"][0] = f["features/fc7"][0] + 1.0  # still a valid HDF5 file
+    touched = st.shard_path(store, names[3])
+    os.utime(touched, ns=(touched.stat().st_mtime_ns + 10**9,) * 2)
+    report = build(config_for(images, store=store))
+    assert report.images_computed == 8  # the changed shard only
+    assert os.listdir(st.sidecar(store) / "damaged") == [names[1]]
+    assert_same_store(reference, store)
+    assert verify(store).ok
+    assert build(config_for(images, store=store)).images_computed == 0
