@@ -323,10 +323,15 @@ def _fill(job: _Job, manifest: st.Manifest | None) -> None:
     try:
         if work.pending:
             _compute(job, recipe, work, writer, backend)
-    finally:
+    except BaseException:
         writer.close()
-    compact_locked(config.store)  # merges small shard files into segments once there are many
-    report.write_seconds, report.shards_written = writer.seconds, writer.shards_written
+        raise
+    writer.close(index=False)
+    # merges small shard files into segments once there are many, and writes the index once
+    start = time.perf_counter()
+    compact_locked(config.store, state=writer.state, manifest=writer.manifest)
+    report.write_seconds = writer.seconds + time.perf_counter() - start
+    report.shards_written = writer.shards_written
 
 
 def build(

@@ -80,13 +80,19 @@ class Writer:
             raise self.error
         self.queue.put((part, info))
 
-    def close(self) -> None:
-        """Wait for the queued shards, then write the index if anything changed."""
+    def close(self, index: bool = True) -> None:
+        """Wait for the queued shards, then write the index if anything changed.
+
+        ``index=False`` leaves that to the caller, who writes it from :attr:`state` (whose
+        ``index_current`` then says whether it must): the build's compaction writes the index
+        once, instead of twice. Until then the shard files are the truth, as after a kill.
+        """
         self.queue.put(None)
         self._thread.join()
         if self.error is not None:
             raise self.error
-        if self.dirty:
+        self.state.index_current = not self.dirty
+        if self.dirty and index:
             start = time.perf_counter()
             self.write_index()
             self.seconds += time.perf_counter() - start
