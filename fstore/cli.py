@@ -281,6 +281,13 @@ def inspect(weights: str | None, seed: int, input_size: int, as_json: bool) -> N
     type=float,
     help="Ray GPUs per actor; > 0 runs the actors on CUDA.",
 )
+@click.option(
+    "--workers-write",
+    is_flag=True,
+    help="With --engine ray: each actor writes its shard files into the store itself and this "
+    "process commits only the index. Use it when the store is on storage every Ray node shares "
+    "(NFS, a cluster file system) and one writer would limit the build (many GPU workers).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
@@ -330,7 +337,13 @@ def _build_config(images: Path | None, o: dict):
         threads=o["threads"],
         engine=o["engine"],
         precision=o["precision"],
-        ray=RayOptions(o["address"], o["num_workers"], o["cpus_per_worker"], o["gpus_per_worker"]),
+        ray=RayOptions(
+            address=o["address"],
+            num_workers=o["num_workers"],
+            cpus_per_worker=o["cpus_per_worker"],
+            gpus_per_worker=o["gpus_per_worker"],
+            workers_write=o["workers_write"],
+        ),
         decode=o["decode"],
     )
 

@@ -147,6 +147,8 @@ def check_config(config: BuildConfig) -> None:
         raise FstoreError(f"unknown decode mode {config.decode!r}; choose exact or fast")
     if config.batch_size < 1 or config.shard_size < 1:
         raise FstoreError("--batch-size and --shard-size must be at least 1")
+    if config.ray is not None and config.ray.workers_write and config.engine != "ray":
+        raise FstoreError("--workers-write needs --engine ray (Ray actors write the shard files)")
     if config.engine == "ray":
         from fstore.featurestore.ray_engine import import_ray
 
@@ -261,6 +263,7 @@ class _Job:
     model: ResolvedModel
     report: BuildReport
     progress: bool | None
+    state: st.StoreState | None = None
 
 
 def _compute(job: _Job, recipe: StoreRecipe, work: Work, writer: Writer, backend) -> None:
@@ -299,7 +302,8 @@ def _fill(job: _Job, manifest: st.Manifest | None) -> None:
     config, report, model = job.config, job.report, job.model
     recipe = _recipe(config, manifest, model)
     manifest, backend = _settle_manifest(config, manifest, recipe, job.images)
-    work = plan_work(config.store, job.images, job.items, config.shard_size)
+    state = job.state if job.state is not None else st.load_state(config.store)
+    work = plan_work(config.store, job.images, job.items, config.shard_size, state)
     report.images_total, report.images_done_before = work.total, work.done_before
     report.layers, report.decode = tuple(manifest.layers), recipe.decode
     if work.pending and backend is None and config.engine == "local":
@@ -315,14 +319,19 @@ def _fill(job: _Job, manifest: st.Manifest | None) -> None:
             f"{report.workers} workers{where}"
         )
     manifest = replace(manifest, provenance={**manifest.provenance, "provider": report.provider})
-    writer = Writer(config.store, manifest, st.finished_shards(config.store), config.index_every)
+    writer = Writer(config.store, manifest, state, config.index_every)
     try:
         if work.pending:
             _compute(job, recipe, work, writer, backend)
-    finally:
+    except BaseException:
         writer.close()
-    compact_locked(config.store)  # merges small shard files into segments once there are many
-    report.write_seconds, report.shards_written = writer.seconds, writer.shards_written
+        raise
+    writer.close(index=False)
+    # merges small shard files into segments once there are many, and writes the index once
+    start = time.perf_counter()
+    compact_locked(config.store, state=writer.state, manifest=writer.manifest)
+    report.write_seconds = writer.seconds + time.perf_counter() - start
+    report.shards_written = writer.shards_written
 
 
 def build(
@@ -348,10 +357,10 @@ def build(
                          workers=config.workers or default_workers())  # fmt: skip
     prepare_store(config.store)
     with StoreLock(config.store):
-        removed = st.remove_temporaries(config.store)
+        removed, state = st.clean_store(config.store)
         if removed:
             logger.info("removed %d temporary file(s) left by an interrupted build", removed)
-        _fill(_Job(config, images, found.items, model, report, progress), manifest)
+        _fill(_Job(config, images, found.items, model, report, progress, state=state), manifest)
     report.seconds = time.perf_counter() - start
     report.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report.store_bytes = st.store_info(config.store).size_bytes

@@ -128,20 +128,29 @@ def _copy_layer(store: Path, layer: str, parts: list[st.Part], files: dict, targ
 
 
 def compact_locked(
-    store: Path, segment_rows: int | None = None, max_small: int | None = None
+    store: Path,
+    segment_rows: int | None = None,
+    max_small: int | None = None,
+    *,
+    state: st.StoreState | None = None,
+    manifest: st.Manifest | None = None,
 ) -> CompactReport:
-    """Compact a store whose lock the caller holds (the end of ``fstore build`` calls this).
+    """Compact a store whose lock the caller holds (the end of ``fstore build`` calls this),
+    and write its index if it is not current.
 
-    ``None`` takes the module's ``SEGMENT_ROWS`` and ``MAX_SMALL_FILES``.
+    ``None`` takes the module's ``SEGMENT_ROWS`` and ``MAX_SMALL_FILES``. ``state``: the
+    store's state as the caller (a build's writer) holds it, temporaries already removed;
+    ``manifest``: the one to write into the index (else the store's).
     """
     start = time.perf_counter()
     segment_rows = SEGMENT_ROWS if segment_rows is None else segment_rows
     max_small = MAX_SMALL_FILES if max_small is None else max_small
-    st.remove_temporaries(store)
-    manifest = st.read_manifest(store)
+    if state is None:
+        st.remove_temporaries(store)
+    manifest = manifest or st.read_manifest(store)
     if manifest is None:
         raise StoreError(f"no store at {store} to compact")
-    state = st.load_state(store)
+    state = st.load_state(store) if state is None else state
     before = len(state.files)
     groups = plan_compaction(state, segment_rows, max_small)
     copied = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,36 +136,51 @@ def _safe_sha(path: Path) -> str | None:
         return None
 
 
-def _known(store: Path, summaries: dict[str, st.ShardSummary]) -> dict[str, tuple]:
-    """key → (size, mtime_ns, sha256) of every image the store has a record of."""
-    view = st.live_rows(summaries.values())
-    known = {
-        k: (sz, mt, sha) for k, sz, mt, sha in zip(view.keys, view.size, view.mtime_ns, view.sha256)
-    }
-    known.update(
-        {e["key"]: (e["size"], e["mtime_ns"], e["sha256"]) for e in view.errors if not e["stored"]}
-    )
+def _known(summaries: Iterable[st.Part]) -> dict[str, tuple]:
+    """key → (size, mtime_ns, sha256) of every image the store has a record of: the newest
+    record of each key (in plan order), a stored row or an image recorded as bad.
+
+    Built with dict updates, not by resolving the live rows (:func:`store.live_rows`): a
+    build with nothing to do spends its planning here.
+    """
+    known: dict[str, tuple] = {}
+    for part in summaries:
+        known.update(zip(part.keys, zip(part.size, part.mtime_ns, part.sha256)))
+        known.update(
+            (e["key"], (e["size"], e["mtime_ns"], e["sha256"]))
+            for e in part.errors
+            if not e["stored"]
+        )
     return known
 
 
 def _up_to_date(item: ImageItem, record: tuple | None) -> bool:
+    """Whether the store's ``record`` is this image: the stat discovery kept (else a fresh one)
+    matches the recorded size and mtime, or else the file's sha256 does."""
     if record is None:
         return False
-    size, mtime = file_stat(item.path)
+    size, mtime = (item.size, item.mtime_ns) if item.size >= 0 else file_stat(item.path)
     if (size, mtime) == (record[0], record[1]):
         return True
     return bool(record[2]) and size >= 0 and _safe_sha(item.path) == record[2]
 
 
-def plan_work(store: Path, root: Path, items: list[ImageItem], shard_size: int) -> Work:
+def plan_work(
+    store: Path,
+    root: Path,
+    items: list[ImageItem],
+    shard_size: int,
+    state: st.StoreState | None = None,
+) -> Work:
     """Resume unfinished shards of earlier plans, then plan new and changed images.
 
     An image is up to date when the store's record of its key has the same size and mtime, or
     else the same sha256. Everything else goes into a new plan, saved before work starts.
+    ``state``: the store's state if the caller has read it (else it is read here).
     """
     by_key = {item.key: item for item in items}
-    summaries = st.finished_shards(store)
-    known = _known(store, summaries)
+    summaries = state if state is not None else st.load_state(store)
+    known = _known(summaries.values())
     shards: list[tuple[str, list[ImageItem]]] = []
     planned: set[str] = set()
     plans = st.read_plans(store)
@@ -175,7 +191,13 @@ def plan_work(store: Path, root: Path, items: list[ImageItem], shard_size: int) 
                 continue
             shards.append((name, [by_key.get(k) or ImageItem(k, root / k) for k in keys]))
             planned.update(keys)
-    todo = [it for it in items if it.key not in planned and not _up_to_date(it, known.get(it.key))]
+    todo = []
+    for it in items:
+        record = known.get(it.key)
+        if record is not None and record[0] == it.size and record[1] == it.mtime_ns:
+            continue  # the stat discovery kept matches the store's record: no second look
+        if it.key not in planned and not _up_to_date(it, record):
+            todo.append(it)
     if todo:
         generation = max((g for g, _ in plans), default=0) + 1
         chunks = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]

@@ -397,7 +397,13 @@ def remove_temporaries(store: Path) -> int:
     """Delete temporary files left by a killed writer and shard files a finished compaction
     replaced (returns how many), and move files that do not open into ``damaged/``. Only a
     build or compaction holding the store's lock calls it."""
-    count = 0
+    return clean_store(store)[0]
+
+
+def clean_store(store: Path) -> tuple[int, StoreState]:
+    """:func:`remove_temporaries`, also returning the store's state after it (as
+    :func:`load_state` would read it again), so that a build reads the state once."""
+    count, state = 0, StoreState({}, {})
     for folder in (
         sidecar(store),
         sidecar(store) / "shards",
@@ -419,7 +425,8 @@ def remove_temporaries(store: Path) -> int:
             (sidecar(store) / "damaged").mkdir(exist_ok=True)
         for name, _ in state.damaged:
             os.replace(shard_path(store, name), sidecar(store) / "damaged" / name)
-    return count
+        state.obsolete, state.damaged = [], []
+    return count, state
 
 
 def failed_path(store: Path, name: str) -> Path:
@@ -492,25 +499,48 @@ def _on_disk(store: Path) -> dict[str, tuple[int, int]]:
         }
 
 
+def _look_at_file(store: Path, name: str, stat: tuple[int, int], known: FileInfo | None):
+    """A stored file the catalog does not vouch for (new since the index, or with another size
+    or mtime): ``(FileInfo, parts or None)`` to use it, or why it is damaged.
+
+    Shard files are never rewritten, so a file the catalog knows under another size or mtime
+    is kept only if its sha256 is still the recorded one (e.g. a store copied without its
+    times); one with other bytes is damaged, and its shards are recomputed.
+    """
+    path = shard_path(store, name)
+    size, mtime = stat
+    if known is not None and known.sha256:
+        sha = file_sha256(path)
+        if sha != known.sha256:
+            return "changed since the index recorded it (other size, mtime and sha256)"
+        return FileInfo(name, known.rows, size, sha, mtime), None
+    try:  # HDF5 refuses a truncated file
+        parts = read_file_parts(path)
+    except (OSError, KeyError, ValueError) as exc:
+        return f"does not read ({type(exc).__name__}: {exc})"
+    rows = sum(len(p.keys) for p in parts)
+    return FileInfo(name, rows, size, file_sha256(path), mtime), parts
+
+
 def load_state(store: Path) -> StoreState:
     """The store's finished shards: one listing of the shard folder, the index's catalog for
-    the files it already knows (same name, size and mtime), and a read of each file it does not
-    (new since the index was written, or rewritten)."""
+    the files it already knows (same name, size and mtime), and a look at each file it does not
+    (new since the index was written, or changed: see :func:`_look_at_file`)."""
     catalog = read_catalog(store)
-    files, by_file, damaged = {}, {}, []
+    files, by_file, damaged, looked = {}, {}, [], False
     for name, (size, mtime) in sorted(_on_disk(store).items()):
         known = catalog.files.get(name) if catalog else None
         if known is not None and (known.size, known.mtime_ns) == (size, mtime):
             files[name], by_file[name] = known, catalog.parts_by_file.get(name, [])
             continue
-        try:  # new since the index, or rewritten: HDF5 refuses a truncated file
-            parts = read_file_parts(shard_path(store, name))
-        except (OSError, KeyError, ValueError) as exc:
-            damaged.append((name, f"does not read ({type(exc).__name__}: {exc})"))
+        found, looked = _look_at_file(store, name, (size, mtime), known), True
+        if isinstance(found, str):
+            damaged.append((name, found))
             continue
-        rows = sum(len(p.keys) for p in parts)
-        files[name] = FileInfo(name, rows, size, file_sha256(shard_path(store, name)), mtime)
-        by_file[name] = parts
+        files[name], by_file[name] = (
+            found[0],
+            (found[1] if found[1] is not None else catalog.parts_by_file.get(name, [])),
+        )
     owner: dict[str, str] = {}
     for name in sorted(by_file, key=lambda n: (-len(by_file[n]), n)):  # segments first
         for part in by_file[name]:
@@ -522,7 +552,7 @@ def load_state(store: Path) -> StoreState:
     parts = {name: parts[name] for name in sorted(parts)}
     missing = sorted(set(catalog.files) - set(files) - set(obsolete)) if catalog else []
     missing = [m for m in missing if not any(p.name in parts for p in catalog.parts_by_file[m])]
-    current = bool(catalog) and set(catalog.files) == set(files) and not damaged
+    current = bool(catalog) and set(catalog.files) == set(files) and not (damaged or looked)
     return StoreState(parts, files, obsolete, damaged, missing, current)
 
 

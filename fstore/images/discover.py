@@ -52,10 +52,36 @@ class SplitSpec:
         return cls(**json.loads(text))
 
 
-@dataclass(frozen=True)
 class ImageItem:
-    key: str
-    path: Path
+    """One image: its key (POSIX path under the root) and path; ``size`` and ``mtime_ns`` as
+    discovery saw them (-1 when not known), so planning need not stat the file again.
+
+    ``path`` may be given as a string: it becomes a :class:`~pathlib.Path` when first asked
+    for, so that discovering a large folder (and planning a build that has nothing to do)
+    builds no ``Path`` per image.
+    """
+
+    __slots__ = ("key", "_path", "size", "mtime_ns")
+
+    def __init__(self, key: str, path: Path | str, size: int = -1, mtime_ns: int = -1) -> None:
+        self.key, self._path, self.size, self.mtime_ns = key, path, size, mtime_ns
+
+    @property
+    def path(self) -> Path:
+        if not isinstance(self._path, Path):
+            self._path = Path(self._path)
+        return self._path
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ImageItem):
+            return NotImplemented
+        return self.key == other.key and str(self._path) == str(other._path)
+
+    def __hash__(self) -> int:
+        return hash((self.key, str(self._path)))
+
+    def __repr__(self) -> str:
+        return f"ImageItem({self.key!r}, {str(self._path)!r})"
 
 
 def is_split_layout(root: Path) -> bool:
@@ -70,40 +96,64 @@ class Discovery:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def _not_regular(path: Path) -> str | None:
-    """Why ``path`` (an image by its name) cannot be read as a file, or ``None`` if it can.
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))  # fmt: skip
 
-    A FIFO would block ``open`` forever, a socket or device is no picture; a broken link is left
-    to the reader, which records it as unreadable.
+
+def _not_regular(mode: int) -> str:
+    """Why an entry named like an image, with this ``st_mode``, cannot be read as a file.
+
+    A FIFO would block ``open`` forever, a socket or device is no picture.
     """
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode):
-        return None
-    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket",
-             stat.S_ISCHR: "a device", stat.S_ISBLK: "a device"}  # fmt: skip
-    kind = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
     return f"not a regular file: {kind}"
 
 
+def _is_image_name(name: str) -> bool:
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
+
+
+def _visit(entry: os.DirEntry, key: str, found: Discovery) -> None:
+    """Record one entry named like an image, with the stat ``scandir`` keeps for it.
+
+    A broken link is left to the reader, which records it as unreadable.
+    """
+    try:
+        info = entry.stat()  # follows links; cached on the entry, the one stat of the file
+    except OSError:
+        found.items.append(ImageItem(key, entry.path))
+        return
+    if stat.S_ISREG(info.st_mode):
+        found.items.append(ImageItem(key, entry.path, info.st_size, info.st_mtime_ns))
+    else:
+        found.skipped[key] = _not_regular(info.st_mode)
+
+
 def _walk(root: Path) -> Discovery:
+    """One ``os.scandir`` walk (hidden entries skipped, linked folders not followed, as
+    ``os.walk`` does), one stat per image-named entry."""
     found = Discovery([])
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        base = Path(folder)
-        names = files + [d for d in dirs if Path(d).suffix.lower() in IMAGE_EXTENSIONS]
-        for name in names:
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+    pending = [(str(root), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            with os.scandir(folder) as entries:
+                listed = list(entries)
+        except OSError:
+            continue
+        for entry in listed:
+            name = entry.name
+            if name.startswith("."):
                 continue
-            path = base / name
-            key = path.relative_to(root).as_posix()
-            reason = _not_regular(path)
-            if reason is None:
-                found.items.append(ImageItem(key, path))
-            else:
-                found.skipped[key] = reason
+            if _is_image_name(name):
+                _visit(entry, prefix + name, found)
+            try:
+                is_dir = entry.is_dir() and not entry.is_symlink()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                pending.append((entry.path, prefix + name + "/"))
     return found
 
 
@@ -126,7 +176,7 @@ def discover(root: Path) -> Discovery:
         )
     split_layout = is_split_layout(root)
     depth = 3 if split_layout else 2
-    misplaced = [it.key for it in found.items if len(Path(it.key).parts) < depth]
+    misplaced = [it.key for it in found.items if it.key.count("/") + 1 < depth]
     if misplaced:
         where = "train|test/<class>/" if split_layout else "<class>/"
         raise DatasetError(f"image {misplaced[0]} is not inside a class folder ({where}<image>)")

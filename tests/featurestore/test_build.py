@@ -230,3 +230,33 @@ def test_int8_build_records_precision_and_stays_close(config_for, tmp_path, imag
                 image_folder, layers=("pool5",), store=tmp_path / "fp32.h5", precision="int8"
             )
         )
+
+
+def test_a_build_with_nothing_to_do_looks_at_no_image_again(
+    config_for, tmp_path, image_folder, monkeypatch
+):
+    """Discovery keeps each image's stat; planning trusts it where it matches the store's
+    record, so a no-op rebuild neither stats nor hashes an image a second time, while an image
+    whose mtime changed is hashed (and, with the same bytes, kept)."""
+    from fstore.featurestore import plan
+    from fstore.images.discover import discover
+
+    build(config_for(image_folder))
+    items = discover(image_folder).items
+    for item in items:
+        info = item.path.stat()
+        assert (item.size, item.mtime_ns) == (info.st_size, info.st_mtime_ns)
+    looked: list[Path] = []
+    real_stat, real_sha = plan.file_stat, plan.file_sha256
+
+    def spy(real):  # the model file is hashed too; count only images
+        return lambda p: (looked.append(p) if image_folder in p.parents else None) or real(p)
+
+    monkeypatch.setattr(plan, "file_stat", spy(real_stat))
+    monkeypatch.setattr(plan, "file_sha256", spy(real_sha))
+    assert build(config_for(image_folder)).images_computed == 0
+    assert looked == []
+    touched = image_folder / "alpha" / "img_001.jpg"
+    os.utime(touched, ns=(touched.stat().st_mtime_ns + 10**9,) * 2)
+    assert build(config_for(image_folder)).images_computed == 0
+    assert looked == [touched]
