@@ -102,7 +102,8 @@ def pipeline_specs(p: Plan, work: Path, loader: LoaderOptions) -> dict[str, sy.E
     """The pipeline systems' specs; the no-op ONNX model is written into ``work``."""
     from fstore.benchmarks.pipeline import NOOP_OUTPUT, write_noop_model
 
-    model = write_noop_model(work / "noop.onnx")
+    normalised = write_noop_model(work / "noop.onnx")
+    pixels = write_noop_model(work / "noop-pixels.onnx", pixels=True)
     common = {
         "layers": (NOOP_OUTPUT,),
         "provider": p.provider,
@@ -111,7 +112,8 @@ def pipeline_specs(p: Plan, work: Path, loader: LoaderOptions) -> dict[str, sy.E
     }
     return {
         "loader-noop": sy.EndToEndSpec(sy.BackendSpec("noop", None, **common), loader),
-        "build-noop": sy.EndToEndSpec(sy.BackendSpec("ort", model, **common), loader),
+        "build-noop": sy.EndToEndSpec(sy.BackendSpec("ort", pixels, **common), loader),
+        "build-noop-norm": sy.EndToEndSpec(sy.BackendSpec("ort", normalised, **common), loader),
     }
 
 

@@ -1,10 +1,16 @@
 """The pipeline view's no-op models: everything but the model, timed.
 
 The input side (read → decode → batch → write) is measured by replacing the model with one
-that does almost nothing: a global average pool of the normalised input, three numbers per
-image. ``fstore build`` runs it as an ONNX file given to ``--model``
-(:func:`write_noop_model`); the eager ``DataLoader`` runs the same pooling in torch
-(:class:`MeanPoolBackend`). What is left is what each pipeline costs around a model.
+that does almost nothing: a global average pool, three numbers per image.
+
+* ``build-noop`` (:func:`pixels_noop_model`): the pool of the uint8 pixels as the reader hands
+  them over. fstore normalises inside the model's graph (on a GPU, on the device), so this is
+  fstore's input side alone.
+* ``build-noop-norm`` (:func:`noop_model` through ``--model`` with ``--mean/--std``): the pool
+  of the normalised input, so the graph also casts, scales and transposes every pixel: what
+  the normalisation costs when the model runs on the same CPU cores as the decoders.
+* the eager ``DataLoader`` normalises in its workers (torchvision's ``ToTensor`` and
+  ``Normalize``) and pools in torch (:class:`MeanPoolBackend`).
 """
 
 from __future__ import annotations
@@ -43,9 +49,41 @@ def noop_model(opset: int = 17):  # -> onnx.ModelProto
     return model
 
 
-def write_noop_model(path: Path) -> Path:
-    """Save :func:`noop_model` to ``path``; returns ``path``."""
-    path.write_bytes(noop_model().SerializeToString())
+def pixels_noop_model(opset: int = 17):  # -> onnx.ModelProto
+    """An ONNX model ``image`` uint8 ``(N, H, W, 3)`` → ``mean_rgb`` ``(N, 3)``: the mean pixel
+    value (0-255) of each channel.
+
+    Its metadata says it takes fstore's uint8 input, with the identity as its normalisation
+    (mean 0, std 1/255), so ``build`` runs it as it is.
+    """
+    from onnx import TensorProto, checker, helper
+
+    from fstore.runtime.prefix import IMAGE_INPUT, PROP_INPUT, InputSpec
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Transpose", [IMAGE_INPUT], ["nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node("Cast", ["nchw"], ["pixels"], to=TensorProto.FLOAT),
+            helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], [NOOP_OUTPUT], axis=1),
+        ],
+        "fstore_pixels_noop",
+        [helper.make_tensor_value_info(IMAGE_INPUT, TensorProto.UINT8, ["N", "H", "W", 3])],
+        [helper.make_tensor_value_info(NOOP_OUTPUT, TensorProto.FLOAT, ["N", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, 9)
+    identity = InputSpec(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = PROP_INPUT, identity.to_json()
+    checker.check_model(model)
+    return model
+
+
+def write_noop_model(path: Path, pixels: bool = False) -> Path:
+    """Save :func:`noop_model` (or :func:`pixels_noop_model`) to ``path``; returns ``path``."""
+    model = pixels_noop_model() if pixels else noop_model()
+    path.write_bytes(model.SerializeToString())
     return path
 
 

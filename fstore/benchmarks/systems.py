@@ -91,7 +91,16 @@ def pipeline_systems(workers: int) -> list[System]:
         ),
         System(
             "build-noop",
-            f"fstore build, {workers} decoding threads, no-op ONNX model, store",
+            f"fstore build, {workers} decoding threads, no-op ONNX model on the uint8 pixels "
+            "(normalisation is the model's, on the device), store",
+            "ort",
+            "fp32",
+            None,
+        ),
+        System(
+            "build-noop-norm",
+            f"fstore build, {workers} decoding threads, no-op ONNX model after the in-graph "
+            "normalisation (on these CPU cores), store",
             "ort",
             "fp32",
             None,

@@ -124,7 +124,7 @@ def test_report_files_hold_every_system_and_batch(result: BenchResult, tmp_path:
         assert row["ratio"] == pytest.approx(row["images_per_s"]["median"] / base)
     assert len(data["e2e_rows"]) == len(vgg16)
     pipeline = {r["system"]: r for r in data["pipeline_rows"]}
-    assert set(pipeline) == {"loader-noop", "build-noop"}
+    assert set(pipeline) == {"loader-noop", "build-noop", "build-noop-norm"}
     assert pipeline["loader-noop"]["ratio"] == 1.0
     assert pipeline["build-noop"]["images"] == pipeline["loader-noop"]["images"] == 6
     assert data["flops_per_image"] == 2 * 10**8

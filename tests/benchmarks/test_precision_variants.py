@@ -102,8 +102,8 @@ def test_fp16_keeps_float32_io_and_has_float16_weights(
         "fstore_input/shift",
     }
     prefix = [n for n in model.graph.node if n.name.startswith("fstore_input/")]
-    assert [n.op_type for n in prefix] == ["Cast", "Mul", "Add", "Transpose"]
-    assert prefix[0].attribute[0].i == float32  # pixels → float32, no fp16 rounding inside
+    assert [n.op_type for n in prefix] == ["Transpose", "Cast", "Mul", "Add"]
+    assert prefix[1].attribute[0].i == float32  # pixels → float32, no fp16 rounding inside
     to_fp16 = [n for n in model.graph.node if n.input and n.input[0] == prefix[-1].output[0]]
     assert [(n.op_type, n.attribute[0].i) for n in to_fp16] == [("Cast", onnx.TensorProto.FLOAT16)]
     assert _props(model)["fstore.precision"] == "fp16"
