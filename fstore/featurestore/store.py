@@ -921,7 +921,7 @@ def _selection(n: int, rows) -> tuple[np.ndarray | slice, np.ndarray | None]:
 
 
 def load_features(
-    store: Path, layer: str | None = None, rows: np.ndarray | slice | None = None
+    store: Path | str, layer: str | None = None, rows: np.ndarray | slice | None = None
 ) -> FeatureSet:
     """One layer's features (float32) with labels, keys and split; only that layer is read.
 
@@ -929,6 +929,7 @@ def load_features(
     in any order. Features are read from the shard files one at a time; a missing, truncated
     or unreadable shard raises :class:`StoreError` and never reads back as NaN.
     """
+    store = Path(store)
     layer = resolve_layer(store, layer)
     with open_index(store) as f:
         n = len(f["keys"])
@@ -951,12 +952,13 @@ def load_features(
 
 
 def iter_features(
-    store: Path, layer: str | None = None, batch_rows: int = 65_536
+    store: Path | str, layer: str | None = None, batch_rows: int = 65_536
 ) -> Iterator[FeatureSet]:
     """A layer in batches of ``batch_rows`` rows, in store order, for data larger than memory
     (e.g. scikit-learn ``partial_fit``): each batch is read as :func:`load_features` reads."""
     if batch_rows < 1:
         raise StoreError("batch_rows must be at least 1")
+    store = Path(store)
     n = store_info_rows(store)
     for start in range(0, n, batch_rows):
         yield load_features(store, layer, rows=slice(start, min(n, start + batch_rows)))

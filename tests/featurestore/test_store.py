@@ -96,6 +96,9 @@ def test_row_selection_and_batches_equal_the_whole(store):
     assert [len(b.keys) for b in batches] == [64, 64, 64, 8]
     np.testing.assert_array_equal(np.concatenate([b.X for b in batches]), whole.X)
     assert whole.shape == (2, 2)
+    # the public API takes the store as a string too
+    np.testing.assert_array_equal(st.load_features(str(store), "g").X, whole.X)
+    assert sum(len(b.keys) for b in st.iter_features(str(store), "g", batch_rows=100)) == 200
 
 
 def test_later_generations_replace_rows_in_order(tmp_path):
