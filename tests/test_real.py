@@ -70,13 +70,17 @@ def report(subset: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_features_equal_onnx_runtime_on_torchvision_preprocessing(report):
-    """fstore's stored features against plain ONNX Runtime fed by torchvision's transforms."""
+    """fstore's features against plain ONNX Runtime fed by torchvision's transforms: ``exact``
+    decoding through the in-graph normalisation equals them; the store (``fast``, the default)
+    keeps the fidelity rule that made it the default (mean cosine >= 0.995)."""
     transforms = pytest.importorskip("torchvision.transforms")
     import onnxruntime as ort
     from PIL import Image
 
     from fstore.export.precision import cosine_rows
     from fstore.featurestore.store import load_features
+    from fstore.images.reader import ImageReader
+    from fstore.runtime.session import OrtBackend
 
     config, _ = report
     fs = load_features(config.store_path, "pooled")
@@ -90,7 +94,12 @@ def test_features_equal_onnx_runtime_on_torchvision_preprocessing(report):
     )
     session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
     (expected,) = session.run(["pooled"], {"input": batch})
-    assert cosine_rows(fs.X[pick], expected).min() >= 0.9999
+    reader = ImageReader(LITE1, "exact")
+    pixels = np.stack([reader.decode((config.images / k).read_bytes())[0] for k in fs.keys[pick]])
+    exact = OrtBackend.open(MODEL, "cpu", outputs=("pooled",), preprocessing=LITE1).run(pixels)
+    assert cosine_rows(exact["pooled"], expected).min() >= 0.9999
+    stored = cosine_rows(fs.X[pick], expected)
+    assert stored.mean() >= 0.995 and stored.min() >= 0.98
 
 
 def test_svm_and_int8_on_real_weights(report):

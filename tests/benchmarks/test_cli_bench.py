@@ -66,7 +66,11 @@ def test_tiny_bench_writes_three_outputs(bench_model, tmp_path: Path) -> None:
     assert {p.name for p in out.iterdir()} == {"bench.md", "bench.json", "bench.png"}
     data = json.loads((out / "bench.json").read_text())
     systems = ["eager-fp32", "eager-best", "ort-fp32", "ort-int8"]
-    assert [s["id"] for s in data["systems"]] == systems + ["loader-noop", "build-noop"]
+    assert [s["id"] for s in data["systems"]] == systems + [
+        "loader-noop",
+        "build-noop",
+        "build-noop-norm",
+    ]
     model = {(r["system"], r["batch_size"]): r for r in data["model_rows"]}
     assert set(model) == {(s, b) for s in systems for b in (1, 2)}
     for (_, batch), row in model.items():
@@ -76,7 +80,7 @@ def test_tiny_bench_writes_three_outputs(bench_model, tmp_path: Path) -> None:
     e2e = {r["system"]: r for r in data["e2e_rows"]}
     assert set(e2e) == set(systems) and all(r["images"] == 8 for r in e2e.values())
     pipeline = {r["system"]: r for r in data["pipeline_rows"]}
-    assert set(pipeline) == {"loader-noop", "build-noop"}
+    assert set(pipeline) == {"loader-noop", "build-noop", "build-noop-norm"}
     assert all(r["images"] == 8 and r["images_per_s"]["min"] > 0 for r in pipeline.values())
     assert data["fidelity"]["e2e_agreement"]["images"] == 8
     assert data["fidelity"]["e2e_agreement"]["mean_cosine"] > 0.9999

@@ -18,7 +18,7 @@ def test_verify_and_compact_commands(tmp_path):
     ok = runner.invoke(cli, ["verify", "--store", str(store)])
     assert ok.exit_code == 0 and ok.output.startswith("ok: 6 files, 18 rows"), ok.output
     done = runner.invoke(cli, ["compact", "--store", str(store), "--segment-rows", "9"])
-    assert done.exit_code == 0 and done.output.startswith("6 files -> 2 "), done.output
+    assert done.exit_code == 0 and done.stdout.startswith("6 files -> 2 "), done.output
     name = sorted(os.listdir(st.sidecar(store) / "shards"))[0]
     st.shard_path(store, name).unlink()
     bad = runner.invoke(cli, ["verify", "--store", str(store)])
