@@ -98,7 +98,6 @@ def accuracy_change(
     per_class: int | None = None,
     provider: str = "cpu",
     seed: int = 0,
-    log=None,
 ) -> dict:
     """Train the same linear SVM on both models' features of ``folder``; compare test accuracy.
 
@@ -108,7 +107,7 @@ def accuracy_change(
     The SVM is fstore's (:func:`fstore.classifiers.svm.train_svm`: grid search over C with
     stratified CV), run with the same seed on both. Returns accuracies (fractions) and
     ``change_points``, the other model's accuracy minus fp32's, in percentage points.
-    ``log`` is ignored (progress goes to this module's logger).
+    Progress goes to this module's logger.
     """
     data = _labelled_images(folder, per_class, seed)
     accuracies, counts = {}, {}
