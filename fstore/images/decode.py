@@ -25,7 +25,13 @@ from io import BytesIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from fstore.images.preprocess import Preprocessing, resize_and_crop, to_rgb
+from fstore.images.preprocess import (
+    Preprocessing,
+    crop_offsets,
+    resize_and_crop,
+    resized_size,
+    to_rgb,
+)
 
 try:  # libjpeg-turbo with DCT-domain scaling; Pillow's draft() stands in without it
     import simplejpeg
@@ -124,16 +130,6 @@ def decode_exact(data: bytes, spec: Preprocessing) -> tuple[np.ndarray, str | No
     return np.asarray(resize_and_crop(image, spec)), warning
 
 
-def resized_size(size: tuple[int, int], spec: Preprocessing) -> tuple[int, int]:
-    """torchvision's ``Resize(spec.resize)`` output size for a picture of ``size`` (w, h)."""
-    w, h = size
-    short, long = (w, h) if w <= h else (h, w)
-    if short == spec.resize:
-        return size
-    new_short, new_long = spec.resize, int(spec.resize * long / short)
-    return (new_short, new_long) if w <= h else (new_long, new_short)
-
-
 def crop_box(
     size: tuple[int, int], decoded: tuple[int, int], spec: Preprocessing
 ) -> tuple[float, float, float, float]:
@@ -143,8 +139,7 @@ def crop_box(
     and mapped onto the (DCT-scaled) decoded pixels.
     """
     new_w, new_h = resized_size(size, spec)
-    top = int(round((new_h - spec.crop) / 2.0))
-    left = int(round((new_w - spec.crop) / 2.0))
+    left, top = crop_offsets((new_w, new_h), spec)
     sx, sy = decoded[0] / new_w, decoded[1] / new_h
     return (left * sx, top * sy, (left + spec.crop) * sx, (top + spec.crop) * sy)
 
@@ -162,8 +157,7 @@ def _enlarge_cv2(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
     new_w, new_h = resized_size((w, h), spec)
     if (new_w, new_h) != (w, h):
         pixels = cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    top = int(round((new_h - spec.crop) / 2.0))
-    left = int(round((new_w - spec.crop) / 2.0))
+    left, top = crop_offsets((new_w, new_h), spec)
     return pixels[top : top + spec.crop, left : left + spec.crop]
 
 

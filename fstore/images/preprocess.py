@@ -91,17 +91,28 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def resized_size(size: tuple[int, int], spec: Preprocessing) -> tuple[int, int]:
+    """torchvision's ``Resize(spec.resize)`` output size for a picture of ``size`` (w, h)."""
+    w, h = size
+    short, long = (w, h) if w <= h else (h, w)
+    if short == spec.resize:
+        return size
+    new_short, new_long = spec.resize, int(spec.resize * long / short)
+    return (new_short, new_long) if w <= h else (new_long, new_short)
+
+
+def crop_offsets(size: tuple[int, int], spec: Preprocessing) -> tuple[int, int]:
+    """(left, top) of torchvision's ``CenterCrop(spec.crop)`` in a picture of ``size`` (w, h)."""
+    w, h = size
+    return int(round((w - spec.crop) / 2.0)), int(round((h - spec.crop) / 2.0))
+
+
 def resize_and_crop(image: Image.Image, spec: Preprocessing) -> Image.Image:
     """``Resize(spec.resize)`` then ``CenterCrop(spec.crop)``, as torchvision does on PIL."""
-    w, h = image.size
-    short, long = (w, h) if w <= h else (h, w)
-    if short != spec.resize:
-        new_short, new_long = spec.resize, int(spec.resize * long / short)
-        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    w, h = image.size
-    top = int(round((h - spec.crop) / 2.0))
-    left = int(round((w - spec.crop) / 2.0))
+    new_size = resized_size(image.size, spec)
+    if new_size != image.size:
+        image = image.resize(new_size, Image.Resampling.BILINEAR)
+    left, top = crop_offsets(image.size, spec)
     return image.crop((left, top, left + spec.crop, top + spec.crop))
 
 
