@@ -41,6 +41,7 @@ class CompactReport:
     segments_written: int
     rows_copied: int
     seconds: float
+    index: str = ""  # what the index commit did: "fold", "journal" or "current"
 
 
 def _crash_point(name: str) -> None:
@@ -134,13 +135,15 @@ def compact_locked(
     *,
     state: st.StoreState | None = None,
     manifest: st.Manifest | None = None,
+    fold: bool = False,
 ) -> CompactReport:
     """Compact a store whose lock the caller holds (the end of ``fstore build`` calls this),
     and write its index if it is not current.
 
     ``None`` takes the module's ``SEGMENT_ROWS`` and ``MAX_SMALL_FILES``. ``state``: the
     store's state as the caller (a build's writer) holds it, temporaries already removed;
-    ``manifest``: the one to write into the index (else the store's).
+    ``manifest``: the one to write into the index (else the store's); ``fold``: fold the
+    index's journal into its base (``fstore compact`` does).
     """
     start = time.perf_counter()
     segment_rows = SEGMENT_ROWS if segment_rows is None else segment_rows
@@ -167,15 +170,15 @@ def compact_locked(
         state.parts.update({p.name: p for p in moved})
         copied += info.rows
         _crash_point("segment")
-    if groups or not state.index_current:
-        try:
-            st.write_index(store, manifest, state.ordered(), state.files)
-        except (OSError, RuntimeError) as exc:
-            raise write_failure(exc, "the index", store, state) from None
+    try:  # a journal entry for what changed, or a fold (a no-op when the index is current)
+        index = st.commit_index(store, manifest, state.ordered(), state.files, final=True,
+                                fold=fold)  # fmt: skip
+    except (OSError, RuntimeError) as exc:
+        raise write_failure(exc, "the index", store, state) from None
     _crash_point("index")
     _delete(store, [name for group in groups for name in group])
     seconds = time.perf_counter() - start
-    return CompactReport(before, len(state.files), len(groups), copied, seconds)
+    return CompactReport(before, len(state.files), len(groups), copied, seconds, index)
 
 
 def _delete(store: Path, names: list[str]) -> None:
@@ -196,4 +199,4 @@ def compact(
     if segment_rows < 1:
         raise StoreError("--segment-rows must be at least 1")
     with StoreLock(store):
-        return compact_locked(store, segment_rows, max_small)
+        return compact_locked(store, segment_rows, max_small, fold=True)

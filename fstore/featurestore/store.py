@@ -26,8 +26,10 @@ import errno
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -417,6 +419,8 @@ def clean_store(store: Path) -> tuple[int, StoreState]:
                 tmp.unlink(missing_ok=True)
                 count += 1
     if (sidecar(store) / "shards").is_dir():
+        catalog = read_catalog(store)  # entries of another base: a fold killed before removing
+        count += _remove_journal(store, catalog.index_id if catalog else "")
         state = load_state(store)
         for name in state.obsolete:
             shard_path(store, name).unlink(missing_ok=True)
@@ -541,15 +545,9 @@ def load_state(store: Path) -> StoreState:
             found[0],
             (found[1] if found[1] is not None else catalog.parts_by_file.get(name, [])),
         )
-    owner: dict[str, str] = {}
-    for name in sorted(by_file, key=lambda n: (-len(by_file[n]), n)):  # segments first
-        for part in by_file[name]:
-            owner.setdefault(part.name, name)
-    obsolete = [n for n in files if by_file[n] and all(owner[p.name] != n for p in by_file[n])]
+    parts, obsolete = _owned_parts(by_file)
     for name in obsolete:
         del files[name]
-    parts = {p.name: p for n in files for p in by_file[n] if owner[p.name] == n}
-    parts = {name: parts[name] for name in sorted(parts)}
     missing = sorted(set(catalog.files) - set(files) - set(obsolete)) if catalog else []
     missing = [m for m in missing if not any(p.name in parts for p in catalog.parts_by_file[m])]
     current = bool(catalog) and set(catalog.files) == set(files) and not (damaged or looked)
@@ -566,10 +564,32 @@ def finished_shards(store: Path) -> StoreState:
 
 @dataclass
 class Catalog:
-    """The index's record of every stored file and of every part they hold."""
+    """The index's record of every stored file and of every part they hold: the base file's
+    catalog with the journal's entries applied (see :func:`commit_index`)."""
 
     files: dict[str, FileInfo]
     parts_by_file: dict[str, list[Part]]
+    index_id: str = ""
+    base_rows: int = 0
+    journal: list[str] = field(default_factory=list)
+    journal_rows: int = 0
+    manifest: str = ""
+
+    def parts(self) -> list[Part]:
+        """The parts in plan order, each from the file that holds it."""
+        return list(_owned_parts(self.parts_by_file)[0].values())
+
+
+def _owned_parts(by_file: dict[str, list[Part]]) -> tuple[dict[str, Part], list[str]]:
+    """Each part from the file that holds it (segments before the shard files they replaced),
+    in plan order; and the files all of whose parts another file holds (obsolete)."""
+    owner: dict[str, str] = {}
+    for name in sorted(by_file, key=lambda n: (-len(by_file[n]), n)):  # segments first
+        for part in by_file[name]:
+            owner.setdefault(part.name, name)
+    obsolete = [n for n, ps in by_file.items() if ps and all(owner[p.name] != n for p in ps)]
+    parts = {p.name: p for n, ps in by_file.items() for p in ps if owner[p.name] == n}
+    return {name: parts[name] for name in sorted(parts)}, obsolete
 
 
 def _write_catalog(f, parts: list[Part], files: dict[str, FileInfo]) -> None:
@@ -591,59 +611,250 @@ def _write_catalog(f, parts: list[Part], files: dict[str, FileInfo]) -> None:
     write_columns(g.create_group("rows"), concat_rows(parts))
 
 
+def _catalog_files(g) -> list[FileInfo]:
+    infos = zip(_strings(g["file_name"]), g["file_rows"][()], g["file_size"][()],
+                _strings(g["file_sha256"]), g["file_mtime_ns"][()])  # fmt: skip
+    return [FileInfo(n, int(r), int(s), h, int(m)) for n, r, s, h, m in infos]
+
+
+def _catalog_parts(g) -> list[Part]:
+    columns = _read_columns(g["rows"])
+    counts = [int(v) for v in g["part_rows"][()]]
+    error_counts = [int(v) for v in g["part_errors"][()]]
+    parts = _split_parts(columns, "", _strings(g["part_name"]), counts, error_counts)
+    for part, file, offset in zip(parts, _strings(g["part_file"]), g["part_offset"][()]):
+        part.file, part.offset = file, int(offset)
+    return parts
+
+
 _catalog_cache: dict[str, tuple[tuple, Catalog | None]] = {}
 
 
 def read_catalog(store: Path) -> Catalog | None:
-    """The catalog of the index at ``store``; None when there is no readable current index.
+    """The catalog of the index at ``store`` (base and journal); None when there is no
+    readable current index.
 
-    Cached per process while the index file is the same (it is only ever replaced whole, so a
-    new index is a new inode); callers get their own dicts to change.
+    Cached per process while the index is the same (the base is only ever replaced whole, so a
+    new base is a new inode, and journal entries are only ever added or removed whole; a
+    commit of this process updates the cache); callers get their own dicts to change.
     """
+    for _ in range(3):  # a fold may remove journal entries between the listing and the read
+        key = _index_key(store)
+        if key is None:
+            return None
+        cached = _catalog_cache.get(str(store))
+        if cached is None or cached[0] != key:
+            try:
+                cached = (key, _read_catalog(store, key[3]))
+            except FileNotFoundError:
+                continue
+            _catalog_cache.clear()
+            _catalog_cache[str(store)] = cached
+        return _copy(cached[1])
+    return None
+
+
+def _index_key(store: Path) -> tuple | None:
     try:
         stat = store.stat()
     except OSError:
         return None
-    key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    cached = _catalog_cache.get(str(store))
-    if cached is None or cached[0] != key:
-        cached = (key, _read_catalog(store))
-        _catalog_cache.clear()
-        _catalog_cache[str(store)] = cached
-    catalog = cached[1]
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, tuple(_journal_names(store)))
+
+
+def _copy(catalog: Catalog | None) -> Catalog | None:
     if catalog is None:
         return None
-    return Catalog(dict(catalog.files), {k: list(v) for k, v in catalog.parts_by_file.items()})
+    by_file = {k: list(v) for k, v in catalog.parts_by_file.items()}
+    return replace(catalog, files=dict(catalog.files), parts_by_file=by_file,
+                   journal=list(catalog.journal))  # fmt: skip
 
 
-def _read_catalog(store: Path) -> Catalog | None:
+def _remember(store: Path, catalog: Catalog) -> None:
+    """Cache the catalog this process just committed (saves reading it back)."""
+    key = _index_key(store)
+    if key is not None:
+        _catalog_cache.clear()
+        _catalog_cache[str(store)] = (key, _copy(catalog))
+
+
+def _read_catalog(store: Path, journal: tuple[str, ...]) -> Catalog | None:
     import h5py
 
     try:
         with h5py.File(store, "r") as f:
             if f.attrs.get("format_version") != FORMAT_VERSION or "catalog" not in f:
                 return None
-            g = f["catalog"]
-            names = _strings(g["file_name"])
-            infos = zip(names, g["file_rows"][()], g["file_size"][()], _strings(g["file_sha256"]),
-                        g["file_mtime_ns"][()])  # fmt: skip
-            files = {n: FileInfo(n, int(r), int(s), h, int(m)) for n, r, s, h, m in infos}
-            columns = _read_columns(g["rows"])
-            part_names, part_files = _strings(g["part_name"]), _strings(g["part_file"])
-            offsets = [int(v) for v in g["part_offset"][()]]
-            counts = [int(v) for v in g["part_rows"][()]]
-            error_counts = [int(v) for v in g["part_errors"][()]]
+            files = _catalog_files(f["catalog"])
+            parts = _catalog_parts(f["catalog"])
+            index_id = str(f.attrs.get("index_id", ""))
+            manifest = scalar_str(f["manifest"])
     except (OSError, KeyError):
         return None
-    parts = _split_parts(columns, "", part_names, counts, error_counts)
-    by_file: dict[str, list[Part]] = {name: [] for name in files}
-    for part, file, offset in zip(parts, part_files, offsets):
-        part.file, part.offset = file, offset
-        by_file.setdefault(file, []).append(part)
-    return Catalog(files, by_file)
+    catalog = Catalog({}, {}, index_id, sum(_rows(p) for p in parts))
+    _apply(catalog, files, parts, [], manifest)
+    catalog.journal_rows = 0
+    for name in journal:
+        if index_id and name.startswith(f"j-{index_id}-"):
+            _apply_entry(catalog, journal_dir(store) / name)
+    return catalog
+
+
+def _rows(part: Part) -> int:
+    return len(part.keys) + len(part.errors)
+
+
+# --------------------------------------------------------------------------- journal
+
+#: A commit of the index appends a journal entry (only the files added and removed since the
+#: last commit) while the journal holds at most this share of the base's rows and at most
+#: ``MAX_JOURNAL`` entries; past either, it folds everything into a new base. Folds then happen
+#: each time the store has grown by this share, so their total work is linear in the rows.
+FOLD_FRACTION = 0.25
+MAX_JOURNAL = 64
+#: At the end of a build the index is folded whenever the store holds at most this many rows
+#: (about 0.3 s): small stores always leave a base that plain h5py reads completely.
+SMALL_INDEX_ROWS = 65_536
+
+
+def journal_dir(store: Path) -> Path:
+    return sidecar(store) / "journal"
+
+
+def _journal_names(store: Path) -> list[str]:
+    try:
+        with os.scandir(journal_dir(store)) as entries:
+            return sorted(e.name for e in entries if e.name.startswith("j-") and
+                          e.name.endswith(".h5"))  # fmt: skip
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        _raise_if_too_many_files(exc, "the index's journal")
+        raise
+
+
+def _apply_entry(catalog: Catalog, path: Path) -> None:
+    """Apply one journal entry read from its file."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        removed = _strings(f["removed"])
+        added = _catalog_files(f["catalog"])
+        parts = _catalog_parts(f["catalog"])
+        manifest = scalar_str(f["manifest"])
+    _apply(catalog, added, parts, removed, manifest)
+    catalog.journal.append(path.name)
+
+
+def _apply(catalog: Catalog, added: list[FileInfo], parts: list[Part], removed: list[str],
+           manifest: str) -> None:  # fmt: skip
+    """Removed files go, added files (with their parts) come, replacing any of the same name."""
+    for name in removed + [i.name for i in added]:
+        catalog.files.pop(name, None)
+        catalog.parts_by_file.pop(name, None)
+    for info in added:
+        catalog.files[info.name] = info
+        catalog.parts_by_file[info.name] = []
+    for part in parts:
+        catalog.parts_by_file[part.file].append(part)
+    catalog.journal_rows += sum(_rows(p) for p in parts)
+    catalog.manifest = manifest
+
+
+def commit_index(
+    store: Path,
+    manifest: Manifest,
+    parts: list[Part],
+    files: dict[str, FileInfo],
+    *,
+    final: bool = False,
+    fold: bool = False,
+) -> str:
+    """Make the index say what ``parts`` (in plan order) and ``files`` say: ``"journal"`` when
+    it appended a journal entry with only the files added and removed since the last commit,
+    ``"fold"`` when it rewrote the base (:func:`write_index`; see ``FOLD_FRACTION``),
+    ``"current"`` when it had nothing to do.
+
+    ``final``: the end of a build or compaction (a small store folds); ``fold``: fold any
+    pending journal (``fstore compact``).
+    """
+    catalog = read_catalog(store)
+    if catalog is None or not catalog.index_id:
+        write_index(store, manifest, parts, files)
+        return "fold"
+    added = {name: info for name, info in files.items() if catalog.files.get(name) != info}
+    removed = sorted(set(catalog.files) - set(files))
+    new_parts = [p for p in parts if p.file in added]
+    journal_rows = catalog.journal_rows + sum(_rows(p) for p in new_parts)
+    fold = fold or (final and sum(_rows(p) for p in parts) <= SMALL_INDEX_ROWS)
+    if not added and not removed and manifest.to_json() == catalog.manifest:
+        if not (fold and catalog.journal):
+            return "current"
+    if (
+        fold
+        or journal_rows > FOLD_FRACTION * catalog.base_rows
+        or (len(catalog.journal) >= MAX_JOURNAL)
+    ):
+        write_index(store, manifest, parts, files)
+        return "fold"
+    seq = int(catalog.journal[-1].split("-")[2].split(".")[0]) + 1 if catalog.journal else 1
+    name = f"j-{catalog.index_id}-{seq:06d}.h5"
+    _write_entry(store, name, manifest, new_parts, added, removed)
+    _apply(catalog, list(added.values()), new_parts, removed, manifest.to_json())
+    catalog.journal.append(name)
+    _remember(store, catalog)
+    return "journal"
+
+
+def _write_entry(store: Path, name: str, manifest: Manifest, parts: list[Part],
+                 added: dict[str, FileInfo], removed: list[str]) -> None:  # fmt: skip
+    """One journal entry, atomically (temporary name, fsync, rename, fsync the folder)."""
+    import h5py
+
+    path = journal_dir(store) / name
+    path.parent.mkdir(exist_ok=True)
+    tmp = tmp_path_for(path)
+    try:
+        with create_h5(tmp) as f:
+            f.create_dataset("manifest", data=manifest.to_json(), dtype=h5py.string_dtype())
+            f.create_dataset("removed", data=str_data(removed), dtype=h5py.string_dtype())
+            _write_catalog(f, parts, added)
+        commit_file(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove_journal(store: Path, keep_id: str) -> int:
+    """Delete journal entries that belong to another base than ``keep_id`` (folded into it, or
+    left by a fold killed before it removed them) and temporaries; returns how many."""
+    folder = journal_dir(store)
+    if not folder.is_dir():
+        return 0
+    count = 0
+    for path in folder.iterdir():
+        if path.name.startswith(".") or not path.name.startswith(f"j-{keep_id}-"):
+            path.unlink(missing_ok=True)
+            count += 1
+    return count
 
 
 # --------------------------------------------------------------------------- index
+
+
+@dataclass
+class IndexView:
+    """The live index as columns (what :func:`write_index` writes into the base, and what
+    readers compute from base and journal while a journal is pending)."""
+
+    manifest: Manifest
+    rows: LiveRows
+    labels: np.ndarray
+    classes: list[str]
+    split: np.ndarray
+    files: list[FileInfo]
+    source_file: np.ndarray
+    source_row: np.ndarray
 
 
 def live_rows(parts: Iterable[Part]) -> LiveRows:
@@ -682,6 +893,26 @@ def live_rows(parts: Iterable[Part]) -> LiveRows:
     return view
 
 
+def index_view(manifest: Manifest, parts: list[Part], files: dict[str, FileInfo]) -> IndexView:
+    """The live index of ``parts`` (in plan order) stored in ``files``: one pass over the rows."""
+    view = live_rows(parts)
+    class_names = [class_of(k, manifest.split_layout) for k in view.keys]
+    classes = sorted(set(class_names))
+    class_index = {c: i for i, c in enumerate(classes)}
+    infos = [files[name] for name in sorted(files)]
+    file_index = {info.name: i for i, info in enumerate(infos)}
+    return IndexView(
+        manifest=manifest,
+        rows=view,
+        labels=np.array([class_index[c] for c in class_names], np.int64),
+        classes=classes,
+        split=assign_splits(view.keys, class_names, manifest.split, manifest.split_layout),
+        files=infos,
+        source_file=np.array([file_index[s[0]] for s in view.sources], np.int32),
+        source_row=np.array([s[1] for s in view.sources], np.int64),
+    )
+
+
 def _runs(file_ids: np.ndarray, rows: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Group consecutive rows of one file: (file id, first file row, first index row, length)."""
     if not len(rows):
@@ -714,46 +945,49 @@ def _write_virtual(f, store: Path, manifest: Manifest, runs: list, files: list[F
 def write_index(
     store: Path, manifest: Manifest, parts: list[Part], files: dict[str, FileInfo]
 ) -> LiveRows:
-    """Rebuild the index file from the parts (in plan order), atomically.
+    """Rewrite the base index from the parts (in plan order), atomically, folding the journal
+    into it (its entries are deleted after the rename; until then they belong to the old base's
+    id and readers ignore them).
 
     One pass over the rows, written as whole columns; the catalog lets the next build and
     ``verify`` know every file without opening it.
     """
+    import uuid
+
     import h5py
 
-    view = live_rows(parts)
-    class_names = [class_of(k, manifest.split_layout) for k in view.keys]
-    classes = sorted(set(class_names))
-    class_index = {c: i for i, c in enumerate(classes)}
-    split = assign_splits(view.keys, class_names, manifest.split, manifest.split_layout)
-    infos = [files[name] for name in sorted(files)]
-    file_index = {info.name: i for i, info in enumerate(infos)}
-    source_file = np.array([file_index[s[0]] for s in view.sources], np.int32)
-    source_row = np.array([s[1] for s in view.sources], np.int64)
+    view = index_view(manifest, parts, files)
+    index_id = uuid.uuid4().hex[:12]
     string = h5py.string_dtype()
     tmp = tmp_path_for(store)
     try:
         with create_h5(tmp) as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["index_id"] = index_id
             f.attrs["image_root"] = manifest.image_root
             f.attrs["layers"] = json.dumps(list(manifest.layers))
             f.create_dataset("manifest", data=manifest.to_json(), dtype=string)
-            write_columns(f, view)
-            labels = np.array([class_index[c] for c in class_names], np.int64)
-            f.create_dataset("labels", data=labels)
-            f.create_dataset("classes", data=str_data(classes), dtype=string)
-            f.create_dataset("split", data=split, dtype=string)
-            f.create_dataset("sources/file", data=source_file)
-            f.create_dataset("sources/row", data=source_row)
-            _write_virtual(f, store, manifest, _runs(source_file, source_row), infos)
+            write_columns(f, view.rows)
+            f.create_dataset("labels", data=view.labels)
+            f.create_dataset("classes", data=str_data(view.classes), dtype=string)
+            f.create_dataset("split", data=view.split, dtype=string)
+            f.create_dataset("sources/file", data=view.source_file)
+            f.create_dataset("sources/row", data=view.source_row)
+            runs = _runs(view.source_file, view.source_row)
+            _write_virtual(f, store, manifest, runs, view.files)
             _write_failed(f, failed_shards(store))
             _write_catalog(f, parts, files)
         commit_file(tmp, store)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return view
+    _remove_journal(store, index_id)
+    catalog = Catalog({}, {}, index_id, sum(_rows(p) for p in parts))
+    _apply(catalog, list(files.values()), parts, [], manifest.to_json())
+    catalog.journal_rows = 0
+    _remember(store, catalog)
+    return view.rows
 
 
 def _write_failed(f, failed: list[dict]) -> None:
@@ -789,6 +1023,76 @@ def open_index(store: Path):
             f"fstore build --store {store}"
         )
     return f
+
+
+@dataclass
+class IndexReader:
+    """The live index for reading: the base file's datasets (read as needed) when no journal
+    entry is pending, else the columns computed from base and journal (:func:`index_view`).
+    ``keys``, ``labels``, ``split``, ``source_file``, ``source_row`` are h5py datasets (strings
+    through ``asstr``) or NumPy arrays; both slice alike."""
+
+    manifest: Manifest
+    n: int
+    keys: Any
+    labels: Any
+    split: Any
+    source_file: Any
+    source_row: Any
+    classes: tuple[str, ...]
+    files: list[FileInfo]
+    errors: list[dict]
+    journal: int = 0
+
+
+@contextmanager
+def reading(store: Path) -> Iterator[IndexReader]:
+    """The store's live index, for the length of a ``with`` block (the base stays open)."""
+    with open_index(store) as f:
+        index_id = str(f.attrs.get("index_id", ""))
+        pending = index_id and any(n.startswith(f"j-{index_id}-") for n in _journal_names(store))
+        catalog = read_catalog(store) if pending else None  # the whole catalog: only if needed
+        if catalog is not None and catalog.journal:
+            yield _journal_reader(catalog)
+        else:
+            yield IndexReader(
+                Manifest.from_json(scalar_str(f["manifest"])),
+                len(f["keys"]),
+                f["keys"].asstr(),
+                f["labels"],
+                f["split"].asstr(),
+                f["sources/file"],
+                f["sources/row"],
+                tuple(_strings(f["classes"])),
+                _catalog_files(f["catalog"]),
+                _read_errors(f["errors"]),
+            )
+
+
+_view_cache: dict[tuple, IndexReader] = {}
+
+
+def _journal_reader(catalog: Catalog) -> IndexReader:
+    """Base and journal resolved into live columns: linear in the rows, once per process for
+    one state of the index."""
+    key = (catalog.index_id, tuple(catalog.journal))
+    if key not in _view_cache:
+        view = index_view(Manifest.from_json(catalog.manifest), catalog.parts(), catalog.files)
+        _view_cache.clear()
+        _view_cache[key] = IndexReader(
+            view.manifest,
+            len(view.rows.keys),
+            np.array(view.rows.keys, dtype=object),
+            view.labels,
+            view.split,
+            view.source_file,
+            view.source_row,
+            tuple(view.classes),
+            view.files,
+            view.rows.errors,
+            journal=len(catalog.journal),
+        )
+    return _view_cache[key]
 
 
 def store_layers(store: Path) -> list[str]:
@@ -851,25 +1155,22 @@ def open_shard(store: Path, info: FileInfo):
     return f
 
 
-def _read_rows(store: Path, f, layer: str, sel: np.ndarray | slice) -> np.ndarray:
+def _read_rows(store: Path, index: IndexReader, layer: str, sel: np.ndarray | slice) -> np.ndarray:
     """Rows ``sel`` of the index (a slice or sorted unique indices) of one layer, float32.
 
     Reads the stored files one at a time (never more than one open), each once, straight into
     the result; so the number of shards never meets the open-file limit.
     """
-    g = f["catalog"]
-    names, rows = _strings(g["file_name"]), g["file_rows"][()]
-    sizes, hashes = g["file_size"][()], _strings(g["file_sha256"])
-    file_ids, file_rows = _column(f["sources/file"], sel), _column(f["sources/row"], sel)
-    dim = f["features"][layer].shape[1]
+    file_ids = _column(index.source_file, sel)
+    file_rows = _column(index.source_row, sel)
+    dim = int(np.prod(index.manifest.shapes[layer]))
     X = np.empty((len(file_ids), dim), dtype=np.float32)
     if not len(file_ids):
         return X
     order = np.argsort(file_ids, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(file_ids[order])) + 1)
     for at in groups:
-        fid = int(file_ids[at[0]])
-        info = FileInfo(names[fid], int(rows[fid]), int(sizes[fid]), hashes[fid])
+        info = index.files[int(file_ids[at[0]])]
         with open_shard(store, info) as shard:
             _copy_rows(shard, layer, info, file_rows[at], X, at)
     return X
@@ -931,22 +1232,17 @@ def load_features(
     """
     store = Path(store)
     layer = resolve_layer(store, layer)
-    with open_index(store) as f:
-        n = len(f["keys"])
-        sel, inverse = _selection(n, rows)
-        X = _read_rows(store, f, layer, sel)
-        manifest = Manifest.from_json(scalar_str(f["manifest"]))
-        labels = _column(f["labels"], sel)
-        keys, split = _column(f["keys"].asstr(), sel), _column(f["split"].asstr(), sel)
+    with reading(store) as index:
+        sel, inverse = _selection(index.n, rows)
         fs = FeatureSet(
             layer=layer,
-            X=X,
-            y=labels,
-            keys=np.asarray(keys, dtype=object),
-            split=np.asarray(split, dtype=object),
-            classes=tuple(_strings(f["classes"])),
-            shape=tuple(int(s) for s in f["features"][layer].attrs["shape"]),
-            provenance=dict(manifest.provenance),
+            X=_read_rows(store, index, layer, sel),
+            y=_column(index.labels, sel),
+            keys=np.asarray(_column(index.keys, sel), dtype=object),
+            split=np.asarray(_column(index.split, sel), dtype=object),
+            classes=index.classes,
+            shape=tuple(int(s) for s in index.manifest.shapes[layer]),
+            provenance=dict(index.manifest.provenance),
         )
     return fs if inverse is None else fs.subset(inverse)
 
@@ -966,8 +1262,8 @@ def iter_features(
 
 def store_info_rows(store: Path) -> int:
     """The number of live rows (images with features) in a store."""
-    with open_index(store) as f:
-        return len(f["keys"])
+    with reading(store) as index:
+        return index.n
 
 
 @dataclass(frozen=True)
@@ -987,27 +1283,19 @@ class StoreInfo:
     provenance: dict
     size_bytes: int
     failed_shards: list[dict] = field(default_factory=list)
+    journal: int = 0
 
 
 def store_info(store: Path) -> StoreInfo:
     """Summarise a store: images, classes, splits, layers and shapes, provenance, errors, size."""
-    with open_index(store) as f:
-        manifest = Manifest.from_json(scalar_str(f["manifest"]))
-        labels = f["labels"][()]
-        classes = tuple(_strings(f["classes"]))
-        split = _strings(f["split"])
-        err = f["errors"]
-        errors = [
-            {"key": k, "reason": r, "stored": bool(s)}
-            for k, r, s in zip(_strings(err["key"]), _strings(err["reason"]), err["stored"][()])
-        ]  # fmt: skip
-        n_shards = len(f["catalog/file_name"])
-        failed = []
-        if "failed_shards" in f:
-            g = f["failed_shards"]
-            failed = [{"shard": n, "reason": r, "images": int(k)}
-                      for n, r, k in zip(_strings(g["name"]), _strings(g["reason"]),
-                                         g["images"][()])]  # fmt: skip
+    with reading(store) as index:
+        manifest, classes = index.manifest, index.classes
+        labels, split = _column(index.labels, slice(None)), list(_column(index.split, slice(None)))
+        errors = [{"key": e["key"], "reason": e["reason"], "stored": e["stored"]}
+                  for e in index.errors]  # fmt: skip
+        n_shards, journal = len(index.files), index.journal
+    failed = [{"shard": x["shard"], "reason": x["reason"], "images": len(x["keys"])}
+              for x in failed_shards(store)]  # fmt: skip
     size = store.stat().st_size
     shards_dir = sidecar(store)
     if shards_dir.is_dir():
@@ -1029,6 +1317,7 @@ def store_info(store: Path) -> StoreInfo:
         dtype=manifest.dtype,
         shards=n_shards,
         failed_shards=failed,
+        journal=journal,
         errors=errors,
         provenance=manifest.provenance,
         size_bytes=size,

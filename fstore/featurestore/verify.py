@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.errors import StoreError
 from fstore.featurestore import store as st
 from fstore.featurestore.write import StoreLock
 
@@ -98,13 +97,9 @@ def _finite(dataset) -> bool:
 
 def verify(store: Path, values: bool = True, repair: bool = False) -> VerifyReport:
     """Check a store's files (see the module docstring); ``repair`` moves damaged ones aside."""
-    with st.open_index(store) as f:
-        catalog = st.read_catalog(store)
-        file_ids, file_rows = f["sources/file"][()], f["sources/row"][()]
-        layers = tuple(st.Manifest.from_json(st.scalar_str(f["manifest"])).layers)
-    if catalog is None:
-        raise StoreError(f"store {store} has no catalog; rewrite it: fstore build --store {store}")
-    infos = [catalog.files[name] for name in sorted(catalog.files)]
+    with st.reading(store) as index:
+        file_ids, file_rows = index.source_file[()], index.source_row[()]
+        layers, infos = tuple(index.manifest.layers), index.files
     report = VerifyReport(str(store), len(infos), len(file_ids))
     for info in infos:
         what = _check_file(store, info, layers, values)
@@ -113,7 +108,7 @@ def verify(store: Path, values: bool = True, repair: bool = False) -> VerifyRepo
     limits = np.array([i.rows for i in infos], np.int64)
     if len(file_ids) and (file_rows >= limits[file_ids]).any():
         report.problems.append(Problem(st.DEFAULT_STORE, "index rows point past their files"))
-    report.unindexed = sorted(set(_listing(store)) - set(catalog.files))
+    report.unindexed = sorted(set(_listing(store)) - {info.name for info in infos})
     if repair and report.problems:
         with StoreLock(store):
             report.moved = _move_aside(store, {p.file for p in report.problems})

@@ -100,14 +100,17 @@ class Writer:
         if self.error is not None:
             raise self.error
         self.state.index_current = not self.dirty
-        if self.dirty and index:
+        if index:  # also when current: a small store folds a pending journal at the end
             start = time.perf_counter()
-            self.write_index()
+            self.write_index(final=True)
             self.seconds += time.perf_counter() - start
 
-    def write_index(self) -> None:
+    def write_index(self, final: bool = False) -> None:
+        """Commit the index: a journal entry with the shards written since the last commit, or
+        a fold (:func:`store.commit_index`)."""
         try:
-            st.write_index(self.store, self.manifest, self.state.ordered(), self.state.files)
+            st.commit_index(self.store, self.manifest, self.state.ordered(), self.state.files,
+                            final=final)  # fmt: skip
         except (OSError, RuntimeError) as exc:
             raise write_failure(exc, "the index", self.store, self.state) from None
         self.dirty = False

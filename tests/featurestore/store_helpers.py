@@ -28,11 +28,17 @@ def shard_rows(keys: list[str], seed: int) -> st.ShardRows:
 
 def synthetic_store(path: Path, shards: int, rows: int, generation: int = 1, seed: int = 0) -> Path:
     """``shards`` shards of ``rows`` rows (keys ``c<k>/img<i>``), one build generation."""
+    keys = [[f"c{(s * rows + i) % 3}/img{s * rows + i:06d}" for i in range(rows)]
+            for s in range(shards)]  # fmt: skip
+    return write_generation(path, generation, keys, seed)
+
+
+def write_generation(path: Path, generation: int, keys: list[list[str]], seed: int = 0) -> Path:
+    """One build generation of shards holding ``keys``, through the write stage (which commits
+    the index after every shard, and at its end)."""
     prepare_store(path)
     if st.read_manifest(path) is None:
         st.write_manifest(path, manifest())
-    keys = [[f"c{(s * rows + i) % 3}/img{s * rows + i:06d}" for i in range(rows)]
-            for s in range(shards)]  # fmt: skip
     st.write_plan(path, generation, keys)
     with StoreLock(path):
         writer = Writer(path, manifest(), None, index_every=0.0)

@@ -85,6 +85,38 @@ def test_a_write_fault_is_one_line_and_the_next_build_resumes(
     assert verify(store).ok
 
 
+def test_a_full_disk_while_writing_a_journal_entry_then_resume(
+    config_for, images, tmp_path, monkeypatch
+):
+    """An extension of a store too large to fold commits its index as a journal entry; the
+    disk fills while writing it: one line, the new shard kept, the next build computes
+    nothing and reads as a store built in one go."""
+    monkeypatch.setattr(st, "SMALL_INDEX_ROWS", 0)
+    store, reference = tmp_path / "s.h5", tmp_path / "reference.h5"
+    build(config_for(images, store=store))
+    make_image_folder(images, {"d": 3}, seed=4)
+    build(config_for(images, store=reference))
+    real = st.create_h5
+
+    def create(path: Path):
+        if path.parent.name == "journal":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path)
+
+    with monkeypatch.context() as m:
+        m.setattr(st, "create_h5", create)
+        with pytest.raises(StoreError) as info:
+            build(config_for(images, store=store))
+    message = str(info.value)
+    assert "the disk is full while writing the index" in message and "\n" not in message
+    assert "nothing is lost" in message
+    assert not list(st.sidecar(store).rglob(".*.tmp"))
+    assert build(config_for(images, store=store)).images_computed == 0
+    assert st.store_info(store).journal == 1
+    assert_same_store(reference, store)
+    assert verify(store).ok
+
+
 def test_a_shard_deleted_or_truncated_between_builds_is_found_and_recomputed(
     config_for, images, reference, tmp_path
 ):

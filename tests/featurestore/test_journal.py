@@ -1,0 +1,155 @@
+"""The index's journal: a commit writes only what changed; folds are geometric; readers see
+base and journal as one index; a killed fold or entry leaves nothing a reader would misread."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from store_helpers import write_generation
+
+from fstore.featurestore import store as st
+from fstore.featurestore.compact import compact
+from fstore.featurestore.verify import verify
+
+ROWS = 10
+
+
+def keys_of(first: int, shards: int) -> list[list[str]]:
+    return [[f"c{i % 3}/img{i:06d}" for i in range(first + s * ROWS, first + (s + 1) * ROWS)]
+            for s in range(shards)]  # fmt: skip
+
+
+def entries(store: Path) -> list[Path]:
+    return sorted(st.journal_dir(store).glob("j-*.h5"))
+
+
+@pytest.fixture
+def journaled(monkeypatch):
+    """Every commit after the first appends to the journal (no fold by size or share)."""
+    monkeypatch.setattr(st, "SMALL_INDEX_ROWS", 0)
+    monkeypatch.setattr(st, "FOLD_FRACTION", 1e9)
+
+
+def assert_same_index(a: Path, b: Path) -> None:
+    for layer in ("f", "g"):
+        x, y = st.load_features(a, layer), st.load_features(b, layer)
+        assert list(x.keys) == list(y.keys)
+        np.testing.assert_array_equal(x.X, y.X)
+        np.testing.assert_array_equal(x.y, y.y)
+        assert list(x.split) == list(y.split) and x.classes == y.classes
+    info_a, info_b = st.store_info(a), st.store_info(b)
+    assert (info_a.images, info_a.class_counts, info_a.errors, info_a.shards) == (
+        info_b.images, info_b.class_counts, info_b.errors, info_b.shards)  # fmt: skip
+
+
+def test_an_extension_writes_only_its_rows_and_reads_as_one_index(tmp_path, monkeypatch):
+    store, reference = tmp_path / "s.h5", tmp_path / "ref.h5"
+    write_generation(store, 1, keys_of(0, 6))
+    base_inode = store.stat().st_ino
+    assert not entries(store)
+    with monkeypatch.context() as m:
+        m.setattr(st, "SMALL_INDEX_ROWS", 0)  # the default share (1/4 of 60 rows) applies
+        replaced = [keys_of(0, 1)[0][:4] + keys_of(60, 1)[0][:6]]  # 4 old keys, 6 new
+        write_generation(store, 2, replaced, seed=50)
+    assert store.stat().st_ino == base_inode  # the base was not rewritten
+    (entry,) = entries(store)
+    with h5py.File(entry, "r") as f:
+        assert len(f["catalog/rows/keys"]) == ROWS  # only the new shard's rows
+        assert list(f["catalog/file_name"].asstr()) == [st.shard_name(2, 0)]
+    with h5py.File(store, "r") as f:  # plain h5py sees the base until a fold
+        assert len(f["keys"]) == 60
+    write_generation(reference, 1, keys_of(0, 6))
+    write_generation(reference, 2, replaced, seed=50)
+    assert not entries(reference)  # small stores fold at the end of a build
+    assert_same_index(store, reference)
+    fs = st.load_features(store, "f")
+    assert len(fs.keys) == 66 and list(fs.keys[-10:]) == replaced[0]  # replaced rows move last
+    assert st.store_info(store).journal == 1 and verify(store).ok
+    state = st.load_state(store)
+    assert state.index_current and len(state.files) == 7
+
+    compact(store, segment_rows=10**6, max_small=10**6)  # folds, merges nothing
+    assert not entries(store) and st.store_info(store).journal == 0
+    with h5py.File(store, "r") as f:
+        assert list(f["keys"].asstr()) == list(fs.keys)
+    assert_same_index(store, reference)
+
+
+def test_folds_are_geometric_so_all_index_writes_stay_linear(tmp_path, monkeypatch):
+    """40 extensions of one shard: rewriting the index each time would write 8,200 rows."""
+    monkeypatch.setattr(st, "SMALL_INDEX_ROWS", 0)
+    written = {"fold": [], "entry": []}
+    real_write_index, real_write_entry = st.write_index, st._write_entry
+
+    def write_index(store, manifest, parts, files):
+        written["fold"].append(sum(st._rows(p) for p in parts))
+        return real_write_index(store, manifest, parts, files)
+
+    def write_entry(store, name, manifest, parts, added, removed):
+        written["entry"].append(sum(st._rows(p) for p in parts))
+        return real_write_entry(store, name, manifest, parts, added, removed)
+
+    monkeypatch.setattr(st, "write_index", write_index)
+    monkeypatch.setattr(st, "_write_entry", write_entry)
+    store = tmp_path / "s.h5"
+    for generation in range(1, 41):
+        write_generation(store, generation, keys_of((generation - 1) * ROWS, 1))
+    total = 40 * ROWS
+    assert st.store_info_rows(store) == total
+    assert sum(written["entry"]) + sum(written["fold"]) <= 6 * total, written
+    assert len(written["fold"]) <= 16 and len(written["entry"]) >= 20, written
+    folds = written["fold"]
+    assert all(b >= 1.25 * a for a, b in zip(folds[4:], folds[5:])), folds  # geometric
+
+
+def test_a_fold_killed_before_removing_entries_leaves_them_ignored(tmp_path, journaled):
+    store, reference = tmp_path / "s.h5", tmp_path / "ref.h5"
+    for s in (store, reference):
+        write_generation(s, 1, keys_of(0, 3))
+        write_generation(s, 2, keys_of(30, 2))
+    pending = len(entries(store))
+    assert pending >= 1
+    aside = tmp_path / "aside"
+    shutil.copytree(st.journal_dir(store), aside)
+    compact(store)  # folds; then the old entries come back, as if the kill came before removal
+    for path in aside.iterdir():
+        shutil.copy2(path, st.journal_dir(store) / path.name)
+    (st.journal_dir(store) / ".j-torn.h5.123.tmp").write_bytes(b"half an entry")
+    assert st.read_catalog(store).journal == []  # another base's entries are not applied
+    assert_same_index(store, reference)
+    removed, state = st.clean_store(store)
+    assert removed == pending + 1 and not list(st.journal_dir(store).iterdir())
+    assert state.index_current
+
+
+def test_a_pending_journal_is_the_resume_state_without_opening_a_shard(
+    tmp_path, journaled, monkeypatch
+):
+    store = tmp_path / "s.h5"
+    write_generation(store, 1, keys_of(0, 3))
+    write_generation(store, 2, keys_of(30, 3))
+    assert entries(store)
+
+    def no_open(path):
+        raise AssertionError(f"opened {path}")
+
+    monkeypatch.setattr(st, "read_file_parts", no_open)
+    st._catalog_cache.clear()
+    state = st.load_state(store)
+    assert state.index_current and len(state.parts) == 6 and not state.damaged
+
+
+def test_a_shard_missing_from_a_journaled_store_is_named(tmp_path, journaled):
+    store = tmp_path / "s.h5"
+    write_generation(store, 1, keys_of(0, 2))
+    write_generation(store, 2, keys_of(20, 2))
+    st.shard_path(store, st.shard_name(2, 1)).unlink()
+    found = verify(store)
+    assert [p.file for p in found.problems] == [st.shard_name(2, 1)]
+    with pytest.raises(st.StoreError, match="shard g000002-s000001.h5 is missing"):
+        st.load_features(store, "f")
+    assert st.load_state(store).missing == [st.shard_name(2, 1)]
