@@ -390,6 +390,11 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
         f"store:      {result.path} ({result.size_bytes / 2**20:.1f} MiB, "
         f"{result.shards} shard files, {result.dtype})"
     )
+    if result.journal:
+        click.echo(
+            f"index:      {result.journal} journal entries not yet folded (fstore reads them; "
+            "plain h5py sees the index's last fold: fstore compact folds them)"
+        )
     click.echo(f"images:     {result.images} from {result.image_root}")
     click.echo(
         f"classes:    {len(result.classes)}: "

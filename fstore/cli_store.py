@@ -63,7 +63,8 @@ def verify(store: Path | None, repair: bool, no_values: bool, as_json: bool) -> 
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def compact(store: Path | None, segment_rows: int, as_json: bool) -> None:
-    """Merge small shard files into segments (crash-safe; rows and their order unchanged)."""
+    """Merge small shard files into segments (crash-safe; rows and their order unchanged) and
+    fold the index's journal into its base."""
     from fstore.featurestore.compact import compact as run_compact
 
     report = run_compact(_store(store), segment_rows=segment_rows, max_small=1)
@@ -71,5 +72,9 @@ def compact(store: Path | None, segment_rows: int, as_json: bool) -> None:
         click.echo(json.dumps(asdict(report), indent=2))
         return
     click.echo(f"{report.files_before} files -> {report.files_after} "
-               f"({report.segments_written} segments written, {report.rows_copied} rows copied) "
-               f"in {report.seconds:.1f} s")  # fmt: skip
+               f"({report.segments_written} segments written, {report.rows_copied} rows copied; "
+               f"index {_INDEX_WORDS[report.index]}) in {report.seconds:.1f} s")  # fmt: skip
+
+
+_INDEX_WORDS = {"fold": "rewritten with its journal folded in", "journal": "journal entry added",
+                "current": "already current"}  # fmt: skip

@@ -37,3 +37,21 @@ def test_scale_benchmark_measures_a_small_store(tmp_path):
     assert point.images == 300 and point.read_under_256_files == "right"
     assert point.files == 2 and point.build_images_per_second > 0  # 256 + 44 rows
     assert "| 300 |" in scale.table([point])
+
+
+def test_info_names_a_pending_journal_and_compact_folds_it(tmp_path, monkeypatch):
+    from store_helpers import write_generation
+
+    monkeypatch.setattr(st, "SMALL_INDEX_ROWS", 0)
+    store = synthetic_store(tmp_path / "s.h5", shards=4, rows=10)
+    write_generation(store, 2, [[f"c1/new{i}" for i in range(5)]])
+    runner = CliRunner()
+    info = runner.invoke(cli, ["info", "--store", str(store)])
+    assert info.exit_code == 0 and "index:      1 journal entries not yet folded" in info.output
+    assert "images:     45 " in info.output
+    done = runner.invoke(cli, ["compact", "--store", str(store)])
+    assert "index rewritten with its journal folded in" in done.output, done.output
+    info = runner.invoke(cli, ["info", "--store", str(store)])
+    assert "journal" not in info.output and "images:     45 " in info.output
+    again = runner.invoke(cli, ["compact", "--store", str(store)])
+    assert "index already current" in again.output
