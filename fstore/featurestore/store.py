@@ -7,6 +7,8 @@ Layout of a store ``fstore.h5``::
                               per layer a virtual dataset (N, D) over them (README "The store")
     fstore.h5.d/manifest.json what the store is built from (model, layers, preprocessing, ...)
     fstore.h5.d/plans/        the fixed lists of images of every shard, one file per build
+    fstore.h5.d/journal/      the index's journal: one entry per commit since the last fold,
+                              holding the files added and removed (see :func:`commit_index`)
     fstore.h5.d/shards/       HDF5 files, never modified: one per finished shard
                               (``g<generation>-s<index>.h5``), or one segment holding many
                               compacted shards (``m<generation>-s<index>.h5``, named for its
@@ -14,8 +16,9 @@ Layout of a store ``fstore.h5``::
 
 Every file is written under a temporary name, fsynced and renamed into place (see
 ``../shared/notes/STORE.md``: appending to one HDF5 file in place does not survive ``kill -9``).
-The shard files and plans are the truth; the index is derived from them and rebuilt atomically,
-so it opens at every moment and a reader sees what was committed when it opened it. Features
+The shard files and plans are the truth; the index is derived from them, extended by journal
+entries and rewritten atomically, so it opens at every moment and a reader sees what was
+committed when it opened it. Features
 are read from the shard files one file at a time (:func:`load_features`), never through the
 virtual datasets, whose unopenable sources read back as NaN without an error.
 """
@@ -756,7 +759,7 @@ def _apply(catalog: Catalog, added: list[FileInfo], parts: list[Part], removed: 
         catalog.files[info.name] = info
         catalog.parts_by_file[info.name] = []
     for part in parts:
-        catalog.parts_by_file[part.file].append(part)
+        catalog.parts_by_file.setdefault(part.file, []).append(part)
     catalog.journal_rows += sum(_rows(p) for p in parts)
     catalog.manifest = manifest
 

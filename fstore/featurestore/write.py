@@ -1,18 +1,18 @@
 """The write stage of ``fstore build``: finished shards to disk, the index after them.
 
 Shards are written on a thread of their own (temporary name, fsync, rename), so writing never
-stalls inference. The index is rewritten whole from what is stored, in one pass over the rows;
-during a build that happens at most every ``index_every`` seconds and after 50 times its last
-cost has passed (so for at most 1/50 of the time), then once at the end (by the compaction
-step); its cost stays a bounded share of the build however large the store grows, and readers
-see a consistent index at every moment. ``StoreLock`` keeps two builds off one store and names
-the one that holds it.
+stalls inference. The index is committed (:func:`store.commit_index`: a journal entry holding
+only the shards written since the last commit, or now and then a fold that rewrites the base)
+at most every ``index_every`` seconds and after 50 times its last cost has passed (so for at
+most 1/50 of the time), then once at the end (by the compaction step); readers see a consistent
+index at every moment. ``StoreLock`` keeps two builds off one store and names the one that
+holds it.
 
 Why the index is not updated in place (appending the new shards' rows): HDF5 does not survive
 ``kill -9`` of a process modifying a file (``../shared/notes/STORE.md``: unflushed files no
 longer open, flushed ones sometimes open with unreadable data; SWMR cannot create datasets and
-needs readers that open with ``swmr=True``). The index must open after any kill, so it is only
-ever replaced by rename. Its rewrite costs about 1 s at 200,000 rows on 2 shared cores.
+needs readers that open with ``swmr=True``). The index must open after any kill, so its base
+is only ever replaced by rename and its journal only grows by renamed entries.
 
 A write that fails for a reason the user can fix (a full disk, a folder that is not writable)
 ends in one line saying what happened, what is safe and what to run (:func:`write_failure`).
@@ -89,7 +89,7 @@ class Writer:
         self.queue.put((part, info))
 
     def close(self, index: bool = True) -> None:
-        """Wait for the queued shards, then write the index if anything changed.
+        """Wait for the queued shards, then commit the index as at the end of a build.
 
         ``index=False`` leaves that to the caller, who writes it from :attr:`state` (whose
         ``index_current`` then says whether it must): the build's compaction writes the index
@@ -100,7 +100,7 @@ class Writer:
         if self.error is not None:
             raise self.error
         self.state.index_current = not self.dirty
-        if index:  # also when current: a small store folds a pending journal at the end
+        if index:  # also when current: a small store folds a pending journal
             start = time.perf_counter()
             self.write_index(final=True)
             self.seconds += time.perf_counter() - start
