@@ -3,7 +3,9 @@ pipeline, store and index are timed.
 
 For each size: build images/s, the time of a no-op rebuild (nothing changed), of ``info``, of
 reading one layer (and its peak memory), whether a read under a 256 open-file limit is right,
-and the number of files. Run it with ``python -m fstore.benchmarks.scale 10000 100000``.
+and the number of files; then the time of a build that adds 1 % more images (its index commit
+is a journal entry) and of the ``fstore compact`` that folds that journal into the base index.
+Run it with ``python -m fstore.benchmarks.scale 10000 100000``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -44,6 +47,9 @@ class ScalePoint:
     read_under_256_files: str
     files: int
     store_mib: float
+    extend_seconds: float = 0.0
+    extend_index: str = ""
+    fold_seconds: float = 0.0
 
 
 def noop_model(path: Path) -> Path:
@@ -62,8 +68,9 @@ def noop_model(path: Path) -> Path:
     return path
 
 
-def tiny_images(root: Path, count: int, variants: int = 64) -> Path:
-    """``count`` 8x8 JPEGs in ``CLASSES`` class folders (a few distinct pictures, repeated)."""
+def tiny_images(root: Path, count: int, variants: int = 64, start: int = 0) -> Path:
+    """``count`` 8x8 JPEGs in ``CLASSES`` class folders (a few distinct pictures, repeated),
+    numbered from ``start``."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -74,7 +81,7 @@ def tiny_images(root: Path, count: int, variants: int = 64) -> Path:
         pictures.append(buffer.getvalue())
     for c in range(CLASSES):
         (root / f"class{c:02d}").mkdir(parents=True, exist_ok=True)
-    for i in range(count):
+    for i in range(start, start + count):
         (root / f"class{i % CLASSES:02d}" / f"{i:08d}.jpg").write_bytes(pictures[i % variants])
     return root
 
@@ -97,8 +104,11 @@ def _read_under_limit(store: Path, limit: int = 256) -> str:
 
 def measure(workdir: Path, count: int, model: Path, workers: int = 2) -> ScalePoint:
     """Build a store of ``count`` tiny images with the no-op model and time what it offers."""
-    images = tiny_images(workdir / f"images-{count}", count)
     store = workdir / f"store-{count}.h5"
+    for old in (workdir / f"images-{count}", st.sidecar(store)):  # from an earlier run
+        shutil.rmtree(old, ignore_errors=True)
+    store.unlink(missing_ok=True)
+    images = tiny_images(workdir / f"images-{count}", count)
     config = BuildConfig(store=store, images=images, model=model, preprocessing=TINY,
                          provider="cpu", batch_size=256, shard_size=256, workers=workers,
                          threads=1)  # fmt: skip
@@ -117,6 +127,9 @@ def measure(workdir: Path, count: int, model: Path, workers: int = 2) -> ScalePo
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     assert len(fs.keys) == count and np.isfinite(fs.X).all()
+    read_under_limit = _read_under_limit(store)
+    files = len(os.listdir(st.sidecar(store) / "shards"))
+    extend, fold = _extend_and_fold(config, count)
     return ScalePoint(
         images=count,
         build_seconds=report.seconds,
@@ -125,10 +138,32 @@ def measure(workdir: Path, count: int, model: Path, workers: int = 2) -> ScalePo
         info_seconds=info_seconds,
         read_seconds=read_seconds,
         read_peak_mib=peak,
-        read_under_256_files=_read_under_limit(store),
-        files=len(os.listdir(st.sidecar(store) / "shards")),
+        read_under_256_files=read_under_limit,
+        files=files,
         store_mib=info.size_bytes / 2**20,
+        extend_seconds=extend[0],
+        extend_index=extend[1],
+        fold_seconds=fold,
     )
+
+
+def _extend_and_fold(config: BuildConfig, count: int) -> tuple[tuple[float, str], float]:
+    """Add 1 % more images and build (timed; the index after it: journal entries or a fold),
+    then time the ``fstore compact`` that folds the journal."""
+    from fstore.featurestore.compact import compact
+
+    tiny_images(config.images, max(1, count // 100), start=count)
+    start = time.perf_counter()
+    build(config, progress=False)
+    extend = time.perf_counter() - start
+    journal = st.store_info(config.store).journal
+    how = f"{journal} journal entries" if journal else "folded"
+    start = time.perf_counter()
+    compact(config.store)
+    fold = time.perf_counter() - start
+    assert st.store_info(config.store).journal == 0
+    assert st.store_info_rows(config.store) == count + max(1, count // 100)
+    return (extend, how), fold
 
 
 def driver_write_rate(workdir: Path, shards: int = 64, rows: int = 256, dim: int = 4096) -> dict:
@@ -169,12 +204,14 @@ def run(sizes: list[int], workdir: Path) -> list[ScalePoint]:
 def table(points: list[ScalePoint]) -> str:
     """A Markdown table of the points."""
     lines = ["| images | build img/s | no-op rebuild s | info s | read s | read peak MiB | "
-             "read, ulimit -n 256 | files | store MiB |", "|" + "---:|" * 9]  # fmt: skip
+             "read, ulimit -n 256 | files | store MiB | +1 % build s (index) | fold s |",
+             "|" + "---:|" * 11]  # fmt: skip
     for p in points:
         lines.append(f"| {p.images:,} | {p.build_images_per_second:,.0f} | "
                      f"{p.noop_rebuild_seconds:.2f} | {p.info_seconds:.2f} | {p.read_seconds:.2f}"
                      f" | {p.read_peak_mib:.1f} | {p.read_under_256_files} | {p.files} | "
-                     f"{p.store_mib:.1f} |")  # fmt: skip
+                     f"{p.store_mib:.1f} | {p.extend_seconds:.2f} ({p.extend_index}) | "
+                     f"{p.fold_seconds:.2f} |")  # fmt: skip
     return "\n".join(lines)
 
 
