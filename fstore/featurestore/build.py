@@ -363,5 +363,5 @@ def build(
         _fill(_Job(config, images, found.items, model, report, progress, state=state), manifest)
     report.seconds = time.perf_counter() - start
     report.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    report.store_bytes = st.store_info(config.store).size_bytes
+    report.store_bytes = st.store_bytes(config.store)
     return report

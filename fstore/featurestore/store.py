@@ -860,11 +860,46 @@ class IndexView:
     source_row: np.ndarray
 
 
-def live_rows(parts: Iterable[Part]) -> LiveRows:
+def live_rows(parts: list[Part]) -> LiveRows:
     """Resolve parts (in plan order) into live rows: a later record of a key replaces earlier.
 
-    Linear in the rows: one dict insertion per row and per error.
+    Linear in the rows. When no key is recorded twice (a store built once, or only extended
+    with new images), the rows are the parts' rows one after the other (:func:`_concatenated`);
+    else one dict insertion per row and per error (:func:`_resolved`).
     """
+    recorded = sum(len(p.keys) + sum(not e["stored"] for e in p.errors) for p in parts)
+    distinct = {k for p in parts for k in p.keys}
+    distinct.update(e["key"] for p in parts for e in p.errors if not e["stored"])
+    return _concatenated(parts) if len(distinct) == recorded else _resolved(parts)
+
+
+def _concatenated(parts: list[Part]) -> LiveRows:
+    """:func:`_resolved` for parts that record no key twice, without a dict per row."""
+    view = LiveRows(
+        [k for p in parts for k in p.keys],
+        [s for p in parts for s in p.sha256],
+        [int(v) for p in parts for v in p.size],
+        [int(v) for p in parts for v in p.mtime_ns],
+        errors=[e for p in parts for e in p.errors if not e["stored"]],
+        sources=[(p.file, p.offset + row) for p in parts for row in range(len(p.keys))],
+    )
+    warnings = [e for p in parts for e in p.errors if e["stored"]]
+    if warnings:
+        _keep_warnings(view, warnings)
+    return view
+
+
+def _keep_warnings(view: LiveRows, warnings: list[dict]) -> None:
+    """Warnings (images stored despite a problem) stay while the row is still that image's."""
+    position = {key: i for i, key in enumerate(view.keys)}
+    for warning in warnings:
+        at = position.get(warning["key"])
+        if at is not None and view.sha256[at] == warning["sha256"]:
+            view.errors.append(warning)
+
+
+def _resolved(parts: Iterable[Part]) -> LiveRows:
+    """Live rows through one dict insertion per row and per error, in plan order."""
     latest: dict[str, tuple | dict] = {}
     warnings = []
     for part in parts:
@@ -888,11 +923,7 @@ def live_rows(parts: Iterable[Part]) -> LiveRows:
         view.size.append(int(part.size[row]))
         view.mtime_ns.append(int(part.mtime_ns[row]))
         view.sources.append((part.file, part.offset + row))
-    position = {key: i for i, key in enumerate(view.keys)}
-    for warning in warnings:  # kept while the stored row is still that image's
-        at = position.get(warning["key"])
-        if at is not None and view.sha256[at] == warning["sha256"]:
-            view.errors.append(warning)
+    _keep_warnings(view, warnings)
     return view
 
 
@@ -1299,10 +1330,6 @@ def store_info(store: Path) -> StoreInfo:
         n_shards, journal = len(index.files), index.journal
     failed = [{"shard": x["shard"], "reason": x["reason"], "images": len(x["keys"])}
               for x in failed_shards(store)]  # fmt: skip
-    size = store.stat().st_size
-    shards_dir = sidecar(store)
-    if shards_dir.is_dir():
-        size += sum(p.stat().st_size for p in shards_dir.rglob("*") if p.is_file())
     return StoreInfo(
         path=str(store),
         image_root=manifest.image_root,
@@ -1323,8 +1350,15 @@ def store_info(store: Path) -> StoreInfo:
         journal=journal,
         errors=errors,
         provenance=manifest.provenance,
-        size_bytes=size,
+        size_bytes=store_bytes(store),
     )
+
+
+def store_bytes(store: Path) -> int:
+    """The bytes a store takes on disk: its index and everything in its folder."""
+    folder = sidecar(store)
+    files = folder.rglob("*") if folder.is_dir() else ()
+    return store.stat().st_size + sum(p.stat().st_size for p in files if p.is_file())
 
 
 def scalar_str(dataset) -> str:

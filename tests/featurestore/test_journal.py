@@ -153,3 +153,27 @@ def test_a_shard_missing_from_a_journaled_store_is_named(tmp_path, journaled):
     with pytest.raises(st.StoreError, match="shard g000002-s000001.h5 is missing"):
         st.load_features(store, "f")
     assert st.load_state(store).missing == [st.shard_name(2, 1)]
+
+
+def _part(name: str, keys: list[str], errors: list[tuple[str, bool]], offset: int = 0) -> st.Part:
+    rows = [f"sha-{k}" for k in keys]
+    errs = [{"key": k, "reason": "bad", "sha256": f"sha-{k}" if stored else "x", "size": 1,
+             "mtime_ns": 2, "stored": stored} for k, stored in errors]  # fmt: skip
+    return st.Part(keys, rows, [1] * len(keys), [2] * len(keys), errors=errs, name=name,
+                   file=f"{name}.h5", offset=offset)  # fmt: skip
+
+
+def test_live_rows_without_repeated_keys_equal_the_resolved_rows():
+    parts = [
+        _part("g1-s0", ["a/1", "a/2", "b/1"], [("b/9", False), ("a/2", True)]),
+        _part("g1-s1", ["b/2", "c/1"], [("c/7", False), ("q/1", True)], offset=3),
+        _part("g2-s0", ["d/1"], []),
+    ]
+    fast = st._concatenated(parts)
+    assert fast == st._resolved(parts) and st.live_rows(parts) == fast
+    assert [e["key"] for e in fast.errors] == ["b/9", "c/7", "a/2"]  # q/1 has no row: dropped
+    assert fast.sources[3:5] == [("g1-s1.h5", 3), ("g1-s1.h5", 4)]
+    again = parts + [_part("g3-s0", ["a/1"], [("d/1", False)])]  # a/1 re-read, d/1 now broken
+    live = st.live_rows(again)
+    assert live == st._resolved(again) and live != st._concatenated(again)
+    assert live.keys == ["a/2", "b/1", "b/2", "c/1", "a/1"] and live.sources[-1] == ("g3-s0.h5", 0)
