@@ -1234,7 +1234,10 @@ def _copy_rows(shard, layer: str, info: FileInfo, src: np.ndarray, X, at: np.nda
 
 def _column(dataset, sel: np.ndarray | slice) -> np.ndarray:
     """Rows ``sel`` of a 1-D dataset: a slice is read as a range; indices are taken from the
-    whole column (HDF5 point selections are slow for long index lists)."""
+    whole column (HDF5 point selections are slow for long index lists). An array (a cached
+    live index) gives a copy, so that callers may change what they get."""
+    if isinstance(dataset, np.ndarray):
+        return dataset[sel].copy()
     return dataset[sel] if isinstance(sel, slice) else np.asarray(dataset[()])[sel]
 
 
