@@ -6,7 +6,8 @@ would hold thousands of files. Compaction merges small files into segments of at
 temporary file, fsync, rename; then the index; then the old files are deleted. A ``kill -9`` at
 any moment leaves a store that opens: a segment is only ever renamed in whole, and while both
 a segment and the files it replaces exist, the segment wins (:func:`store.load_state`) and the
-next build or compaction deletes the others.
+next build or compaction deletes the others. ``fstore compact`` also folds the index's journal
+into its base (:func:`store.commit_index`), so that plain h5py sees every row.
 """
 
 from __future__ import annotations
