@@ -162,6 +162,8 @@ def _extend_and_fold(config: BuildConfig, count: int) -> tuple[tuple[float, str]
     extend = time.perf_counter() - start
     journal = len(st.read_catalog(config.store).journal)
     how = f"{journal} journal entries" if journal else "folded"
+    st._catalog_cache.clear()  # as a new process reads it: base catalog, entries, live index
+    st._view_cache.clear()
     start = time.perf_counter()
     assert len(st.load_features(config.store, "noop").keys) == count + added
     journal_read = time.perf_counter() - start
