@@ -772,14 +772,16 @@ def commit_index(
     *,
     final: bool = False,
     fold: bool = False,
+    may_fold: bool = True,
 ) -> str:
     """Make the index say what ``parts`` (in plan order) and ``files`` say: ``"journal"`` when
     it appended a journal entry with only the files added and removed since the last commit,
     ``"fold"`` when it rewrote the base (:func:`write_index`; see ``FOLD_FRACTION``),
-    ``"current"`` when it had nothing to do.
+    ``"current"`` when it had nothing to do, ``"deferred"`` when it should fold and may not.
 
     ``final``: the end of a build or compaction (a small store folds); ``fold``: fold any
-    pending journal (``fstore compact``).
+    pending journal (``fstore compact``); ``may_fold=False``: a build's writer that folded
+    recently (see :class:`write.Writer`) rather writes nothing now than fold again.
     """
     catalog = read_catalog(store)
     if catalog is None or not catalog.index_id:
@@ -798,6 +800,8 @@ def commit_index(
         or journal_rows > FOLD_FRACTION * catalog.base_rows
         or (len(catalog.journal) >= MAX_JOURNAL)
     ):
+        if not (fold or may_fold):
+            return "deferred"
         write_index(store, manifest, parts, files)
         return "fold"
     seq = int(catalog.journal[-1].split("-")[2].split(".")[0]) + 1 if catalog.journal else 1

@@ -73,6 +73,7 @@ class Writer:
         self.seconds = 0.0
         self.shards_written = 0
         self._last_index, self._index_cost = time.perf_counter(), 0.0
+        self._last_fold, self._fold_cost = self._last_index, 0.0
         self._thread = threading.Thread(target=self._loop, name="fstore-writer", daemon=True)
         self._thread.start()
 
@@ -105,15 +106,16 @@ class Writer:
             self.write_index(final=True)
             self.seconds += time.perf_counter() - start
 
-    def write_index(self, final: bool = False) -> None:
+    def write_index(self, final: bool = False, may_fold: bool = True) -> str:
         """Commit the index: a journal entry with the shards written since the last commit, or
-        a fold (:func:`store.commit_index`)."""
+        a fold (:func:`store.commit_index`, which says which it did)."""
         try:
-            st.commit_index(self.store, self.manifest, self.state.ordered(), self.state.files,
-                            final=final)  # fmt: skip
+            done = st.commit_index(self.store, self.manifest, self.state.ordered(),
+                                   self.state.files, final=final, may_fold=may_fold)  # fmt: skip
         except (OSError, RuntimeError) as exc:
             raise write_failure(exc, "the index", self.store, self.state) from None
-        self.dirty = False
+        self.dirty = self.dirty and done == "deferred"
+        return done
 
     def _add(self, part: st.Part, info: st.FileInfo) -> None:
         self.state.parts[part.name] = part
@@ -153,13 +155,18 @@ class Writer:
                 self.error = exc
 
     def _maybe_index(self) -> None:
-        """Rewrite the index when ``index_every`` and 50x its last cost have both passed."""
+        """Commit the index when ``index_every`` and 50x its last cost have both passed; a fold
+        (a rewrite of the whole base) only once 50x the last fold's cost has passed too, so
+        that folds take at most 1/50 of a build however large the store grows."""
         now = time.perf_counter()
         if now - self._last_index < max(self.index_every, INDEX_COST_FACTOR * self._index_cost):
             return
-        self.write_index()
+        may_fold = now - self._last_fold >= INDEX_COST_FACTOR * self._fold_cost
+        done = self.write_index(may_fold=may_fold)
         self._last_index = time.perf_counter()
         self._index_cost = self._last_index - now
+        if done == "fold":
+            self._last_fold, self._fold_cost = self._last_index, self._index_cost
 
 
 class StoreLock:

@@ -46,3 +46,17 @@ def write_generation(path: Path, generation: int, keys: list[list[str]], seed: i
             writer.put(st.shard_name(generation, index), shard_rows(shard_keys, seed + index))
         writer.close()
     return path
+
+
+def assert_same_store(a: Path, b: Path, layers: tuple[str, ...] = ("pool5", "fc7")) -> None:
+    """Two stores read back the same: rows in order, features, labels, splits, classes, and
+    what ``info`` says of their images and errors."""
+    for layer in layers:
+        x, y = st.load_features(a, layer), st.load_features(b, layer)
+        assert list(x.keys) == list(y.keys)
+        np.testing.assert_array_equal(x.X, y.X)
+        np.testing.assert_array_equal(x.y, y.y)
+        assert list(x.split) == list(y.split) and x.classes == y.classes
+    info_a, info_b = st.store_info(a), st.store_info(b)
+    assert (info_a.images, info_a.class_counts, info_a.errors) == (
+        info_b.images, info_b.class_counts, info_b.errors)  # fmt: skip

@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
-from store_helpers import write_generation
+from store_helpers import assert_same_store, manifest, shard_rows, write_generation
 
 from fstore.featurestore import store as st
 from fstore.featurestore.compact import compact
 from fstore.featurestore.verify import verify
+from fstore.featurestore.write import StoreLock, Writer
 
 ROWS = 10
 
@@ -35,15 +35,8 @@ def journaled(monkeypatch):
 
 
 def assert_same_index(a: Path, b: Path) -> None:
-    for layer in ("f", "g"):
-        x, y = st.load_features(a, layer), st.load_features(b, layer)
-        assert list(x.keys) == list(y.keys)
-        np.testing.assert_array_equal(x.X, y.X)
-        np.testing.assert_array_equal(x.y, y.y)
-        assert list(x.split) == list(y.split) and x.classes == y.classes
-    info_a, info_b = st.store_info(a), st.store_info(b)
-    assert (info_a.images, info_a.class_counts, info_a.errors, info_a.shards) == (
-        info_b.images, info_b.class_counts, info_b.errors, info_b.shards)  # fmt: skip
+    assert_same_store(a, b, ("f", "g"))
+    assert st.store_info(a).shards == st.store_info(b).shards
 
 
 def test_an_extension_writes_only_its_rows_and_reads_as_one_index(tmp_path, monkeypatch):
@@ -104,6 +97,25 @@ def test_folds_are_geometric_so_all_index_writes_stay_linear(tmp_path, monkeypat
     assert len(written["fold"]) <= 16 and len(written["entry"]) >= 20, written
     folds = written["fold"]
     assert all(b >= 1.25 * a for a, b in zip(folds[4:], folds[5:])), folds  # geometric
+
+
+def test_a_build_defers_a_fold_until_50_times_the_last_folds_cost_has_passed(tmp_path):
+    """A fold is due (30 new rows over a base of 10) but the last one was slow: the writer
+    commits nothing mid-build; the end of the build folds."""
+    store = write_generation(tmp_path / "s.h5", 1, keys_of(0, 1))
+    base = store.stat().st_ino
+    keys = keys_of(10, 3)
+    st.write_plan(store, 2, keys)
+    with StoreLock(store):
+        writer = Writer(store, manifest(), None, index_every=0.0)
+        writer._fold_cost = 1e6  # as if the last fold had taken very long
+        for index, shard_keys in enumerate(keys):
+            writer.put(st.shard_name(2, index), shard_rows(shard_keys, index))
+        writer.close(index=False)
+        assert writer.dirty and store.stat().st_ino == base and not entries(store)
+        assert st.commit_index(store, manifest(), writer.state.ordered(), writer.state.files,
+                               final=True) == "fold"  # fmt: skip
+    assert st.store_info_rows(store) == 40 and store.stat().st_ino != base
 
 
 def test_a_fold_killed_before_removing_entries_leaves_them_ignored(tmp_path, journaled):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import make_image_folder
+from store_helpers import assert_same_store
 
 from fstore.api import build
 from fstore.errors import StoreError
@@ -32,15 +33,6 @@ def images(tmp_path: Path) -> Path:
 def reference(config_for, images, tmp_path) -> Path:
     build(config_for(images, store=tmp_path / "reference.h5"))
     return tmp_path / "reference.h5"
-
-
-def assert_same_store(a: Path, b: Path) -> None:
-    for layer in ("pool5", "fc7"):
-        x, y = st.load_features(a, layer), st.load_features(b, layer)
-        assert list(x.keys) == list(y.keys)
-        np.testing.assert_array_equal(x.X, y.X)
-        np.testing.assert_array_equal(x.y, y.y)
-    assert st.store_info(a).errors == st.store_info(b).errors
 
 
 def failing_create(monkeypatch, code: int, where: str, after: int) -> None:
