@@ -1094,16 +1094,16 @@ def reading(store: Path) -> Iterator[IndexReader]:
             yield _journal_reader(catalog)
         else:
             yield IndexReader(
-                Manifest.from_json(scalar_str(f["manifest"])),
-                len(f["keys"]),
-                f["keys"].asstr(),
-                f["labels"],
-                f["split"].asstr(),
-                f["sources/file"],
-                f["sources/row"],
-                tuple(_strings(f["classes"])),
-                _catalog_files(f["catalog"]),
-                _read_errors(f["errors"]),
+                manifest=Manifest.from_json(scalar_str(f["manifest"])),
+                n=len(f["keys"]),
+                keys=f["keys"].asstr(),
+                labels=f["labels"],
+                split=f["split"].asstr(),
+                source_file=f["sources/file"],
+                source_row=f["sources/row"],
+                classes=tuple(_strings(f["classes"])),
+                files=_catalog_files(f["catalog"]),
+                errors=_read_errors(f["errors"]),
             )
 
 
@@ -1118,16 +1118,16 @@ def _journal_reader(catalog: Catalog) -> IndexReader:
         view = index_view(Manifest.from_json(catalog.manifest), catalog.parts(), catalog.files)
         _view_cache.clear()
         _view_cache[key] = IndexReader(
-            view.manifest,
-            len(view.rows.keys),
-            np.array(view.rows.keys, dtype=object),
-            view.labels,
-            view.split,
-            view.source_file,
-            view.source_row,
-            tuple(view.classes),
-            view.files,
-            view.rows.errors,
+            manifest=view.manifest,
+            n=len(view.rows.keys),
+            keys=np.array(view.rows.keys, dtype=object),
+            labels=view.labels,
+            split=view.split,
+            source_file=view.source_file,
+            source_row=view.source_row,
+            classes=tuple(view.classes),
+            files=view.files,
+            errors=view.rows.errors,
             journal=len(catalog.journal),
         )
     return _view_cache[key]
