@@ -22,11 +22,24 @@ from fstore.featurestore.store import load_features, sidecar, store_info
 LAYERS = ("pool5", "fc7")
 
 
-def build_cmd(images: Path, store: Path) -> list[str]:
+#: ``fstore build`` with an index that never folds and commits after every shard, so that the
+#: kills land among journal entries (and their temporaries) as well as shard files.
+JOURNAL_CLI = """
+import sys
+from fstore.featurestore import store, write
+store.FOLD_FRACTION, store.SMALL_INDEX_ROWS, store.MAX_JOURNAL = 1e9, 0, 10**6
+init = write.Writer.__init__
+write.Writer.__init__ = lambda self, *a, **k: init(self, *a[:3], index_every=0.0)
+write.INDEX_COST_FACTOR = 0.0
+from fstore.cli import main
+main()
+"""
+
+
+def build_cmd(images: Path, store: Path, journal: bool = False) -> list[str]:
     return [
         sys.executable,
-        "-m",
-        "fstore.cli",
+        *(["-c", JOURNAL_CLI] if journal else ["-m", "fstore.cli"]),
         "build",
         str(images),
         "--store",
@@ -73,7 +86,10 @@ def images(tmp_path: Path) -> Path:
     return root
 
 
-def test_kill_9_at_several_points_then_resume_gives_identical_store(store_model, tmp_path, images):
+@pytest.mark.parametrize("journal", [False, True], ids=["index", "journal"])
+def test_kill_9_at_several_points_then_resume_gives_identical_store(
+    store_model, tmp_path, images, journal
+):
     reference = tmp_path / "reference.h5"
     subprocess.run(build_cmd(images, reference), check=True, timeout=300)
     total = n_shards(reference)
@@ -83,7 +99,7 @@ def test_kill_9_at_several_points_then_resume_gives_identical_store(store_model,
     seen_rows = []
     # Kill moments: during start-up, then once 1, 6, 12 and 18 shards are on disk.
     for target in (None, 1, 6, 12, 18):
-        proc = subprocess.Popen(build_cmd(images, store))
+        proc = subprocess.Popen(build_cmd(images, store, journal))
         deadline = time.monotonic() + 120
         if target is None:
             time.sleep(0.5)
@@ -96,7 +112,9 @@ def test_kill_9_at_several_points_then_resume_gives_identical_store(store_model,
         assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
         assert_readable(store)
     assert n_shards(store) < total
-    subprocess.run(build_cmd(images, store), check=True, timeout=300)
+    subprocess.run(build_cmd(images, store, journal), check=True, timeout=300)
+    if journal:
+        assert store_info(store).journal > 10  # read below through base and journal
 
     assert not list(sidecar(store).rglob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
     for layer in LAYERS:
