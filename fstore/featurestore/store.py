@@ -577,6 +577,7 @@ class Catalog:
     journal: list[str] = field(default_factory=list)
     journal_rows: int = 0
     manifest: str = ""
+    key: tuple = ()  # which store and state of its files this is (see read_catalog)
 
     def parts(self) -> list[Part]:
         """The parts in plan order, each from the file that holds it."""
@@ -615,8 +616,10 @@ def _write_catalog(f, parts: list[Part], files: dict[str, FileInfo]) -> None:
 
 
 def _catalog_files(g) -> list[FileInfo]:
-    infos = zip(_strings(g["file_name"]), g["file_rows"][()], g["file_size"][()],
-                _strings(g["file_sha256"]), g["file_mtime_ns"][()])  # fmt: skip
+    names = _strings(g["file_name"])  # indexes before file_mtime_ns: 0, i.e. look at the file
+    mtimes = g["file_mtime_ns"][()] if "file_mtime_ns" in g else [0] * len(names)
+    infos = zip(names, g["file_rows"][()], g["file_size"][()], _strings(g["file_sha256"]),
+                mtimes)  # fmt: skip
     return [FileInfo(n, int(r), int(s), h, int(m)) for n, r, s, h, m in infos]
 
 
@@ -651,6 +654,8 @@ def read_catalog(store: Path) -> Catalog | None:
                 cached = (key, _read_catalog(store, key[3]))
             except FileNotFoundError:
                 continue
+            if cached[1] is not None:
+                cached[1].key = (str(store.absolute()), *key)
             _catalog_cache.clear()
             _catalog_cache[str(store)] = cached
         return _copy(cached[1])
@@ -677,6 +682,7 @@ def _remember(store: Path, catalog: Catalog) -> None:
     """Cache the catalog this process just committed (saves reading it back)."""
     key = _index_key(store)
     if key is not None:
+        catalog.key = (str(store.absolute()), *key)
         _catalog_cache.clear()
         _catalog_cache[str(store)] = (key, _copy(catalog))
 
@@ -1085,26 +1091,54 @@ class IndexReader:
 
 @contextmanager
 def reading(store: Path) -> Iterator[IndexReader]:
-    """The store's live index, for the length of a ``with`` block (the base stays open)."""
-    with open_index(store) as f:
-        index_id = str(f.attrs.get("index_id", ""))
-        pending = index_id and any(n.startswith(f"j-{index_id}-") for n in _journal_names(store))
-        catalog = read_catalog(store) if pending else None  # the whole catalog: only if needed
-        if catalog is not None and catalog.journal:
-            yield _journal_reader(catalog)
-        else:
-            yield IndexReader(
-                manifest=Manifest.from_json(scalar_str(f["manifest"])),
-                n=len(f["keys"]),
-                keys=f["keys"].asstr(),
-                labels=f["labels"],
-                split=f["split"].asstr(),
-                source_file=f["sources/file"],
-                source_row=f["sources/row"],
-                classes=tuple(_strings(f["classes"])),
-                files=_catalog_files(f["catalog"]),
-                errors=_read_errors(f["errors"]),
-            )
+    """The store's live index, for the length of a ``with`` block.
+
+    With no journal entry pending, the base file's own datasets (kept open); else base and
+    entries resolved (:func:`_journal_reader`). A fold by another process may replace the base
+    and delete its entries at any moment: the base is used alone only if it was still the
+    store's index after the journal was listed, and a catalog only if it has entries; else the
+    read starts again.
+    """
+    for _ in range(3):
+        with open_index(store) as f:
+            index_id = str(f.attrs.get("index_id", ""))
+            names = _journal_names(store)
+            current = _is_current(store, f)
+            pending = index_id and any(n.startswith(f"j-{index_id}-") for n in names)
+            if current and not pending:
+                yield _base_reader(f)
+                return
+            catalog = read_catalog(store)  # the whole catalog: only when entries are pending
+            if catalog is not None and catalog.journal:
+                yield _journal_reader(catalog)
+                return
+    raise StoreError(
+        f"the index of {store} was replaced three times while it was read (another fstore "
+        "process is writing it); run this again"
+    )
+
+
+def _is_current(store: Path, f) -> bool:
+    """Whether the open index file ``f`` is still the one at ``store`` (not replaced since)."""
+    try:
+        return os.stat(store).st_ino == os.fstat(f.id.get_vfd_handle()).st_ino
+    except OSError:
+        return False
+
+
+def _base_reader(f) -> IndexReader:
+    return IndexReader(
+        manifest=Manifest.from_json(scalar_str(f["manifest"])),
+        n=len(f["keys"]),
+        keys=f["keys"].asstr(),
+        labels=f["labels"],
+        split=f["split"].asstr(),
+        source_file=f["sources/file"],
+        source_row=f["sources/row"],
+        classes=tuple(_strings(f["classes"])),
+        files=_catalog_files(f["catalog"]),
+        errors=_read_errors(f["errors"]),
+    )
 
 
 _view_cache: dict[tuple, IndexReader] = {}
@@ -1113,8 +1147,8 @@ _view_cache: dict[tuple, IndexReader] = {}
 def _journal_reader(catalog: Catalog) -> IndexReader:
     """Base and journal resolved into live columns: linear in the rows, once per process for
     one state of the index."""
-    key = (catalog.index_id, tuple(catalog.journal))
-    if key not in _view_cache:
+    key = catalog.key  # the store's path, its base file and its entries
+    if not key or key not in _view_cache:
         view = index_view(Manifest.from_json(catalog.manifest), catalog.parts(), catalog.files)
         _view_cache.clear()
         _view_cache[key] = IndexReader(

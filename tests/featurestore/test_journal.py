@@ -189,3 +189,50 @@ def test_live_rows_without_repeated_keys_equal_the_resolved_rows():
     live = st.live_rows(again)
     assert live == st._resolved(again) and live != st._concatenated(again)
     assert live.keys == ["a/2", "b/1", "b/2", "c/1", "a/1"] and live.sources[-1] == ("g3-s0.h5", 0)
+
+
+@pytest.mark.parametrize("when", ["listing the journal", "reading the catalog"])
+def test_a_read_overlapping_a_fold_sees_every_committed_row(tmp_path, journaled, monkeypatch, when):
+    """Another process folds (new base, entries deleted) while a reader is between opening the
+    base and reading the journal: the reader starts again rather than read the old base alone."""
+    store = write_generation(tmp_path / "s.h5", 1, keys_of(0, 2))
+    write_generation(store, 2, keys_of(20, 1))
+    assert entries(store)
+    name = "_journal_names" if when == "listing the journal" else "read_catalog"
+    real, folded = getattr(st, name), []
+
+    def fold_first(path):
+        if not folded:
+            folded.append(True)
+            compact(store)  # as another process would, between the reader's steps
+        return real(path)
+
+    monkeypatch.setattr(st, name, fold_first)
+    st._catalog_cache.clear()
+    fs = st.load_features(store, "f")
+    assert folded and not entries(store)
+    assert list(fs.keys) == [k for shard in keys_of(0, 3) for k in shard]
+
+
+def test_copies_of_a_store_with_the_same_entries_do_not_share_a_cached_index(tmp_path, journaled):
+    a = write_generation(tmp_path / "a.h5", 1, keys_of(0, 2))
+    b = tmp_path / "b.h5"
+    shutil.copy2(a, b)
+    shutil.copytree(st.sidecar(a), st.sidecar(b))
+    write_generation(a, 2, [["x1/new"]])
+    write_generation(b, 2, [["y1/new"]])
+    assert [p.name for p in entries(a)] == [p.name for p in entries(b)]  # same base id, seq
+    assert st.load_features(a, "f").keys[-1] == "x1/new"
+    fs = st.load_features(b, "f")
+    assert fs.keys[-1] == "y1/new" and "y1" in fs.classes and "x1" not in fs.classes
+
+
+def test_an_index_written_before_file_mtimes_were_recorded_still_reads(tmp_path):
+    store = write_generation(tmp_path / "s.h5", 1, keys_of(0, 2))
+    want = st.load_features(store, "f")
+    with h5py.File(store, "r+") as f:
+        del f["catalog/file_mtime_ns"]
+    st._catalog_cache.clear()
+    got = st.load_features(store, "f")
+    assert list(got.keys) == list(want.keys) and (got.X == want.X).all()
+    assert st.load_state(store).index_current is False  # the files get looked at once
