@@ -268,7 +268,6 @@ def _write_all(ray, actors, work, writer, report, options: RayOptions, progress)
             if isinstance(result, ShardFailure):
                 st.record_failed_shard(writer.store, result.name, dict(shards)[result.name],
                                        result.reason)  # fmt: skip
-                writer.dirty = True  # the index lists failed shards
                 bar.update(sizes[result.name])
                 continue
             name, rows, times = result

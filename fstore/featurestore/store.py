@@ -1020,7 +1020,6 @@ def write_index(
             f.create_dataset("sources/row", data=view.source_row)
             runs = _runs(view.source_file, view.source_row)
             _write_virtual(f, store, manifest, runs, view.files)
-            _write_failed(f, failed_shards(store))
             _write_catalog(f, parts, files)
         commit_file(tmp, store)
     except BaseException:
@@ -1032,16 +1031,6 @@ def write_index(
     catalog.journal_rows = 0
     _remember(store, catalog)
     return view.rows
-
-
-def _write_failed(f, failed: list[dict]) -> None:
-    import h5py
-
-    string = h5py.string_dtype()
-    group = f.create_group("failed_shards")
-    group.create_dataset("name", data=str_data(x["shard"] for x in failed), dtype=string)
-    group.create_dataset("reason", data=str_data(x["reason"] for x in failed), dtype=string)
-    group.create_dataset("images", data=np.array([len(x["keys"]) for x in failed], np.int64))
 
 
 # --------------------------------------------------------------------------- reading

@@ -67,7 +67,6 @@ class Writer:
         self.store, self.manifest = store, manifest
         self.state = summaries if isinstance(summaries, st.StoreState) else st.load_state(store)
         self.index_every = index_every
-        self.dirty = not self.state.index_current
         self.queue: queue.Queue = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
         self.seconds = 0.0
@@ -92,15 +91,14 @@ class Writer:
     def close(self, index: bool = True) -> None:
         """Wait for the queued shards, then commit the index as at the end of a build.
 
-        ``index=False`` leaves that to the caller, who writes it from :attr:`state` (whose
-        ``index_current`` then says whether it must): the build's compaction writes the index
-        once, instead of twice. Until then the shard files are the truth, as after a kill.
+        ``index=False`` leaves that to the caller, who commits it from :attr:`state`: the
+        build's compaction commits the index once, instead of twice. Until then the shard files
+        are the truth, as after a kill.
         """
         self.queue.put(None)
         self._thread.join()
         if self.error is not None:
             raise self.error
-        self.state.index_current = not self.dirty
         if index:  # also when current: a small store folds a pending journal
             start = time.perf_counter()
             self.write_index(final=True)
@@ -114,7 +112,6 @@ class Writer:
                                    self.state.files, final=final, may_fold=may_fold)  # fmt: skip
         except (OSError, RuntimeError) as exc:
             raise write_failure(exc, "the index", self.store, self.state) from None
-        self.dirty = self.dirty and done == "deferred"
         return done
 
     def _add(self, part: st.Part, info: st.FileInfo) -> None:
@@ -122,7 +119,6 @@ class Writer:
         self.state.files[info.name] = info
         st.failed_path(self.store, part.name).unlink(missing_ok=True)
         self.shards_written += 1
-        self.dirty = True
 
     def _write(self, name: str, rows: st.ShardRows) -> None:
         generation, index = st.parse_shard_name(name)
