@@ -27,6 +27,7 @@ import numpy as np
 
 from fstore.featurestore import store as st
 from fstore.featurestore.build import BuildConfig, build
+from fstore.featurestore.features import FeatureSet
 from fstore.images.preprocess import Preprocessing
 
 CLASSES = 10
@@ -121,12 +122,7 @@ def measure(workdir: Path, count: int, model: Path, workers: int = 2) -> ScalePo
     start = time.perf_counter()
     info = st.store_info(store)
     info_seconds = time.perf_counter() - start
-    tracemalloc.start()
-    start = time.perf_counter()
-    fs = st.load_features(store, "noop")
-    read_seconds = time.perf_counter() - start
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
+    fs, read_seconds, peak = _traced_read(store)
     assert len(fs.keys) == count and np.isfinite(fs.X).all()
     read_under_limit = _read_under_limit(store)
     files = len(os.listdir(st.sidecar(store) / "shards"))
@@ -149,6 +145,17 @@ def measure(workdir: Path, count: int, model: Path, workers: int = 2) -> ScalePo
     )
 
 
+def _traced_read(store: Path) -> tuple[FeatureSet, float, float]:
+    """Read the layer under ``tracemalloc``: the features, the seconds and the peak MiB."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    fs = st.load_features(store, "noop")
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return fs, seconds, peak
+
+
 def _extend_and_fold(config: BuildConfig, count: int) -> tuple[tuple[float, str], float, float]:
     """Add 1 % more images and build (timed; the index after it: journal entries or a fold),
     read one layer with that journal pending (timed), then time the ``fstore compact`` that
@@ -162,13 +169,9 @@ def _extend_and_fold(config: BuildConfig, count: int) -> tuple[tuple[float, str]
     extend = time.perf_counter() - start
     journal = len(st.read_catalog(config.store).journal)
     how = f"{journal} journal entries" if journal else "folded"
-    st._catalog_cache.clear()  # as a new process reads it: base catalog, entries, live index
-    st._view_cache.clear()
-    tracemalloc.start()  # as the read of the folded store is timed
-    start = time.perf_counter()
-    assert len(st.load_features(config.store, "noop").keys) == count + added
-    journal_read = time.perf_counter() - start
-    tracemalloc.stop()
+    st.forget_cached_index()  # as a new process reads it: base catalog, entries, live index
+    fs, journal_read, _ = _traced_read(config.store)
+    assert len(fs.keys) == count + added
     start = time.perf_counter()
     compact(config.store)
     fold = time.perf_counter() - start

@@ -662,6 +662,13 @@ def read_catalog(store: Path) -> Catalog | None:
     return None
 
 
+def forget_cached_index() -> None:
+    """Drop this process's cached catalog and live index, so that the next read starts from
+    the files as a new process would (for benchmarks and tests)."""
+    _catalog_cache.clear()
+    _view_cache.clear()
+
+
 def _index_key(store: Path) -> tuple | None:
     try:
         stat = store.stat()
@@ -700,13 +707,21 @@ def _read_catalog(store: Path, journal: tuple[str, ...]) -> Catalog | None:
             manifest = scalar_str(f["manifest"])
     except (OSError, KeyError):
         return None
-    catalog = Catalog({}, {}, index_id, sum(_rows(p) for p in parts))
-    _apply(catalog, files, parts, [], manifest)
-    catalog.journal_rows = 0
+    catalog = _base_catalog(index_id, files, parts, manifest)
     for name in journal:
         if index_id and name.startswith(f"j-{index_id}-"):
             _apply_entry(catalog, journal_dir(store) / name)
     return catalog
+
+
+def _base_catalog(index_id: str, files: list[FileInfo], parts: list[Part],
+                  manifest: str) -> Catalog:  # fmt: skip
+    """The catalog of a base index, before any journal entry."""
+    by_file: dict[str, list[Part]] = {info.name: [] for info in files}
+    for part in parts:
+        by_file.setdefault(part.file, []).append(part)
+    return Catalog({info.name: info for info in files}, by_file, index_id,
+                   sum(_rows(p) for p in parts), manifest=manifest)  # fmt: skip
 
 
 def _rows(part: Part) -> int:
@@ -751,13 +766,13 @@ def _apply_entry(catalog: Catalog, path: Path) -> None:
         added = _catalog_files(f["catalog"])
         parts = _catalog_parts(f["catalog"])
         manifest = scalar_str(f["manifest"])
-    _apply(catalog, added, parts, removed, manifest)
-    catalog.journal.append(path.name)
+    _apply(catalog, path.name, added, parts, removed, manifest)
 
 
-def _apply(catalog: Catalog, added: list[FileInfo], parts: list[Part], removed: list[str],
-           manifest: str) -> None:  # fmt: skip
-    """Removed files go, added files (with their parts) come, replacing any of the same name."""
+def _apply(catalog: Catalog, entry: str, added: list[FileInfo], parts: list[Part],
+           removed: list[str], manifest: str) -> None:  # fmt: skip
+    """Apply journal entry ``entry``: removed files go, added files (with their parts) come,
+    replacing any of the same name."""
     for name in removed + [i.name for i in added]:
         catalog.files.pop(name, None)
         catalog.parts_by_file.pop(name, None)
@@ -766,6 +781,7 @@ def _apply(catalog: Catalog, added: list[FileInfo], parts: list[Part], removed: 
         catalog.parts_by_file[info.name] = []
     for part in parts:
         catalog.parts_by_file.setdefault(part.file, []).append(part)
+    catalog.journal.append(entry)
     catalog.journal_rows += sum(_rows(p) for p in parts)
     catalog.manifest = manifest
 
@@ -798,7 +814,8 @@ def commit_index(
     new_parts = [p for p in parts if p.file in added]
     journal_rows = catalog.journal_rows + sum(_rows(p) for p in new_parts)
     fold = fold or (final and sum(_rows(p) for p in parts) <= SMALL_INDEX_ROWS)
-    if not added and not removed and manifest.to_json() == catalog.manifest:
+    manifest_json = manifest.to_json()
+    if not added and not removed and manifest_json == catalog.manifest:
         if not (fold and catalog.journal):
             return "current"
     if (
@@ -813,8 +830,7 @@ def commit_index(
     seq = int(catalog.journal[-1].split("-")[2].split(".")[0]) + 1 if catalog.journal else 1
     name = f"j-{catalog.index_id}-{seq:06d}.h5"
     _write_entry(store, name, manifest, new_parts, added, removed)
-    _apply(catalog, list(added.values()), new_parts, removed, manifest.to_json())
-    catalog.journal.append(name)
+    _apply(catalog, name, list(added.values()), new_parts, removed, manifest_json)
     _remember(store, catalog)
     return "journal"
 
@@ -1026,10 +1042,7 @@ def write_index(
         tmp.unlink(missing_ok=True)
         raise
     _remove_journal(store, index_id)
-    catalog = Catalog({}, {}, index_id, sum(_rows(p) for p in parts))
-    _apply(catalog, list(files.values()), parts, [], manifest.to_json())
-    catalog.journal_rows = 0
-    _remember(store, catalog)
+    _remember(store, _base_catalog(index_id, list(files.values()), parts, manifest.to_json()))
     return view.rows
 
 

@@ -151,7 +151,7 @@ def test_a_pending_journal_is_the_resume_state_without_opening_a_shard(
         raise AssertionError(f"opened {path}")
 
     monkeypatch.setattr(st, "read_file_parts", no_open)
-    st._catalog_cache.clear()
+    st.forget_cached_index()
     state = st.load_state(store)
     assert state.index_current and len(state.parts) == 6 and not state.damaged
 
@@ -209,7 +209,7 @@ def test_a_read_overlapping_a_fold_sees_every_committed_row(tmp_path, journaled,
         return real(path)
 
     monkeypatch.setattr(st, name, fold_first)
-    st._catalog_cache.clear()
+    st.forget_cached_index()
     fs = st.load_features(store, "f")
     assert folded and not entries(store)
     assert list(fs.keys) == [k for shard in keys_of(0, 3) for k in shard]
@@ -233,7 +233,7 @@ def test_an_index_written_before_file_mtimes_were_recorded_still_reads(tmp_path)
     want = st.load_features(store, "f")
     with h5py.File(store, "r+") as f:
         del f["catalog/file_mtime_ns"]
-    st._catalog_cache.clear()
+    st.forget_cached_index()
     got = st.load_features(store, "f")
     assert list(got.keys) == list(want.keys) and (got.X == want.X).all()
     assert st.load_state(store).index_current is False  # the files get looked at once
