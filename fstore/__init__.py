@@ -25,10 +25,10 @@ __version__ = "0.1.0"
 #: Public name → (module, function); the module is imported on first use, by name through
 #: importlib. The API sits above every layer, but this file is also the package every module
 #: imports ``__version__`` from: an import statement here would make lint-imports see each
-#: layer reaching up to featurestore and export through it.
+#: layer reaching up to build, store and export through it.
 _API = {
-    "build": ("fstore.api", "build"),
-    "load_features": ("fstore.featurestore.store", "load_features"),
+    "build": ("fstore.build.model", "build"),
+    "load_features": ("fstore.store.store", "load_features"),
 }
 
 __all__ = ["__version__", "build", "export", "load_features"]

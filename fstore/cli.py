@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from fstore import __version__
+from fstore.build.read import POOLS
 from fstore.cli_options import (
     CommaList,
     FstoreGroup,
@@ -28,7 +29,6 @@ from fstore.cli_options import (
 )
 from fstore.export.layers import LAYER_NAMES
 from fstore.export.precision import AUTO
-from fstore.featurestore.pipeline import POOLS
 from fstore.runtime.metadata import PRECISIONS
 
 
@@ -296,7 +296,7 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
     IMAGES holds <class>/<image> or train|test/<class>/<image>; once a store exists, it
     may be left out to update the store from the folder it was built from.
     """
-    from fstore.api import build as run_build
+    from fstore.build.model import build as run_build
 
     config = _build_config(images, options)
     use_stderr_logging(quiet)
@@ -309,12 +309,12 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
 
 def _build_config(images: Path | None, o: dict):
     """The library's ``BuildConfig`` from the ``build`` command's options."""
-    from fstore.api import BuildConfig
+    from fstore.build.model import BuildConfig
+    from fstore.build.ray_engine import RayOptions
     from fstore.export.layers import parse_layers
-    from fstore.featurestore.ray_engine import RayOptions
-    from fstore.featurestore.store import default_store_path
     from fstore.images.discover import SplitSpec
     from fstore.images.preprocess import for_options
+    from fstore.store import default_store_path
 
     names = tuple(name for item in o["layers"] for name in item)
     if names and o["model"] is None:
@@ -380,7 +380,7 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
     """Images, classes, splits, layers, provenance, errors and size of a store."""
     from dataclasses import asdict
 
-    from fstore.featurestore.store import default_store_path, store_info
+    from fstore.store import default_store_path, store_info
 
     result = store_info(store or default_store_path())
     if as_json:

@@ -37,7 +37,7 @@ from fstore.cli_options import (
 if TYPE_CHECKING:
     from fstore.classifiers.evaluation import TrainingRun
     from fstore.classifiers.protocol import SplitProtocol
-    from fstore.featurestore.features import FeatureSet
+    from fstore.store import FeatureSet
 
 
 # --------------------------------------------------------------------------- shared options
@@ -141,13 +141,13 @@ def run_options(name: str, pca: bool = True):
 
 
 def _store(store: Path | None) -> Path:
-    from fstore.featurestore.store import default_store_path
+    from fstore.store import default_store_path
 
     return store if store is not None else default_store_path()
 
 
 def _load(store: Path | None, layer: str | None) -> FeatureSet:
-    from fstore.featurestore.store import load_features
+    from fstore.store import load_features
 
     return load_features(_store(store), layer)
 

@@ -1,5 +1,5 @@
 """``fstore verify`` and ``fstore compact``: each parses options, calls one library function of
-:mod:`fstore.featurestore` (``verify``, ``compact``), then prints what comes back.
+:mod:`fstore.store` (``verify``, ``compact``), then prints what comes back.
 
 Registered on the main group in :mod:`fstore.cli`, whose ``FstoreGroup`` turns ``FstoreError``
 into one line on stderr. Nothing heavy is imported at module level.
@@ -18,7 +18,7 @@ from fstore.cli_options import FstoreCommand, store_option
 
 
 def _store(store: Path | None) -> Path:
-    from fstore.featurestore.store import default_store_path
+    from fstore.store import default_store_path
 
     return store or default_store_path()
 
@@ -37,7 +37,7 @@ def verify(store: Path | None, repair: bool, no_values: bool, as_json: bool) -> 
 
     Exits with status 1 when something is wrong.
     """  # fmt: skip
-    from fstore.featurestore.verify import verify as run_verify
+    from fstore.store.verify import verify as run_verify
 
     report = run_verify(_store(store), values=not no_values, repair=repair)
     if as_json:
@@ -65,7 +65,7 @@ def verify(store: Path | None, repair: bool, no_values: bool, as_json: bool) -> 
 def compact(store: Path | None, segment_rows: int, as_json: bool) -> None:
     """Merge small shard files into segments (crash-safe; rows and their order unchanged) and
     fold the index's journal into its base."""
-    from fstore.featurestore.compact import compact as run_compact
+    from fstore.store.compact import compact as run_compact
 
     report = run_compact(_store(store), segment_rows=segment_rows, max_small=1)
     if as_json:

@@ -68,7 +68,7 @@ def tiny_store_path(tmp_path: Path) -> Path:
     """A store written directly from arrays (no model run): two classes, one layer."""
     import numpy as np
 
-    from fstore.featurestore.store import write_arrays
+    from fstore.store.store import write_arrays
 
     features = {"fc7": np.zeros((4, 8), np.float32)}
     keys = [f"{c}/{i}.jpg" for c in "ab" for i in range(2)]
@@ -341,8 +341,8 @@ def test_import_fstore_is_light_and_the_api_resolves():
 def test_api_names_are_the_library_functions(monkeypatch):
     import fstore
     import fstore.export.onnx_export as onnx_export
-    from fstore import api
-    from fstore.featurestore import store
+    from fstore.build import model as api
+    from fstore.store import store
 
     assert fstore.build is api.build
     assert fstore.load_features is store.load_features

@@ -78,9 +78,9 @@ def test_features_equal_onnx_runtime_on_torchvision_preprocessing(report):
     from PIL import Image
 
     from fstore.export.precision import cosine_rows
-    from fstore.featurestore.store import load_features
     from fstore.images.reader import ImageReader
     from fstore.runtime.session import OrtBackend
+    from fstore.store import load_features
 
     config, _ = report
     fs = load_features(config.store_path, "pooled")

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.featurestore import store as st
-from fstore.featurestore.build import BuildConfig, build
-from fstore.featurestore.features import FeatureSet
+from fstore.build.pipeline import BuildConfig, build
 from fstore.images.preprocess import Preprocessing
+from fstore.store import FeatureSet
+from fstore.store import store as st
 
 CLASSES = 10
 TINY = Preprocessing(resize=8, crop=8)
@@ -92,7 +92,7 @@ def _read_under_limit(store: Path, limit: int = 256) -> str:
     """Read the layer in a child process whose RLIMIT_NOFILE is ``limit``; 'right' or the error."""
     code = (
         "import resource, sys, numpy as np; from pathlib import Path\n"
-        "from fstore.featurestore.store import load_features\n"
+        "from fstore.store.store import load_features\n"
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))\n"
         "try:\n"
         f"    X = load_features(Path({str(store)!r}), 'noop').X\n"
@@ -160,7 +160,7 @@ def _extend_and_fold(config: BuildConfig, count: int) -> tuple[tuple[float, str]
     """Add 1 % more images and build (timed; the index after it: journal entries or a fold),
     read one layer with that journal pending (timed), then time the ``fstore compact`` that
     folds it."""
-    from fstore.featurestore.compact import compact
+    from fstore.store.compact import compact
 
     added = max(1, count // 100)
     tiny_images(config.images, added, start=count)
@@ -183,8 +183,9 @@ def _extend_and_fold(config: BuildConfig, count: int) -> tuple[tuple[float, str]
 def driver_write_rate(workdir: Path, shards: int = 64, rows: int = 256, dim: int = 4096) -> dict:
     """MB/s of features one process writes into a store through the write stage (shard files
     with fsync and sha256, and the index), as the Ray driver does: fc7 is 4096 float32."""
-    from fstore.featurestore.write import StoreLock, Writer, prepare_store
+    from fstore.build.write import Writer
     from fstore.images.discover import SplitSpec
+    from fstore.store.lock import StoreLock, prepare_store
 
     store = workdir / "write-rate.h5"
     prepare_store(store)

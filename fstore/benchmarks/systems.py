@@ -165,7 +165,7 @@ class BackendSpec:
 class EndToEndSpec:
     """One system's path from image files to a feature file; picklable like :class:`BackendSpec`.
 
-    ``ort`` runs :func:`fstore.featurestore.build.build` with the model ``backend.source``;
+    ``ort`` runs :func:`fstore.build.pipeline.build` with the model ``backend.source``;
     ``eager`` and ``noop`` run :func:`fstore.benchmarks.eager.eager_store`.
     """
 
@@ -185,7 +185,7 @@ class EndToEndSpec:
         return asdict(eager_store(list(images.paths), keys, out, backend, self.loader))
 
     def _build(self, out: Path, images: Any) -> dict:
-        from fstore.featurestore.build import BuildConfig, build
+        from fstore.build.pipeline import BuildConfig, build
 
         b = self.backend
         report = build(

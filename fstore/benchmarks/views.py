@@ -157,7 +157,7 @@ def agreement(first: dict[str, Path], layer: str) -> dict:
     """Eager fp32's features against fstore fp32's, image by image (same keys)."""
     from fstore.benchmarks.eager import read_eager_store
     from fstore.export.precision import compare_features
-    from fstore.featurestore.store import load_features
+    from fstore.store import load_features
 
     if BASELINE not in first or "ort-fp32" not in first:
         return {}

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from fstore.classifiers.protocol import SplitProtocol, make_splits
-from fstore.featurestore.features import FeatureSet
+from fstore.store import FeatureSet
 
 #: ``fit(X_train, y_train) -> (model, details)``; ``model.predict`` gives labels.
 FitFunction = Callable[[np.ndarray, np.ndarray], tuple[Any, dict]]

@@ -27,7 +27,7 @@ from fstore.classifiers.evaluation import TrainingRun, run_splits
 from fstore.classifiers.protocol import SplitProtocol
 from fstore.classifiers.transforms import check_pca, check_pca_fits, check_scale, transform_steps
 from fstore.errors import ClassifierError, MissingDependencyError
-from fstore.featurestore.features import FeatureSet
+from fstore.store import FeatureSet
 
 
 def holdout_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

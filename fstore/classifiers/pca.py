@@ -14,7 +14,7 @@ import numpy as np
 
 from fstore.classifiers.transforms import check_scale, transform_steps
 from fstore.errors import ClassifierError
-from fstore.featurestore.features import FeatureSet
+from fstore.store import FeatureSet
 
 THRESHOLDS = (0.90, 0.95, 0.99)
 

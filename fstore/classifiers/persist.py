@@ -23,8 +23,8 @@ import numpy as np
 
 from fstore.classifiers.evaluation import TrainingRun, options_dict
 from fstore.errors import ClassifierError
-from fstore.featurestore.features import FeatureSet
 from fstore.fsutil import commit_file, tmp_path_for
+from fstore.store import FeatureSet
 
 FORMAT = "fstore-classifier"
 #: 2: the head's scaling and PCA are the scikit-learn objects, saved with skops.

@@ -96,7 +96,7 @@ def classify_images(
     batch_size: int = 16,
 ) -> Classification:
     """Predict the class of each image (files, or folders searched for images)."""
-    from fstore.featurestore.run import extract_features
+    from fstore.build.run import extract_features
     from fstore.images.preprocess import Preprocessing
 
     clf = load_classifier(classifier)

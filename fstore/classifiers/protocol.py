@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fstore.errors import ClassifierError
-from fstore.featurestore.features import FeatureSet
+from fstore.store import FeatureSet
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from fstore.classifiers.evaluation import options_dict
 from fstore.classifiers.protocol import SplitProtocol
 from fstore.classifiers.svm import SvmOptions, convergence_counts, train_svm
 from fstore.errors import ClassifierError
-from fstore.featurestore.features import FeatureSet
+from fstore.store import FeatureSet
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def study_layers(
     on_row: Callable[[LayerResult], None] | None = None,
 ) -> LayerStudy:
     """:func:`study_feature_sets` over ``layers`` of the store (all its layers when None)."""
-    from fstore.featurestore.store import load_features, store_layers
+    from fstore.store import load_features, store_layers
 
     held = store_layers(store)
     wanted = list(layers) if layers else held

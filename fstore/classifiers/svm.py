@@ -16,7 +16,7 @@ from fstore.classifiers.evaluation import TrainingRun, run_splits
 from fstore.classifiers.protocol import SplitProtocol
 from fstore.classifiers.transforms import check_pca, check_pca_fits, check_scale, transform_steps
 from fstore.errors import ClassifierError
-from fstore.featurestore.features import FeatureSet
+from fstore.store import FeatureSet
 
 DEFAULT_C = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 

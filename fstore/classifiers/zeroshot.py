@@ -21,7 +21,7 @@ import numpy as np
 
 from fstore.classifiers.evaluation import Evaluation, evaluate
 from fstore.errors import ClassifierError
-from fstore.featurestore.features import FeatureSet
+from fstore.store import FeatureSet
 
 N_IMAGENET = 1000
 
@@ -304,7 +304,7 @@ def zeroshot(fs: FeatureSet, mapping: Mapping = BUILTIN) -> ZeroShotResult:
 
 def zeroshot_store(store: Path, mapping: Mapping = BUILTIN) -> ZeroShotResult:
     """:func:`zeroshot` on the ``logits`` layer of the store at ``store``."""
-    from fstore.featurestore.store import load_features, store_layers
+    from fstore.store import load_features, store_layers
 
     layers = store_layers(store)
     if "logits" not in layers:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.featurestore.features import FeatureSet
 from fstore.images.preprocess import Preprocessing
 from fstore.report.cache import StageCache
 from fstore.report.config import CLASS_OUTPUTS, ReportConfig
+from fstore.store import FeatureSet
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Context:
 
     config: ReportConfig
     store: Path
-    manifest: object  # fstore.featurestore.store.Manifest
+    manifest: object  # fstore.store.store.Manifest
     cache: StageCache
     results: dict = field(default_factory=dict)
 
@@ -60,7 +60,7 @@ class Context:
     @cached_property
     def features(self) -> FeatureSet:
         """The main layer's features, read once."""
-        from fstore.featurestore.store import load_features
+        from fstore.store import load_features
 
         return load_features(self.store, self.main_layer)
 

@@ -51,7 +51,7 @@ class Report:
 
 def build_store(config: ReportConfig) -> dict:
     """Build (or resume, or extend) the report's store with the library's ``build``."""
-    from fstore.api import BuildConfig, build
+    from fstore.build.model import BuildConfig, build
 
     common = dict(
         store=config.store_path,
@@ -73,7 +73,7 @@ def build_store(config: ReportConfig) -> dict:
 
 def make_context(config: ReportConfig) -> Context:
     """The store's manifest, main layer and stage cache (keyed by fingerprint and rows)."""
-    from fstore.featurestore.store import read_manifest, sidecar
+    from fstore.store import read_manifest, sidecar
 
     store = config.store_path
     manifest = read_manifest(store)

@@ -121,7 +121,7 @@ def activations(ctx: Context, folder: Path) -> dict:
 
 def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
     """A store of the main layer computed by the ``precision`` variant of the model."""
-    from fstore.api import BuildConfig, build
+    from fstore.build.model import BuildConfig, build
 
     config = ctx.config
     store = folder / f"{precision}.h5"
@@ -167,8 +167,8 @@ def precision(ctx: Context, folder: Path) -> dict:
     """Per variant: SVM test accuracy beside fp32's (same options) and feature cosine."""
     from fstore.classifiers.svm import train_svm
     from fstore.export.precision import compare_features
-    from fstore.featurestore.store import load_features
     from fstore.report.stages_classifiers import svm_options
+    from fstore.store import load_features
 
     base = ctx.features
     fp32 = ctx.results["svm"]["svm"]["accuracy_mean"]  # the svm stage's run, same options

@@ -76,9 +76,9 @@ def test_unknown_eager_variant_is_a_user_error(eager_state: Path) -> None:
 def test_eager_store_writes_the_features_build_writes(
     bench_model, eager_state: Path, bench_folder: Path, bench_prep, tmp_path: Path
 ) -> None:
-    from fstore.api import BuildConfig, build
     from fstore.benchmarks.eager import EagerBackend, LoaderOptions, eager_store, read_eager_store
-    from fstore.featurestore.store import load_features
+    from fstore.build.model import BuildConfig, build
+    from fstore.store import load_features
 
     paths = sorted(bench_folder.rglob("*.jpg"))
     (tmp_path / "bad.jpg").write_bytes(b"not an image")

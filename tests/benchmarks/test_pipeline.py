@@ -44,7 +44,7 @@ def test_both_pipelines_write_the_same_features(
     from fstore.benchmarks.harness import Plan, pipeline_specs
     from fstore.benchmarks.inputs import prepare_images
     from fstore.benchmarks.pipeline import NOOP_OUTPUT
-    from fstore.featurestore.store import load_features
+    from fstore.store import load_features
 
     plan = Plan("cpu", ("fp32",), 1, bench_prep, [], [])
     specs = pipeline_specs(plan, tmp_path, LoaderOptions(bench_prep, batch_size=4, workers=1))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from synthetic_features import gaussian_classes, write_feature_sets
 
-from fstore.featurestore.features import FeatureSet
+from fstore.store import FeatureSet
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from fstore.cli_classifiers import classify, train
 
 @pytest.fixture
 def built_store(tmp_path: Path, config_for) -> Path:
-    from fstore.api import build
+    from fstore.build.model import build
 
     images = tmp_path / "images"
     for part, count in (("train", 4), ("test", 2)):
@@ -31,7 +31,7 @@ def built_store(tmp_path: Path, config_for) -> Path:
 @pytest.mark.slow
 def test_train_and_classify_through_the_stores_model(built_store, tmp_path):
     from fstore.classifiers.persist import load_classifier
-    from fstore.featurestore.store import load_features
+    from fstore.store import load_features
 
     out = tmp_path / "run"
     result = CliRunner().invoke(

@@ -290,7 +290,7 @@ def mean_colour_model(path: Path, doc: str = "") -> Path:
 
 def test_classify_new_images_end_to_end(tmp_path, small_preprocessing):
     pytest.importorskip("onnxruntime")
-    from fstore.featurestore.run import extract_features
+    from fstore.build.run import extract_features
     from fstore.images.reader import file_sha256
 
     model = mean_colour_model(tmp_path / "model.onnx")
@@ -306,7 +306,7 @@ def test_classify_new_images_end_to_end(tmp_path, small_preprocessing):
         "model_path": str(model),
         "preprocessing": small_preprocessing.to_json(),
     }
-    from fstore.featurestore.store import write_arrays
+    from fstore.store.store import write_arrays
 
     store = write_arrays(
         tmp_path / "colours.h5", features, [p.name for p in paths], labels, split, provenance

@@ -19,7 +19,7 @@ from fstore.classifiers.zeroshot import (
     zeroshot,
 )
 from fstore.errors import ClassifierError
-from fstore.featurestore.features import FeatureSet
+from fstore.store import FeatureSet
 
 #: The names the built-in mapping's comments give, checked against torchvision below.
 EXPECTED_NAMES = {

@@ -10,7 +10,7 @@ import threading
 import pytest
 from helpers import SMALL, make_image_folder, write_noop_model
 
-from fstore.api import BuildConfig, build
+from fstore.build.model import BuildConfig, build
 from fstore.images.discover import ImageItem, discover, scan
 from fstore.images.reader import ImageReader
 

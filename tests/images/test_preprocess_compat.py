@@ -20,8 +20,8 @@ def test_old_json_parses_and_new_json_has_no_antialias():
 
 
 def test_an_old_style_store_resumes_and_extends(config_for, tmp_path):
-    from fstore.api import build
-    from fstore.featurestore import store as st
+    from fstore.build.model import build
+    from fstore.store import store as st
 
     images = tmp_path / "images"
     make_image_folder(images, {"a": 3, "b": 3}, size=(40, 36))

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from helpers import SMALL, make_image_folder, write_noop_model
 
-from fstore.api import BuildConfig, build
-from fstore.featurestore import pipeline
-from fstore.featurestore.store import load_features, read_manifest
+from fstore.build import read as pipeline
+from fstore.build.model import BuildConfig, build
+from fstore.store import load_features, read_manifest
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ def test_numbers_are_the_librarys_own(vgg16_report):
     from fstore.classifiers.svm import SvmOptions, train_svm
     from fstore.classifiers.zeroshot import zeroshot_store
     from fstore.export.inspect import inspect_vgg16
-    from fstore.featurestore.store import load_features
+    from fstore.store import load_features
 
     config, report = vgg16_report
     sections = report.data["sections"]

@@ -9,7 +9,7 @@ from store_helpers import synthetic_store
 
 from fstore.benchmarks import scale
 from fstore.cli import cli
-from fstore.featurestore import store as st
+from fstore.store import store as st
 
 
 def test_verify_and_compact_commands(tmp_path):

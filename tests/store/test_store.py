@@ -15,10 +15,10 @@ import pytest
 from store_helpers import synthetic_store
 
 from fstore.errors import StoreError
-from fstore.featurestore import store as st
-from fstore.featurestore.compact import compact
-from fstore.featurestore.verify import verify
-from fstore.featurestore.write import StoreLock
+from fstore.store import store as st
+from fstore.store.compact import compact
+from fstore.store.lock import StoreLock
+from fstore.store.verify import verify
 
 
 def expected(store: Path, layer: str = "f") -> dict[str, np.ndarray]:
@@ -45,7 +45,7 @@ def test_reads_under_a_low_open_file_limit_are_right(store, tmp_path):
     """40 shard files, RLIMIT_NOFILE 20: load_features is right; the virtual dataset is NaN."""
     script = f"""
 import resource, sys, numpy as np, h5py
-from fstore.featurestore.store import load_features
+from fstore.store.store import load_features
 resource.setrlimit(resource.RLIMIT_NOFILE, (20, 20))
 fs = load_features(__import__("pathlib").Path({str(store)!r}), "f")
 np.save({str(tmp_path / "x.npy")!r}, fs.X)
@@ -67,7 +67,7 @@ def test_a_limit_too_low_for_one_file_is_one_clear_line(store):
 import resource
 from pathlib import Path
 from fstore.errors import StoreError
-from fstore.featurestore.store import load_features, store_layers
+from fstore.store.store import load_features, store_layers
 store_layers(Path({str(store)!r}))
 import h5py, numpy  # imported before the limit falls
 import os
@@ -167,7 +167,7 @@ def test_compaction_keeps_rows_and_order_and_cuts_files(store):
 @pytest.mark.parametrize("point", ["segment", "index", "delete"])
 def test_kill_9_during_compaction_leaves_a_store_that_resumes(store, point):
     before = snapshot(store)
-    script = (f"from pathlib import Path; from fstore.featurestore.compact import compact; "
+    script = (f"from pathlib import Path; from fstore.store.compact import compact; "
               f"compact(Path({str(store)!r}), segment_rows=64, max_small=1)")  # fmt: skip
     env = {**os.environ, "FSTORE_TEST_KILL_AT": point}
     proc = subprocess.run([sys.executable, "-c", script], env=env)
@@ -187,7 +187,7 @@ def test_kill_9_during_compaction_leaves_a_store_that_resumes(store, point):
 def test_a_second_process_is_refused_with_the_holders_pid(store):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from fstore.featurestore.write import StoreLock; "
+         "from fstore.store.lock import StoreLock; "
          f"lock = StoreLock(Path({str(store)!r})).__enter__(); print('locked', flush=True); "
          "time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:

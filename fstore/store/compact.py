@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from fstore.errors import StoreError
-from fstore.featurestore import store as st
-from fstore.featurestore.write import StoreLock, write_failure
 from fstore.fsutil import fsync_path, tmp_path_for
+from fstore.store import store as st
+from fstore.store.lock import StoreLock, write_failure
 
 logger = logging.getLogger(__name__)
 

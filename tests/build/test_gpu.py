@@ -6,11 +6,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from fstore.api import build
+from fstore.build.model import build
 from fstore.errors import ProviderError
-from fstore.featurestore.store import load_features
 from fstore.runtime.providers import resolve_provider
 from fstore.runtime.session import OrtBackend
+from fstore.store import load_features
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from helpers import make_image_folder
 
-from fstore.api import build
+from fstore.build import ray_engine
+from fstore.build.model import build
+from fstore.build.ray_engine import RayOptions, ShardFailure, compute_shards
 from fstore.errors import MissingDependencyError
-from fstore.featurestore import ray_engine
-from fstore.featurestore.ray_engine import RayOptions, ShardFailure, compute_shards
-from fstore.featurestore.store import load_features, sidecar, store_info
+from fstore.store import load_features, sidecar, store_info
 
 ray = pytest.importorskip("ray")
 
@@ -141,7 +141,7 @@ def test_workers_write_their_shards_and_the_driver_commits_only_the_index(
     ray_cluster, config_for, tmp_path, images, monkeypatch
 ):
     """``workers_write``: shard files come from the actors; the store equals a local build."""
-    from fstore.featurestore import store as st
+    from fstore.store import store as st
 
     build(config_for(images, store=tmp_path / "local.h5"))
     written_here = []
@@ -152,7 +152,7 @@ def test_workers_write_their_shards_and_the_driver_commits_only_the_index(
     assert report.images_computed == 40 and report.shards_written == 6
     assert written_here == []  # the driver wrote no shard file, only the index
     assert_same_store(tmp_path / "local.h5", tmp_path / "ray.h5")
-    from fstore.featurestore.verify import verify
+    from fstore.store.verify import verify
 
     assert verify(tmp_path / "ray.h5").ok
 

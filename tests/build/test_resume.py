@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from helpers import make_image_folder
 
-from fstore.featurestore.store import load_features, sidecar, store_info
+from fstore.store import load_features, sidecar, store_info
 
 LAYERS = ("pool5", "fc7")
 
@@ -26,7 +26,8 @@ LAYERS = ("pool5", "fc7")
 #: kills land among journal entries (and their temporaries) as well as shard files.
 JOURNAL_CLI = """
 import sys
-from fstore.featurestore import store, write
+from fstore.build import write
+from fstore.store import store
 store.FOLD_FRACTION, store.SMALL_INDEX_ROWS, store.MAX_JOURNAL = 1e9, 0, 10**6
 init = write.Writer.__init__
 write.Writer.__init__ = lambda self, *a, **k: init(self, *a[:3], index_every=0.0)

@@ -10,7 +10,7 @@ The build is a composition of stages, one module each:
 * **write** (:mod:`.write`): a writer thread writes each finished shard and the index.
 
 The model arrives resolved (:class:`ResolvedModel`): a ``--model`` file, the one the store
-remembers, or (through :func:`fstore.api.build`) a VGG16 export.
+remembers, or (through :func:`fstore.build.model.build`) a VGG16 export.
 """
 
 from __future__ import annotations
@@ -21,24 +21,25 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from fstore.errors import FstoreError, ModelError, StoreError
-from fstore.featurestore import store as st
-from fstore.featurestore.compact import compact_locked
-from fstore.featurestore.pipeline import Work, default_workers
-from fstore.featurestore.plan import (
+from fstore.build.plan import (
     ResolvedModel,
     StoreRecipe,
     check_compatible,
     new_manifest,
     plan_work,
 )
-from fstore.featurestore.ray_engine import RayOptions
-from fstore.featurestore.run import RunOptions, StageTimes, layer_dims, probe_shapes, run_local
-from fstore.featurestore.write import StoreLock, Writer, prepare_store
+from fstore.build.ray_engine import RayOptions
+from fstore.build.read import Work, default_workers
+from fstore.build.run import RunOptions, StageTimes, layer_dims, probe_shapes, run_local
+from fstore.build.write import Writer
+from fstore.errors import FstoreError, ModelError, StoreError
 from fstore.images.decode import DECODE_MODES
 from fstore.images.discover import SplitSpec, discover
 from fstore.images.preprocess import Preprocessing
 from fstore.runtime.weights import WeightsSource
+from fstore.store import store as st
+from fstore.store.compact import compact_locked
+from fstore.store.lock import StoreLock, prepare_store
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def check_config(config: BuildConfig) -> None:
     if config.ray is not None and config.ray.workers_write and config.engine != "ray":
         raise FstoreError("--workers-write needs --engine ray (Ray actors write the shard files)")
     if config.engine == "ray":
-        from fstore.featurestore.ray_engine import import_ray
+        from fstore.build.ray_engine import import_ray
 
         import_ray()
 
@@ -275,7 +276,7 @@ def _compute(job: _Job, recipe: StoreRecipe, work: Work, writer: Writer, backend
         )
         report.absorb(run_local(work, backend, recipe.preprocessing, options, writer))
         return
-    from fstore.featurestore import ray_engine
+    from fstore.build import ray_engine
 
     manifest = writer.manifest
     config = replace(config, workers=report.workers, decode=recipe.decode)
@@ -340,8 +341,8 @@ def build(
     """Fill (or extend, or resume) the store ``config.store``; returns what was done.
 
     ``model``: the resolved model; ``None`` for a ``--model`` file given or remembered by the
-    store (:func:`fstore.api.build` resolves VGG16 exports). ``progress``: show a progress bar
-    (``None``: only on a terminal).
+    store (:func:`fstore.build.model.build` resolves VGG16 exports). ``progress``: show a
+    progress bar (``None``: only on a terminal).
     """
     start = time.perf_counter()
     check_config(config)
@@ -351,7 +352,9 @@ def build(
     if model is None:
         path = given_model(config, manifest)
         if path is None:
-            raise FstoreError("no model given: pass --model FILE.onnx, or build through fstore.api")
+            raise FstoreError(
+                "no model given: pass --model FILE.onnx, or build through fstore.build.model"
+            )
         model = resolve_file_model(path, config, manifest)
     report = BuildReport(str(config.store), "", model.layers, skipped=found.skipped,
                          workers=config.workers or default_workers())  # fmt: skip

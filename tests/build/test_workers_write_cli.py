@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from helpers import make_image_folder, write_noop_model
 
 from fstore.cli import _build_config, cli
-from fstore.featurestore import store as st
-from fstore.featurestore.verify import verify
+from fstore.store import store as st
+from fstore.store.verify import verify
 
 
 def config_of(*args: str):

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fstore.errors import MissingDependencyError
-from fstore.featurestore import store as st
 from fstore.images.preprocess import Preprocessing
+from fstore.store import store as st
 
 NAMESPACE = "fstore"
 logger = logging.getLogger(__name__)
@@ -115,8 +115,8 @@ class ShardWorker:
     def compute(self, name: str, keys: list[str], target: ShardTarget | None = None):
         """Compute one shard; returns (name, ShardRows, StageTimes), or with ``target``
         writes the shard file there and returns (name, (Part, FileInfo), StageTimes)."""
-        from fstore.featurestore.pipeline import Work, iter_batches
-        from fstore.featurestore.run import ShardAssembler, stream_batches
+        from fstore.build.read import Work, iter_batches
+        from fstore.build.run import ShardAssembler, stream_batches
         from fstore.images.discover import ImageItem
 
         items = [ImageItem(k, self.root / k) for k in keys]

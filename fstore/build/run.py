@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.featurestore import store as st
-from fstore.featurestore.pipeline import Batch, Work, iter_batches
-from fstore.featurestore.write import Writer
+from fstore.build.read import Batch, Work, iter_batches
+from fstore.build.write import Writer
 from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
+from fstore.store import store as st
 
 
 def probe_shapes(backend, preprocessing: Preprocessing) -> dict[str, tuple[int, ...]]:

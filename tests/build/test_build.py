@@ -12,11 +12,11 @@ import pytest
 from helpers import SMALL, make_image_folder, random_image
 from PIL import Image
 
-from fstore.api import build
+from fstore.build.model import build
 from fstore.errors import DatasetError, FstoreError, OutputPathError, StoreError, UnknownLayerError
 from fstore.export.weights import WeightsSource
-from fstore.featurestore.store import load_features, store_info, write_arrays
 from fstore.images.discover import SplitSpec
+from fstore.store.store import load_features, store_info, write_arrays
 
 
 def eager_features(paths: list[Path], layers: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -238,7 +238,7 @@ def test_a_build_with_nothing_to_do_looks_at_no_image_again(
     """Discovery keeps each image's stat; planning trusts it where it matches the store's
     record, so a no-op rebuild neither stats nor hashes an image a second time, while an image
     whose mtime changed is hashed (and, with the same bytes, kept)."""
-    from fstore.featurestore import plan
+    from fstore.build import plan
     from fstore.images.discover import discover
 
     build(config_for(image_folder))

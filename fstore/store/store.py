@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 
 from fstore.errors import StoreError
-from fstore.featurestore.features import FeatureSet
 from fstore.fsutil import atomic_write_bytes, commit_file, tmp_path_for
 from fstore.images.discover import SplitSpec, assign_splits, class_of
 from fstore.images.reader import file_sha256
+from fstore.store.features import FeatureSet
 
 FORMAT = "fstore-store"
 FORMAT_VERSION = 2

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.featurestore.pipeline import Batch
-from fstore.featurestore.run import ShardAssembler, StageTimes, stream_batches
+from fstore.build.read import Batch
+from fstore.build.run import ShardAssembler, StageTimes, stream_batches
 from fstore.images.discover import ImageItem
 from fstore.images.reader import Decoded
 

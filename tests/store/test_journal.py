@@ -10,10 +10,11 @@ import h5py
 import pytest
 from store_helpers import assert_same_store, manifest, shard_rows, write_generation
 
-from fstore.featurestore import store as st
-from fstore.featurestore.compact import compact
-from fstore.featurestore.verify import verify
-from fstore.featurestore.write import StoreLock, Writer
+from fstore.build.write import Writer
+from fstore.store import store as st
+from fstore.store.compact import compact
+from fstore.store.lock import StoreLock
+from fstore.store.verify import verify
 
 ROWS = 10
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.featurestore import store as st
-from fstore.featurestore.write import StoreLock
+from fstore.store import store as st
+from fstore.store.lock import StoreLock
 
 logger = logging.getLogger(__name__)
 

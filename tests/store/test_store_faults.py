@@ -15,10 +15,10 @@ import pytest
 from helpers import make_image_folder
 from store_helpers import assert_same_store
 
-from fstore.api import build
+from fstore.build.model import build
 from fstore.errors import StoreError
-from fstore.featurestore import store as st
-from fstore.featurestore.verify import verify
+from fstore.store import store as st
+from fstore.store.verify import verify
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_two_builds_on_one_store_one_refuses_naming_the_other(config_for, images
     build(config_for(images, store=store))
     holder = subprocess.Popen(
         [sys.executable, "-c", "import time; from pathlib import Path; "
-         "from fstore.featurestore.write import StoreLock; "
+         "from fstore.store.lock import StoreLock; "
          f"lock = StoreLock(Path({str(store)!r})).__enter__(); print('locked', flush=True); "
          "time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -177,7 +177,7 @@ def test_compaction_between_incremental_builds_changes_nothing(config_for, image
     between: the same rows, in the same order, read back from segments and shards."""
     from helpers import random_image
 
-    from fstore.featurestore.compact import compact
+    from fstore.store.compact import compact
 
     plain, compacted = tmp_path / "plain.h5", tmp_path / "compacted.h5"
     for store in (plain, compacted):

@@ -1,18 +1,15 @@
-"""Orchestration that needs both :mod:`fstore.export` and :mod:`fstore.featurestore`.
+"""The model a build runs: a ``--model`` file, the one the store remembers, or a VGG16 export.
 
 :func:`build` is ``fstore build`` as one call: it resolves the model (a ``--model`` file, the
 one the store remembers, or VGG16 exported for the requested layers, weights and precision,
-int8 calibrated on the build's images) and hands it to :func:`fstore.featurestore.build.build`.
+int8 calibrated on the build's images) and hands it to :func:`fstore.build.pipeline.build`.
 """
 
 from __future__ import annotations
 
 import logging
 
-from fstore.errors import FstoreError
-from fstore.export.weights import WeightsSource
-from fstore.featurestore import store as st
-from fstore.featurestore.build import (
+from fstore.build.pipeline import (
     BuildConfig,
     BuildReport,
     check_config,
@@ -21,9 +18,12 @@ from fstore.featurestore.build import (
     image_folder,
     requested_preprocessing,
 )
-from fstore.featurestore.build import build as build_store
-from fstore.featurestore.plan import ResolvedModel
+from fstore.build.pipeline import build as build_store
+from fstore.build.plan import ResolvedModel
+from fstore.errors import FstoreError
+from fstore.export.weights import WeightsSource
 from fstore.images.discover import discover
+from fstore.store import store as st
 
 __all__ = ["BuildConfig", "BuildReport", "build", "resolve_vgg16"]
 

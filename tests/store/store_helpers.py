@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.featurestore import store as st
-from fstore.featurestore.write import StoreLock, Writer, prepare_store
+from fstore.build.write import Writer
 from fstore.images.discover import SplitSpec
+from fstore.store import store as st
+from fstore.store.lock import StoreLock, prepare_store
 
 DIM = 6
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fstore import __version__
+from fstore.build.read import Work
 from fstore.errors import StoreError
-from fstore.featurestore import store as st
-from fstore.featurestore.pipeline import Work
 from fstore.images.discover import ImageItem, SplitSpec, is_split_layout
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import file_sha256, file_stat
 from fstore.runtime.metadata import ModelInfo
+from fstore.store import store as st
 
 
 @dataclass(frozen=True)
