@@ -341,19 +341,20 @@ def test_import_fstore_is_light_and_the_api_resolves():
 def test_api_names_are_the_library_functions(monkeypatch):
     import fstore
     import fstore.export.onnx_export as onnx_export
-    from fstore.build import model as api
+    from fstore.build import model
     from fstore.store import store
 
-    assert fstore.build is api.build
+    assert fstore.build_store is model.build
     assert fstore.load_features is store.load_features
     calls = []
     monkeypatch.setattr(onnx_export, "export", lambda *a, **k: calls.append((a, k)) or "model")
-    assert fstore.export("fc7", "weights", opset=18) == "model"
+    assert fstore.export_model("fc7", "weights", opset=18) == "model"
     assert calls == [(("fc7", "weights"), {"opset": 18})]
-    # fstore.export is still the package: its modules import and resolve as before.
+    # The packages stay plain modules: no class swap makes them callable.
     import fstore.export.layers as layers
 
     assert fstore.export.layers is layers and "fc7" in layers.LAYER_NAMES
+    assert type(fstore).__name__ == "module" and not callable(fstore.export)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         fstore.nothing  # noqa: B018
 
