@@ -309,7 +309,7 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
 
 def _build_config(images: Path | None, o: dict):
     """The library's ``BuildConfig`` from the ``build`` command's options."""
-    from fstore.build.model import BuildConfig
+    from fstore.build.config import BuildConfig
     from fstore.build.ray_engine import RayOptions
     from fstore.export.layers import parse_layers
     from fstore.images.discover import SplitSpec

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import ALL_LAYERS, SMALL, make_image_folder, random_image  # noqa: F401
 
-from fstore.build.model import BuildConfig
+from fstore.build.config import BuildConfig
 from fstore.export.weights import WeightsSource
 from fstore.images.preprocess import Preprocessing
 

@@ -329,7 +329,7 @@ def test_import_fstore_is_light_and_the_api_resolves():
     code = (
         "import sys, fstore\n"
         "heavy = [m for m in ('torch', 'onnxruntime', 'h5py', 'sklearn') if m in sys.modules]\n"
-        "names = [callable(fstore.export), callable(fstore.build), "
+        "names = [callable(fstore.export_model), callable(fstore.build_store), "
         "callable(fstore.load_features)]\n"
         "heavy_after = [m for m in ('torch', 'onnxruntime', 'h5py') if m in sys.modules]\n"
         "print(heavy, names, heavy_after)\n"

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.build.pipeline import BuildConfig, build
+from fstore.build.config import BuildConfig
+from fstore.build.pipeline import build
 from fstore.images.preprocess import Preprocessing
 from fstore.store import FeatureSet
 from fstore.store import store as st

@@ -185,7 +185,8 @@ class EndToEndSpec:
         return asdict(eager_store(list(images.paths), keys, out, backend, self.loader))
 
     def _build(self, out: Path, images: Any) -> dict:
-        from fstore.build.pipeline import BuildConfig, build
+        from fstore.build.config import BuildConfig
+        from fstore.build.pipeline import build
 
         b = self.backend
         report = build(

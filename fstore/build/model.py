@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from fstore.build.config import BuildConfig
 from fstore.build.pipeline import (
-    BuildConfig,
     BuildReport,
     check_config,
     existing_manifest,
@@ -25,7 +25,7 @@ from fstore.export.weights import WeightsSource
 from fstore.images.discover import discover
 from fstore.store import store as st
 
-__all__ = ["BuildConfig", "BuildReport", "build", "resolve_vgg16"]
+__all__ = ["build", "resolve_vgg16"]
 
 logger = logging.getLogger(__name__)
 

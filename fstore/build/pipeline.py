@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from fstore.build.config import DEFAULT_DECODE, DTYPES, BuildConfig
 from fstore.build.plan import (
     ResolvedModel,
     StoreRecipe,
@@ -34,65 +35,13 @@ from fstore.build.run import RunOptions, StageTimes, layer_dims, probe_shapes, r
 from fstore.build.write import Writer
 from fstore.errors import FstoreError, ModelError, StoreError
 from fstore.images.decode import DECODE_MODES
-from fstore.images.discover import SplitSpec, discover
+from fstore.images.discover import discover
 from fstore.images.preprocess import Preprocessing
-from fstore.runtime.weights import WeightsSource
 from fstore.store import store as st
 from fstore.store.compact import compact_locked
 from fstore.store.lock import StoreLock, prepare_store
 
 logger = logging.getLogger(__name__)
-
-DTYPES = ("float32", "float16")
-#: The decode mode of a new store when none is asked for (see the README's speed section).
-DEFAULT_DECODE = "fast"
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """Everything ``fstore build`` is asked to do.
-
-    Attributes:
-        store: the index file (``fstore.h5``).
-        images: the image folder; ``None`` to reuse the one recorded in the store.
-        layers: layers to store; ``None`` to reuse the store's.
-        weights: VGG16 weights; ``None`` for the store's (or ImageNet for a new store).
-        model: an ONNX file to use instead of exporting VGG16 (remembered by the store).
-        preprocessing: for a ``model`` without fstore metadata.
-        provider: ``cpu``, ``cuda`` or ``auto``.
-        batch_size: images per model run.
-        workers: decode threads (``None``: the usable cores, ``os.sched_getaffinity``).
-        shard_size: images per shard (a multiple of ``batch_size`` keeps batches aligned).
-        dtype: storage type of the features, ``float32`` or ``float16``.
-        split: how train/test is assigned.
-        threads: ONNX Runtime intra-op threads (``None``: all cores).
-        index_every: minimum seconds between two index rebuilds during a build.
-        engine: ``local`` (this process) or ``ray`` (Ray actors; see :mod:`ray_engine`).
-        ray: where and how wide the Ray engine runs.
-        precision: ``fp32``, ``int8`` (calibrated on the build's images) or ``fp16``.
-        decode: ``exact`` or ``fast`` (``None``: the store's, else :data:`DEFAULT_DECODE`).
-        pool: decode workers as ``threads`` or ``processes`` (shared-memory batch buffers).
-    """
-
-    store: Path
-    images: Path | None = None
-    layers: tuple[str, ...] | None = None
-    weights: WeightsSource | None = None
-    model: Path | None = None
-    preprocessing: Preprocessing | None = None
-    provider: str = "auto"
-    batch_size: int = 32
-    workers: int | None = None
-    shard_size: int = 256
-    dtype: str = "float32"
-    split: SplitSpec | None = None
-    threads: int | None = None
-    index_every: float = 2.0
-    engine: str = "local"
-    ray: RayOptions | None = None
-    precision: str = "fp32"
-    decode: str | None = None
-    pool: str = "threads"
 
 
 @dataclass

@@ -51,7 +51,8 @@ class Report:
 
 def build_store(config: ReportConfig) -> dict:
     """Build (or resume, or extend) the report's store with the library's ``build``."""
-    from fstore.build.model import BuildConfig, build
+    from fstore.build.config import BuildConfig
+    from fstore.build.model import build
 
     common = dict(
         store=config.store_path,

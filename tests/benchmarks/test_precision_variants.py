@@ -237,7 +237,8 @@ def test_bad_requests_are_user_errors(bench_model, tmp_path: Path) -> None:
 
 
 def test_the_store_records_the_precision(int8_variant, bench_folder: Path, tmp_path: Path) -> None:
-    from fstore.build.model import BuildConfig, build
+    from fstore.build.config import BuildConfig
+    from fstore.build.model import build
     from fstore.store import store_info
 
     report = build(

@@ -10,7 +10,8 @@ import threading
 import pytest
 from helpers import SMALL, make_image_folder, write_noop_model
 
-from fstore.build.model import BuildConfig, build
+from fstore.build.config import BuildConfig
+from fstore.build.model import build
 from fstore.images.discover import ImageItem, discover, scan
 from fstore.images.reader import ImageReader
 

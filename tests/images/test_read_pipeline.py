@@ -10,7 +10,8 @@ import pytest
 from helpers import SMALL, make_image_folder, write_noop_model
 
 from fstore.build import read as pipeline
-from fstore.build.model import BuildConfig, build
+from fstore.build.config import BuildConfig
+from fstore.build.model import build
 from fstore.store import load_features, read_manifest
 
 
