@@ -124,6 +124,7 @@ def test_synthetic_fallback_is_said_and_recorded(
         "method": "minmax",
         "seed": 0,
         "fingerprint": prec.calibration_fingerprint([], "minmax"),
+        "format": prec.int8_format(),
     }
 
 
