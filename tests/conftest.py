@@ -77,7 +77,6 @@ def config_for(store_model: Path, tmp_path: Path):
             provider="cpu",
             batch_size=4,
             shard_size=8,
-            index_every=0.0,
         )
         options.update(kw)
         return BuildConfig(store=store or tmp_path / "s.h5", images=images, **options)

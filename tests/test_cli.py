@@ -68,7 +68,7 @@ def tiny_store_path(tmp_path: Path) -> Path:
     """A store written directly from arrays (no model run): two classes, one layer."""
     import numpy as np
 
-    from fstore.store.store import write_arrays
+    from fstore.store import write_arrays
 
     features = {"fc7": np.zeros((4, 8), np.float32)}
     keys = [f"{c}/{i}.jpg" for c in "ab" for i in range(2)]

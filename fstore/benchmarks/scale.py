@@ -93,7 +93,7 @@ def _read_under_limit(store: Path, limit: int = 256) -> str:
     """Read the layer in a child process whose RLIMIT_NOFILE is ``limit``; 'right' or the error."""
     code = (
         "import resource, sys, numpy as np; from pathlib import Path\n"
-        "from fstore.store.store import load_features\n"
+        "from fstore.store import load_features\n"
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))\n"
         "try:\n"
         f"    X = load_features(Path({str(store)!r}), 'noop').X\n"

@@ -33,7 +33,6 @@ class BuildConfig:
         dtype: storage type of the features, ``float32`` or ``float16``.
         split: how train/test is assigned.
         threads: ONNX Runtime intra-op threads (``None``: all cores).
-        index_every: minimum seconds between two index rebuilds during a build.
         engine: ``local`` (this process) or ``ray`` (Ray actors; see :mod:`ray_engine`).
         ray: where and how wide the Ray engine runs.
         precision: ``fp32``, ``int8`` (calibrated on the build's images) or ``fp16``.
@@ -54,7 +53,6 @@ class BuildConfig:
     dtype: str = "float32"
     split: SplitSpec | None = None
     threads: int | None = None
-    index_every: float = 2.0
     engine: str = "local"
     ray: RayOptions | None = None
     precision: str = "fp32"

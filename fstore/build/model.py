@@ -23,7 +23,7 @@ from fstore.build.plan import ResolvedModel
 from fstore.errors import FstoreError
 from fstore.export.weights import WeightsSource
 from fstore.images.discover import discover
-from fstore.store import store as st
+from fstore.store import layout as st
 
 __all__ = ["build", "resolve_vgg16"]
 

@@ -1,4 +1,4 @@
-"""``fstore build``: image folder → batched model runs → shards → index.
+"""``fstore build``: image folder → batched model runs → shards → catalog.
 
 The build is a composition of stages, one module each:
 
@@ -7,7 +7,8 @@ The build is a composition of stages, one module each:
 * **read** (:mod:`.pipeline`, over :mod:`fstore.images`): decode threads turn files into uint8
   NHWC batches in reused buffers, a few batches ahead;
 * **run** (:mod:`.run`): each batch through the backend, gathered into shards;
-* **write** (:mod:`.write`): a writer thread writes each finished shard and the index.
+* **write** (:mod:`.write`): a writer thread writes each finished shard and commits it to the
+  store's catalog; the view ``fstore.h5`` is refreshed at the end.
 
 The model arrives resolved (:class:`ResolvedModel`): a ``--model`` file, the one the store
 remembers, or (through :func:`fstore.build.model.build`) a VGG16 export.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -37,8 +39,9 @@ from fstore.errors import FstoreError, ModelError, StoreError
 from fstore.images.decode import DECODE_MODES
 from fstore.images.discover import discover
 from fstore.images.preprocess import Preprocessing
-from fstore.store import store as st
-from fstore.store.compact import compact_locked
+from fstore.store import layout as st
+from fstore.store.catalog import connect
+from fstore.store.compact import clean_store, compact_locked
 from fstore.store.lock import StoreLock, prepare_store
 
 logger = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ class BuildReport:
     errors_by_reason: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     shards_written: int = 0
+    removed: int = 0
     seconds: float = 0.0
     decode_seconds: float = 0.0
     inference_seconds: float = 0.0
@@ -198,8 +202,8 @@ def _settle_manifest(config: BuildConfig, manifest: st.Manifest | None, recipe: 
         st.write_manifest(config.store, fresh)
         return fresh, backend
     check_compatible(config.store, manifest, fresh, config.images)
-    if config.split is not None and config.split != manifest.split:
-        raise StoreError(f"store {config.store} was built with split {manifest.split.to_json()}")
+    if config.split is not None and asdict(config.split) != manifest.split:
+        raise StoreError(f"store {config.store} was built with split {manifest.split}")
     return manifest, backend
 
 
@@ -213,7 +217,6 @@ class _Job:
     model: ResolvedModel
     report: BuildReport
     progress: bool | None
-    state: st.StoreState | None = None
 
 
 def _compute(job: _Job, recipe: StoreRecipe, work: Work, writer: Writer, backend) -> None:
@@ -247,15 +250,15 @@ def _provider(config: BuildConfig, backend) -> str:
     return config.provider
 
 
-def _fill(job: _Job, manifest: st.Manifest | None) -> None:
+def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
     """Plan, then read → run → write the pending shards; the store must be locked."""
     config, report, model = job.config, job.report, job.model
     recipe = _recipe(config, manifest, model)
     manifest, backend = _settle_manifest(config, manifest, recipe, job.images)
-    state = job.state if job.state is not None else st.load_state(config.store)
-    work = plan_work(config.store, job.images, job.items, config.shard_size, state)
+    plan = plan_work(config.store, con, job.images, job.items, config.shard_size, manifest)
+    work = plan.work
     report.images_total, report.images_done_before = work.total, work.done_before
-    report.layers, report.decode = tuple(manifest.layers), recipe.decode
+    report.layers, report.decode, report.removed = tuple(manifest.layers), recipe.decode, plan.removed
     if work.pending and backend is None and config.engine == "local":
         backend = _load_backend(
             config, replace(model, layers=tuple(manifest.layers)), recipe.preprocessing
@@ -268,18 +271,18 @@ def _fill(job: _Job, manifest: st.Manifest | None) -> None:
             f"{report.provider.upper()} with {model.path.name}, decode {recipe.decode}, "
             f"{report.workers} workers{where}"
         )
-    manifest = replace(manifest, provenance={**manifest.provenance, "provider": report.provider})
-    writer = Writer(config.store, manifest, state, config.index_every)
+    if work.pending and manifest.provenance.get("provider") != report.provider:
+        manifest = replace(manifest, provenance={**manifest.provenance, "provider": report.provider})
+        st.write_manifest(config.store, manifest)
+    writer = Writer(config.store, manifest, con)
     try:
         if work.pending:
             _compute(job, recipe, work, writer, backend)
-    except BaseException:
+    finally:
         writer.close()
-        raise
-    writer.close(index=False)
-    # merges small shard files into segments once there are many, and writes the index once
+    # merges small shard files into segments once there are many, and refreshes the view
     start = time.perf_counter()
-    compact_locked(config.store, state=writer.state, manifest=writer.manifest)
+    compact_locked(config.store, con, manifest)
     report.write_seconds = writer.seconds + time.perf_counter() - start
     report.shards_written = writer.shards_written
 
@@ -308,11 +311,11 @@ def build(
     report = BuildReport(str(config.store), "", model.layers, skipped=found.skipped,
                          workers=config.workers or default_workers())  # fmt: skip
     prepare_store(config.store)
-    with StoreLock(config.store):
-        removed, state = st.clean_store(config.store)
+    with StoreLock(config.store), closing(connect(config.store, write=True)) as con:
+        removed = clean_store(config.store, con)
         if removed:
-            logger.info("removed %d temporary file(s) left by an interrupted build", removed)
-        _fill(_Job(config, images, found.items, model, report, progress, state=state), manifest)
+            logger.info("removed %d file(s) left by an interrupted build", removed)
+        _fill(_Job(config, images, found.items, model, report, progress), manifest, con)
     report.seconds = time.perf_counter() - start
     report.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report.store_bytes = st.store_bytes(config.store)

@@ -2,26 +2,27 @@
 
 The manifest says what decides the features (model, layers, preprocessing, decode mode); a
 store refuses to mix features made otherwise. Work is planned before it starts: the images to
-compute are cut into shards of fixed lists and the plan is saved, so a killed build, run
-again, finds the shards already on disk, skips them and computes the rest of the same plan.
+compute are cut into shards of fixed lists and the plan is committed to the store's catalog,
+so a killed build, run again, finds the shards already computed, skips them and computes the
+rest of the same plan.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fstore import __version__
 from fstore.build.read import Work
 from fstore.errors import StoreError
-from fstore.images.discover import ImageItem, SplitSpec, is_split_layout
+from fstore.images.discover import ImageItem, SplitSpec, assign_splits, class_of, is_split_layout
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import file_sha256, file_stat
 from fstore.runtime.metadata import ModelInfo
-from fstore.store import store as st
+from fstore.store import catalog
+from fstore.store import layout as st
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def new_manifest(
     return st.Manifest(
         image_root=str(images.resolve()),
         split_layout=split_layout,
-        split=split,
+        split=asdict(split),
         layers=layers,
         shapes=shapes,
         dtype=recipe.dtype,
@@ -136,72 +137,78 @@ def _safe_sha(path: Path) -> str | None:
         return None
 
 
-def _known(summaries: Iterable[st.Part]) -> dict[str, tuple]:
-    """key → (size, mtime_ns, sha256) of every image the store has a record of: the newest
-    record of each key (in plan order), a stored row or an image recorded as bad.
-
-    Built with dict updates, not by resolving the live rows (:func:`store.live_rows`): a
-    build with nothing to do spends its planning here.
-    """
-    known: dict[str, tuple] = {}
-    for part in summaries:
-        known.update(zip(part.keys, zip(part.size, part.mtime_ns, part.sha256)))
-        known.update(
-            (e["key"], (e["size"], e["mtime_ns"], e["sha256"]))
-            for e in part.errors
-            if not e["stored"]
-        )
-    return known
-
-
-def _up_to_date(item: ImageItem, record: tuple | None) -> bool:
-    """Whether the store's ``record`` is this image: the stat discovery kept (else a fresh one)
-    matches the recorded size and mtime, or else the file's sha256 does."""
+def _up_to_date(item: ImageItem, record: tuple | None) -> tuple[bool, tuple[int, int] | None]:
+    """Whether the catalog's ``record`` (size, mtime_ns, sha256, pending) is this image, and
+    the image's (size, mtime) when only its sha256 says so (the catalog takes the new stat)."""
     if record is None:
-        return False
+        return False, None
     size, mtime = (item.size, item.mtime_ns) if item.size >= 0 else file_stat(item.path)
     if (size, mtime) == (record[0], record[1]):
-        return True
-    return bool(record[2]) and size >= 0 and _safe_sha(item.path) == record[2]
+        return True, None
+    same = bool(record[2]) and size >= 0 and _safe_sha(item.path) == record[2]
+    return same, (size, mtime) if same else None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The work of this build and what the folder no longer holds."""
+
+    work: Work
+    removed: int
+
+
+def shard_name(generation: int, index: int) -> str:
+    return f"g{generation:06d}-s{index:06d}"
+
+
+def _new_shards(con, todo: list[ImageItem], shard_size: int) -> None:
+    generation = catalog.meta(con, "generation") + 1
+    chunks = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
+    catalog.add_plan(con, {shard_name(generation, i): [(it.key, it.size, it.mtime_ns) for it in chunk]
+                           for i, chunk in enumerate(chunks)})  # fmt: skip
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
+
+
+def _order(items: list[ImageItem], manifest: st.Manifest) -> list[tuple[str, int, str, str]]:
+    """(key, pos, class, split) of every image in the folder, as read: decided at plan time."""
+    keys = [it.key for it in items]
+    classes = [class_of(k, manifest.split_layout) for k in keys]
+    split = assign_splits(keys, classes, SplitSpec(**manifest.split), manifest.split_layout)
+    return list(zip(keys, range(len(keys)), classes, split))
 
 
 def plan_work(
-    store: Path,
-    root: Path,
-    items: list[ImageItem],
-    shard_size: int,
-    state: st.StoreState | None = None,
-) -> Work:
-    """Resume unfinished shards of earlier plans, then plan new and changed images.
+    store: Path, con, root: Path, items: list[ImageItem], shard_size: int, manifest: st.Manifest
+) -> Plan:
+    """Plan new and changed images into new shards, in one catalog transaction, and return
+    every shard not yet computed (earlier plans' first: a killed build resumes them).
 
-    An image is up to date when the store's record of its key has the same size and mtime, or
-    else the same sha256. Everything else goes into a new plan, saved before work starts.
-    ``state``: the store's state if the caller has read it (else it is read here).
+    An image is up to date when the catalog's record of its key has the same size and mtime,
+    or else the same sha256. An image that left the folder leaves the store. Each image's
+    class, split and place in the folder's order are decided here, and stored.
     """
-    by_key = {item.key: item for item in items}
-    summaries = state if state is not None else st.load_state(store)
-    known = _known(summaries.values())
-    shards: list[tuple[str, list[ImageItem]]] = []
-    planned: set[str] = set()
-    plans = st.read_plans(store)
-    for generation, plan in plans:
-        for index, keys in enumerate(plan):
-            name = st.shard_name(generation, index)
-            if name in summaries:
-                continue
-            shards.append((name, [by_key.get(k) or ImageItem(k, root / k) for k in keys]))
-            planned.update(keys)
-    todo = []
+    known = catalog.records(con)
+    todo, touched = [], []
     for it in items:
         record = known.get(it.key)
-        if record is not None and record[0] == it.size and record[1] == it.mtime_ns:
-            continue  # the stat discovery kept matches the store's record: no second look
-        if it.key not in planned and not _up_to_date(it, record):
+        if record is not None and (record[3] or record[:2] == (it.size, it.mtime_ns)):
+            continue  # planned and waiting, or the stat discovery kept matches the record
+        same, stat = _up_to_date(it, record)
+        if stat is not None:
+            touched.append((*stat, it.key))
+        elif not same:
             todo.append(it)
-    if todo:
-        generation = max((g for g, _ in plans), default=0) + 1
-        chunks = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
-        st.write_plan(store, generation, [[it.key for it in chunk] for chunk in chunks])
-        shards.extend((st.shard_name(generation, i), chunk) for i, chunk in enumerate(chunks))
+    in_folder = {it.key for it in items}
+    removed = [key for key in known if key not in in_folder]
+    with catalog.transaction(con, store):
+        con.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE key = ?", touched)
+        con.executemany("DELETE FROM images WHERE key = ?", ((k,) for k in removed))
+        if todo:
+            _new_shards(con, todo, shard_size)
+        if removed or any(it.key not in known for it in todo):
+            catalog.set_order(con, _order(items, manifest))
+    by_key = {it.key: it for it in items}
+    shards = [(name, [by_key.get(k) or ImageItem(k, root / k) for k in keys])
+              for name, keys in catalog.pending_shards(con)]  # fmt: skip
     pending = sum(len(s) for _, s in shards)
-    return Work(shards, max(0, len(items) - pending), len(items))
+    return Plan(Work(shards, max(0, len(items) - pending), len(items)), len(removed))

@@ -25,12 +25,12 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fstore.errors import MissingDependencyError
 from fstore.images.preprocess import Preprocessing
-from fstore.store import store as st
+from fstore.store.shards import ShardRows, write_shard
 
 NAMESPACE = "fstore"
 logger = logging.getLogger(__name__)
@@ -133,15 +133,11 @@ class ShardWorker:
         return name, _write_here(name, rows, target), assembler.times
 
 
-def _write_here(name: str, rows: st.ShardRows, target: ShardTarget) -> tuple:
-    """Write one shard file into the store from a worker; (Part, FileInfo) for the driver."""
-    generation, index = st.parse_shard_name(name)
-    attrs = {"generation": generation, "index": index, "fingerprint": target.fingerprint}
-    store = Path(target.store)
-    info = st.write_shard(st.shard_path(store, name), rows, target.dtype, attrs)
-    part = st.Part(rows.keys, rows.sha256, rows.size, rows.mtime_ns, errors=rows.errors,
-                   name=name, file=name)  # fmt: skip
-    return part, info
+def _write_here(name: str, rows: ShardRows, target: ShardTarget) -> tuple:
+    """Write one shard file into the store from a worker; (rows without features, FileInfo)
+    for the driver, which commits it."""
+    info = write_shard(Path(target.store), f"{name}.h5", rows.keys, rows.features, target.dtype)
+    return replace(rows, features={}), info
 
 
 def worker_class(ray, options: RayOptions, cls: type | None = None):
@@ -266,15 +262,14 @@ def _write_all(ray, actors, work, writer, report, options: RayOptions, progress)
     with bar:
         for result in compute_shards(ray, actors, shards, target, options.retries):
             if isinstance(result, ShardFailure):
-                st.record_failed_shard(writer.store, result.name, dict(shards)[result.name],
-                                       result.reason)  # fmt: skip
+                writer.mark_failed(result.name, result.reason)
                 bar.update(sizes[result.name])
                 continue
             name, rows, times = result
             if target is None:
                 writer.put(name, rows)
             else:
-                writer.add_written(*rows)
+                writer.add_written(name, *rows)
             report.absorb(times)
             written += 1
             bar.update(sizes[name])

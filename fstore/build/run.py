@@ -19,7 +19,8 @@ from fstore.build.read import Batch, Work, iter_batches
 from fstore.build.write import Writer
 from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
-from fstore.store import store as st
+from fstore.store import layout as st
+from fstore.store.shards import ShardRows
 
 
 def probe_shapes(backend, preprocessing: Preprocessing) -> dict[str, tuple[int, ...]]:
@@ -58,7 +59,7 @@ class ShardAssembler:
         self._reset()
 
     def _reset(self) -> None:
-        self.rows = st.ShardRows([], [], [], [], {})
+        self.rows = ShardRows([], [], [], [], {})
         self._outputs: dict[str, list[np.ndarray]] = {k: [] for k in self.backend.outputs}
 
     def _record(self, batch: Batch) -> None:
@@ -85,7 +86,7 @@ class ShardAssembler:
             self.rows.size.append(d.size)
             self.rows.mtime_ns.append(d.mtime_ns)
 
-    def add(self, batch: Batch, result: dict | None = None) -> st.ShardRows | None:
+    def add(self, batch: Batch, result: dict | None = None) -> ShardRows | None:
         """Process one batch; returns the finished shard's rows after its last batch.
 
         ``result`` is the backend's output for ``batch.pixels`` when the caller ran it already

@@ -28,7 +28,7 @@ class Context:
 
     config: ReportConfig
     store: Path
-    manifest: object  # fstore.store.store.Manifest
+    manifest: object  # fstore.store.Manifest
     cache: StageCache
     results: dict = field(default_factory=dict)
 

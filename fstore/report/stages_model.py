@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fstore.errors import FstoreError
+from fstore.images.discover import SplitSpec
 from fstore.report.context import Context
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
         provider=config.provider,
         batch_size=config.batch_size,
         threads=config.threads,
-        split=ctx.manifest.split,
+        split=SplitSpec(**ctx.manifest.split),
     )
     if config.model is None:
         build(

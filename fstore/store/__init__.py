@@ -1,20 +1,24 @@
-"""The feature store's format: manifest, shard files, the index over them, reads, verify, compact.
+"""The feature store's format: manifest, catalog, shard files, reads, verify, compact.
 
 What other packages use is imported from here, so the modules below can change without them::
 
     from fstore.store import FeatureSet, load_features
 """
 
+from fstore.store.arrays import write_arrays
 from fstore.store.features import FeatureSet
-from fstore.store.store import (
+from fstore.store.layout import (
     DEFAULT_STORE,
     Manifest,
     default_store_path,
+    read_manifest,
+    sidecar,
+)
+from fstore.store.reads import (
+    StoreInfo,
     iter_features,
     load_features,
-    read_manifest,
     resolve_layer,
-    sidecar,
     store_info,
     store_layers,
 )
@@ -23,6 +27,7 @@ __all__ = [
     "DEFAULT_STORE",
     "FeatureSet",
     "Manifest",
+    "StoreInfo",
     "default_store_path",
     "iter_features",
     "load_features",
@@ -31,4 +36,5 @@ __all__ = [
     "sidecar",
     "store_info",
     "store_layers",
+    "write_arrays",
 ]

@@ -1,5 +1,5 @@
-"""Holding a store while writing it: the lock that keeps two builds off one store, the store's
-folder, and the one line a write that failed for a reason the user can fix ends in."""
+"""Holding a store while writing it: the lock that keeps two writers off one store, and the
+store's folder."""
 
 from __future__ import annotations
 
@@ -8,24 +8,7 @@ import os
 from pathlib import Path
 
 from fstore.errors import OutputPathError, StoreError
-from fstore.store import store as st
-
-
-def write_failure(
-    exc: BaseException, what: str, store: Path, state: st.StoreState
-) -> BaseException:
-    """A one-line :class:`StoreError` for a write that failed for a reason the user can fix;
-    any other exception is returned as it is (a bug keeps its traceback)."""
-    fault = st.fault(exc)
-    if fault is None:
-        return exc
-    reason, fix = fault
-    images = sum(len(p.keys) for p in state.parts.values())
-    return StoreError(
-        f"{reason} while writing {what} of {store}; nothing is lost: the {len(state.parts)} "
-        f"shards already stored ({images} images) are safe; {fix}, then run the same "
-        "fstore build again to resume"
-    )
+from fstore.store.layout import sidecar
 
 
 class StoreLock:
@@ -36,7 +19,7 @@ class StoreLock:
 
     def __init__(self, store: Path) -> None:
         self.store = store
-        self.path = st.sidecar(store) / "lock"
+        self.path = sidecar(store) / "lock"
         self.fd: int | None = None
 
     def __enter__(self) -> StoreLock:
@@ -70,6 +53,6 @@ def prepare_store(store: Path) -> None:
     if not os.access(parent, os.W_OK):
         raise OutputPathError(f"cannot create store {store}: folder {parent} is not writable")
     try:
-        (st.sidecar(store) / "shards").mkdir(parents=True, exist_ok=True)
+        (sidecar(store) / "shards").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputPathError(f"cannot create store {store}: {exc.strerror}") from None

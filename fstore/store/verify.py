@@ -1,22 +1,26 @@
-"""``fstore verify``: check every stored file against what the index recorded.
+"""``fstore verify``: check every stored file against what the catalog recorded.
 
-For each shard or segment file the index lists: it is present, has the recorded size and
+For each shard or segment file the catalog lists: it is present, has the recorded size and
 sha256, opens, and holds the recorded number of rows in every layer; its features hold no NaN
-or Inf (a CNN's outputs are finite; such values mean damage, or a store read wrongly). Every
-row of the index must point inside its file. ``repair`` moves damaged files aside into
-``fstore.h5.d/damaged/`` so that the next ``fstore build`` recomputes their images.
+or Inf (a CNN's outputs are finite; such values mean damage). Every shard's rows lie inside its
+file. A store with planned images not yet computed is not ok: it is unfinished. ``repair``
+moves damaged files aside into ``fstore.h5.d/damaged/`` and marks their shards as not
+computed, so that the next ``fstore build`` recomputes their images.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fstore.store import store as st
+from fstore.store.catalog import FileInfo, connect, counts, files, transaction
+from fstore.store.layout import read_manifest, shard_path, sidecar
 from fstore.store.lock import StoreLock
 
 logger = logging.getLogger(__name__)
@@ -27,7 +31,7 @@ CHECK_ROWS = 4096
 
 @dataclass(frozen=True)
 class Problem:
-    """One damaged file: its name and what is wrong with it."""
+    """One damaged file (or the store itself): its name and what is wrong with it."""
 
     file: str
     what: str
@@ -41,17 +45,23 @@ class VerifyReport:
     files: int
     rows: int
     problems: list[Problem] = field(default_factory=list)
-    unindexed: list[str] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)
     moved: list[str] = field(default_factory=list)
+    pending: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.pending
 
     def summary(self) -> str:
         """One line: the verdict and what to run."""
         if self.ok:
             return f"ok: {self.files} files, {self.rows} rows, sizes, sha256 and values checked"
+        if not self.problems:
+            return (
+                f"incomplete: {self.pending} planned images are not computed yet; run the same "
+                "fstore build to finish"
+            )
         names = ", ".join(sorted({p.file for p in self.problems}))
         if self.moved:
             return (f"{len(self.moved)} damaged file(s) moved aside ({names}); run fstore build "
@@ -61,26 +71,24 @@ class VerifyReport:
                 "them")  # fmt: skip
 
 
-def _check_file(store: Path, info: st.FileInfo, layers: tuple[str, ...], values: bool) -> str:
+def _check_file(store: Path, info: FileInfo, layers: tuple[str, ...], values: bool) -> str:
     """What is wrong with one file ('' when nothing)."""
-    path = st.shard_path(store, info.name)
+    path = shard_path(store, info.name)
     if not path.exists():
         return "missing"
-    size = path.stat().st_size
-    if size != info.size:
-        return f"{size} bytes, the index recorded {info.size} (truncated or replaced)"
-    if st.file_sha256(path) != info.sha256:
-        return "sha256 differs from the index's (the file was changed)"
+    data = path.read_bytes()
+    if len(data) != info.bytes:
+        return f"{len(data)} bytes, the catalog recorded {info.bytes} (truncated or replaced)"
+    if hashlib.sha256(data).hexdigest() != info.sha256:
+        return "sha256 differs from the catalog's (the file was changed)"
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            if len(f["keys"]) != info.rows:
-                return f"{len(f['keys'])} keys, the index recorded {info.rows} rows"
             for layer in layers:
                 dataset = f["features"][layer]
                 if dataset.shape[0] != info.rows:
-                    return f"{layer} has {dataset.shape[0]} rows, the index recorded {info.rows}"
+                    return f"{layer} has {dataset.shape[0]} rows, the catalog recorded {info.rows}"
                 if values and not _finite(dataset):
                     return f"{layer} holds NaN or Inf"
     except (OSError, KeyError, ValueError) as exc:
@@ -89,45 +97,51 @@ def _check_file(store: Path, info: st.FileInfo, layers: tuple[str, ...], values:
 
 
 def _finite(dataset) -> bool:
-    for start in range(0, dataset.shape[0], CHECK_ROWS):
-        if not np.isfinite(dataset[start : start + CHECK_ROWS]).all():
-            return False
-    return True
+    return all(
+        np.isfinite(dataset[start : start + CHECK_ROWS]).all()
+        for start in range(0, dataset.shape[0], CHECK_ROWS)
+    )
 
 
 def verify(store: Path, values: bool = True, repair: bool = False) -> VerifyReport:
     """Check a store's files (see the module docstring); ``repair`` moves damaged ones aside."""
-    with st.reading(store) as index:
-        file_ids, file_rows = index.source_file[()], index.source_row[()]
-        layers, infos = tuple(index.manifest.layers), index.files
-    report = VerifyReport(str(store), len(infos), len(file_ids))
-    for info in infos:
+    manifest = read_manifest(store)
+    layers = manifest.layers if manifest else ()
+    with closing(connect(store)) as con:
+        infos, n = files(con), counts(con)
+        overflow = con.execute(
+            "SELECT s.name FROM shards s JOIN files f ON f.name = s.file "
+            "WHERE s.start + s.rows > f.rows"
+        ).fetchall()
+    report = VerifyReport(str(store), len(infos), n["stored"], pending=n["pending"])
+    for info in infos.values():
         what = _check_file(store, info, layers, values)
         if what:
             report.problems.append(Problem(info.name, what))
-    limits = np.array([i.rows for i in infos], np.int64)
-    if len(file_ids) and (file_rows >= limits[file_ids]).any():
-        report.problems.append(Problem(st.DEFAULT_STORE, "index rows point past their files"))
-    report.unindexed = sorted(set(_listing(store)) - {info.name for info in infos})
+    report.problems += [Problem(name, "its rows lie past its file's end") for (name,) in overflow]
+    folder = sidecar(store) / "shards"
+    report.unlisted = sorted(p.name for p in folder.glob("*.h5") if p.name not in infos)
     if repair and report.problems:
-        with StoreLock(store):
-            report.moved = _move_aside(store, {p.file for p in report.problems})
+        report.moved = _repair(store, {p.file for p in report.problems} & set(infos))
     return report
 
 
-def _listing(store: Path) -> list[str]:
-    folder = st.sidecar(store) / "shards"
-    return [p.name for p in folder.glob("*.h5")] if folder.is_dir() else []
-
-
-def _move_aside(store: Path, names: set[str]) -> list[str]:
-    folder = st.sidecar(store) / "damaged"
+def _repair(store: Path, names: set[str]) -> list[str]:
+    """Move damaged files aside and mark their shards as not computed."""
+    folder = sidecar(store) / "damaged"
     folder.mkdir(exist_ok=True)
-    moved = []
-    for name in sorted(names):
-        path = st.shard_path(store, name)
-        if path.exists():
-            os.replace(path, folder / name)
-            moved.append(name)
+    with StoreLock(store), closing(connect(store, write=True)) as con:
+        with transaction(con, store):
+            for name in names:
+                con.execute(
+                    "UPDATE images SET row = NULL WHERE shard IN "
+                    "(SELECT name FROM shards WHERE file = ?)",
+                    (name,),
+                )
+                con.execute("UPDATE shards SET file = NULL, start = NULL WHERE file = ?", (name,))
+                con.execute("DELETE FROM files WHERE name = ?", (name,))
+        moved = [name for name in sorted(names) if shard_path(store, name).exists()]
+        for name in moved:
+            os.replace(shard_path(store, name), folder / name)
             logger.info("moved damaged %s to %s", name, folder)
     return moved

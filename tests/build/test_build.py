@@ -16,7 +16,7 @@ from fstore.build.model import build
 from fstore.errors import DatasetError, FstoreError, OutputPathError, StoreError, UnknownLayerError
 from fstore.export.weights import WeightsSource
 from fstore.images.discover import SplitSpec
-from fstore.store.store import load_features, store_info, write_arrays
+from fstore.store import load_features, store_info, write_arrays
 
 
 def eager_features(paths: list[Path], layers: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -63,7 +63,7 @@ def gaussian_classes(
 
 def write_feature_sets(path: Path, sets: list[FeatureSet], provenance: dict | None = None) -> Path:
     """A store holding each set as a layer (all sets share rows, labels and split)."""
-    from fstore.store.store import write_arrays
+    from fstore.store import write_arrays
 
     first = sets[0]
     return write_arrays(

@@ -306,7 +306,7 @@ def test_classify_new_images_end_to_end(tmp_path, small_preprocessing):
         "model_path": str(model),
         "preprocessing": small_preprocessing.to_json(),
     }
-    from fstore.store.store import write_arrays
+    from fstore.store import write_arrays
 
     store = write_arrays(
         tmp_path / "colours.h5", features, [p.name for p in paths], labels, split, provenance

@@ -30,7 +30,7 @@ def noop(tmp_path):
 
 def _config(folder, noop, store, **kw) -> BuildConfig:
     options = dict(images=folder, model=noop, preprocessing=SMALL, provider="cpu",
-                   batch_size=2, shard_size=4, index_every=0.0)  # fmt: skip
+                   batch_size=2, shard_size=4)  # fmt: skip
     options.update(kw)
     return BuildConfig(store=store, **options)
 

@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 
+from fstore.build.plan import shard_name
 from fstore.build.write import Writer
-from fstore.images.discover import SplitSpec
-from fstore.store import store as st
+from fstore.store import catalog, load_features, store_info
+from fstore.store.compact import compact_locked
+from fstore.store.layout import Manifest, read_manifest, write_manifest
 from fstore.store.lock import StoreLock, prepare_store
+from fstore.store.shards import ShardRows
 
 DIM = 6
+SPLIT = {"method": "none", "train_per_class": 0, "seed": 0}
 
 
-def manifest() -> st.Manifest:
-    return st.Manifest("", False, SplitSpec("none"), ("f", "g"), {"f": (DIM,), "g": (2, 2)},
-                       "float32", "synthetic")  # fmt: skip
+def manifest() -> Manifest:
+    return Manifest("", False, SPLIT, ("f", "g"), {"f": (DIM,), "g": (2, 2)}, "float32",
+                    "synthetic")  # fmt: skip
 
 
-def shard_rows(keys: list[str], seed: int) -> st.ShardRows:
+def shard_rows(keys: list[str], seed: int) -> ShardRows:
     rng = np.random.default_rng(seed)
     n = len(keys)
-    return st.ShardRows(keys, [f"sha-{k}-{seed}" for k in keys], [seed] * n, [seed] * n,
-                        {"f": rng.normal(size=(n, DIM)).astype(np.float32),
-                         "g": rng.normal(size=(n, 4)).astype(np.float32)})  # fmt: skip
+    return ShardRows(keys, [f"sha-{k}-{seed}" for k in keys], [seed] * n, [seed] * n,
+                     {"f": rng.normal(size=(n, DIM)).astype(np.float32),
+                      "g": rng.normal(size=(n, 4)).astype(np.float32)})  # fmt: skip
 
 
 def synthetic_store(path: Path, shards: int, rows: int, generation: int = 1, seed: int = 0) -> Path:
@@ -35,17 +40,23 @@ def synthetic_store(path: Path, shards: int, rows: int, generation: int = 1, see
 
 
 def write_generation(path: Path, generation: int, keys: list[list[str]], seed: int = 0) -> Path:
-    """One build generation of shards holding ``keys``, through the write stage (which commits
-    the index after every shard, and at its end)."""
+    """One build generation of shards holding ``keys``, planned and committed as a build does
+    (rows in sorted key order, class = first folder)."""
     prepare_store(path)
-    if st.read_manifest(path) is None:
-        st.write_manifest(path, manifest())
-    st.write_plan(path, generation, keys)
-    with StoreLock(path):
-        writer = Writer(path, manifest(), None, index_every=0.0)
+    if read_manifest(path) is None:
+        write_manifest(path, manifest())
+    with StoreLock(path), closing(catalog.connect(path, write=True)) as con:
+        names = [shard_name(generation, i) for i in range(len(keys))]
+        with catalog.transaction(con, path):
+            catalog.add_plan(con, {n: [(k, seed, seed) for k in ks] for n, ks in zip(names, keys)})
+            every = sorted(catalog.records(con))
+            catalog.set_order(con, [(k, i, k.split("/")[0], "") for i, k in enumerate(every)])
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
+        writer = Writer(path, manifest(), con)
         for index, shard_keys in enumerate(keys):
-            writer.put(st.shard_name(generation, index), shard_rows(shard_keys, seed + index))
+            writer.put(names[index], shard_rows(shard_keys, seed + index))
         writer.close()
+        compact_locked(path, con, manifest(), max_small=10**9)
     return path
 
 
@@ -53,11 +64,11 @@ def assert_same_store(a: Path, b: Path, layers: tuple[str, ...] = ("pool5", "fc7
     """Two stores read back the same: rows in order, features, labels, splits, classes, and
     what ``info`` says of their images and errors."""
     for layer in layers:
-        x, y = st.load_features(a, layer), st.load_features(b, layer)
+        x, y = load_features(a, layer), load_features(b, layer)
         assert list(x.keys) == list(y.keys)
         np.testing.assert_array_equal(x.X, y.X)
         np.testing.assert_array_equal(x.y, y.y)
         assert list(x.split) == list(y.split) and x.classes == y.classes
-    info_a, info_b = st.store_info(a), st.store_info(b)
-    assert (info_a.images, info_a.class_counts, info_a.errors) == (
-        info_b.images, info_b.class_counts, info_b.errors)  # fmt: skip
+    info_a, info_b = store_info(a), store_info(b)
+    assert (info_a.images, info_a.class_counts, info_a.errors, info_a.pending) == (
+        info_b.images, info_b.class_counts, info_b.errors, info_b.pending)  # fmt: skip
