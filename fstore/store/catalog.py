@@ -9,7 +9,7 @@ shard files are written and renamed before the transaction that lists them.
 Tables::
 
     meta(key, value)           version: bumped by every commit; generation: the last plan's
-    files(name, rows, bytes, sha256)
+    files(name, rows, bytes, sha256, mtime_ns)
     shards(name, file, start, rows, failed)   file is NULL until the shard is computed; its
                                         ``rows`` rows sit in ``file`` from row ``start`` on
     images(key, pos, class, split, shard, row, sha256, size, mtime_ns, error)
@@ -25,7 +25,7 @@ import resource
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from fstore.errors import StoreError
@@ -34,7 +34,8 @@ from fstore.store.layout import fault_error, sidecar
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
-    name TEXT PRIMARY KEY, rows INTEGER NOT NULL, bytes INTEGER NOT NULL, sha256 TEXT NOT NULL);
+    name TEXT PRIMARY KEY, rows INTEGER NOT NULL, bytes INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    mtime_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS shards (
     name TEXT PRIMARY KEY, file TEXT, start INTEGER, rows INTEGER, failed TEXT);
 CREATE TABLE IF NOT EXISTS images (
@@ -137,10 +138,11 @@ class FileInfo:
     rows: int
     bytes: int
     sha256: str
+    mtime_ns: int
 
 
 def files(con: sqlite3.Connection) -> dict[str, FileInfo]:
-    return {r[0]: FileInfo(*r) for r in con.execute("SELECT name, rows, bytes, sha256 FROM files")}
+    return {r[0]: FileInfo(*r) for r in con.execute("SELECT * FROM files")}
 
 
 def records(con: sqlite3.Connection) -> dict[str, tuple]:
@@ -200,8 +202,7 @@ def commit_shard(con: sqlite3.Connection, store: Path, record: ShardRecord) -> N
     """List a written shard file and its images, in one transaction."""
     with transaction(con, store):
         f = record.file
-        con.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", (f.name, f.rows, f.bytes,
-                                                                           f.sha256))  # fmt: skip
+        con.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", astuple(f))
         con.execute(
             "UPDATE shards SET file = ?, start = 0, rows = ?, failed = NULL WHERE name = ?",
             (f.name, f.rows, record.name),
@@ -233,3 +234,16 @@ def garbage_files(con: sqlite3.Connection) -> list[str]:
     """Files no shard points to any more (replaced by a segment, or by a recomputed shard)."""
     query = "SELECT name FROM files WHERE name NOT IN (SELECT file FROM shards WHERE file IS NOT NULL)"
     return [r[0] for r in con.execute(query)]
+
+
+def forget_files(con: sqlite3.Connection, store: Path, names: Iterable[str]) -> None:
+    """Files that are gone or damaged: their shards become not computed, so the next build
+    computes their images again."""
+    with transaction(con, store):
+        for name in names:
+            con.execute(
+                "UPDATE images SET row = NULL WHERE shard IN (SELECT name FROM shards WHERE file = ?)",
+                (name,),
+            )
+            con.execute("UPDATE shards SET file = NULL, start = NULL WHERE file = ?", (name,))
+            con.execute("DELETE FROM files WHERE name = ?", (name,))

@@ -16,7 +16,7 @@ import signal
 import sqlite3
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from fstore.store.catalog import connect, files, garbage_files, transaction
 from fstore.store.layout import Manifest, open_h5, read_manifest, shard_path, sidecar
 from fstore.store.lock import StoreLock
 from fstore.store.shards import write_shard
+from fstore.store.verify import changed_files, set_aside
 from fstore.store.view import refresh_view
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,13 @@ def _crash_point(name: str) -> None:
 
 
 def clean_store(store: Path, con: sqlite3.Connection) -> int:
-    """Delete what an interrupted writer left: temporaries, files the catalog does not list
+    """Before a build or compaction: set damaged files aside (their shards are computed again)
+    and delete what an interrupted writer left: temporaries, files the catalog does not list
     (written before a kill, or replaced by a segment). Returns how many files went."""
+    damaged = changed_files(store, con)
+    if damaged:
+        logger.warning("shard files missing or changed, to compute again: %s", ", ".join(damaged))
+        set_aside(store, con, damaged)
     with transaction(con, store):
         unused = garbage_files(con)
         con.executemany("DELETE FROM files WHERE name = ?", ((n,) for n in unused))
@@ -111,8 +117,7 @@ def merge(store: Path, con: sqlite3.Connection, manifest: Manifest, group: list[
     info = write_shard(store, segment, keys, joined, manifest.dtype)
     _crash_point("segment")
     with transaction(con, store):
-        con.execute("INSERT INTO files VALUES (?, ?, ?, ?)", (info.name, info.rows, info.bytes,
-                                                              info.sha256))  # fmt: skip
+        con.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", astuple(info))
         con.executemany(
             "UPDATE shards SET file = ?, start = start + ? WHERE file = ?",
             ((segment, offset, name) for name, offset in offsets.items()),

@@ -55,6 +55,7 @@ def shard_bytes(keys: list[str], features: dict[str, np.ndarray], dtype: str) ->
 
 def write_shard(store: Path, name: str, keys: list[str], features: dict, dtype: str) -> FileInfo:
     """Write a shard (or segment) file atomically; returns what the catalog records of it."""
-    data = shard_bytes(keys, features, dtype)
-    write_file(shard_path(store, name), data, store)
-    return FileInfo(name, len(keys), len(data), hashlib.sha256(data).hexdigest())
+    data, path = shard_bytes(keys, features, dtype), shard_path(store, name)
+    write_file(path, data, store)
+    sha = hashlib.sha256(data).hexdigest()
+    return FileInfo(name, len(keys), len(data), sha, path.stat().st_mtime_ns)

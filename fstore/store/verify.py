@@ -13,13 +13,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sqlite3
+from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fstore.store.catalog import FileInfo, connect, counts, files, transaction
+from fstore.store.catalog import FileInfo, connect, counts, files, forget_files, transaction
 from fstore.store.layout import read_manifest, shard_path, sidecar
 from fstore.store.lock import StoreLock
 
@@ -127,21 +129,42 @@ def verify(store: Path, values: bool = True, repair: bool = False) -> VerifyRepo
 
 
 def _repair(store: Path, names: set[str]) -> list[str]:
-    """Move damaged files aside and mark their shards as not computed."""
-    folder = sidecar(store) / "damaged"
-    folder.mkdir(exist_ok=True)
     with StoreLock(store), closing(connect(store, write=True)) as con:
-        with transaction(con, store):
-            for name in names:
-                con.execute(
-                    "UPDATE images SET row = NULL WHERE shard IN "
-                    "(SELECT name FROM shards WHERE file = ?)",
-                    (name,),
-                )
-                con.execute("UPDATE shards SET file = NULL, start = NULL WHERE file = ?", (name,))
-                con.execute("DELETE FROM files WHERE name = ?", (name,))
-        moved = [name for name in sorted(names) if shard_path(store, name).exists()]
-        for name in moved:
-            os.replace(shard_path(store, name), folder / name)
-            logger.info("moved damaged %s to %s", name, folder)
+        return set_aside(store, con, names)
+
+
+def set_aside(store: Path, con: sqlite3.Connection, names: Iterable[str]) -> list[str]:
+    """Move damaged files into ``damaged/`` and mark their shards as not computed; returns
+    the files moved (a missing one is only forgotten)."""
+    names = sorted(names)
+    forget_files(con, store, names)
+    folder = sidecar(store) / "damaged"
+    moved = [name for name in names if shard_path(store, name).exists()]
+    for name in moved:
+        folder.mkdir(exist_ok=True)
+        os.replace(shard_path(store, name), folder / name)
+        logger.info("moved damaged %s to %s", name, folder)
     return moved
+
+
+def changed_files(store: Path, con: sqlite3.Connection) -> list[str]:
+    """Files that are missing or hold other bytes than the catalog recorded: a stat each, and
+    a hash only where the mtime moved (a touched file with the same bytes is kept)."""
+    changed = []
+    for info in files(con).values():
+        try:
+            stat = shard_path(store, info.name).stat()
+        except FileNotFoundError:
+            changed.append(info.name)
+            continue
+        if stat.st_size != info.bytes:
+            changed.append(info.name)
+        elif stat.st_mtime_ns != info.mtime_ns:
+            data = shard_path(store, info.name).read_bytes()
+            if hashlib.sha256(data).hexdigest() != info.sha256:
+                changed.append(info.name)
+            else:
+                with transaction(con, store):
+                    con.execute("UPDATE files SET mtime_ns = ? WHERE name = ?",
+                                (stat.st_mtime_ns, info.name))  # fmt: skip
+    return changed
