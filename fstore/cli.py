@@ -300,7 +300,13 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
 
     config = _build_config(images, options)
     use_stderr_logging(quiet)
-    report = run_build(config, progress=False if quiet else None)
+    try:
+        report = run_build(config, progress=False if quiet else None)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"interrupted: every finished shard of {config.store} is committed; run the same "
+            "fstore build to resume"
+        ) from None
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -390,11 +396,8 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
         f"store:      {result.path} ({result.size_bytes / 2**20:.1f} MiB, "
         f"{result.shards} shard files, {result.dtype})"
     )
-    if result.journal:
-        click.echo(
-            f"index:      {result.journal} journal entries not yet folded (fstore reads them; "
-            "plain h5py sees the index's last fold: fstore compact folds them)"
-        )
+    if result.incomplete:
+        click.echo(result.incomplete)
     click.echo(f"images:     {result.images} from {result.image_root}")
     click.echo(
         f"classes:    {len(result.classes)}: "

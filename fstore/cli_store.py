@@ -45,8 +45,11 @@ def verify(store: Path | None, repair: bool, no_values: bool, as_json: bool) -> 
     else:
         for problem in report.problems:
             click.echo(f"damaged: {problem.file}: {problem.what}")
-        for name in report.unindexed:
-            click.echo(f"not yet in the index: {name} (the next build adds it)")
+        for name in report.unlisted:
+            click.echo(
+                f"not in the catalog: {name} (left by an interrupted build; the next build "
+                "deletes it)"
+            )
         click.echo(report.summary())
     if not report.ok:
         sys.exit(1)
@@ -71,10 +74,7 @@ def compact(store: Path | None, segment_rows: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(asdict(report), indent=2))
         return
-    click.echo(f"{report.files_before} files -> {report.files_after} "
-               f"({report.segments_written} segments written, {report.rows_copied} rows copied; "
-               f"index {_INDEX_WORDS[report.index]}) in {report.seconds:.1f} s")  # fmt: skip
-
-
-_INDEX_WORDS = {"fold": "rewritten with its journal folded in", "journal": "journal entry added",
-                "current": "already current"}  # fmt: skip
+    click.echo(
+        f"{report.files_before} files -> {report.files_after} ({report.segments_written} "
+        f"segments written, {report.rows_copied} rows copied) in {report.seconds:.1f} s"
+    )

@@ -3,8 +3,9 @@ pipeline, store and index are timed.
 
 For each size: build images/s, the time of a no-op rebuild (nothing changed), of ``info``, of
 reading one layer (and its peak memory), whether a read under a 256 open-file limit is right,
-and the number of files; then the time of a build that adds 1 % more images (its index commit
-is a journal entry) and of the ``fstore compact`` that folds that journal into the base index.
+and the number of files; then the time of a build that adds 1 % more images and the seconds
+its shard commits took. ``--catalog N`` instead simulates a catalog of N rows (generated keys
+and segment files, no images): commit, open, a 10,000-key lookup, and a streamed layer.
 Run it with ``python -m fstore.benchmarks.scale 10000 100000``.
 """
 
@@ -28,8 +29,8 @@ import numpy as np
 from fstore.build.config import BuildConfig
 from fstore.build.pipeline import build
 from fstore.images.preprocess import Preprocessing
-from fstore.store import FeatureSet
-from fstore.store import store as st
+from fstore.store import FeatureSet, catalog, load_features, sidecar, store_info
+from fstore.store.layout import Manifest, write_manifest
 
 CLASSES = 10
 TINY = Preprocessing(resize=8, crop=8)
@@ -50,9 +51,7 @@ class ScalePoint:
     files: int
     store_mib: float
     extend_seconds: float = 0.0
-    extend_index: str = ""
-    journal_read_seconds: float = 0.0
-    fold_seconds: float = 0.0
+    extend_write_seconds: float = 0.0
 
 
 def noop_model(path: Path) -> Path:
@@ -108,26 +107,34 @@ def _read_under_limit(store: Path, limit: int = 256) -> str:
 def measure(workdir: Path, count: int, model: Path, workers: int = 2) -> ScalePoint:
     """Build a store of ``count`` tiny images with the no-op model and time what it offers."""
     store = workdir / f"store-{count}.h5"
-    for old in (workdir / f"images-{count}", st.sidecar(store)):  # from an earlier run
+    for old in (workdir / f"images-{count}", sidecar(store)):  # from an earlier run
         shutil.rmtree(old, ignore_errors=True)
     store.unlink(missing_ok=True)
     images = tiny_images(workdir / f"images-{count}", count)
-    config = BuildConfig(store=store, images=images, model=model, preprocessing=TINY,
-                         provider="cpu", batch_size=256, shard_size=256, workers=workers,
-                         threads=1)  # fmt: skip
+    config = BuildConfig(
+        store=store,
+        images=images,
+        model=model,
+        preprocessing=TINY,
+        provider="cpu",
+        batch_size=256,
+        shard_size=256,
+        workers=workers,
+        threads=1,
+    )
     report = build(config, progress=False)
     start = time.perf_counter()
     again = build(config, progress=False)
     noop = time.perf_counter() - start
     assert again.images_computed == 0
     start = time.perf_counter()
-    info = st.store_info(store)
+    info = store_info(store)
     info_seconds = time.perf_counter() - start
     fs, read_seconds, peak = _traced_read(store)
     assert len(fs.keys) == count and np.isfinite(fs.X).all()
     read_under_limit = _read_under_limit(store)
-    files = len(os.listdir(st.sidecar(store) / "shards"))
-    extend, journal_read, fold = _extend_and_fold(config, count)
+    files = len(os.listdir(sidecar(store) / "shards"))
+    extend, extend_write = _extend(config, count)
     return ScalePoint(
         images=count,
         build_seconds=report.seconds,
@@ -139,10 +146,8 @@ def measure(workdir: Path, count: int, model: Path, workers: int = 2) -> ScalePo
         read_under_256_files=read_under_limit,
         files=files,
         store_mib=info.size_bytes / 2**20,
-        extend_seconds=extend[0],
-        extend_index=extend[1],
-        journal_read_seconds=journal_read,
-        fold_seconds=fold,
+        extend_seconds=extend,
+        extend_write_seconds=extend_write,
     )
 
 
@@ -150,64 +155,123 @@ def _traced_read(store: Path) -> tuple[FeatureSet, float, float]:
     """Read the layer under ``tracemalloc``: the features, the seconds and the peak MiB."""
     tracemalloc.start()
     start = time.perf_counter()
-    fs = st.load_features(store, "noop")
+    fs = load_features(store, "noop")
     seconds = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     return fs, seconds, peak
 
 
-def _extend_and_fold(config: BuildConfig, count: int) -> tuple[tuple[float, str], float, float]:
-    """Add 1 % more images and build (timed; the index after it: journal entries or a fold),
-    read one layer with that journal pending (timed), then time the ``fstore compact`` that
-    folds it."""
-    from fstore.store.compact import compact
-
+def _extend(config: BuildConfig, count: int) -> tuple[float, float]:
+    """Add 1 % more images and build: the build's seconds, and its write stage's (shard files
+    and their catalog transactions)."""
     added = max(1, count // 100)
     tiny_images(config.images, added, start=count)
     start = time.perf_counter()
-    build(config, progress=False)
-    extend = time.perf_counter() - start
-    journal = len(st.read_catalog(config.store).journal)
-    how = f"{journal} journal entries" if journal else "folded"
-    st.forget_cached_index()  # as a new process reads it: base catalog, entries, live index
-    fs, journal_read, _ = _traced_read(config.store)
-    assert len(fs.keys) == count + added
+    report = build(config, progress=False)
+    assert report.images_computed == added
+    return time.perf_counter() - start, report.write_seconds
+
+
+def simulated_catalog(workdir: Path, rows: int, lookups: int = 10_000) -> dict:
+    """A store of ``rows`` generated rows (1 value each, segments of 65,536 rows, no images):
+    seconds to commit its catalog, open it, look up ``lookups`` keys, and stream its layer
+    (with the peak memory of the stream)."""
+    from fstore.store import iter_features
+    from fstore.store.catalog import FileInfo, ShardRecord
+    from fstore.store.lock import prepare_store
+    from fstore.store.shards import write_shard
+
+    store = workdir / f"catalog-{rows}.h5"
+    shutil.rmtree(sidecar(store), ignore_errors=True)
+    store.unlink(missing_ok=True)
+    prepare_store(store)
+    split = {"method": "none", "train_per_class": 0, "seed": 0}
+    write_manifest(store, Manifest("", False, split, ("v",), {"v": (1,)}, "float32", "sim"))
+    seg = 65_536
+    timings = {"rows": rows}
     start = time.perf_counter()
-    compact(config.store)
-    fold = time.perf_counter() - start
-    assert not st.read_catalog(config.store).journal
-    assert st.store_info_rows(config.store) == count + added
-    return (extend, how), journal_read, fold
+    con = catalog.connect(store, write=True)
+    for first in range(0, rows, seg):
+        keys = [f"c{i % CLASSES}/{i:09d}.jpg" for i in range(first, min(rows, first + seg))]
+        name = f"g000001-s{first // seg:06d}"
+        info: FileInfo = write_shard(
+            store,
+            f"{name}.h5",
+            keys,
+            {"v": np.arange(first, first + len(keys), dtype=np.float32)[:, None]},
+            "float32",
+        )
+        with catalog.transaction(con, store):
+            catalog.add_plan(con, {name: [(k, 1, 1) for k in keys]})
+            catalog.set_order(con, ((k, first + i, k[:3], "") for i, k in enumerate(keys)))
+        images = [(k, i, "", 1, 1, None) for i, k in enumerate(keys)]
+        catalog.commit_shard(con, store, ShardRecord(name, info, images))
+    con.close()
+    timings["commit_seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
+    con = catalog.connect(store)
+    timings["open_seconds"] = time.perf_counter() - start
+    wanted = [
+        f"c{i % CLASSES}/{i:09d}.jpg" for i in np.random.default_rng(0).integers(0, rows, lookups)
+    ]
+    start = time.perf_counter()
+    found = [
+        con.execute("SELECT shard, row FROM images WHERE key = ?", (k,)).fetchone() for k in wanted
+    ]
+    timings["lookup_seconds"] = time.perf_counter() - start
+    assert all(found)
+    con.close()
+    tracemalloc.start()
+    start = time.perf_counter()
+    streamed = sum(len(batch.keys) for batch in iter_features(store, "v", batch_rows=seg))
+    timings["stream_seconds"] = time.perf_counter() - start
+    timings["stream_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    assert streamed == rows
+    return timings
 
 
 def driver_write_rate(workdir: Path, shards: int = 64, rows: int = 256, dim: int = 4096) -> dict:
     """MB/s of features one process writes into a store through the write stage (shard files
-    with fsync and sha256, and the index), as the Ray driver does: fc7 is 4096 float32."""
+    with fsync and sha256, and their catalog commits), as the Ray driver does: fc7 is 4096
+    float32."""
+    from contextlib import closing
+
+    from fstore.build.plan import shard_name
     from fstore.build.write import Writer
-    from fstore.images.discover import SplitSpec
     from fstore.store.lock import StoreLock, prepare_store
+    from fstore.store.shards import ShardRows
 
     store = workdir / "write-rate.h5"
+    shutil.rmtree(sidecar(store), ignore_errors=True)
     prepare_store(store)
-    manifest = st.Manifest("", False, SplitSpec("none"), ("fc7",), {"fc7": (dim,)},
-                           dtype="float32", fingerprint="write-rate")  # fmt: skip
-    st.write_manifest(store, manifest)
+    split = {"method": "none", "train_per_class": 0, "seed": 0}
+    manifest = Manifest("", False, split, ("fc7",), {"fc7": (dim,)}, "float32", "write-rate")
+    write_manifest(store, manifest)
     keys = [[f"c/{s:05d}-{i:04d}.jpg" for i in range(rows)] for s in range(shards)]
-    st.write_plan(store, 1, keys)
     features = np.random.default_rng(0).normal(size=(rows, dim)).astype(np.float32)
     start = time.perf_counter()
-    with StoreLock(store):
-        writer = Writer(store, manifest, None, index_every=2.0)
+    with StoreLock(store), closing(catalog.connect(store, write=True)) as con:
+        with catalog.transaction(con, store):
+            catalog.add_plan(
+                con, {shard_name(1, i): [(k, 1, 1) for k in ks] for i, ks in enumerate(keys)}
+            )
+        writer = Writer(store, manifest, con)
         for index, shard_keys in enumerate(keys):
-            rows_ = st.ShardRows(shard_keys, ["0" * 64] * rows, [1] * rows, [1] * rows,
-                                 features={"fc7": features})  # fmt: skip
-            writer.put(st.shard_name(1, index), rows_)
+            rows_ = ShardRows(
+                shard_keys, ["0" * 64] * rows, [1] * rows, [1] * rows, features={"fc7": features}
+            )
+            writer.put(shard_name(1, index), rows_)
         writer.close()
     seconds = time.perf_counter() - start
     megabytes = shards * rows * dim * 4 / 1e6
-    return {"megabytes": megabytes, "seconds": seconds, "mb_per_s": megabytes / seconds,
-            "fc7_images_per_s": shards * rows / seconds}  # fmt: skip
+    return {
+        "megabytes": megabytes,
+        "seconds": seconds,
+        "mb_per_s": megabytes / seconds,
+        "fc7_images_per_s": shards * rows / seconds,
+    }
 
 
 def run(sizes: list[int], workdir: Path) -> list[ScalePoint]:
@@ -219,15 +283,19 @@ def run(sizes: list[int], workdir: Path) -> list[ScalePoint]:
 
 def table(points: list[ScalePoint]) -> str:
     """A Markdown table of the points."""
-    lines = ["| images | build img/s | no-op rebuild s | info s | read s | read peak MiB | "
-             "read, ulimit -n 256 | files | store MiB | +1 % build s (index) | "
-             "read with journal s | fold s |", "|" + "---:|" * 12]  # fmt: skip
+    lines = [
+        "| images | build img/s | no-op rebuild s | info s | read s | read peak MiB | "
+        "read, ulimit -n 256 | files | store MiB | +1 % build s | its write s |",
+        "|" + "---:|" * 11,
+    ]
     for p in points:
-        lines.append(f"| {p.images:,} | {p.build_images_per_second:,.0f} | "
-                     f"{p.noop_rebuild_seconds:.2f} | {p.info_seconds:.2f} | {p.read_seconds:.2f}"
-                     f" | {p.read_peak_mib:.1f} | {p.read_under_256_files} | {p.files} | "
-                     f"{p.store_mib:.1f} | {p.extend_seconds:.2f} ({p.extend_index}) | "
-                     f"{p.journal_read_seconds:.2f} | {p.fold_seconds:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {p.images:,} | {p.build_images_per_second:,.0f} | "
+            f"{p.noop_rebuild_seconds:.2f} | {p.info_seconds:.2f} | {p.read_seconds:.2f}"
+            f" | {p.read_peak_mib:.1f} | {p.read_under_256_files} | {p.files} | "
+            f"{p.store_mib:.1f} | {p.extend_seconds:.2f} | "
+            f"{p.extend_write_seconds:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -236,9 +304,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sizes", nargs="*", type=int, default=[10_000, 100_000])
     parser.add_argument("--workdir", type=Path, default=Path("scale-bench"))
     parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
-    parser.add_argument("--write-rate", action="store_true",
-                        help="Measure the write stage's MB/s of fc7 features instead.")  # fmt: skip
+    parser.add_argument(
+        "--write-rate",
+        action="store_true",
+        help="Measure the write stage's MB/s of fc7 features instead.",
+    )
+    parser.add_argument(
+        "--catalog", type=int, metavar="ROWS", help="Simulate a catalog of this many rows instead."
+    )
     args = parser.parse_args(argv)
+    if args.catalog:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(simulated_catalog(args.workdir, args.catalog), indent=1))
+        return
     if args.write_rate:
         args.workdir.mkdir(parents=True, exist_ok=True)
         print(json.dumps(driver_write_rate(args.workdir), indent=1))
@@ -248,8 +326,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps([asdict(p) for p in points], indent=1))
     else:
         print(table(points))
-    print(f"load average {os.getloadavg()[0]:.2f}; peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")  # fmt: skip
+    print(
+        f"load average {os.getloadavg()[0]:.2f}; peak RSS "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -258,7 +258,11 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
     plan = plan_work(config.store, con, job.images, job.items, config.shard_size, manifest)
     work = plan.work
     report.images_total, report.images_done_before = work.total, work.done_before
-    report.layers, report.decode, report.removed = tuple(manifest.layers), recipe.decode, plan.removed
+    report.layers, report.decode, report.removed = (
+        tuple(manifest.layers),
+        recipe.decode,
+        plan.removed,
+    )
     if work.pending and backend is None and config.engine == "local":
         backend = _load_backend(
             config, replace(model, layers=tuple(manifest.layers)), recipe.preprocessing
@@ -272,7 +276,9 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
             f"{report.workers} workers{where}"
         )
     if work.pending and manifest.provenance.get("provider") != report.provider:
-        manifest = replace(manifest, provenance={**manifest.provenance, "provider": report.provider})
+        manifest = replace(
+            manifest, provenance={**manifest.provenance, "provider": report.provider}
+        )
         st.write_manifest(config.store, manifest)
     writer = Writer(config.store, manifest, con)
     try:

@@ -164,8 +164,13 @@ def shard_name(generation: int, index: int) -> str:
 def _new_shards(con, todo: list[ImageItem], shard_size: int) -> None:
     generation = catalog.meta(con, "generation") + 1
     chunks = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
-    catalog.add_plan(con, {shard_name(generation, i): [(it.key, it.size, it.mtime_ns) for it in chunk]
-                           for i, chunk in enumerate(chunks)})  # fmt: skip
+    catalog.add_plan(
+        con,
+        {
+            shard_name(generation, i): [(it.key, it.size, it.mtime_ns) for it in chunk]
+            for i, chunk in enumerate(chunks)
+        },
+    )
     con.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
 
 
@@ -208,7 +213,9 @@ def plan_work(
         if removed or any(it.key not in known for it in todo):
             catalog.set_order(con, _order(items, manifest))
     by_key = {it.key: it for it in items}
-    shards = [(name, [by_key.get(k) or ImageItem(k, root / k) for k in keys])
-              for name, keys in catalog.pending_shards(con)]  # fmt: skip
+    shards = [
+        (name, [by_key.get(k) or ImageItem(k, root / k) for k in keys])
+        for name, keys in catalog.pending_shards(con)
+    ]
     pending = sum(len(s) for _, s in shards)
     return Plan(Work(shards, max(0, len(items) - pending), len(items)), len(removed))

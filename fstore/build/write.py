@@ -63,8 +63,9 @@ class Writer:
 
     def _write(self, name: str, rows: ShardRows) -> None:
         dtype = self.manifest.dtype
-        self._commit(name, rows, write_shard(self.store, f"{name}.h5", rows.keys, rows.features,
-                                             dtype))  # fmt: skip
+        self._commit(
+            name, rows, write_shard(self.store, f"{name}.h5", rows.keys, rows.features, dtype)
+        )
 
     def _commit(self, name: str, rows: ShardRows, info: FileInfo) -> None:
         catalog.commit_shard(self.con, self.store, ShardRecord(name, info, rows.catalog_images()))

@@ -210,9 +210,11 @@ def commit_shard(con: sqlite3.Connection, store: Path, record: ShardRecord) -> N
         con.executemany(
             "UPDATE images SET row = ?, sha256 = ?, size = ?, mtime_ns = ?, error = ? "
             "WHERE key = ? AND shard = ?",
-            ((row, sha, size, mtime, error, key, record.name)
-             for key, row, sha, size, mtime, error in record.images),
-        )  # fmt: skip
+            (
+                (row, sha, size, mtime, error, key, record.name)
+                for key, row, sha, size, mtime, error in record.images
+            ),
+        )
 
 
 def mark_failed(con: sqlite3.Connection, store: Path, name: str, reason: str) -> None:
@@ -232,7 +234,9 @@ def counts(con: sqlite3.Connection) -> dict[str, int]:
 
 def garbage_files(con: sqlite3.Connection) -> list[str]:
     """Files no shard points to any more (replaced by a segment, or by a recomputed shard)."""
-    query = "SELECT name FROM files WHERE name NOT IN (SELECT file FROM shards WHERE file IS NOT NULL)"
+    query = (
+        "SELECT name FROM files WHERE name NOT IN (SELECT file FROM shards WHERE file IS NOT NULL)"
+    )
     return [r[0] for r in con.execute(query)]
 
 
@@ -241,9 +245,7 @@ def forget_files(con: sqlite3.Connection, store: Path, names: Iterable[str]) -> 
     computes their images again."""
     with transaction(con, store):
         for name in names:
-            con.execute(
-                "UPDATE images SET row = NULL WHERE shard IN (SELECT name FROM shards WHERE file = ?)",
-                (name,),
-            )
+            shards = "SELECT name FROM shards WHERE file = ?"
+            con.execute(f"UPDATE images SET row = NULL WHERE shard IN ({shards})", (name,))
             con.execute("UPDATE shards SET file = NULL, start = NULL WHERE file = ?", (name,))
             con.execute("DELETE FROM files WHERE name = ?", (name,))

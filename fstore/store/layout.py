@@ -111,10 +111,14 @@ def write_manifest(store: Path, manifest: Manifest) -> None:
 _FAULTS = (
     ((errno.ENOSPC, errno.EDQUOT), ("SQLITE_FULL",), "the disk is full", "free some space"),
     ((errno.EROFS,), ("SQLITE_READONLY",), "the store's folder is read-only", "make it writable"),
-    ((errno.EACCES, errno.EPERM), ("SQLITE_CANTOPEN", "SQLITE_PERM"),
-     "the store's folder is not writable", "make it writable"),
+    (
+        (errno.EACCES, errno.EPERM),
+        ("SQLITE_CANTOPEN", "SQLITE_PERM"),
+        "the store's folder is not writable",
+        "make it writable",
+    ),
     ((errno.EFBIG,), ("SQLITE_TOOBIG",), "a file size limit was reached", "raise the limit"),
-)  # fmt: skip
+)
 
 
 def fault(exc: BaseException | None) -> tuple[str, str] | None:

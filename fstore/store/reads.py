@@ -100,7 +100,9 @@ def _read_layer(store: Path, manifest: Manifest, layer: str, rows: _Rows) -> np.
         with open_h5(folder / name, f"shard {name}", store) as f:
             try:
                 if f.id.get_filesize() != rows.bytes[name]:
-                    raise ValueError(f"{f.id.get_filesize()} bytes, the catalog has {rows.bytes[name]}")
+                    raise ValueError(
+                        f"{f.id.get_filesize()} bytes, the catalog has {rows.bytes[name]}"
+                    )
                 first, last = int(src.min()), int(src.max()) + 1
                 if last - first <= 4 * len(src):  # one block read beats HDF5 point selections
                     X[at] = f["features"][layer][first:last][src - first]
@@ -161,7 +163,9 @@ def iter_features(
     layer = pick_layer(store, manifest, layer)
     after = -1
     with closing(connect(store)) as con:
-        while len(table := _table(con, "AND i.pos > ? ORDER BY i.pos LIMIT ?", (after, batch_rows))):
+        while len(
+            table := _table(con, "AND i.pos > ? ORDER BY i.pos LIMIT ?", (after, batch_rows))
+        ):
             after = int(table.pos[-1])
             yield _feature_set(store, manifest, layer, table)
 
@@ -204,16 +208,27 @@ def store_info(store: Path) -> StoreInfo:
     manifest = _manifest(store)
     with closing(connect(store)) as con:
         n = catalog.counts(con)
-        per_class = con.execute("SELECT class, COUNT(row) FROM images GROUP BY class ORDER BY class")
+        per_class = con.execute(
+            "SELECT class, COUNT(row) FROM images GROUP BY class ORDER BY class"
+        )
         class_counts = {c: k for c, k in per_class if c is not None}
-        splits = dict(con.execute(
-            "SELECT COALESCE(NULLIF(split, ''), '(none)'), COUNT(*) FROM images "
-            "WHERE row IS NOT NULL GROUP BY 1 ORDER BY 1"))  # fmt: skip
-        errors = [{"key": k, "reason": r, "stored": s is not None} for k, r, s in
-                  con.execute("SELECT key, error, row FROM images WHERE error IS NOT NULL")]  # fmt: skip
-        failed = [{"shard": s, "reason": r, "images": k} for s, r, k in con.execute(
-            "SELECT s.name, s.failed, COUNT(*) FROM shards s JOIN images i ON i.shard = s.name "
-            "WHERE s.failed IS NOT NULL AND s.file IS NULL GROUP BY s.name")]  # fmt: skip
+        splits = dict(
+            con.execute(
+                "SELECT COALESCE(NULLIF(split, ''), '(none)'), COUNT(*) FROM images "
+                "WHERE row IS NOT NULL GROUP BY 1 ORDER BY 1"
+            )
+        )
+        errors = [
+            {"key": k, "reason": r, "stored": s is not None}
+            for k, r, s in con.execute("SELECT key, error, row FROM images WHERE error IS NOT NULL")
+        ]
+        failed = [
+            {"shard": s, "reason": r, "images": k}
+            for s, r, k in con.execute(
+                "SELECT s.name, s.failed, COUNT(*) FROM shards s JOIN images i ON i.shard = s.name "
+                "WHERE s.failed IS NOT NULL AND s.file IS NULL GROUP BY s.name"
+            )
+        ]
         n_files = con.execute("SELECT COUNT(*) FROM files").fetchone()[0]
     return StoreInfo(
         path=str(store),

@@ -37,7 +37,9 @@ class ShardRows:
         rows = zip(self.keys, range(len(self.keys)), self.sha256, self.size, self.mtime_ns)
         out = [(key, row, sha, size, mtime, notes.get(key)) for key, row, sha, size, mtime in rows]
         bad = (e for e in self.errors if not e["stored"])
-        return out + [(e["key"], None, e["sha256"], e["size"], e["mtime_ns"], e["reason"]) for e in bad]
+        return out + [
+            (e["key"], None, e["sha256"], e["size"], e["mtime_ns"], e["reason"]) for e in bad
+        ]
 
 
 def shard_bytes(keys: list[str], features: dict[str, np.ndarray], dtype: str) -> bytes:

@@ -66,11 +66,15 @@ class VerifyReport:
             )
         names = ", ".join(sorted({p.file for p in self.problems}))
         if self.moved:
-            return (f"{len(self.moved)} damaged file(s) moved aside ({names}); run fstore build "
-                    f"--store {self.store} to recompute their images")  # fmt: skip
-        return (f"{len(self.problems)} problem(s) in {names}; run fstore verify --repair "
-                f"--store {self.store}, then fstore build --store {self.store} to recompute "
-                "them")  # fmt: skip
+            return (
+                f"{len(self.moved)} damaged file(s) moved aside ({names}); run fstore build "
+                f"--store {self.store} to recompute their images"
+            )
+        return (
+            f"{len(self.problems)} problem(s) in {names}; run fstore verify --repair "
+            f"--store {self.store}, then fstore build --store {self.store} to recompute "
+            "them"
+        )
 
 
 def _check_file(store: Path, info: FileInfo, layers: tuple[str, ...], values: bool) -> str:
@@ -165,6 +169,8 @@ def changed_files(store: Path, con: sqlite3.Connection) -> list[str]:
                 changed.append(info.name)
             else:
                 with transaction(con, store):
-                    con.execute("UPDATE files SET mtime_ns = ? WHERE name = ?",
-                                (stat.st_mtime_ns, info.name))  # fmt: skip
+                    con.execute(
+                        "UPDATE files SET mtime_ns = ? WHERE name = ?",
+                        (stat.st_mtime_ns, info.name),
+                    )
     return changed

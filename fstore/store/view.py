@@ -45,8 +45,14 @@ def _fill(f, store: Path, manifest: Manifest, rows, sizes: dict, version: int) -
     import h5py
 
     string = h5py.string_dtype()
-    f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION,
-                    "catalog_version": version, "layers": json.dumps(list(manifest.layers))})  # fmt: skip
+    f.attrs.update(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "catalog_version": version,
+            "layers": json.dumps(list(manifest.layers)),
+        }
+    )
     f.create_dataset("manifest", data=manifest.to_json(), dtype=string)
     f.create_dataset("keys", data=rows.keys, dtype=string)
     f.create_dataset("labels", data=rows.labels.astype(np.int64))
@@ -57,8 +63,11 @@ def _fill(f, store: Path, manifest: Manifest, rows, sizes: dict, version: int) -
         dim = int(np.prod(shape))
         layout = h5py.VirtualLayout(shape=(len(rows.keys), dim), dtype=manifest.dtype)
         for name, first, at, length in runs:
-            source = h5py.VirtualSource(f"{sidecar(store).name}/shards/{name}",
-                                        f"features/{layer}", shape=(sizes[name].rows, dim))  # fmt: skip
+            source = h5py.VirtualSource(
+                f"{sidecar(store).name}/shards/{name}",
+                f"features/{layer}",
+                shape=(sizes[name].rows, dim),
+            )
             layout[at : at + length] = source[first : first + length]
         dataset = f.create_virtual_dataset(f"features/{layer}", layout, fillvalue=np.nan)
         dataset.attrs["shape"] = np.asarray(shape, np.int64)

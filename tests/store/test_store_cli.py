@@ -9,7 +9,8 @@ from store_helpers import synthetic_store
 
 from fstore.benchmarks import scale
 from fstore.cli import cli
-from fstore.store import store as st
+from fstore.store import sidecar
+from fstore.store.layout import shard_path
 
 
 def test_verify_and_compact_commands(tmp_path):
@@ -19,8 +20,8 @@ def test_verify_and_compact_commands(tmp_path):
     assert ok.exit_code == 0 and ok.output.startswith("ok: 6 files, 18 rows"), ok.output
     done = runner.invoke(cli, ["compact", "--store", str(store), "--segment-rows", "9"])
     assert done.exit_code == 0 and done.stdout.startswith("6 files -> 2 "), done.output
-    name = sorted(os.listdir(st.sidecar(store) / "shards"))[0]
-    st.shard_path(store, name).unlink()
+    name = sorted(os.listdir(sidecar(store) / "shards"))[0]
+    shard_path(store, name).unlink()
     bad = runner.invoke(cli, ["verify", "--store", str(store)])
     assert bad.exit_code == 1
     assert bad.output.splitlines() == [
@@ -39,19 +40,20 @@ def test_scale_benchmark_measures_a_small_store(tmp_path):
     assert "| 300 |" in scale.table([point])
 
 
-def test_info_names_a_pending_journal_and_compact_folds_it(tmp_path, monkeypatch):
-    from store_helpers import write_generation
+def test_info_and_verify_say_a_store_is_unfinished(tmp_path):
+    from store_helpers import manifest
 
-    monkeypatch.setattr(st, "SMALL_INDEX_ROWS", 0)
+    from fstore.build.plan import shard_name
+    from fstore.store import catalog
+
     store = synthetic_store(tmp_path / "s.h5", shards=4, rows=10)
-    write_generation(store, 2, [[f"c1/new{i}" for i in range(5)]])
+    with catalog.connect(store, write=True) as con, catalog.transaction(con, store):
+        catalog.add_plan(con, {shard_name(2, 0): [(f"c1/new{i}", 0, 0) for i in range(5)]})
+    assert manifest().layers == ("f", "g")
     runner = CliRunner()
     info = runner.invoke(cli, ["info", "--store", str(store)])
-    assert info.exit_code == 0 and "index:      1 journal entries not yet folded" in info.output
-    assert "images:     45 " in info.output
-    done = runner.invoke(cli, ["compact", "--store", str(store)])
-    assert "index rewritten with its journal folded in" in done.output, done.output
-    info = runner.invoke(cli, ["info", "--store", str(store)])
-    assert "journal" not in info.output and "images:     45 " in info.output
-    again = runner.invoke(cli, ["compact", "--store", str(store)])
-    assert "index already current" in again.output
+    assert info.exit_code == 0, info.output
+    assert "incomplete: 40 of 45 planned images; run the same fstore build to finish" in info.output
+    assert "images:     40 " in info.output
+    check = runner.invoke(cli, ["verify", "--store", str(store)])
+    assert check.exit_code == 1 and check.output.startswith("incomplete: 5 planned images")
