@@ -342,10 +342,10 @@ def test_api_names_are_the_library_functions(monkeypatch):
     import fstore
     import fstore.export.onnx_export as onnx_export
     from fstore.build import model
-    from fstore.store import store
+    from fstore.store import reads
 
     assert fstore.build_store is model.build
-    assert fstore.load_features is store.load_features
+    assert fstore.load_features is reads.load_features
     calls = []
     monkeypatch.setattr(onnx_export, "export", lambda *a, **k: calls.append((a, k)) or "model")
     assert fstore.export_model("fc7", "weights", opset=18) == "model"

@@ -52,16 +52,12 @@ JOIN shards s ON s.name = i.shard WHERE i.row IS NOT NULL AND s.file IS NOT NULL
 """
 
 
-def catalog_path(store: Path) -> Path:
-    return sidecar(store) / "catalog.sqlite"
-
-
 def connect(store: Path, write: bool = False) -> sqlite3.Connection:
     """The store's catalog; ``write``: create it if needed (the caller holds the lock).
 
     ``isolation_level=None``: transactions are opened explicitly (:func:`transaction`).
     """
-    path = catalog_path(store)
+    path = sidecar(store) / "catalog.sqlite"
     if not write and not path.exists():
         raise StoreError(f"no store at {store} (build one with: fstore build IMAGES --layer fc7)")
     try:
@@ -70,8 +66,12 @@ def connect(store: Path, write: bool = False) -> sqlite3.Connection:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")
             con.executescript(SCHEMA)
-        else:
-            con = _reader(path)
+        else:  # in a read-only folder SQLite cannot make the WAL's shared-memory file; no
+            # writer can be there either, so the database is read as immutable
+            how = "mode=ro" if os.access(path.parent, os.W_OK) else "immutable=1"
+            con = sqlite3.connect(
+                f"{path.resolve().as_uri()}?{how}", uri=True, isolation_level=None
+            )
         con.execute("SELECT 1 FROM meta LIMIT 1")
     except sqlite3.DatabaseError as exc:
         _raise_if_out_of_files(path)
@@ -93,17 +93,6 @@ def _raise_if_out_of_files(path: Path) -> None:
                 f"cannot open the catalog of {path.parent}: too many open files (RLIMIT_NOFILE "
                 f"is {soft}); raise ulimit -n"
             ) from None
-
-
-def _reader(path: Path) -> sqlite3.Connection:
-    """A read-only connection; in a read-only folder, where SQLite cannot create the WAL's
-    shared-memory file, the database is read as immutable (no writer can be there)."""
-    try:
-        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
-        con.execute("SELECT 1 FROM meta LIMIT 1")
-        return con
-    except sqlite3.OperationalError:
-        return sqlite3.connect(f"{path.as_uri()}?immutable=1", uri=True, isolation_level=None)
 
 
 @contextmanager

@@ -89,8 +89,8 @@ def _table(con: sqlite3.Connection, tail: str = "ORDER BY i.pos", params: tuple 
     )
 
 
-def _read_layer(store: Path, manifest: Manifest, layer: str, rows: _Rows) -> np.ndarray:
-    """One layer of ``rows``, float32, reading each shard file once, one at a time."""
+def _feature_set(store: Path, manifest: Manifest, layer: str, rows: _Rows) -> FeatureSet:
+    """One layer of ``rows`` as a FeatureSet, reading each shard file once, one at a time."""
     X = np.empty((len(rows.keys), int(np.prod(manifest.shapes[layer]))), np.float32)
     order = np.argsort(rows.file, kind="stable")
     groups = np.split(order, np.flatnonzero(rows.file[order][1:] != rows.file[order][:-1]) + 1)
@@ -113,19 +113,16 @@ def _read_layer(store: Path, manifest: Manifest, layer: str, rows: _Rows) -> np.
                     f"store {store} is damaged: shard {name} does not read ({exc}); run: "
                     f"fstore verify --store {store}, then fstore build to recompute it"
                 ) from None
-    return X
-
-
-def _feature_set(store: Path, manifest: Manifest, layer: str, rows: _Rows) -> FeatureSet:
+    shape = tuple(int(s) for s in manifest.shapes[layer])
     return FeatureSet(
-        layer=layer,
-        X=_read_layer(store, manifest, layer, rows),
-        y=rows.labels.astype(np.int64),
-        keys=rows.keys,
-        split=rows.split,
-        classes=rows.classes,
-        shape=tuple(int(s) for s in manifest.shapes[layer]),
-        provenance=dict(manifest.provenance),
+        layer,
+        X,
+        rows.labels.astype(np.int64),
+        rows.keys,
+        rows.split,
+        rows.classes,
+        shape,
+        dict(manifest.provenance),
     )
 
 

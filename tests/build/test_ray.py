@@ -141,16 +141,18 @@ def test_workers_write_their_shards_and_the_driver_commits_only_the_index(
     ray_cluster, config_for, tmp_path, images, monkeypatch
 ):
     """``workers_write``: shard files come from the actors; the store equals a local build."""
-    from fstore.store import store as st
+    from fstore.build import write
 
     build(config_for(images, store=tmp_path / "local.h5"))
     written_here = []
-    real = st.write_shard
-    monkeypatch.setattr(st, "write_shard", lambda *a, **k: written_here.append(a) or real(*a, **k))
+    real = write.write_shard
+    monkeypatch.setattr(
+        write, "write_shard", lambda *a, **k: written_here.append(a) or real(*a, **k)
+    )
     options = RayOptions(num_workers=2, cpus_per_worker=1, workers_write=True)
     report = build(config_for(images, store=tmp_path / "ray.h5", engine="ray", ray=options))
     assert report.images_computed == 40 and report.shards_written == 6
-    assert written_here == []  # the driver wrote no shard file, only the index
+    assert written_here == []  # the driver wrote no shard file, only the catalog
     assert_same_store(tmp_path / "local.h5", tmp_path / "ray.h5")
     from fstore.store.verify import verify
 

@@ -8,8 +8,9 @@ import pytest
 from click.testing import CliRunner
 from helpers import make_image_folder, write_noop_model
 
+from fstore.build import write
 from fstore.cli import _build_config, cli
-from fstore.store import store as st
+from fstore.store import load_features, sidecar
 from fstore.store.verify import verify
 
 
@@ -45,16 +46,18 @@ def test_workers_write_on_local_ray_through_the_cli(tmp_path, monkeypatch):
     local = runner.invoke(cli, ["build", str(images), "--store", str(tmp_path / "l.h5"), *common])
     assert local.exit_code == 0, local.output
     written_here = []
-    real = st.write_shard
-    monkeypatch.setattr(st, "write_shard", lambda *a, **k: written_here.append(a) or real(*a, **k))
+    real = write.write_shard
+    monkeypatch.setattr(
+        write, "write_shard", lambda *a, **k: written_here.append(a) or real(*a, **k)
+    )
     ray_store = tmp_path / "r.h5"
     result = runner.invoke(cli, ["build", str(images), "--store", str(ray_store), *common,
                                  "--engine", "ray", "--workers-write", "--num-workers", "2",
                                  "--cpus-per-worker", "0.5"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert written_here == []  # the actors wrote every shard file; this process only the index
-    assert len(list((st.sidecar(ray_store) / "shards").glob("g*.h5"))) == 3
-    x, y = st.load_features(tmp_path / "l.h5"), st.load_features(ray_store)
+    assert written_here == []  # the actors wrote every shard file; this process only the catalog
+    assert len(list((sidecar(ray_store) / "shards").glob("g*.h5"))) == 3
+    x, y = load_features(tmp_path / "l.h5"), load_features(ray_store)
     assert list(x.keys) == list(y.keys) and len(x.keys) == 11
     np.testing.assert_allclose(x.X, y.X, rtol=1e-6, atol=1e-7)
     assert verify(ray_store).ok

@@ -21,7 +21,8 @@ def test_old_json_parses_and_new_json_has_no_antialias():
 
 def test_an_old_style_store_resumes_and_extends(config_for, tmp_path):
     from fstore.build.model import build
-    from fstore.store import store as st
+    from fstore.store import layout as st
+    from fstore.store import load_features
 
     images = tmp_path / "images"
     make_image_folder(images, {"a": 3, "b": 3}, size=(40, 36))
@@ -46,4 +47,4 @@ def test_an_old_style_store_resumes_and_extends(config_for, tmp_path):
     make_image_folder(images, {"c": 2}, size=(40, 36))
     report = build(config_for(images, store=store, preprocessing=None))  # the store's own
     assert report.images_computed == 2 and report.images_done_before == 6
-    assert st.load_features(store, "fc7").X.shape[0] == 8
+    assert load_features(store, "fc7").X.shape[0] == 8

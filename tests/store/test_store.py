@@ -219,3 +219,25 @@ def test_each_commit_is_one_catalog_transaction(store):
     with catalog.connect(store) as con:
         assert catalog.meta(con, "version") == 41
         assert catalog.counts(con) == {"planned": 200, "stored": 200, "pending": 0, "bad": 0}
+
+
+def test_load_features_enters_at_most_8_functions_of_fstore(store):
+    """Counted with the profiler: every fstore function a read calls, once each (comprehensions
+    and generator expressions are expressions, not functions: Python 3.12 inlines most)."""
+    import fstore
+
+    root = str(Path(fstore.__file__).parent)
+    entered: set[tuple[str, str]] = set()
+
+    def profile(frame, event, arg):
+        code = frame.f_code
+        if event == "call" and code.co_filename.startswith(root) and "<" not in code.co_name:
+            entered.add((Path(code.co_filename).name, code.co_qualname))
+
+    sys.setprofile(profile)
+    try:
+        load_features(store, "f")
+    finally:
+        sys.setprofile(None)
+    assert ("reads.py", "load_features") in entered
+    assert len(entered) <= 8, sorted(entered)

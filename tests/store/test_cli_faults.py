@@ -1,0 +1,207 @@
+"""The store's fault table, through the real CLI in subprocesses: a full disk (every size from
+100 KB to 1 MB), a read-only folder, a missing shard, two concurrent builds, SIGINT, a
+corrupted shard and ``kill -9`` at random moments. Each fault ends in exit status 1 and one
+line on stderr, without a traceback or a signal death, and the same command then resumes to a
+store that verifies and equals an uninterrupted build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_image_folder, write_noop_model
+from store_helpers import assert_same_store
+
+from fstore.store import sidecar
+
+LAYERS = ("pooled",)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Images (3 classes, 90 images), a no-op model, and a store built from them in one go."""
+    root = tmp_path_factory.mktemp("faults")
+    images = root / "images"
+    make_image_folder(images, {"a": 30, "b": 30, "c": 30}, size=(40, 36))
+    model = write_noop_model(root / "noop.onnx")
+    reference = root / "reference.h5"
+    subprocess.run(build_cmd(images, reference, model), check=True, timeout=300)
+    return images, model, reference
+
+
+def build_cmd(images: Path, store: Path, model: Path) -> list[str]:
+    return [sys.executable, "-m", "fstore.cli", "build", str(images), "--store", str(store),
+            "--model", str(model), "--size", "32", "--provider", "cpu", "--batch-size", "2",
+            "--shard-size", "4", "--threads", "1", "--workers", "1", "--quiet"]  # fmt: skip
+
+
+def fstore(*args: str, check_fault: bool = False) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "fstore.cli", *args], capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    if check_fault:
+        assert_one_line_fault(out.returncode, out.stderr)
+    return out
+
+
+def assert_one_line_fault(returncode: int, stderr: str) -> None:
+    assert returncode == 1, (returncode, stderr)
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("Error: "), stderr
+
+
+def assert_resumed(store: Path, reference: Path, images: Path, model: Path) -> None:
+    subprocess.run(build_cmd(images, store, model), check=True, timeout=300)
+    assert fstore("verify", "--store", str(store)).returncode == 0
+    assert_same_store(reference, store, LAYERS)
+
+
+def shards(store: Path) -> list[Path]:
+    folder = sidecar(store) / "shards"
+    return sorted(folder.glob("*.h5")) if folder.is_dir() else []
+
+
+def _can_unshare() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    mount = "mount -t tmpfs -o size=64k tmpfs /mnt"
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount],
+                           capture_output=True)  # fmt: skip
+    return probe.returncode == 0
+
+
+needs_mounts = pytest.mark.skipif(not _can_unshare(), reason="needs unshare and user namespaces")
+
+
+def in_namespace(script: str) -> None:
+    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+                   check=True, timeout=600)  # fmt: skip
+
+
+@needs_mounts
+def test_a_full_disk_at_every_size_is_one_line_and_resumes(setup, tmp_path):
+    images, model, reference = setup
+    cmd = " ".join(build_cmd(images, Path("DISK/s.h5"), model))
+    for size in range(100, 1001, 100):
+        disk, out = tmp_path / f"disk{size}", tmp_path / f"out{size}"
+        disk.mkdir()
+        run = cmd.replace("DISK", str(disk))
+        in_namespace(
+            f"mount -t tmpfs -o size={size}k tmpfs {disk} && ({run} 2> {tmp_path}/err; "
+            f"echo $? > {tmp_path}/rc) && mount -o remount,size=50m {disk} && {run} && "
+            f"cp -a {disk} {out}"
+        )
+        returncode = int((tmp_path / "rc").read_text())
+        if returncode != 0:  # the largest sizes may hold the whole store
+            assert_one_line_fault(returncode, (tmp_path / "err").read_text())
+            assert "the disk is full" in (tmp_path / "err").read_text()
+        assert fstore("verify", "--store", str(out / "s.h5")).returncode == 0
+        assert_same_store(reference, out / "s.h5", LAYERS)
+
+
+@needs_mounts
+def test_a_read_only_folder_is_one_line_and_resumes(setup, tmp_path):
+    images, model, reference = setup
+    folder = tmp_path / "store"
+    folder.mkdir()
+    store = folder / "s.h5"
+    few = tmp_path / "few"
+    shutil.copytree(images, few)
+    shutil.rmtree(few / "c")
+    subprocess.run(build_cmd(few, store, model), check=True, timeout=300)
+    shutil.copytree(images / "c", few / "c")
+    run = " ".join(build_cmd(few, store, model))
+    in_namespace(
+        f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && "
+        f"({run} 2> {tmp_path}/err; echo $? > {tmp_path}/rc)"
+    )
+    err = (tmp_path / "err").read_text()
+    assert_one_line_fault(int((tmp_path / "rc").read_text()), err)
+    assert "read-only" in err or "not writable" in err
+    subprocess.run(build_cmd(few, store, model), check=True, timeout=300)
+    assert fstore("verify", "--store", str(store)).returncode == 0
+    assert_same_store(reference, store, LAYERS)
+
+
+def test_a_missing_shard_is_one_line_and_the_build_recomputes_it(setup, tmp_path):
+    images, model, reference = setup
+    store = tmp_path / "s.h5"
+    subprocess.run(build_cmd(images, store, model), check=True, timeout=300)
+    shards(store)[3].unlink()
+    out = fstore("train", "svm", "--store", str(store), "--C", "1", check_fault=True)
+    assert "missing" in out.stderr
+    assert_resumed(store, reference, images, model)
+
+
+def test_a_corrupted_shard_is_one_line_and_the_build_recomputes_it(setup, tmp_path):
+    images, model, reference = setup
+    store = tmp_path / "s.h5"
+    subprocess.run(build_cmd(images, store, model), check=True, timeout=300)
+    path = shards(store)[5]
+    data = bytearray(path.read_bytes())
+    data[:8] = b"\0" * 8  # the HDF5 signature
+    path.write_bytes(bytes(data))
+    out = fstore("train", "svm", "--store", str(store), "--C", "1", check_fault=True)
+    assert "does not open" in out.stderr and path.name in out.stderr
+    assert_resumed(store, reference, images, model)
+
+
+def _start_and_wait(images: Path, store: Path, model: Path, shards_on_disk: int):
+    proc = subprocess.Popen(build_cmd(images, store, model), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(shards(store)) < shards_on_disk and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert proc.poll() is None, "the build finished before the fault"
+    return proc
+
+
+def test_two_concurrent_builds_one_is_refused_in_one_line(setup, tmp_path):
+    images, model, reference = setup
+    store = tmp_path / "s.h5"
+    first = _start_and_wait(images, store, model, 2)
+    second = subprocess.run(build_cmd(images, store, model), capture_output=True, text=True)
+    first.wait(timeout=300)
+    assert first.returncode == 0, first.stderr.read()
+    assert_one_line_fault(second.returncode, second.stderr)
+    assert f"pid {first.pid}" in second.stderr
+    assert_resumed(store, reference, images, model)
+
+
+def test_sigint_is_one_line_and_the_same_command_resumes(setup, tmp_path):
+    images, model, reference = setup
+    store = tmp_path / "s.h5"
+    proc = _start_and_wait(images, store, model, 3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert_one_line_fault(proc.returncode, err)
+    assert "interrupted" in err and "run the same fstore build to resume" in err
+    info = fstore("info", "--store", str(store))
+    assert "incomplete: " in info.stdout
+    assert fstore("verify", "--store", str(store)).returncode == 1
+    assert_resumed(store, reference, images, model)
+
+
+def test_kill_9_at_random_moments_20_trials_gives_the_uninterrupted_store(setup, tmp_path):
+    """20 trials, each killing a build twice at a random moment, then letting it finish."""
+    images, model, reference = setup
+    rng = np.random.default_rng(7)
+    start = time.monotonic()
+    subprocess.run(build_cmd(images, tmp_path / "timed.h5", model), check=True, timeout=300)
+    whole = time.monotonic() - start
+    for trial in range(20):
+        store = tmp_path / f"t{trial}.h5"
+        for delay in rng.uniform(0.2, whole, size=2):
+            proc = subprocess.Popen(build_cmd(images, store, model))
+            time.sleep(delay)
+            proc.kill()
+            proc.wait()
+        subprocess.run(build_cmd(images, store, model), check=True, timeout=300)
+        assert_same_store(reference, store, LAYERS)
+        assert not list(sidecar(store).rglob(".*.tmp"))
