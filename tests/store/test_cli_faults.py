@@ -88,6 +88,7 @@ def in_namespace(script: str) -> None:
 def test_a_full_disk_at_every_size_is_one_line_and_resumes(setup, tmp_path):
     images, model, reference = setup
     cmd = " ".join(build_cmd(images, Path("DISK/s.h5"), model))
+    faulted = []
     for size in range(100, 1001, 100):
         disk, out = tmp_path / f"disk{size}", tmp_path / f"out{size}"
         disk.mkdir()
@@ -99,10 +100,12 @@ def test_a_full_disk_at_every_size_is_one_line_and_resumes(setup, tmp_path):
         )
         returncode = int((tmp_path / "rc").read_text())
         if returncode != 0:  # the largest sizes may hold the whole store
+            faulted.append(size)
             assert_one_line_fault(returncode, (tmp_path / "err").read_text())
             assert "the disk is full" in (tmp_path / "err").read_text()
         assert fstore("verify", "--store", str(out / "s.h5")).returncode == 0
         assert_same_store(reference, out / "s.h5", LAYERS)
+    assert faulted[:3] == [100, 200, 300], faulted  # the store needs more than 300 KB
 
 
 @needs_mounts
@@ -166,7 +169,9 @@ def test_two_concurrent_builds_one_is_refused_in_one_line(setup, tmp_path):
     images, model, reference = setup
     store = tmp_path / "s.h5"
     first = _start_and_wait(images, store, model, 2)
+    first.send_signal(signal.SIGSTOP)  # holds the lock, mid-build, while the second one tries
     second = subprocess.run(build_cmd(images, store, model), capture_output=True, text=True)
+    first.send_signal(signal.SIGCONT)
     first.wait(timeout=300)
     assert first.returncode == 0, first.stderr.read()
     assert_one_line_fault(second.returncode, second.stderr)
