@@ -178,7 +178,7 @@ def simulated_catalog(workdir: Path, rows: int, lookups: int = 10_000) -> dict:
     seconds to commit its catalog, open it, look up ``lookups`` keys, and stream its layer
     (with the peak memory of the stream)."""
     from fstore.store import iter_features
-    from fstore.store.catalog import FileInfo, ShardRecord
+    from fstore.store.catalog import FileInfo
     from fstore.store.lock import prepare_store
     from fstore.store.shards import write_shard
 
@@ -206,7 +206,7 @@ def simulated_catalog(workdir: Path, rows: int, lookups: int = 10_000) -> dict:
             catalog.add_plan(con, {name: [(k, 1, 1) for k in keys]})
             catalog.set_order(con, ((k, first + i, k[:3], "") for i, k in enumerate(keys)))
         images = [(k, i, "", 1, 1, None) for i, k in enumerate(keys)]
-        catalog.commit_shard(con, store, ShardRecord(name, info, images))
+        catalog.commit_shard(con, store, name, info, images)
     con.close()
     timings["commit_seconds"] = time.perf_counter() - start
     start = time.perf_counter()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from fstore.store import catalog
-from fstore.store.catalog import FileInfo, ShardRecord
+from fstore.store.catalog import FileInfo
 from fstore.store.layout import Manifest
 from fstore.store.shards import ShardRows, write_shard
 
@@ -68,7 +68,7 @@ class Writer:
         )
 
     def _commit(self, name: str, rows: ShardRows, info: FileInfo) -> None:
-        catalog.commit_shard(self.con, self.store, ShardRecord(name, info, rows.catalog_images()))
+        catalog.commit_shard(self.con, self.store, name, info, rows.catalog_images())
         self.shards_written += 1
 
     def _loop(self) -> None:

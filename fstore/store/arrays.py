@@ -9,7 +9,7 @@ import numpy as np
 
 from fstore.errors import StoreError
 from fstore.store import catalog
-from fstore.store.catalog import ShardRecord, connect, transaction
+from fstore.store.catalog import connect, transaction
 from fstore.store.layout import Manifest, sidecar, write_manifest
 from fstore.store.shards import write_shard
 from fstore.store.view import refresh_view
@@ -53,6 +53,6 @@ def write_arrays(
             catalog.add_plan(con, {"g000001-s000000": [(k, 0, 0) for k in full_keys]})
             catalog.set_order(con, zip(full_keys, range(n), class_per_row, split))
         images = [(k, i, "", 0, 0, None) for i, k in enumerate(full_keys)]
-        catalog.commit_shard(con, store, ShardRecord("g000001-s000000", info, images))
+        catalog.commit_shard(con, store, "g000001-s000000", info, images)
         refresh_view(store, con, manifest)
     return store

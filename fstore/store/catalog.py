@@ -1,27 +1,16 @@
-"""The catalog: one SQLite database (WAL, ``synchronous=FULL``) that is the truth of a store.
+"""The catalog: one SQLite database (WAL, ``synchronous=FULL``), the truth of a store.
 
-It holds the shard files, the planned shards and one row per image: its class and split
-(decided when the build plans it, never recomputed on read), where its features are, and what
-the image file was (size, mtime, sha256) or why it could not be read. Every change is one
-SQLite transaction, so a kill at any moment leaves the catalog as it was before or after it;
-shard files are written and renamed before the transaction that lists them.
-
-Tables::
-
-    meta(key, value)           version: bumped by every commit; generation: the last plan's
-    files(name, rows, bytes, sha256, mtime_ns)
-    shards(name, file, start, rows, failed)   file is NULL until the shard is computed; its
-                                        ``rows`` rows sit in ``file`` from row ``start`` on
-    images(key, pos, class, split, shard, row, sha256, size, mtime_ns, error)
-                                        pos: folder order; row: NULL if the image has no
-                                        features (not computed yet, or unreadable: error)
+It holds the files, the planned shards (``file`` NULL until computed; then its ``rows`` sit in
+``file`` from ``start`` on) and one row per image: class and split (decided at plan time),
+folder order ``pos``, where its features are (``row`` NULL: not computed, or unreadable with an
+``error``) and what the file was (size, mtime, sha256). Every change is one transaction, and a
+shard file is on disk before the transaction that lists it, so a kill leaves a catalog that is
+right. ``meta`` counts commits (``version``) and plans (``generation``).
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import resource
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,7 +18,7 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from fstore.errors import StoreError
-from fstore.store.layout import fault_error, sidecar
+from fstore.store.layout import fault_error, sidecar, too_many_files
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -87,12 +76,8 @@ def _raise_if_out_of_files(path: Path) -> None:
     try:
         os.close(os.open(path, os.O_RDONLY))
     except OSError as exc:
-        if exc.errno == errno.EMFILE:
-            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            raise StoreError(
-                f"cannot open the catalog of {path.parent}: too many open files (RLIMIT_NOFILE "
-                f"is {soft}); raise ulimit -n"
-            ) from None
+        if (error := too_many_files(exc, f"the catalog of {path.parent}")) is not None:
+            raise error from None
 
 
 @contextmanager
@@ -115,6 +100,7 @@ def transaction(con: sqlite3.Connection, store: Path) -> Iterator[sqlite3.Connec
 
 
 def meta(con: sqlite3.Connection, key: str) -> int:
+    """A counter of ``meta``: ``version`` (commits) or ``generation`` (plans)."""
     row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return int(row[0]) if row else 0
 
@@ -175,35 +161,19 @@ def pending_shards(con: sqlite3.Connection) -> list[tuple[str, list[str]]]:
     return list(shards.items())
 
 
-@dataclass
-class ShardRecord:
-    """What a computed shard adds to the catalog: its file and one entry per image.
-
-    ``images``: (key, row in the file or None, sha256, size, mtime_ns, error or None).
-    """
-
-    name: str
-    file: FileInfo
-    images: list[tuple]
-
-
-def commit_shard(con: sqlite3.Connection, store: Path, record: ShardRecord) -> None:
-    """List a written shard file and its images, in one transaction."""
+def commit_shard(con: sqlite3.Connection, store: Path, name: str, f: FileInfo, images) -> None:
+    """List shard ``name``'s written file and its ``images`` (key, row in the file or None,
+    sha256, size, mtime_ns, error or None), in one transaction."""
     with transaction(con, store):
-        f = record.file
         con.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", astuple(f))
         con.execute(
             "UPDATE shards SET file = ?, start = 0, rows = ?, failed = NULL WHERE name = ?",
-            (f.name, f.rows, record.name),
+            (f.name, f.rows, name),
         )
-        con.executemany(
-            "UPDATE images SET row = ?, sha256 = ?, size = ?, mtime_ns = ?, error = ? "
-            "WHERE key = ? AND shard = ?",
-            (
-                (row, sha, size, mtime, error, key, record.name)
-                for key, row, sha, size, mtime, error in record.images
-            ),
+        sql = (
+            "UPDATE images SET row=?, sha256=?, size=?, mtime_ns=?, error=? WHERE key=? AND shard=?"
         )
+        con.executemany(sql, ((*entry[1:], entry[0], name) for entry in images))
 
 
 def mark_failed(con: sqlite3.Connection, store: Path, name: str, reason: str) -> None:
@@ -219,14 +189,6 @@ def counts(con: sqlite3.Connection) -> dict[str, int]:
         "SUM(s.file IS NOT NULL AND i.row IS NULL) FROM images i JOIN shards s ON s.name = i.shard"
     ).fetchone()
     return {"planned": row[0], "stored": row[1], "pending": row[2] or 0, "bad": row[3] or 0}
-
-
-def garbage_files(con: sqlite3.Connection) -> list[str]:
-    """Files no shard points to any more (replaced by a segment, or by a recomputed shard)."""
-    query = (
-        "SELECT name FROM files WHERE name NOT IN (SELECT file FROM shards WHERE file IS NOT NULL)"
-    )
-    return [r[0] for r in con.execute(query)]
 
 
 def forget_files(con: sqlite3.Connection, store: Path, names: Iterable[str]) -> None:

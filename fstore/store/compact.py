@@ -23,7 +23,7 @@ import numpy as np
 
 from fstore.errors import StoreError
 from fstore.fsutil import fsync_path
-from fstore.store.catalog import connect, files, garbage_files, transaction
+from fstore.store.catalog import connect, files, transaction
 from fstore.store.layout import Manifest, open_h5, read_manifest, shard_path, sidecar
 from fstore.store.lock import StoreLock
 from fstore.store.shards import write_shard
@@ -65,7 +65,8 @@ def clean_store(store: Path, con: sqlite3.Connection) -> int:
         logger.warning("shard files missing or changed, to compute again: %s", ", ".join(damaged))
         set_aside(store, con, damaged)
     with transaction(con, store):
-        unused = garbage_files(con)
+        used = "SELECT file FROM shards WHERE file IS NOT NULL"
+        unused = [r[0] for r in con.execute(f"SELECT name FROM files WHERE name NOT IN ({used})")]
         con.executemany("DELETE FROM files WHERE name = ?", ((n,) for n in unused))
     listed = set(files(con))
     folder = sidecar(store)

@@ -19,8 +19,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from fstore.errors import StoreError
@@ -63,18 +62,7 @@ class Manifest:
     provenance: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
-        data = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "image_root": self.image_root,
-            "split_layout": self.split_layout,
-            "split": self.split,
-            "layers": list(self.layers),
-            "shapes": {k: list(v) for k, v in self.shapes.items()},
-            "dtype": self.dtype,
-            "fingerprint": self.fingerprint,
-            "provenance": self.provenance,
-        }
+        data = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
         return json.dumps(data, indent=1, sort_keys=True)
 
 
@@ -91,16 +79,9 @@ def read_manifest(store: Path) -> Manifest | None:
             f"store {store} has format {d.get('format_version')}, not this fstore's "
             f"{FORMAT_VERSION}; build it again into a new store (--store)"
         )
-    return Manifest(
-        image_root=d["image_root"],
-        split_layout=d["split_layout"],
-        split=d["split"],
-        layers=tuple(d["layers"]),
-        shapes={k: tuple(v) for k, v in d["shapes"].items()},
-        dtype=d["dtype"],
-        fingerprint=d["fingerprint"],
-        provenance=d["provenance"],
-    )
+    d = {f.name: d[f.name] for f in fields(Manifest)}
+    shapes = {k: tuple(v) for k, v in d.pop("shapes").items()}
+    return Manifest(**{**d, "layers": tuple(d["layers"]), "shapes": shapes})
 
 
 def write_manifest(store: Path, manifest: Manifest) -> None:
@@ -161,18 +142,11 @@ def write_file(path: Path, data: bytes, store: Path) -> None:
         raise
 
 
-@contextmanager
-def h5_in_memory():
-    """A new HDF5 file that lives in memory; read its bytes with ``f.id.get_file_image()``."""
-    import h5py
-
-    with h5py.File(f"mem-{id(object())}.h5", "w", driver="core", backing_store=False) as f:
-        yield f
-
-
 def h5_bytes(fill) -> bytes:
     """The bytes of an HDF5 file that ``fill(f)`` writes, built in memory."""
-    with h5_in_memory() as f:
+    import h5py
+
+    with h5py.File(f"mem-{id(fill)}.h5", "w", driver="core", backing_store=False) as f:
         fill(f)
         f.flush()
         return f.id.get_file_image()
@@ -188,15 +162,23 @@ def open_h5(path: Path, what: str, store: Path):
     except FileNotFoundError:
         raise StoreError(f"store {store} is damaged: {what} is missing; {fix}") from None
     except OSError as exc:
-        if exc.errno == errno.EMFILE or "Too many open files" in str(exc):
-            import resource
+        too_many = too_many_files(exc, what)
+        raise too_many or StoreError(
+            f"store {store} is damaged: {what} does not open; {fix}"
+        ) from None
 
-            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-            raise StoreError(
-                f"cannot open {what}: too many open files (RLIMIT_NOFILE is {soft}; fstore "
-                "reads one shard at a time, so other open files use it up); raise ulimit -n"
-            ) from None
-        raise StoreError(f"store {store} is damaged: {what} does not open; {fix}") from None
+
+def too_many_files(exc: OSError, what: str) -> StoreError | None:
+    """The one line for an open that failed on the open-file limit; None for other errors."""
+    if exc.errno != errno.EMFILE and "Too many open files" not in str(exc):
+        return None
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return StoreError(
+        f"cannot open {what}: too many open files (RLIMIT_NOFILE is {soft}; fstore reads one "
+        "shard at a time, so other open files use it up); raise it, e.g. ulimit -n 4096"
+    )
 
 
 def store_bytes(store: Path) -> int:

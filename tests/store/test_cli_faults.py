@@ -6,7 +6,6 @@ store that verifies and equals an uninterrupted build."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
