@@ -21,13 +21,14 @@ by the next build, while the other shards go on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fstore.build.read import Progress
 from fstore.errors import MissingDependencyError
 from fstore.images.preprocess import Preprocessing
 from fstore.store.shards import ShardRows, write_shard
@@ -247,19 +248,15 @@ def compute_shards(ray, actors: list, shards: list[tuple[str, list[str]]],
 
 def _write_all(ray, actors, work, writer, report, options: RayOptions, progress) -> None:
     """Hand each finished shard to ``writer`` as it comes; record the ones that failed."""
-    from tqdm import tqdm
-
     sizes = {name: len(items) for name, items in work.shards}
     target = None
     if options.workers_write:
         target = ShardTarget(str(writer.store.resolve()), writer.manifest.dtype,
                              writer.manifest.fingerprint)  # fmt: skip
     shards = [(name, [item.key for item in items]) for name, items in work.shards]
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=sum(sizes.values()), unit="img", disable=not show, dynamic_ncols=True,
-               desc="build[ray]")  # fmt: skip
+    bar = Progress(sum(sizes.values()), "build[ray]", progress)
     written = 0
-    with bar:
+    with contextlib.closing(bar):
         for result in compute_shards(ray, actors, shards, target, options.retries):
             if isinstance(result, ShardFailure):
                 writer.mark_failed(result.name, result.reason)
@@ -273,4 +270,4 @@ def _write_all(ray, actors, work, writer, report, options: RayOptions, progress)
             report.absorb(times)
             written += 1
             bar.update(sizes[name])
-            bar.set_postfix_str(f"shards {written}/{len(sizes)}")
+            bar.bar.set_postfix_str(f"shards {written}/{len(sizes)}")

@@ -9,9 +9,12 @@ processes with shared memory; see the README's speed section).
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +25,8 @@ import numpy as np
 from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import Decoded, ImageReader
+
+logger = logging.getLogger(__name__)
 
 
 def default_workers() -> int:
@@ -40,6 +45,36 @@ class Work:
     @property
     def pending(self) -> int:
         return sum(len(items) for _, items in self.shards)
+
+
+class Progress:
+    """Images done out of ``total``: a tqdm bar on a terminal; elsewhere (a log, CI, ``nohup``)
+    one line every ``every`` seconds with the rate and the time left; nothing when ``show`` is
+    False."""
+
+    def __init__(self, total: int, desc: str, show: bool | None, every: float = 30.0) -> None:
+        from tqdm import tqdm
+
+        self.total, self.desc, self.every, self.done = total, desc, every, 0
+        self.start = self.last = time.monotonic()
+        terminal = sys.stderr.isatty()
+        self.log = show is not False and not terminal
+        bar = terminal if show is None else show and terminal
+        self.bar = tqdm(total=total, unit="img", disable=not bar, dynamic_ncols=True, desc=desc)
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        self.done += n
+        now = time.monotonic()
+        if self.log and now - self.last >= self.every:
+            self.last, rate = now, self.done / max(now - self.start, 1e-9)
+            left = (self.total - self.done) / rate if rate else 0.0
+            logger.info(f"{self.desc}: {self.done:,} of {self.total:,} images "
+                        f"({self.done / max(self.total, 1):.0%}), {rate:.1f} images/s, "
+                        f"about {left / 60:.0f} min left")  # fmt: skip
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 @dataclass

@@ -6,7 +6,6 @@ the Ray workers and :func:`extract_features`.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.build.read import Batch, Work, iter_batches
+from fstore.build.read import Batch, Progress, Work, iter_batches
 from fstore.build.write import Writer
 from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
@@ -166,10 +165,7 @@ def stream_batches(batches: Iterator[Batch], backend, times: StageTimes):
 def run_local(work: Work, backend, preprocessing: Preprocessing, options: RunOptions,
               writer: Writer) -> StageTimes:  # fmt: skip
     """Compute ``work`` here: read → run → hand each finished shard to ``writer``."""
-    from tqdm import tqdm
-
-    show = sys.stderr.isatty() if options.progress is None else options.progress
-    bar = tqdm(total=work.pending, unit="img", disable=not show, dynamic_ncols=True, desc="build")
+    bar = Progress(work.pending, "build", options.progress)
     assembler = ShardAssembler(backend, layer_dims(writer.manifest))
     batches = iter_batches(
         work,
