@@ -18,7 +18,6 @@ import click
 from fstore.classifiers.svm import DEFAULT_C, SvmOptions
 from fstore.classifiers.transforms import SCALES
 from fstore.errors import FstoreError
-from fstore.runtime.metadata import PRECISIONS
 from fstore.runtime.providers import PROVIDERS
 
 # --------------------------------------------------------------------------- user errors
@@ -171,17 +170,6 @@ def provider_choice(default: str = "auto", help: str | None = None) -> Callable:
 
 
 provider_option = provider_choice()
-
-
-def precision_option(help: str) -> Callable:
-    """``--precision`` with export's choices (fp32, int8, fp16)."""
-    return click.option(
-        "--precision",
-        type=click.Choice(PRECISIONS),
-        default=PRECISIONS[0],
-        show_default=True,
-        help=help,
-    )
 
 
 def scale_option(default: str, help: str = "Feature scaling before PCA and the classifier."):

@@ -174,7 +174,7 @@ def _load_backend(config: BuildConfig, model: ResolvedModel, preprocessing: Prep
     from fstore.runtime.session import OrtBackend
 
     outputs = model.layers or None
-    return OrtBackend.load(
+    return OrtBackend.open(
         model.path,
         config.provider,
         outputs=outputs,

@@ -212,10 +212,11 @@ def plan_work(
             _new_shards(con, todo, shard_size)
         if removed or any(it.key not in known for it in todo):
             catalog.set_order(con, _order(items, manifest))
-    by_key = {it.key: it for it in items}
+    pending_shards = catalog.pending_shards(con)
+    by_key = {it.key: it for it in items} if pending_shards else {}
     shards = [
         (name, [by_key.get(k) or ImageItem(k, root / k) for k in keys])
-        for name, keys in catalog.pending_shards(con)
+        for name, keys in pending_shards
     ]
     pending = sum(len(s) for _, s in shards)
     return Plan(Work(shards, max(0, len(items) - pending), len(items)), len(removed))

@@ -94,7 +94,7 @@ class ShardWorker:
             f.write(model)
         self.preprocessing = Preprocessing.from_json(preprocessing)
         try:
-            self.backend = OrtBackend.load(
+            self.backend = OrtBackend.open(
                 Path(path),
                 provider,
                 outputs=layers,

@@ -201,7 +201,7 @@ def extract_features(
 
     if preprocessing is None:
         preprocessing = read_model_info(model_path).preprocessing
-    backend = OrtBackend.load(model_path, provider, outputs=layers, preprocessing=preprocessing)
+    backend = OrtBackend.open(model_path, provider, outputs=layers, preprocessing=preprocessing)
     items = [ImageItem(str(p), p) for p in paths]
     if not items:
         return {layer: np.zeros((0, 0), np.float32) for layer in layers}, [], []

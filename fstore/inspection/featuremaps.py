@@ -155,7 +155,7 @@ def activations(
         from fstore.export.onnx_export import ensure_model
 
         model = ensure_model((layer,), weights, preprocessing)
-    backend = OrtBackend.load(Path(model), provider, outputs=(layer,))
+    backend = OrtBackend.open(Path(model), provider, outputs=(layer,))
     info = _model_info(Path(model), backend.metadata)
     if info.preprocessing != preprocessing:  # a given model's own
         cropped = _crop(image, data, info.preprocessing)
@@ -273,7 +273,7 @@ def first_conv_activations(
     cropped = _crop(image, _read(image), preprocessing)
     path, name = first_conv_model(Path(model), Path(workdir) / f"{Path(model).stem}-conv1.onnx")
     # With ``preprocessing``, a float model is wrapped at load to take the uint8 crop.
-    backend = OrtBackend.load(path, provider, outputs=(name,), preprocessing=preprocessing)
+    backend = OrtBackend.open(path, provider, outputs=(name,), preprocessing=preprocessing)
     maps = backend.run(cropped[None])[name][0]
     if channels is not None:
         maps = maps[:channels]

@@ -201,7 +201,7 @@ class Predictor:
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist")
-        probe = OrtBackend.load(path, provider)
+        probe = OrtBackend.open(path, provider)
         info = ModelInfo.from_props(probe.metadata)
         if info is None:
             return cls._load_external(probe, path, classes, preprocessing)

@@ -82,14 +82,6 @@ def _create_session(model: str | bytes, provider: str, threads: int | None, labe
     return session
 
 
-class _OpenOrLoad:
-    """``OrtBackend.load(path, ...)`` opens a model (the older API, kept for its callers);
-    ``backend.load()`` is the :class:`Backend` method that creates the session."""
-
-    def __get__(self, obj, cls):
-        return cls.open if obj is None else obj._load
-
-
 @dataclass
 class OrtBackend:
     """A model run by ONNX Runtime; implements :class:`fstore.runtime.backend.Backend`.
@@ -116,8 +108,6 @@ class OrtBackend:
     input_spec: InputSpec | None = field(default=None, init=False)
     _runner: object = field(default=None, init=False, repr=False)
 
-    load = _OpenOrLoad()
-
     @classmethod
     def open(
         cls,
@@ -127,14 +117,15 @@ class OrtBackend:
         threads: int | None = None,
         **options,
     ) -> OrtBackend:
-        """Create and load in one call (``OrtBackend.load(path, provider, ...)`` does the same)."""
+        """Create and load in one call."""
         backend = cls(Path(path), provider, tuple(outputs) if outputs else None, threads, **options)
-        backend._load()
+        backend.load()
         return backend
 
     # ------------------------------------------------------------------ Backend
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Create the ONNX Runtime session (once)."""
         if self.session is not None:
             return
         self.provider = resolve_provider(self.provider)
@@ -150,12 +141,12 @@ class OrtBackend:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run one batch (uint8 NHWC RGB); returns ``{output name: array}`` on the host."""
-        self._load()
+        self.load()
         return next(iter(self.run_batches([batch])))
 
     def run_batches(self, batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         """Outputs of each batch in order; on CUDA the copy of one overlaps the run of the last."""
-        self._load()
+        self.load()
         fed = (self._input(batch) for batch in batches)
         if self.provider == "cpu":
             for x in fed:

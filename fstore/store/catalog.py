@@ -82,15 +82,18 @@ def _raise_if_out_of_files(path: Path) -> None:
 
 @contextmanager
 def transaction(con: sqlite3.Connection, store: Path) -> Iterator[sqlite3.Connection]:
-    """One SQLite transaction that bumps the catalog's version; a fault is one line."""
+    """One SQLite transaction, which bumps the catalog's version if it changed anything (so an
+    unchanged store keeps its view); a fault is one line."""
     try:
         con.execute("BEGIN IMMEDIATE")
+        before = con.total_changes
         try:
             yield con
-            con.execute(
-                "INSERT INTO meta VALUES ('version', 1) "
-                "ON CONFLICT(key) DO UPDATE SET value = value + 1"
-            )
+            if con.total_changes != before:
+                con.execute(
+                    "INSERT INTO meta VALUES ('version', 1) "
+                    "ON CONFLICT(key) DO UPDATE SET value = value + 1"
+                )
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

@@ -31,8 +31,8 @@ def test_cuda_without_cuda_is_a_clear_error(config_for, image_folder):
 @pytest.mark.gpu
 def test_cuda_io_binding_equals_cpu(store_model):
     x = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype(np.float32)
-    cpu = OrtBackend.load(store_model, "cpu").run(x)
-    gpu = OrtBackend.load(store_model, "cuda")
+    cpu = OrtBackend.open(store_model, "cpu").run(x)
+    gpu = OrtBackend.open(store_model, "cuda")
     assert gpu.provider == "cuda"
     assert gpu.session.get_providers()[0] == "CUDAExecutionProvider"
     out = gpu.run(x)

@@ -71,7 +71,7 @@ def test_predict_names_a_1000_way_output(external_model: Path, split_folder: Pat
 
     top = json.loads(result.stdout)["images"][0]["top"]
     _, array = read_image(image, SMALL)
-    logits = OrtBackend.load(external_model, "cpu", outputs=("logits",)).run(array[None])
+    logits = OrtBackend.open(external_model, "cpu", outputs=("logits",)).run(array[None])
     expected = softmax(logits["logits"][0].astype(np.float64))
     order = np.argsort(-expected)[:3]
     assert [t["index"] for t in top] == order.tolist()

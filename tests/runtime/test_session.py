@@ -34,7 +34,7 @@ def test_ort_backend_is_a_backend_and_each_method_works(store_model):
 
 
 def test_the_older_load_call_still_opens_a_model(store_model):
-    backend = OrtBackend.load(store_model, "cpu", outputs=("pool5",))
+    backend = OrtBackend.open(store_model, "cpu", outputs=("pool5",))
     assert backend.session is not None and backend.outputs == ("pool5",)
     assert backend.input_name == "image"
 
