@@ -37,7 +37,16 @@ from fstore.runtime.metadata import PRECISIONS
 def cli() -> None:
     """fstore: VGG16 features through ONNX Runtime into an HDF5 store, and classifiers on them.
 
-    Layers:"""
+    Examples:
+
+    \b
+      fstore build ../shared/data/scene15 --layer fc7 --weights random --seed 0
+      fstore info
+      fstore train svm --C 0.1,1,10
+      fstore bench --synthetic 8 --batch-sizes 4 --weights random
+
+    Layers:
+    """
 
 
 cli.help = (cli.help or "") + ", ".join(LAYER_NAMES) + "."
@@ -89,7 +98,19 @@ def export(
     calibration_count: int,
     fidelity_images: Path | None,
 ) -> None:
-    """Export VGG16 truncated at LAYERS to ONNX and verify it against eager PyTorch."""
+    """Export VGG16 truncated at LAYERS to ONNX and verify it against eager PyTorch.
+
+    Examples:
+
+    \b
+      # fc7, random weights (no download), a copy beside the cached one
+      fstore export --layers fc7 --weights random --seed 0 -o vgg16-fc7.onnx
+      # fc7 and pool5 with torchvision's ImageNet weights (downloads them)
+      fstore export --layers fc7,pool5 --weights imagenet -o vgg16-fc7-pool5.onnx
+      # int8 for the CPU, calibrated on 64 training images; fidelity printed
+      fstore export --layers fc7 --weights random --precision int8 \\
+          --calibration ../shared/data/scene15/train
+    """
     from fstore.export.onnx_export import export as run_export
 
     use_stderr_logging()
@@ -126,7 +147,15 @@ def export(
 @click.option("--input-size", default=224, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def inspect(weights: str | None, seed: int, input_size: int, as_json: bool) -> None:
-    """VGG16's layers: output shape, parameters and multiply-adds, with totals."""
+    """VGG16's layers: output shape, parameters and multiply-adds, with totals.
+
+    Examples:
+
+    \b
+      fstore inspect
+      fstore inspect --input-size 320
+      fstore inspect --weights random --json
+    """
     from fstore.export.inspect import inspect_vgg16
 
     source = weights_source(weights, seed) if weights else None
@@ -295,6 +324,23 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
 
     IMAGES holds <class>/<image> or train|test/<class>/<image>; once a store exists, it
     may be left out to update the store from the folder it was built from.
+
+    Examples:
+
+    \b
+      # fc7 of 15-Scene into ./fstore.h5 (random weights: no download)
+      fstore build ../shared/data/scene15 --layer fc7 --weights random --seed 0
+      # again later: resume, or add the images that are new since
+      fstore build
+      # any ONNX image model: its output names are the layers
+      fstore build ../shared/data/scene15 --store lite1.h5 \\
+          --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
+          --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+      # int8 on the CPU, calibrated on the build's own images
+      fstore build ../shared/data/scene15 --layer fc7 --weights random \\
+          --precision int8 --store fc7-int8.h5
+      # the same store, its shards computed by two Ray actors
+      fstore build --engine ray --num-workers 2
     """
     from fstore.build.model import build as run_build
 
@@ -383,7 +429,15 @@ def _print_build_report(report) -> None:
 @click.option("--errors", "show_errors", is_flag=True, help="List every bad image and why.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
-    """Images, classes, splits, layers, provenance, errors and size of a store."""
+    """Images, classes, splits, layers, provenance, errors and size of a store.
+
+    Examples:
+
+    \b
+      fstore info
+      fstore info --errors
+      fstore info --store lite1.h5 --json
+    """
     from dataclasses import asdict
 
     from fstore.store import default_store_path, store_info

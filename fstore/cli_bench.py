@@ -190,6 +190,18 @@ def bench(out: Path, quiet: bool, as_json: bool, **options) -> None:
     and both input pipelines around a no-op model.
 
     Writes a Markdown report, a JSON file and a PNG chart into --out.
+
+    Examples:
+
+    \b
+      # a quick check: 8 generated pictures, batch 4
+      fstore bench --synthetic 8 --batch-sizes 4 --weights random
+      # the input side alone, around a no-op model (no VGG16 needed)
+      fstore bench --views pipeline --images ../shared/data/scene15
+      # model only and end to end, fp32 and int8, on 96 15-Scene images
+      fstore bench --provider cpu --weights random \\
+          --images ../shared/data/scene15 --limit 96 --batch-sizes 32 \\
+          --precision fp32,int8 --views model,e2e
     """
     from fstore.benchmarks.harness import run_bench
     from fstore.benchmarks.report import write_report

@@ -161,7 +161,15 @@ def _echo_paths(paths) -> None:
 
 @click.group(cls=FstoreGroup)
 def train() -> None:
-    """Train classifiers on one layer of the feature store (no image decoding)."""
+    """Train classifiers on one layer of the feature store (no image decoding).
+
+    Examples:
+
+    \b
+      fstore train svm
+      fstore train head --hidden 512
+      fstore train pca --variance 0.95
+    """
 
 
 def _print_header(run: TrainingRun) -> None:
@@ -267,6 +275,18 @@ def svm(
 
     Saves the classifier (skops, no pickle) with the store's provenance in --out. Fits that
     stop at --max-iter before converging are counted and reported in one line.
+
+    Examples:
+
+    \b
+      # C by 5-fold CV on ./fstore.h5's training split, then its test split
+      fstore train svm --C 0.01,0.1,1,10 --cv 5
+      # EfficientNet-Lite1's pooled features; classifier in runs/lite1-svm
+      fstore train svm --store lite1.h5 --layer pooled --out runs/lite1-svm
+      # PCA to 95 % of the variance first, compared with all features
+      fstore train svm --pca 0.95
+      # 10 random splits of 100 training images per class: mean ± std
+      fstore train svm --splits 10 --per-class 100
     """
     from fstore.classifiers.report import write_run
     from fstore.classifiers.svm import SvmOptions, train_svm, unconverged_line
@@ -342,6 +362,15 @@ def head(
 
     Deterministic for a --seed. Saves the classifier (safetensors) with the store's
     provenance in --out. Needs torch.
+
+    Examples:
+
+    \b
+      # a linear head
+      fstore train head
+      # one hidden layer of 512, at most 100 epochs, patience 10
+      fstore train head --hidden 512 --epochs 100 --patience 10
+      fstore train head --store lite1.h5 --layer pooled --hidden 1024,256
     """
     from fstore.classifiers.head import HeadOptions, train_head
     from fstore.classifiers.report import write_run
@@ -398,7 +427,15 @@ def pca_command(
     out: Path,
     as_json: bool,
 ) -> None:
-    """Explained variance per component and cumulative, components for 90/95/99 %."""
+    """Explained variance per component and cumulative, components for 90/95/99 %.
+
+    Examples:
+
+    \b
+      fstore train pca --variance 0.95 --plot pca.png
+      # only the 100 leading components (faster on wide layers)
+      fstore train pca --store lite1.h5 --layer pooled --components 100
+    """
     from fstore.classifiers.pca import PcaOptions, pca_profile
     from fstore.classifiers.report import to_json, variance_figure
 
@@ -432,7 +469,13 @@ def pca_command(
 
 @click.group(cls=FstoreGroup)
 def study() -> None:
-    """Studies across the store's layers."""
+    """Studies across the store's layers.
+
+    Examples:
+
+    \b
+      fstore study layers --store lite1.h5
+    """
 
 
 @study.command("layers")
@@ -455,7 +498,14 @@ def study_layers_command(
     scale: str,
     common: RunArgs,
 ) -> None:
-    """Per layer: dimension, linear-SVM test accuracy and training time; table and plot."""
+    """Per layer: dimension, linear-SVM test accuracy and training time; table and plot.
+
+    Examples:
+
+    \b
+      fstore study layers --store lite1.h5
+      fstore study layers --store lite1.h5 --layers pooled,logits --C 0.1,1
+    """
     from fstore.classifiers.report import study_figure, to_json, write_json
     from fstore.classifiers.study import study_layers
     from fstore.classifiers.svm import SvmOptions
@@ -500,6 +550,13 @@ def zeroshot(store: Path | None, mapping: Path | None, out: Path, as_json: bool)
 
     Softmax over the kept logits, probability summed per target class. The store must hold
     the logits layer. Accuracy is over the classes the mapping covers; the others are named.
+
+    Examples:
+
+    \b
+      # 15-Scene's built-in mapping, on a store that holds logits
+      fstore zeroshot --store lite1.h5
+      fstore zeroshot --store lite1.h5 --json
     """
     from fstore.classifiers.report import confusion_figure, to_json, write_json
     from fstore.classifiers.zeroshot import load_mapping, zeroshot_store
@@ -566,6 +623,14 @@ def classify(
 
     Features are computed by the same ONNX model and preprocessing as the classifier's store;
     a classifier trained on another model's features is refused.
+
+    Examples:
+
+    \b
+      # an SVM on EfficientNet-Lite1 features, then new pictures through it
+      fstore train svm --store lite1.h5 --layer pooled --out runs/lite1-svm
+      fstore classify ../shared/data/scene15/test/kitchen \\
+          --classifier runs/lite1-svm/classifier.skops
     """
     from fstore.classifiers.predict import classify_images
 

@@ -99,6 +99,16 @@ def predict(
     (class names from its metadata) or any ONNX model with a 1000-way output (logits, prob or
     its only output; give its preprocessing and --classes). Bad files are reported one by one
     and the rest predicted; the exit status is 0 when at least one image was predicted.
+
+    Examples:
+
+    \b
+      # EfficientNet-Lite1 (ImageNet's class names are built in)
+      fstore predict ../shared/data/scene15/test/kitchen/image_0002.jpg \\
+          --model ../shared/models/efficientnet_lite1.onnx --size 240 \\
+          --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+      # VGG16 with torchvision's ImageNet weights (downloads them), a folder
+      fstore predict ../shared/data/scene15/test/coast --top 3
     """
     from fstore.images.preprocess import for_options
     from fstore.inspection.prediction import Predictor, class_names
@@ -189,6 +199,16 @@ def activations(
 
     Each tile is scaled to its own min and max and shown with a colour map, titled with its
     channel index.
+
+    Examples:
+
+    \b
+      fstore activations ../shared/data/scene15/test/kitchen/image_0002.jpg \\
+          --weights random -o maps.png
+      fstore activations ../shared/data/scene15/test/kitchen/image_0002.jpg \\
+          --layer pool2 --channels 16 --weights random
+      # conv1_1's 64 filters as RGB tiles
+      fstore activations --filters --weights random
     """
     from fstore.inspection import featuremaps as lib
     from fstore.inspection.figures import activation_figure, filter_figure, save_figure

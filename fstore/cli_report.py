@@ -95,6 +95,17 @@ def report(images: Path, **options) -> None:
 
     Builds the store if needed, caches every stage in the store's folder (a second run reuses
     them), writes OUT/report.html (self-contained), OUT/report.md and OUT/report.json.
+
+    Examples:
+
+    \b
+      # EfficientNet-Lite1 on 15-Scene: the store, every stage, one page
+      fstore report ../shared/data/scene15 --out lite1-report \\
+          --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
+          --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+      # VGG16 with random weights, without the random splits and precisions
+      fstore report ../shared/data/scene15 --weights random --splits 0 \\
+          --precisions '' --out vgg16-report
     """
     from fstore.report import ReportConfig, run_report
 

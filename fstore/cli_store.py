@@ -36,6 +36,14 @@ def verify(store: Path | None, repair: bool, no_values: bool, as_json: bool) -> 
     """Check every shard: present, size and sha256 as recorded, row counts, no NaN or Inf.
 
     Exits with status 1 when something is wrong.
+
+    Examples:
+
+    \b
+      fstore verify
+      # move damaged files aside; the next build recomputes their images
+      fstore verify --repair
+      fstore verify --store lite1.h5 --no-values --json
     """  # fmt: skip
     from fstore.store.verify import verify as run_verify
 
@@ -67,7 +75,14 @@ def verify(store: Path | None, repair: bool, no_values: bool, as_json: bool) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def compact(store: Path | None, segment_rows: int, as_json: bool) -> None:
     """Merge small shard files into segments (crash-safe; rows and their order unchanged) and
-    fold the index's journal into its base."""
+    fold the index's journal into its base.
+
+    Examples:
+
+    \b
+      fstore compact
+      fstore compact --store lite1.h5 --segment-rows 4096
+    """
     from fstore.store.compact import compact as run_compact
 
     report = run_compact(_store(store), segment_rows=segment_rows, max_small=1)
