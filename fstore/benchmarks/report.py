@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fstore.benchmarks.result import BenchResult
+from fstore.benchmarks.result import BenchResult, Stage
 from fstore.benchmarks.statistics import BASELINE, Row
 from fstore.errors import OutputPathError
 from fstore.fsutil import atomic_write_bytes, json_text
@@ -48,9 +48,14 @@ def _machine_lines(result: BenchResult) -> list[str]:
     ]
     for kind, peak in result.peaks.items():
         unit = "GOP/s" if kind == "int8" else "GFLOP/s"
+        when = f"measured {peak['measured']}" if peak.get("measured") else "measured"
+        if peak.get("load") is not None:
+            when += f" at load {peak['load']:.1f}"
+        if peak.get("from_cache"):
+            when += ", from fstore's cache"
         lines.append(
             f"- Measured {kind} GEMM peak: {peak['gflops']:.1f} {unit} "
-            f"({peak['how']}, n={peak['n']})"
+            f"({peak['how']}, n={peak['n']}; {when})"
         )
     lines.append(
         f"- VGG16 up to {result.layer} at {result.input_size}x{result.input_size}: "
@@ -171,6 +176,22 @@ def _fidelity_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+def stage_line(stage: Stage) -> str:
+    """``export fp32: 0.1 s (from the cache)``."""
+    cached = {True: " (from the cache)", False: " (computed, now cached)", None: ""}[stage.cached]
+    return f"{stage.name}: {stage.seconds:.1f} s{cached}"
+
+
+def time_lines(result: BenchResult) -> list[str]:
+    """Where the run's time went, stage by stage, with the total."""
+    accounted = sum(s.seconds for s in result.stages)
+    return [
+        *[f"- {stage_line(s)}" for s in result.stages],
+        f"- other (machine facts, ratios): {max(0.0, result.seconds - accounted):.1f} s",
+        f"- total: {result.seconds:.1f} s",
+    ]
+
+
 def _runs_vgg16(result: BenchResult) -> bool:
     return bool(result.model_rows or result.e2e_rows)
 
@@ -222,6 +243,8 @@ def markdown(result: BenchResult) -> str:
             lines += [f"## {VIEW_TITLES[view]}", "", *table, ""]
     if _runs_vgg16(result):
         lines += ["## Fidelity", "", *_fidelity_lines(result), ""]
+    if result.stages:
+        lines += ["## Where the time went", "", *time_lines(result), ""]
     lines += ["## Targets", ""]
     for t in result.targets:
         value = t["value"]
