@@ -3,8 +3,9 @@
 A peak is *measured*, not taken from a data sheet: the best time of a square matrix product
 (``n`` x ``n``, ``2 n^3`` operations) over the routes a library offers for that arithmetic:
 
-* ``fp32``: NumPy's BLAS, ``torch.mm`` and a 1x1 torch convolution (oneDNN on CPU, cuDNN on
-  CUDA: the path VGG16's convolutions take);
+* ``fp32``: NumPy's BLAS, ONNX Runtime's ``MatMul`` (the kernels of fstore's fp32 models),
+  ``torch.mm`` and a 1x1 torch convolution (oneDNN on CPU, cuDNN on CUDA: the path eager
+  VGG16's convolutions take);
 * ``bf16`` and ``fp16``: ``torch.mm`` and the 1x1 convolution in that type. Both count because
   a CPU without native bf16 runs ``torch.mm`` through a slow fallback while oneDNN's
   convolutions convert to fp32 and run fast: the better of the two is the honest ceiling;
@@ -97,19 +98,28 @@ def _torch_routes(n: int, seconds: float, dtype: str, device: str) -> list[tuple
     return [(mm, "torch.mm"), (conv, "torch 1x1 conv2d")]
 
 
-def _ort_int8(n: int, seconds: float, threads: int, fmt: str) -> float:
+def _ort_gemm(n: int, seconds: float, threads: int, kind: str) -> float:
+    """ONNX Runtime's CPU GEMM: ``MatMul`` (``fp32``), or ``MatMulInteger`` with uint8
+    activations by int8 (``u8s8``) or uint8 (``u8u8``) weights."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    low, high, dtype = (-128, 128, np.int8) if fmt == "u8s8" else (0, 256, np.uint8)
-    weight = numpy_helper.from_array(rng.integers(low, high, (n, n), dtype=dtype), "B")
+    if kind == "fp32":
+        op, a_type, c_type = "MatMul", TensorProto.FLOAT, TensorProto.FLOAT
+        b = rng.standard_normal((n, n), dtype=np.float32)
+        a = rng.standard_normal((n, n), dtype=np.float32)
+    else:
+        op, a_type, c_type = "MatMulInteger", TensorProto.UINT8, TensorProto.INT32
+        low, high, dtype = (-128, 128, np.int8) if kind == "u8s8" else (0, 256, np.uint8)
+        b = rng.integers(low, high, (n, n), dtype=dtype)
+        a = rng.integers(0, 256, (n, n), dtype=np.uint8)
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["A", "B"], ["C"])],
-        "int8_gemm",
-        [helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n])],
-        [helper.make_tensor_value_info("C", TensorProto.INT32, [n, n])],
-        [weight],
+        [helper.make_node(op, ["A", "B"], ["C"])],
+        "gemm",
+        [helper.make_tensor_value_info("A", a_type, [n, n])],
+        [helper.make_tensor_value_info("C", c_type, [n, n])],
+        [numpy_helper.from_array(b, "B")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     options = ort.SessionOptions()
@@ -118,7 +128,6 @@ def _ort_int8(n: int, seconds: float, threads: int, fmt: str) -> float:
     session = ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    a = rng.integers(0, 256, (n, n), dtype=np.uint8)
     return _best_rate(lambda: session.run(None, {"A": a}), 2.0 * n**3, seconds)
 
 
@@ -141,12 +150,13 @@ def measure_peak(kind: str, device: str, n: int, seconds: float, threads: int) -
     routes: list[tuple[float, str]] = []
     if kind == "fp32" and device == "cpu":
         routes.append((_numpy_fp32(n, seconds), "numpy matmul"))
+        routes.append((_ort_gemm(n, seconds, threads, "fp32"), "onnxruntime MatMul"))
     if kind in ("fp32", "bf16", "fp16") and _has_torch():
         routes += _torch_routes(n, seconds, kind, device)
     if kind == "int8" and device == "cpu":
         fmt = int8_format()
         how = f"onnxruntime MatMulInteger ({fmt[:2]} x {fmt[2:]})"
-        routes.append((_ort_int8(n, seconds, threads, fmt), how))
+        routes.append((_ort_gemm(n, seconds, threads, fmt), how))
     if not routes:
         return None
     rate, how = max(routes)

@@ -219,9 +219,10 @@ def measurement_notes(result: BenchResult, beaten: list[str]) -> list[str]:
         )
     for kind in beaten:
         peak = result.peaks[kind]
+        load = "" if peak.get("load") is None else f", measured at load {peak['load']:.1f}"
         notes.append(
-            f"The measured {kind} GEMM peak ({peak['gflops']:.1f} GFLOP/s, {peak['how']}) is "
-            f"below what a system reached in {kind}, so it is no ceiling here: no share of it "
-            "is shown."
+            f"The measured {kind} GEMM peak ({peak['gflops']:.1f} GFLOP/s, {peak['how']}"
+            f"{load}) is below what a system reached in {kind}, so it is no ceiling here: no "
+            "share of it is shown (`--full` measures the peaks again and keeps the higher)."
         )
     return notes
