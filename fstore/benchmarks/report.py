@@ -196,6 +196,10 @@ def _runs_vgg16(result: BenchResult) -> bool:
     return bool(result.model_rows or result.e2e_rows)
 
 
+def _count(n: int | None, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _run_line(result: BenchResult) -> str:
     """When, how long, on what, and how each view that ran was timed."""
     c = result.config
@@ -206,10 +210,11 @@ def _run_line(result: BenchResult) -> str:
     if _runs_vgg16(result):
         parts.insert(1, f"Weights: {c.get('weights')}.")
     if result.model_rows:
-        parts.append(f"Model view: {c.get('repeats')} rounds after {c.get('warmup')} warm-up runs.")
+        rounds, warm = _count(c.get("repeats"), "round"), _count(c.get("warmup"), "warm-up run")
+        parts.append(f"Model view: {rounds} after {warm}.")
     if result.e2e_rows or result.pipeline_rows:
         parts.append(
-            f"End to end and pipeline: {c.get('e2e_repeats')} rounds, batch "
+            f"End to end and pipeline: {_count(c.get('e2e_repeats'), 'round')}, batch "
             f"{c.get('e2e_batch_size')}, after one untimed run on a few images."
         )
     parts.append("Systems run interleaved in one process; medians with [min–max] over rounds.")
