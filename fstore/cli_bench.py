@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from fstore.benchmarks.config import BENCH_PROVIDERS
+from fstore.benchmarks.config import BENCH_PROVIDERS, FULL, BenchConfig
 from fstore.cli_options import (
     CommaList,
     FstoreCommand,
@@ -24,18 +24,31 @@ from fstore.cli_options import (
 )
 
 
-def _config(options: dict):  # -> BenchConfig
-    """The command's options as the library's one config."""
-    from fstore.benchmarks.config import BenchConfig
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _defaults(name: str) -> str:
+    """The quick run's default of a ``BenchConfig`` field, and ``--full``'s, for ``--help``."""
+    quick = _shown(BenchConfig.__dataclass_fields__[name].default)
+    return f"[default: {quick}; --full: {_shown(FULL[name])}]"
+
+
+def _config(options: dict, full: bool) -> BenchConfig:
+    """The command's options as the library's one config: unset ones take the quick run's
+    defaults, or ``--full``'s."""
+    from fstore.benchmarks.config import bench_config
 
     if options["images"] is not None and options["synthetic"] is not None:
         raise click.BadParameter("give --images or --synthetic, not both")
     weights = weights_source(options.pop("weights"), options["seed"])
-    options["synthetic"] = options["synthetic"] or 64
-    return BenchConfig(weights=weights, **options)
+    given = {k: v for k, v in options.items() if v is not None}
+    return bench_config(full, weights=weights, **given)
 
 
 def _summary(result) -> list[str]:  # result: BenchResult
+    from fstore.benchmarks.report import stage_line
+
     lines = []
     for r in result.all_rows:
         base = "DataLoader" if r.view == "pipeline" else "eager fp32"
@@ -44,7 +57,13 @@ def _summary(result) -> list[str]:  # result: BenchResult
             f"{r.view:<8} {r.system:<11} batch {r.batch_size:>3}: "
             f"{r.images_per_s.median:8.2f} images/s{ratio}"
         )
-    return lines + [f"target: {t['target']}: {t['status']}" for t in result.targets]
+    lines += [f"target: {t['target']}: {t['status']}" for t in result.targets]
+    if result.eager_probe:
+        lines.append(f"eager-best: {result.eager_probe['chosen']} (fastest in the probe)")
+    lines.append(
+        f"time: {result.seconds:.0f} s; " + ", ".join(stage_line(s) for s in result.stages)
+    )
+    return lines
 
 
 @click.command(cls=FstoreCommand)
@@ -57,11 +76,16 @@ def _summary(result) -> list[str]:  # result: BenchResult
 )
 @click.option("--layer", default="fc7", show_default=True, help="Layer every system computes.")
 @click.option(
+    "--full",
+    is_flag=True,
+    help="The long run: more images, batch sizes and rounds, peak memory, GEMM peaks measured "
+    "again (tens of minutes on 2 CPU cores); options given still win.",
+)
+@click.option(
     "--batch-sizes",
-    default="1,8,32",
-    show_default=True,
+    default=None,
     type=CommaList(click.IntRange(min=1)),
-    help="Batch sizes of the model-only view.",
+    help=f"Batch sizes of the model-only view.  {_defaults('batch_sizes')}",
 )
 @click.option(
     "--images",
@@ -73,7 +97,7 @@ def _summary(result) -> list[str]:  # result: BenchResult
     "--synthetic",
     type=click.IntRange(min=1),
     default=None,
-    help="Generate N pictures instead of --images (default 64).",
+    help=f"Generate N pictures instead of --images.  {_defaults('synthetic')}",
 )
 @click.option(
     "--limit",
@@ -100,17 +124,15 @@ def _summary(result) -> list[str]:  # result: BenchResult
 )
 @click.option(
     "--repeats",
-    default=5,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="Timed rounds of the model-only view.",
+    help=f"Timed rounds of the model-only view.  {_defaults('repeats')}",
 )
 @click.option(
     "--warmup",
-    default=2,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=0),
-    help="Untimed runs per system and batch size first.",
+    help=f"Untimed runs per system and batch size first.  {_defaults('warmup')}",
 )
 @click.option(
     "--views",
@@ -124,10 +146,9 @@ def _summary(result) -> list[str]:  # result: BenchResult
 )
 @click.option(
     "--e2e-repeats",
-    default=3,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="Timed rounds of the end-to-end and pipeline views.",
+    help=f"Timed rounds of the end-to-end and pipeline views.  {_defaults('e2e_repeats')}",
 )
 @click.option(
     "--e2e-batch-size",
@@ -167,14 +188,14 @@ def _summary(result) -> list[str]:  # result: BenchResult
     default=1.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Seconds spent on each GEMM peak.",
+    help="Seconds spent on each GEMM peak when measured; peaks are kept in fstore's cache "
+    "folder and measured again with --full.",
 )
 @click.option(
     "--memory",
     type=click.Choice(["subprocess", "off"]),
-    default="subprocess",
-    show_default=True,
-    help="Measure each system's peak memory in a fresh process.",
+    default=None,
+    help=f"Measure each system's peak memory in a fresh process.  {_defaults('memory')}",
 )
 @click.option(
     "--out",
@@ -185,7 +206,7 @@ def _summary(result) -> list[str]:  # result: BenchResult
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def bench(out: Path, quiet: bool, as_json: bool, **options) -> None:
+def bench(out: Path, quiet: bool, as_json: bool, full: bool, **options) -> None:
     """Time eager PyTorch VGG16 against fstore's ONNX Runtime sessions, model only and end to end,
     and both input pipelines around a no-op model.
 
@@ -206,7 +227,7 @@ def bench(out: Path, quiet: bool, as_json: bool, **options) -> None:
     from fstore.benchmarks.harness import run_bench
     from fstore.benchmarks.report import write_report
 
-    config = _config(options)
+    config = _config(options, full)
     use_stderr_logging(quiet)
     result = run_bench(config)
     paths = write_report(result, out)

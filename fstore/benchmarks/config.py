@@ -1,4 +1,8 @@
-"""What ``fstore bench`` is asked to measure: one frozen config, checked before anything runs."""
+"""What ``fstore bench`` is asked to measure: one frozen config, checked before anything runs.
+
+:class:`BenchConfig`'s defaults are the quick run (a few minutes on 2 CPU cores at 224x224);
+:data:`FULL` is what ``--full`` changes for the long one.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ BENCH_PROVIDERS = ("cpu", "cuda", "auto")
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What ``fstore bench`` is asked to measure.
+    """What ``fstore bench`` is asked to measure; the defaults make the quick run.
 
     Attributes:
         layer: the VGG16 layer every system computes (``fc7``).
@@ -48,24 +52,25 @@ class BenchConfig:
         fidelity_per_class: at most this many images per class (and split) of that folder.
         gemm_size: side of the square matrices of the GEMM peak.
         peak_seconds: time spent measuring each GEMM peak.
+        remeasure_peaks: measure the GEMM peaks again even where fstore's cache has them.
         memory: ``subprocess`` (measure each system's peak memory in a fresh process) or ``off``.
         seed: seed of image choices and generated pictures.
     """
 
     layer: str = "fc7"
     provider: str = "auto"
-    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    batch_sizes: tuple[int, ...] = (4,)
     precisions: tuple[str, ...] | None = None
     images: Path | None = None
-    synthetic: int = 64
+    synthetic: int = 8
     limit: int | None = None
     input_size: int = 224
     weights: WeightsSource = field(default_factory=lambda: WeightsSource("imagenet"))
-    repeats: int = 5
-    warmup: int = 2
+    repeats: int = 3
+    warmup: int = 1
     min_images: int | None = None
     views: tuple[str, ...] = VIEWS
-    e2e_repeats: int = 3
+    e2e_repeats: int = 1
     e2e_batch_size: int | None = None
     workers: int = 2
     threads: int | None = None
@@ -75,7 +80,8 @@ class BenchConfig:
     fidelity_per_class: int | None = None
     gemm_size: int = 2048
     peak_seconds: float = 1.0
-    memory: str = "subprocess"
+    remeasure_peaks: bool = False
+    memory: str = "off"
     seed: int = 0
 
     @property
@@ -109,3 +115,20 @@ class BenchConfig:
             raise FstoreError(
                 f"--input-size must be at least 32 (VGG16 halves it 5 times), not {self.input_size}"
             )
+
+
+#: What ``--full`` changes: more images, batch sizes and rounds, peak memory, fresh GEMM peaks.
+FULL = {
+    "synthetic": 64,
+    "batch_sizes": (1, 8, 32),
+    "repeats": 5,
+    "warmup": 2,
+    "e2e_repeats": 3,
+    "memory": "subprocess",
+    "remeasure_peaks": True,
+}
+
+
+def bench_config(full: bool = False, **given) -> BenchConfig:
+    """The quick run's config (``BenchConfig``'s defaults), or ``full``'s, with ``given`` on top."""
+    return BenchConfig(**{**(FULL if full else {}), **given})

@@ -1,11 +1,11 @@
 """Eager PyTorch behind fstore's :class:`~fstore.runtime.backend.Backend` Protocol.
 
-Two variants of torchvision's VGG16, cut at the same layers as the ONNX model
-(:func:`fstore.export.onnx_export.truncated_vgg16`), always under ``torch.inference_mode``:
-
-* ``fp32``: the plain reference, float32 NCHW;
-* ``best``: what a PyTorch user would reach for to go faster: ``channels_last`` memory format
-  with bf16 autocast on CPU, or fp16 autocast with ``cudnn.benchmark`` on CUDA.
+torchvision's VGG16, cut at the same layers as the ONNX model
+(:func:`fstore.export.onnx_export.truncated_vgg16`), always under ``torch.inference_mode``, in
+one of the :data:`VARIANTS`: ``fp32`` (the plain reference, float32 NCHW) or what a PyTorch
+user reaches for to go faster (``channels_last``, bf16 or fp16 by autocast or in the
+weights). Which of them is fastest depends on the machine: the benchmark measures it
+(:mod:`.variants`).
 
 ``run`` takes the reader's ``uint8`` NHWC RGB batches and does the cast, the scaling to [0, 1]
 and the mean/std normalisation itself, in torch, on its device, as part of its timed work (the
@@ -33,19 +33,54 @@ from fstore.images.preprocess import Preprocessing
 if TYPE_CHECKING:
     import torch
 
-EAGER_VARIANTS = ("fp32", "best")
+
+@dataclass(frozen=True)
+class Variant:
+    """How eager PyTorch runs the model: memory layout and arithmetic.
+
+    ``dtype`` is what its convolutions and GEMMs run in (the GEMM peak it is compared with):
+    through ``torch.autocast`` (``autocast``, weights cast on every call) or with the model's
+    weights converted once (``module.to(dtype)``). On CUDA, every variant but ``fp32`` also
+    turns ``cudnn.benchmark`` on.
+    """
+
+    name: str
+    channels_last: bool
+    dtype: str = "fp32"
+    autocast: bool = False
+
+    def describe(self, device: str) -> str:
+        arithmetic = self.dtype
+        if self.dtype != "fp32":
+            arithmetic += " autocast" if self.autocast else " weights"
+        parts = [arithmetic, "channels_last" if self.channels_last else "NCHW"]
+        if device == "cuda" and self.name != "fp32":
+            parts.append("cudnn.benchmark")
+        return ", ".join(parts)
 
 
-def best_variant_description(device: str) -> str:
-    """What the ``best`` variant does on ``device``."""
-    if device == "cuda":
-        return "fp16 autocast, channels_last, cudnn.benchmark"
-    return "bf16 autocast, channels_last"
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("fp32", channels_last=False),
+        Variant("fp32-cl", channels_last=True),
+        Variant("bf16-autocast-cl", channels_last=True, dtype="bf16", autocast=True),
+        Variant("bf16-cl", channels_last=True, dtype="bf16"),
+        Variant("fp16-autocast-cl", channels_last=True, dtype="fp16", autocast=True),
+        Variant("fp16-cl", channels_last=True, dtype="fp16"),
+    )
+}
+#: The variants a PyTorch user would try on each device; the benchmark keeps the fastest.
+CANDIDATES = {
+    "cpu": ("fp32", "fp32-cl", "bf16-autocast-cl", "bf16-cl"),
+    "cuda": ("fp32", "fp32-cl", "fp16-autocast-cl", "fp16-cl"),
+}
 
 
-def best_variant_dtype(device: str) -> str:
-    """The arithmetic the ``best`` variant's convolutions and GEMMs run in."""
-    return "fp16" if device == "cuda" else "bf16"
+def _torch_dtype(name: str):  # -> torch.dtype
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def normalise(batch: np.ndarray, preprocessing: Preprocessing, device: str) -> torch.Tensor:
@@ -86,11 +121,15 @@ class EagerBackend:
     module: Any = None  # torch.nn.Module once loaded
 
     def __post_init__(self) -> None:
-        if self.variant not in EAGER_VARIANTS:
+        if self.variant not in VARIANTS:
             raise FstoreError(
-                f"unknown eager variant {self.variant!r}; choose from {', '.join(EAGER_VARIANTS)}"
+                f"unknown eager variant {self.variant!r}; choose from {', '.join(VARIANTS)}"
             )
         self.layers = tuple(layer.name for layer in parse_layers(self.layers))
+
+    @property
+    def how(self) -> Variant:
+        return VARIANTS[self.variant]
 
     @classmethod
     def from_model(
@@ -98,7 +137,7 @@ class EagerBackend:
     ) -> EagerBackend:
         """Cut ``model`` (a full VGG16) at ``layers``; ``options`` are the other fields.
 
-        The ``best`` variant works on a copy, so ``model`` keeps its NCHW weights.
+        Any variant but ``fp32`` works on a copy, so ``model`` keeps its fp32 NCHW weights.
         """
         import copy
 
@@ -106,7 +145,7 @@ class EagerBackend:
 
         backend = cls(None, layers, **options)
         module = truncated_vgg16(model, parse_layers(layers))
-        if backend.variant == "best":
+        if backend.how.channels_last or backend.how.dtype != "fp32":
             module = copy.deepcopy(module)
         backend.module = backend._prepare(module)
         return backend
@@ -114,8 +153,10 @@ class EagerBackend:
     def _prepare(self, module: torch.nn.Module) -> torch.nn.Module:
         import torch
 
-        if self.variant == "best":
+        if self.how.channels_last:
             module = module.to(memory_format=torch.channels_last)
+        if not self.how.autocast:
+            module = module.to(_torch_dtype(self.how.dtype))
         return module.to(self.device).eval()
 
     def load(self) -> None:
@@ -140,11 +181,9 @@ class EagerBackend:
     def _autocast(self):
         import torch
 
-        if self.variant != "best":
+        if not self.how.autocast:
             return contextlib.nullcontext()
-        if self.device == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(self.device, dtype=_torch_dtype(self.how.dtype))
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Features of one ``uint8`` NHWC RGB batch; returns ``{layer: float32 array}``."""
@@ -155,11 +194,13 @@ class EagerBackend:
         import torch
 
         if self.device == "cuda":
-            # cudnn.benchmark is global: on for the best variant only, so fp32 stays the plain one
-            torch.backends.cudnn.benchmark = self.variant == "best"
+            # cudnn.benchmark is global: off for fp32, so the reference stays the plain one
+            torch.backends.cudnn.benchmark = self.variant != "fp32"
             x = x.to("cuda", non_blocking=True)
-        layout = torch.channels_last if self.variant == "best" else torch.contiguous_format
+        layout = torch.channels_last if self.how.channels_last else torch.contiguous_format
         x = x.contiguous(memory_format=layout)
+        if not self.how.autocast:
+            x = x.to(_torch_dtype(self.how.dtype))
         with torch.inference_mode(), self._autocast():
             values = self.module(x)
         return {name: value.float().cpu().numpy() for name, value in zip(self.layers, values)}
@@ -169,12 +210,11 @@ class EagerBackend:
         synchronize_device(self.device)
 
     def describe(self) -> dict[str, str]:
-        best = best_variant_description(self.device)
         return {
             "name": f"eager PyTorch VGG16 {self.variant}",
             "provider": self.device,
-            "precision": best_variant_dtype(self.device) if self.variant == "best" else "fp32",
-            "variant": "fp32 NCHW" if self.variant == "fp32" else best,
+            "precision": self.how.dtype,
+            "variant": self.how.describe(self.device),
             "layers": ",".join(self.layers),
         }
 

@@ -1,7 +1,8 @@
 """``fstore bench`` as one library call: :func:`run_bench` composes the views of a benchmark.
 
-plan (systems, machine, GEMM peaks) → prepare (images, models, specs) → model view → end to
-end → pipeline → memory → fidelity → ratios and targets. The parts live in their modules:
+plan → prepare (images, models, the eager variant probe, specs) → systems, machine and GEMM
+peaks → model view → end to end → pipeline → memory → fidelity → ratios and targets, each stage
+timed (:class:`~fstore.benchmarks.result.Stage`). The parts live in their modules:
 :mod:`.systems` (what is timed and how it is built), :mod:`.views` (how it is timed),
 :mod:`.statistics` (medians, spreads, ratios), :mod:`.result` and :mod:`.report`.
 """
@@ -13,7 +14,9 @@ import logging
 import multiprocessing
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,16 +27,36 @@ from fstore.benchmarks import systems as sy
 from fstore.benchmarks import views
 from fstore.benchmarks.config import BenchConfig
 from fstore.benchmarks.eager import LoaderOptions
-from fstore.benchmarks.result import BenchResult, evaluate_targets, notes_for
+from fstore.benchmarks.result import (
+    BenchResult,
+    Stage,
+    evaluate_targets,
+    measurement_notes,
+    notes_for,
+)
 from fstore.benchmarks.statistics import BASELINE, add_fractions, add_ratios
 from fstore.images.preprocess import Preprocessing
 
 logger = logging.getLogger(__name__)
 
 
+@contextmanager
+def timed(stages: list[Stage], name: str) -> Iterator[Stage]:
+    """Time the ``with`` block as stage ``name`` (appended to ``stages``); the block may set
+    the stage's ``cached``."""
+    stage = Stage(name)
+    start = time.perf_counter()
+    try:
+        yield stage
+    finally:
+        stage.seconds = time.perf_counter() - start
+        stages.append(stage)
+
+
 @dataclass(frozen=True)
 class Plan:
-    """What the run will time, decided before anything heavy happens."""
+    """What the run will time, decided before anything heavy happens; the VGG16 systems are
+    known once the eager variant probe has run (:func:`prepare`)."""
 
     provider: str
     precisions: tuple[str, ...]
@@ -54,6 +77,7 @@ class Prepared:
     specs: dict[str, sy.BackendSpec]
     e2e_specs: dict[str, sy.EndToEndSpec]
     pipeline_specs: dict[str, sy.EndToEndSpec]
+    probe: Any = None  # variants.Probe, when VGG16 runs
     inputs: np.ndarray | None = None
 
 
@@ -69,33 +93,70 @@ def plan(config: BenchConfig) -> Plan:
         precisions=precisions,
         threads=config.threads or usable_cores(),
         prep=sy.preprocessing_for(config.input_size),
-        systems=sy.make_systems(provider, precisions) if config.runs_vgg16 else [],
+        systems=[],
         pipeline=sy.pipeline_systems(config.workers) if "pipeline" in config.views else [],
     )
 
 
-def _vgg16_specs(config: BenchConfig, p: Plan, work: Path, models: dict[str, Path]) -> dict:
-    """Each VGG16 system's backend spec; eager systems load the weights saved here."""
-    from fstore.benchmarks.eager import EagerBackend, save_state_dict
+def export_models(config: BenchConfig, p: Plan, stages: list[Stage]) -> dict[str, Path]:
+    """The ONNX model of each precision: exported (or cached) fp32, then its variants."""
+    from fstore.export.onnx_export import export
+    from fstore.export.precision import export_variant
+
+    logger.info("exporting VGG16 up to %s (%s)", config.layer, config.weights.origin)
+    with timed(stages, "export fp32") as stage:
+        base = export((config.layer,), config.weights, preprocessing=p.prep)
+        stage.cached = base.from_cache
+    models = {"fp32": base.path}
+    calibration = config.calibration or config.images
+    for precision in p.precisions:
+        if precision == "fp32":
+            continue
+        logger.info("making the %s variant", precision)
+        with timed(stages, f"{precision} variant") as stage:
+            variant = export_variant(
+                base, precision, calibration=calibration, calibration_count=config.calibration_count
+            )
+            stage.cached = variant.from_cache
+        models[precision] = variant.path
+    return models
+
+
+def _vgg16_specs(
+    config: BenchConfig, p: Plan, run: Prepared, stages: list[Stage]
+) -> tuple[dict[str, sy.BackendSpec], Any]:
+    """Each VGG16 system's backend spec, and the probe that chose the eager variant.
+
+    Eager systems load the weights saved into the work folder.
+    """
+    from fstore.benchmarks.eager import CANDIDATES, EagerBackend, save_state_dict
+    from fstore.benchmarks.inputs import model_inputs
+    from fstore.benchmarks.variants import PROBE_BATCH, probe_variants
     from fstore.export.weights import load_vgg16
 
     logger.info("loading eager VGG16 (%s)", config.weights.origin)
-    full, _ = load_vgg16(config.weights)
-    state = save_state_dict(EagerBackend.from_model(full, (config.layer,)), work / "eager.pt")
-    del full  # each eager system loads its own copy from the file, as ONNX Runtime does
+    with timed(stages, "eager weights"):
+        full, _ = load_vgg16(config.weights)
+        module = EagerBackend.from_model(full, (config.layer,))
+        state = save_state_dict(module, run.work / "eager.pt")
+        del full, module  # each eager system loads its own copy from the file, as ORT does
     common = {
         "layers": (config.layer,),
         "provider": p.provider,
         "threads": p.threads,
         "preprocessing": p.prep,
     }
-    specs = {
-        BASELINE: sy.BackendSpec("eager", state, variant="fp32", **common),
-        "eager-best": sy.BackendSpec("eager", state, variant="best", **common),
-    }
-    for precision, path in models.items():
+
+    def eager(variant: str) -> sy.BackendSpec:
+        return sy.BackendSpec("eager", state, variant=variant, **common)
+
+    with timed(stages, "eager variant probe"):
+        batch = model_inputs(run.image_set, PROBE_BATCH, p.prep)
+        probe = probe_variants(lambda v: eager(v).make(), CANDIDATES[p.provider], batch)
+    specs = {BASELINE: eager("fp32"), "eager-best": eager(probe.chosen)}
+    for precision, path in run.models.items():
         specs[f"ort-{precision}"] = sy.BackendSpec("ort", path, variant=precision, **common)
-    return specs
+    return specs, probe
 
 
 def pipeline_specs(p: Plan, work: Path, loader: LoaderOptions) -> dict[str, sy.EndToEndSpec]:
@@ -117,45 +178,73 @@ def pipeline_specs(p: Plan, work: Path, loader: LoaderOptions) -> dict[str, sy.E
     }
 
 
-def prepare(config: BenchConfig, p: Plan, work: Path) -> Prepared:
-    """The images (and a few to warm up on), the ONNX models and every system's spec."""
+def prepare(config: BenchConfig, p: Plan, work: Path, stages: list[Stage]) -> Prepared:
+    """The images (and a few to warm up on), the ONNX models, the eager variant and every
+    system's spec."""
     from fstore.benchmarks import inputs as inp
 
-    image_set = inp.prepare_images(
-        work, p.prep, config.images, config.synthetic, config.limit, config.seed
-    )
-    warm = min(image_set.count, config.e2e_batch)
-    warm_set = inp.prepare_images(
-        work / "warm", p.prep, image_set.root, limit=warm, seed=config.seed
-    )
-    models, specs = {}, {}
-    if config.runs_vgg16:
-        models = sy.export_models(config, p.precisions, p.prep)
-        specs = _vgg16_specs(config, p, work, models)
+    with timed(stages, "images"):
+        image_set = inp.prepare_images(
+            work, p.prep, config.images, config.synthetic, config.limit, config.seed
+        )
+        warm = min(image_set.count, config.e2e_batch)
+        warm_set = inp.prepare_images(
+            work / "warm", p.prep, image_set.root, limit=warm, seed=config.seed
+        )
     # DataLoader workers start as they would in this process, also in a measuring one
     start_method = multiprocessing.get_start_method()
     loader = LoaderOptions(p.prep, config.e2e_batch, config.workers, start_method)
-    e2e_specs = {sid: sy.EndToEndSpec(spec, loader) for sid, spec in specs.items()}
-    pipeline = pipeline_specs(p, work, loader) if p.pipeline else {}
-    return Prepared(
+    run = Prepared(
         work=work,
         image_set=image_set,
         warm_set=warm_set,
-        models=models,
-        specs=specs,
-        e2e_specs=e2e_specs,
-        pipeline_specs=pipeline,
+        models={},
+        specs={},
+        e2e_specs={},
+        pipeline_specs={},
     )
+    if config.runs_vgg16:
+        run.models = export_models(config, p, stages)
+        run.specs, run.probe = _vgg16_specs(config, p, run, stages)
+    run.e2e_specs = {sid: sy.EndToEndSpec(spec, loader) for sid, spec in run.specs.items()}
+    run.pipeline_specs = pipeline_specs(p, work, loader) if p.pipeline else {}
+    return run
 
 
-def _new_result(config: BenchConfig, p: Plan, run: Prepared, started: str) -> BenchResult:
-    from fstore.benchmarks.machine import gemm_peaks, machine_info
+def vgg16_systems(config: BenchConfig, p: Plan, run: Prepared) -> Plan:
+    """The plan with its VGG16 systems, the eager variant chosen by the probe among them."""
+    if not config.runs_vgg16:
+        return p
+    return replace(p, systems=sy.make_systems(p.provider, p.precisions, run.probe.chosen))
+
+
+def measure_peaks(config: BenchConfig, p: Plan, stages: list[Stage]) -> dict[str, dict]:
+    """The GEMM peak of each arithmetic the VGG16 systems run in (cached between runs)."""
+    from fstore.benchmarks.peaks import gemm_peaks
+
+    kinds = tuple(dict.fromkeys(s.arithmetic for s in p.systems if s.arithmetic))
+    if not kinds:  # the pipeline view alone does no arithmetic worth a peak
+        return {}
+    with timed(stages, "GEMM peaks") as stage:
+        found = gemm_peaks(
+            p.provider,
+            config.gemm_size,
+            config.peak_seconds,
+            p.threads,
+            kinds=kinds,
+            remeasure=config.remeasure_peaks,
+        )
+        stage.cached = all(peak.from_cache for peak in found.values())
+    return {k: asdict(v) for k, v in found.items()}
+
+
+def _new_result(
+    config: BenchConfig, p: Plan, run: Prepared, started: str, stages: list[Stage]
+) -> BenchResult:
+    from fstore.benchmarks.machine import machine_info
 
     machine = machine_info()
-    peaks = {}
-    if config.runs_vgg16:  # the pipeline view alone does no arithmetic worth a peak
-        found = gemm_peaks(p.provider, config.gemm_size, config.peak_seconds, p.threads)
-        peaks = {k: asdict(v) for k, v in found.items()}
+    peaks = measure_peaks(config, p, stages)
     config_dict = asdict(config)
     config_dict.update(
         precisions=list(p.precisions),
@@ -182,6 +271,8 @@ def _new_result(config: BenchConfig, p: Plan, run: Prepared, started: str) -> Be
         },
         models={precision: str(path) for precision, path in run.models.items()},
         notes=_busy_note(machine),
+        stages=stages,
+        eager_probe=asdict(run.probe) if run.probe else None,
     )
 
 
@@ -231,9 +322,10 @@ def run_whole_views(config: BenchConfig, p: Plan, run: Prepared, result: BenchRe
         workdir = run.work / view
         workdir.mkdir()
         how = views.Rounds(view, config.e2e_batch, config.e2e_repeats, workdir, run.warm_set)
-        rows, first = views.whole_runs(
-            systems, {sid: spec.run for sid, spec in specs.items()}, run.image_set, how
-        )
+        with timed(result.stages, f"{view} view"):
+            rows, first = views.whole_runs(
+                systems, {sid: spec.run for sid, spec in specs.items()}, run.image_set, how
+            )
         if view == "e2e":
             result.e2e_rows = rows
             result.fidelity["e2e_agreement"] = views.agreement(first, config.layer)
@@ -308,20 +400,26 @@ def run_bench(config: BenchConfig, workdir: Path | None = None) -> BenchResult:
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     p = plan(config)
     torch.set_num_threads(p.threads)
+    stages: list[Stage] = []
     with tempfile.TemporaryDirectory(prefix="fstore-bench-", dir=workdir) as tmp:
-        run = prepare(config, p, Path(tmp))
-        result = _new_result(config, p, run, stamp)
+        run = prepare(config, p, Path(tmp), stages)
+        p = vgg16_systems(config, p, run)
+        result = _new_result(config, p, run, stamp, stages)
         if "model" in config.views:
-            run_model_view(config, p, run, result)
+            with timed(stages, "model view"):
+                run_model_view(config, p, run, result)
         run_whole_views(config, p, run, result)
         if config.memory == "subprocess":
-            run_memory(config, p, run, result)
-        run_fidelity(config, p, run, result)
+            with timed(stages, "memory"):
+                run_memory(config, p, run, result)
+        with timed(stages, "fidelity"):
+            run_fidelity(config, p, run, result)
     add_ratios(result.all_rows)
     arithmetic = {s.id: s.arithmetic for s in result.systems}
-    add_fractions(result.all_rows, arithmetic, result.peaks, result.flops_per_image)
+    beaten = add_fractions(result.all_rows, arithmetic, result.peaks, result.flops_per_image)
     targets = evaluate_targets(result)
     result.targets = [t for t in targets if set(t["views"]) & set(config.views)]
     result.notes.extend(notes_for(result, p.precisions, config.memory))
+    result.notes.extend(measurement_notes(result, beaten))
     result.seconds = time.perf_counter() - started
     return result

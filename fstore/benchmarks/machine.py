@@ -1,32 +1,20 @@
-"""The machine a benchmark ran on: CPU, GPU, libraries, measured GEMM peak, and peak memory.
+"""The machine a benchmark ran on: CPU, GPU, libraries, and peak memory.
 
-The peak is *measured*, not taken from a data sheet: the best time of a square matrix product
-(``n`` x ``n``, ``2 n^3`` operations) in the library that runs each kind of arithmetic:
-
-* ``fp32``: the better of NumPy's BLAS and torch (oneDNN/MKL on CPU, cuBLAS on CUDA);
-* ``bf16``: torch on CPU (the eager "best" variant's autocast type), ``fp16``: torch on CUDA;
-* ``int8``: ONNX Runtime's ``MatMulInteger`` (uint8 x int8, the kernels its int8 models run).
-
-The CPU's name and SIMD flags come from py-cpuinfo, memory from psutil. Peak memory is the
-process's resident high-water mark (reset before each measured run; psutil's samples of the
-resident size where the kernel has none) plus the private memory (USS) of child processes
-such as ``DataLoader`` workers, sampled by psutil while the run goes on.
+Its measured GEMM peaks are in :mod:`.peaks`. The CPU's name and SIMD flags come from
+py-cpuinfo, memory from psutil. Peak memory is the process's resident high-water mark (reset
+before each measured run; psutil's samples of the resident size where the kernel has none)
+plus the private memory (USS) of child processes such as ``DataLoader`` workers, sampled by
+psutil while the run goes on.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import platform
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-
-import numpy as np
-
-logger = logging.getLogger(__name__)
 
 _FLAGS_OF_INTEREST = (
     "avx2",
@@ -136,120 +124,6 @@ def machine_info() -> dict:
     except ImportError:
         pass
     return info
-
-
-# --------------------------------------------------------------------------- GEMM peak
-
-
-@dataclass(frozen=True)
-class Peak:
-    """A measured GEMM peak: ``gflops`` (10^9 operations per second) reached by ``how``."""
-
-    kind: str
-    gflops: float
-    how: str
-    n: int
-
-
-def _best_rate(
-    run: Callable[[], object], flops: float, seconds: float, sync: Callable[[], None] = lambda: None
-) -> float:
-    """Operations per second of the fastest of repeated calls, for about ``seconds``."""
-    run()  # warm-up: libraries pick kernels and allocate on the first call
-    sync()
-    best = float("inf")
-    deadline = time.perf_counter() + seconds
-    calls = 0
-    while calls < 3 or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        run()
-        sync()
-        best = min(best, time.perf_counter() - start)
-        calls += 1
-    return flops / best
-
-
-def _numpy_fp32(n: int, seconds: float) -> float:
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
-    return _best_rate(lambda: a @ b, 2.0 * n**3, seconds)
-
-
-def _torch_gemm(n: int, seconds: float, dtype: str, device: str) -> float:
-    import torch
-
-    kind = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    a = torch.randn(n, n, device=device).to(kind)
-    b = torch.randn(n, n, device=device).to(kind)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    with torch.inference_mode():
-        return _best_rate(lambda: torch.mm(a, b), 2.0 * n**3, seconds, sync)
-
-
-def _ort_int8(n: int, seconds: float, threads: int) -> float:
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.integers(-128, 128, (n, n), dtype=np.int8), "B")
-    graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["A", "B"], ["C"])],
-        "int8_gemm",
-        [helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n])],
-        [helper.make_tensor_value_info("C", TensorProto.INT32, [n, n])],
-        [weight],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    a = rng.integers(0, 256, (n, n), dtype=np.uint8)
-    return _best_rate(lambda: session.run(None, {"A": a}), 2.0 * n**3, seconds)
-
-
-def gemm_peaks(
-    device: str = "cpu",
-    n: int = 2048,
-    seconds: float = 1.0,
-    threads: int | None = None,
-    kinds: tuple[str, ...] | None = None,
-) -> dict[str, Peak]:
-    """Measured GEMM peaks per arithmetic kind on ``device`` (``cpu`` or ``cuda``).
-
-    CPU: ``fp32``, ``bf16`` (when torch is installed) and ``int8``; CUDA: ``fp32`` and
-    ``fp16``. Each kind runs for about ``seconds`` with ``threads`` threads (all cores if None).
-    A kind whose library is missing is left out.
-    """
-    threads = threads or usable_cores()
-    kinds = kinds or (("fp32", "bf16", "int8") if device == "cpu" else ("fp32", "fp16"))
-    peaks: dict[str, Peak] = {}
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:
-        torch = None
-    for kind in kinds:
-        logger.info(f"measuring the {kind} GEMM peak on {device} (n={n})")
-        if kind == "fp32":
-            candidates = []
-            if device == "cpu":
-                candidates.append((_numpy_fp32(n, seconds), "numpy matmul"))
-            if torch is not None:
-                candidates.append((_torch_gemm(n, seconds, "fp32", device), "torch.mm"))
-            if candidates:
-                rate, how = max(candidates)
-                peaks[kind] = Peak(kind, rate / 1e9, how, n)
-        elif kind in ("bf16", "fp16") and torch is not None:
-            peaks[kind] = Peak(kind, _torch_gemm(n, seconds, kind, device) / 1e9, "torch.mm", n)
-        elif kind == "int8" and device == "cpu":
-            peaks[kind] = Peak(
-                kind, _ort_int8(n, seconds, threads) / 1e9, "onnxruntime MatMulInteger (u8 x s8)", n
-            )
-    return peaks
 
 
 # --------------------------------------------------------------------------- memory

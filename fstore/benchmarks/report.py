@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fstore.benchmarks.result import BenchResult
+from fstore.benchmarks.result import BenchResult, Stage
 from fstore.benchmarks.statistics import BASELINE, Row
 from fstore.errors import OutputPathError
 from fstore.fsutil import atomic_write_bytes, json_text
@@ -48,9 +48,14 @@ def _machine_lines(result: BenchResult) -> list[str]:
     ]
     for kind, peak in result.peaks.items():
         unit = "GOP/s" if kind == "int8" else "GFLOP/s"
+        when = f"measured {peak['measured']}" if peak.get("measured") else "measured"
+        if peak.get("load") is not None:
+            when += f" at load {peak['load']:.1f}"
+        if peak.get("from_cache"):
+            when += ", from fstore's cache"
         lines.append(
             f"- Measured {kind} GEMM peak: {peak['gflops']:.1f} {unit} "
-            f"({peak['how']}, n={peak['n']})"
+            f"({peak['how']}, n={peak['n']}; {when})"
         )
     lines.append(
         f"- VGG16 up to {result.layer} at {result.input_size}x{result.input_size}: "
@@ -171,8 +176,28 @@ def _fidelity_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+def stage_line(stage: Stage) -> str:
+    """``export fp32: 0.1 s (from the cache)``."""
+    cached = {True: " (from the cache)", False: " (computed, now cached)", None: ""}[stage.cached]
+    return f"{stage.name}: {stage.seconds:.1f} s{cached}"
+
+
+def time_lines(result: BenchResult) -> list[str]:
+    """Where the run's time went, stage by stage, with the total."""
+    accounted = sum(s.seconds for s in result.stages)
+    return [
+        *[f"- {stage_line(s)}" for s in result.stages],
+        f"- other (machine facts, ratios): {max(0.0, result.seconds - accounted):.1f} s",
+        f"- total: {result.seconds:.1f} s",
+    ]
+
+
 def _runs_vgg16(result: BenchResult) -> bool:
     return bool(result.model_rows or result.e2e_rows)
+
+
+def _count(n: int | None, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _run_line(result: BenchResult) -> str:
@@ -185,10 +210,11 @@ def _run_line(result: BenchResult) -> str:
     if _runs_vgg16(result):
         parts.insert(1, f"Weights: {c.get('weights')}.")
     if result.model_rows:
-        parts.append(f"Model view: {c.get('repeats')} rounds after {c.get('warmup')} warm-up runs.")
+        rounds, warm = _count(c.get("repeats"), "round"), _count(c.get("warmup"), "warm-up run")
+        parts.append(f"Model view: {rounds} after {warm}.")
     if result.e2e_rows or result.pipeline_rows:
         parts.append(
-            f"End to end and pipeline: {c.get('e2e_repeats')} rounds, batch "
+            f"End to end and pipeline: {_count(c.get('e2e_repeats'), 'round')}, batch "
             f"{c.get('e2e_batch_size')}, after one untimed run on a few images."
         )
     parts.append("Systems run interleaved in one process; medians with [min–max] over rounds.")
@@ -222,6 +248,8 @@ def markdown(result: BenchResult) -> str:
             lines += [f"## {VIEW_TITLES[view]}", "", *table, ""]
     if _runs_vgg16(result):
         lines += ["## Fidelity", "", *_fidelity_lines(result), ""]
+    if result.stages:
+        lines += ["## Where the time went", "", *time_lines(result), ""]
     lines += ["## Targets", ""]
     for t in result.targets:
         value = t["value"]

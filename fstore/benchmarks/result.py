@@ -16,6 +16,16 @@ TARGET_PIPELINE = 1.5
 
 
 @dataclass
+class Stage:
+    """Where a run's time went: one stage's wall seconds, and whether fstore's cache served it
+    (``None``: nothing of it is cached)."""
+
+    name: str
+    seconds: float = 0.0
+    cached: bool | None = None
+
+
+@dataclass
 class BenchResult:
     """Everything one benchmark run measured; :mod:`fstore.benchmarks.report` writes it."""
 
@@ -37,6 +47,9 @@ class BenchResult:
     fidelity: dict = field(default_factory=dict)
     targets: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
+    #: the eager variant probe: seconds per image of each candidate, and the one chosen
+    eager_probe: dict | None = None
 
     @property
     def flops_per_image(self) -> float:
@@ -190,4 +203,26 @@ def notes_for(result: BenchResult, precisions: tuple[str, ...], memory: str) -> 
         )
     else:
         notes.append("Peak memory not measured (memory off).")
+    return notes
+
+
+def measurement_notes(result: BenchResult, beaten: list[str]) -> list[str]:
+    """How the eager variant was chosen, and the peaks that were no ceiling."""
+    notes = []
+    probe = result.eager_probe
+    if probe:
+        rates = ", ".join(f"{v} {1 / s:.2f}" for v, s in probe["seconds_per_image"].items())
+        notes.append(
+            f"eager-best is {probe['chosen']}, the fastest eager variant in a probe on this "
+            f"machine (batch {probe['batch_size']}, median of {probe['rounds']} rounds, "
+            f"images/s): {rates}."
+        )
+    for kind in beaten:
+        peak = result.peaks[kind]
+        load = "" if peak.get("load") is None else f", measured at load {peak['load']:.1f}"
+        notes.append(
+            f"The measured {kind} GEMM peak ({peak['gflops']:.1f} GFLOP/s, {peak['how']}"
+            f"{load}) is below what a system reached in {kind}, so it is no ceiling here: no "
+            "share of it is shown (`--full` measures the peaks again and keeps the higher)."
+        )
     return notes

@@ -116,11 +116,13 @@ def add_ratios(rows: list[Row]) -> None:
 
 def add_fractions(
     rows: list[Row], arithmetic: dict[str, str | None], peaks: dict[str, dict], flops: float
-) -> None:
+) -> list[str]:
     """Set each row's share of the measured GEMM peak of its system's ``arithmetic``.
 
     ``flops`` is the work per image; a system without arithmetic (the pipeline's no-op
-    model) gets no share.
+    model) gets no share. A peak that some row beats was not the ceiling of that arithmetic
+    on this machine, so no row gets a share of it and a share never exceeds 100%: the kinds
+    of such peaks are returned.
     """
     for row in rows:
         kind = arithmetic.get(row.system)
@@ -128,3 +130,8 @@ def add_fractions(
         row.peak_kind = kind if peak else None
         if peak and peak["gflops"] > 0:
             row.fraction_of_peak = row.images_per_s.median * flops / (peak["gflops"] * 1e9)
+    beaten = sorted({r.peak_kind for r in rows if r.peak_kind and (r.fraction_of_peak or 0) > 1})
+    for row in rows:
+        if row.peak_kind in beaten:
+            row.fraction_of_peak = row.peak_kind = None
+    return beaten

@@ -1,7 +1,8 @@
 """The systems a benchmark times, and how each is built.
 
-* VGG16 systems (model-only and end-to-end views): eager PyTorch fp32 (the baseline), the best
-  eager variant, and fstore's ONNX Runtime model at each precision.
+* VGG16 systems (model-only and end-to-end views): eager PyTorch fp32 (the baseline), the
+  eager variant measured fastest on this machine (:mod:`.variants`), and fstore's ONNX Runtime
+  model at each precision.
 * Pipeline systems (the input side): ``fstore build`` with a no-op ONNX model, and the eager
   ``DataLoader`` (the ceiling an eager pipeline reaches) with a no-op torch model.
 
@@ -11,19 +12,15 @@ so a fresh process can make the same system to measure its memory.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fstore.benchmarks.config import BenchConfig
-from fstore.benchmarks.eager import LoaderOptions, best_variant_description, best_variant_dtype
+from fstore.benchmarks.eager import VARIANTS, LoaderOptions
 from fstore.benchmarks.statistics import BASELINE, PIPELINE_BASELINE
 from fstore.export.layers import LAYERS, get_layer
 from fstore.images.preprocess import Preprocessing
 from fstore.runtime.backend import Backend
-
-logger = logging.getLogger(__name__)
 
 #: Stage times of ``fstore build`` kept in the end-to-end rows.
 BUILD_DETAILS = (
@@ -64,14 +61,13 @@ def default_precisions(provider: str) -> tuple[str, ...]:
     return ("fp32", "fp16") if provider == "cuda" else ("fp32", "int8")
 
 
-def make_systems(provider: str, precisions: tuple[str, ...]) -> list[System]:
-    """Eager fp32 (the baseline), the best eager variant, then fstore at each precision."""
-    best = best_variant_dtype(provider)
+def make_systems(provider: str, precisions: tuple[str, ...], best: str) -> list[System]:
+    """Eager fp32 (the baseline), the eager variant ``best``, then fstore at each precision."""
+    variant = VARIANTS[best]
+    label = f"eager PyTorch {variant.describe(provider)}, the fastest eager variant measured here"
     systems = [
         System(BASELINE, "eager PyTorch fp32 NCHW", "eager", "fp32", "fp32"),
-        System(
-            "eager-best", f"eager PyTorch {best_variant_description(provider)}", "eager", best, best
-        ),
+        System("eager-best", label, "eager", variant.dtype, variant.dtype),
     ]
     for p in precisions:
         arithmetic = "fp32" if (p == "fp16" and provider == "cpu") else p
@@ -113,7 +109,8 @@ class BackendSpec:
     """How to make one system's :class:`~fstore.runtime.backend.Backend`.
 
     ``source`` is the ONNX model (``ort``) or the truncated model's state_dict (``eager``);
-    ``variant`` is the eager variant (``fp32`` or ``best``) or, for ``ort``, the precision.
+    ``variant`` is the eager variant (a name of :data:`~fstore.benchmarks.eager.VARIANTS`) or,
+    for ``ort``, the precision.
     """
 
     engine: str
@@ -205,23 +202,3 @@ class EndToEndSpec:
             progress=False,
         )
         return {k: v for k, v in report.to_dict().items() if k in BUILD_DETAILS}
-
-
-def export_models(
-    config: BenchConfig, precisions: tuple[str, ...], prep: Preprocessing
-) -> dict[str, Path]:
-    """The ONNX model of each precision: exported (or cached) fp32, then its variants."""
-    from fstore.export.onnx_export import export
-    from fstore.export.precision import export_variant
-
-    logger.info("exporting VGG16 up to %s (%s)", config.layer, config.weights.origin)
-    base = export((config.layer,), config.weights, preprocessing=prep)
-    models = {"fp32": base.path}
-    calibration = config.calibration or config.images
-    for p in precisions:
-        if p != "fp32":
-            logger.info("making the %s variant", p)
-            models[p] = export_variant(
-                base, p, calibration=calibration, calibration_count=config.calibration_count
-            ).path
-    return models

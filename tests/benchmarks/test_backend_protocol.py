@@ -19,7 +19,7 @@ def _specs(bench_model, eager_state: Path, bench_prep) -> dict:
     common = {"provider": "cpu", "threads": 1, "preprocessing": bench_prep}
     return {
         "eager-fp32": BackendSpec("eager", eager_state, ("pool5",), variant="fp32", **common),
-        "eager-best": BackendSpec("eager", eager_state, ("pool5",), variant="best", **common),
+        "eager-best": BackendSpec("eager", eager_state, ("pool5",), variant="bf16-cl", **common),
         "ort-fp32": BackendSpec("ort", bench_model.path, ("pool5",), variant="fp32", **common),
         "noop": BackendSpec("noop", None, (NOOP_OUTPUT,), **common),
     }

@@ -33,10 +33,10 @@ def test_normalising_in_torch_equals_fstore_preprocessing(
     np.testing.assert_allclose(normalise(batch, bench_prep, "cpu").numpy(), reference, atol=1e-5)
 
 
-def test_eager_fp32_matches_onnx_runtime_and_best_is_close(
+def test_eager_fp32_matches_onnx_runtime_and_every_variant_is_close(
     bench_model, eager_state: Path, batch: np.ndarray, bench_prep
 ) -> None:
-    from fstore.benchmarks.eager import EagerBackend
+    from fstore.benchmarks.eager import CANDIDATES, VARIANTS, EagerBackend
     from fstore.benchmarks.systems import BackendSpec
 
     ort = BackendSpec("ort", bench_model.path, ("pool5",), "cpu", preprocessing=bench_prep)
@@ -46,11 +46,18 @@ def test_eager_fp32_matches_onnx_runtime_and_best_is_close(
     got = fp32.run(batch)
     assert set(got) == {"pool5"} and got["pool5"].dtype == np.float32
     assert relative_error(got["pool5"], reference["pool5"]) <= VERIFY_TOLERANCE
-    best = EagerBackend(eager_state, ("pool5",), variant="best", preprocessing=bench_prep)
-    best.load()
-    assert best.module.features[0].weight.is_contiguous(memory_format=torch.channels_last)
-    row = compare_features(reference, best.run(batch))["pool5"]
-    assert row["mean_cosine"] > 0.99
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for name in CANDIDATES["cpu"]:
+        variant = EagerBackend(eager_state, ("pool5",), variant=name, preprocessing=bench_prep)
+        variant.load()
+        weight = variant.module.features[0].weight
+        how = VARIANTS[name]
+        assert weight.is_contiguous(memory_format=torch.channels_last) == how.channels_last
+        assert weight.dtype == (torch.float32 if how.autocast else dtypes[how.dtype])
+        out = variant.run(batch)["pool5"]
+        assert out.dtype == np.float32
+        assert compare_features(reference, {"pool5": out})["pool5"]["mean_cosine"] > 0.99, name
+        assert variant.describe()["precision"] == how.dtype
 
 
 def test_state_dict_loading_equals_the_in_memory_model(
@@ -134,13 +141,6 @@ def test_machine_facts_come_from_the_libraries() -> None:
     assert machine._memory_total_gib() == pytest.approx(psutil.virtual_memory().total / 2**30)
     assert set(machine.cpu_flags()) <= set(machine._FLAGS_OF_INTEREST)
     assert 0 < machine.rss_mib() <= machine._peak_rss_mib() + 1
-
-
-def test_gemm_peaks_are_measured_per_arithmetic() -> None:
-    peaks = machine.gemm_peaks("cpu", n=64, seconds=0.01, threads=1)
-    assert {"fp32", "bf16", "int8"} == set(peaks)
-    assert all(p.gflops > 0 and p.n == 64 for p in peaks.values())
-    assert peaks["int8"].how.startswith("onnxruntime")
 
 
 def test_machine_info_names_cpu_cores_and_versions() -> None:

@@ -37,15 +37,23 @@ class FakeBackend:
         return {"name": self.name, "provider": "cpu", "precision": "fp32"}
 
 
-SYSTEMS = sy.make_systems("cpu", ("fp32", "int8"))
+SYSTEMS = sy.make_systems("cpu", ("fp32", "int8"), best="bf16-cl")
 
 
 def test_systems_start_with_the_eager_baseline() -> None:
     ids = [s.id for s in SYSTEMS]
     assert ids == ["eager-fp32", "eager-best", "ort-fp32", "ort-int8"]
     assert [s.arithmetic for s in SYSTEMS] == ["fp32", "bf16", "fp32", "int8"]
-    cuda = sy.make_systems("cuda", sy.default_precisions("cuda"))
+    cuda = sy.make_systems("cuda", sy.default_precisions("cuda"), best="fp16-autocast-cl")
     assert [s.id for s in cuda][-1] == "ort-fp16" and cuda[1].arithmetic == "fp16"
+    assert "fp16 autocast, channels_last, cudnn.benchmark" in cuda[1].label
+
+
+def test_the_eager_best_system_runs_in_the_arithmetic_of_the_chosen_variant() -> None:
+    """When fp32 channels_last wins the probe, its share is of the fp32 peak, not bf16's."""
+    best = sy.make_systems("cpu", ("fp32",), best="fp32-cl")[1]
+    assert (best.id, best.precision, best.arithmetic) == ("eager-best", "fp32", "fp32")
+    assert "fp32, channels_last" in best.label
 
 
 def test_model_view_times_every_system_at_every_batch_interleaved() -> None:
@@ -136,11 +144,41 @@ def test_fraction_of_the_peak_of_each_arithmetic() -> None:
     ]
     peaks = {"fp32": {"gflops": 100.0}, "int8": {"gflops": 400.0}}
     arithmetic = {s.id: s.arithmetic for s in SYSTEMS + PIPELINE}
-    st.add_fractions(rows, arithmetic, peaks, flops=10e9)
+    assert st.add_fractions(rows, arithmetic, peaks, flops=10e9) == []
     assert rows[0].fraction_of_peak == pytest.approx(2 * 10 / 100)
     assert rows[1].fraction_of_peak == pytest.approx(10 * 10 / 400)
     assert rows[2].fraction_of_peak is None and rows[2].peak_kind is None
     assert rows[3].fraction_of_peak is None  # the no-op model does no arithmetic
+
+
+def test_a_peak_that_a_system_beats_gets_no_share() -> None:
+    """The issue's AVX2 machine: bf16 torch.mm at 0.3 GFLOP/s, VGG16 in bf16 far above it."""
+    rows = [
+        _row("model", "eager-fp32", 1, [0.5]),  # 2 images/s x 10 GFLOP = 20 GFLOP/s
+        _row("model", "eager-best", 1, [0.5]),
+        _row("model", "eager-best", 4, [1.0]),  # 4 images/s: 40 GFLOP/s
+        _row("model", "ort-int8", 1, [0.1]),
+    ]
+    peaks = {"fp32": {"gflops": 100.0}, "bf16": {"gflops": 0.3}, "int8": {"gflops": 99.0}}
+    arithmetic = {s.id: s.arithmetic for s in SYSTEMS}
+    assert st.add_fractions(rows, arithmetic, peaks, flops=10e9) == ["bf16", "int8"]
+    assert rows[0].fraction_of_peak == pytest.approx(0.2) and rows[0].peak_kind == "fp32"
+    for row in rows[1:]:  # int8: 100 GOP/s against 99
+        assert row.fraction_of_peak is None and row.peak_kind is None
+
+
+def test_notes_say_which_variant_won_and_which_peak_was_no_ceiling() -> None:
+    result = _result()
+    result.peaks = {"bf16": {"gflops": 0.3, "how": "torch.mm"}}
+    result.eager_probe = {
+        "seconds_per_image": {"fp32": 0.5, "bf16-cl": 2.5},
+        "chosen": "fp32",
+        "batch_size": 1,
+        "rounds": 3,
+    }
+    probe, peak = res.measurement_notes(result, ["bf16"])
+    assert "eager-best is fp32" in probe and "fp32 2.00, bf16-cl 0.40" in probe
+    assert "bf16 GEMM peak (0.3 GFLOP/s, torch.mm)" in peak and "no share" in peak
 
 
 def test_macs_up_to_a_layer() -> None:

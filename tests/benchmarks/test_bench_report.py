@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from fstore.benchmarks import statistics as st
 from fstore.benchmarks import systems as sy
 from fstore.benchmarks import views
 from fstore.benchmarks.report import FILES, markdown, write_report
-from fstore.benchmarks.result import BenchResult, evaluate_targets
+from fstore.benchmarks.result import BenchResult, Stage, evaluate_targets
 
 
 class Fake:
@@ -38,7 +39,7 @@ class Images:
 
 @pytest.fixture
 def result(tmp_path: Path) -> BenchResult:
-    systems = sy.make_systems("cpu", ("fp32", "int8"))
+    systems = sy.make_systems("cpu", ("fp32", "int8"), best="bf16-cl")
     pipeline = sy.pipeline_systems(2)
     inputs = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     loaders = {s.id: (lambda i=i: Fake(1.0 + 0.001 * i)) for i, s in enumerate(systems)}
@@ -89,9 +90,10 @@ def result(tmp_path: Path) -> BenchResult:
         layer="fc7",
         input_size=32,
         macs_per_image=10**8,
+        # far above what the fake systems reach, so that each row keeps its share
         peaks={
-            "fp32": {"kind": "fp32", "gflops": 100.0, "how": "numpy matmul", "n": 64},
-            "int8": {"kind": "int8", "gflops": 400.0, "how": "onnxruntime", "n": 64},
+            "fp32": {"kind": "fp32", "gflops": 1e9, "how": "numpy matmul", "n": 64},
+            "int8": {"kind": "int8", "gflops": 4e9, "how": "onnxruntime", "n": 64},
         },
         systems=systems + pipeline,
         images={"source": "synthetic", "count": 6, "description": "6 generated pictures (JPEG)"},
@@ -135,7 +137,7 @@ def test_report_files_hold_every_system_and_batch(result: BenchResult, tmp_path:
     assert "## Input pipeline" in text and "| build-noop | 4 | 6 |" in text
     for title in ("## Model only", "## End to end", "## Fidelity", "## Targets", "## Notes"):
         assert title in text
-    assert "Test CPU" in text and "fp32 GEMM peak: 100.0 GFLOP/s" in text
+    assert "Test CPU" in text and "fp32 GEMM peak: 1000000000.0 GFLOP/s" in text
     assert "CUDA path untested" in text and "## Targets" in text
 
 
@@ -146,9 +148,38 @@ def test_markdown_shows_ratios_and_fraction_of_peak(result: BenchResult) -> None
     assert f"{100 * row.fraction_of_peak:.0f}% int8" in text
 
 
+def test_markdown_shows_no_share_of_a_beaten_peak(result: BenchResult) -> None:
+    result.peaks["int8"]["gflops"] = 1e-6
+    arithmetic = {s.id: s.arithmetic for s in result.systems}
+    beaten = st.add_fractions(result.all_rows, arithmetic, result.peaks, result.flops_per_image)
+    assert beaten == ["int8"]
+    text = markdown(result)
+    row = next(line for line in text.splitlines() if line.startswith("| ort-int8 | 4 |"))
+    assert "int8" not in row.split("|")[7] and "%" not in row.split("|")[7]
+    shares = [int(v) for v in re.findall(r"\| (\d+)% (?:fp32|bf16|int8) \|", text)]
+    assert shares and max(shares) <= 100
+
+
 def test_nan_and_infinity_become_null(result: BenchResult, tmp_path: Path) -> None:
     result.model_rows[0].ratio = float("nan")
     result.model_rows[1].fraction_of_peak = float("inf")
     data = json.loads(write_report(result, tmp_path)["json"].read_text())
     assert data["model_rows"][0]["ratio"] is None
     assert data["model_rows"][1]["fraction_of_peak"] is None
+
+
+def test_markdown_says_where_the_time_went(result: BenchResult) -> None:
+    result.seconds = 10.0
+    result.stages = [
+        Stage("export fp32", 0.25, cached=True),
+        Stage("int8 variant", 5.0, cached=False),
+        Stage("GEMM peaks", 0.05, cached=True),
+        Stage("model view", 2.0),
+    ]
+    text = markdown(result)
+    section = text.split("## Where the time went", 1)[1].split("## Targets", 1)[0]
+    assert "- export fp32: 0.2 s (from the cache)" in section
+    assert "- int8 variant: 5.0 s (computed, now cached)" in section
+    assert "- GEMM peaks: 0.1 s (from the cache)" in section
+    assert "- model view: 2.0 s\n" in section
+    assert "- other (machine facts, ratios): 2.7 s" in section and "- total: 10.0 s" in section

@@ -10,7 +10,29 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from fstore.benchmarks.config import FULL, BenchConfig
+from fstore.benchmarks.eager import CANDIDATES, VARIANTS
 from fstore.cli_bench import bench
+
+#: The smallest real run: VGG16 to pool5 at 32x32 on 8 pictures, every view.
+TINY = (
+    "--synthetic 8 --batch-sizes 1,2 --input-size 32 --weights random --layer pool5 --repeats 2 "
+    "--warmup 1 --e2e-repeats 1 --workers 1 --calibration-count 4 --gemm-size 64 "
+    "--peak-seconds 0.01 --memory off --quiet"
+).split()
+#: Stages whose time the run reports (export, quantization and GEMM peaks among them).
+TIMED_STAGES = (
+    "images",
+    "export fp32",
+    "int8 variant",
+    "eager weights",
+    "eager variant probe",
+    "GEMM peaks",
+    "model view",
+    "e2e view",
+    "pipeline view",
+    "fidelity",
+)
 
 
 def test_importing_the_command_imports_nothing_heavy() -> None:
@@ -28,40 +50,7 @@ def test_importing_the_command_imports_nothing_heavy() -> None:
 def test_tiny_bench_writes_three_outputs(bench_model, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     out = tmp_path / "bench"
-    result = CliRunner().invoke(
-        bench,
-        [
-            "--synthetic",
-            "8",
-            "--batch-sizes",
-            "1,2",
-            "--input-size",
-            "32",
-            "--weights",
-            "random",
-            "--layer",
-            "pool5",
-            "--repeats",
-            "2",
-            "--warmup",
-            "1",
-            "--e2e-repeats",
-            "1",
-            "--workers",
-            "1",
-            "--calibration-count",
-            "4",
-            "--gemm-size",
-            "64",
-            "--peak-seconds",
-            "0.01",
-            "--memory",
-            "off",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-    )
+    result = CliRunner().invoke(bench, TINY + ["--out", str(out)])
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {"bench.md", "bench.json", "bench.png"}
     data = json.loads((out / "bench.json").read_text())
@@ -91,6 +80,26 @@ def test_tiny_bench_writes_three_outputs(bench_model, tmp_path: Path) -> None:
     assert any("CUDA path untested" in n for n in data["notes"])
     assert "ort-int8" in result.output and "x DataLoader" in result.output
     assert "wrote" in result.output
+    probe = data["eager_probe"]
+    assert probe["chosen"] in CANDIDATES["cpu"] and set(probe["seconds_per_image"]) == set(
+        CANDIDATES["cpu"]
+    )
+    assert probe["seconds_per_image"][probe["chosen"]] == min(probe["seconds_per_image"].values())
+    best = next(s for s in data["systems"] if s["id"] == "eager-best")
+    assert best["arithmetic"] == VARIANTS[probe["chosen"]].dtype
+    assert best["arithmetic"] in data["peaks"]  # the peak of the dtype actually used
+    shares = [r["fraction_of_peak"] for r in data["model_rows"] + data["e2e_rows"]]
+    assert all(f is None or 0 < f <= 1 for f in shares)
+    stages = {s["name"]: s for s in data["stages"]}
+    assert set(TIMED_STAGES) <= set(stages)
+    assert stages["export fp32"]["cached"] is True  # the session's fixture exported it
+    assert isinstance(stages["int8 variant"]["cached"], bool)
+    assert all(s["seconds"] >= 0 for s in data["stages"])
+    assert sum(s["seconds"] for s in data["stages"]) <= data["seconds"]
+    time_line = next(line for line in result.output.splitlines() if line.startswith("time: "))
+    for name in TIMED_STAGES:
+        assert f"{name}: " in time_line
+    assert "## Where the time went" in (out / "bench.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -139,3 +148,58 @@ def test_the_command_hands_the_library_one_config(
             weights=WeightsSource("imagenet"),
         )
     ]
+
+
+def _help_defaults(option: str) -> tuple[str, str]:
+    """The ``[default: X; --full: Y]`` that ``--help`` shows for ``option``."""
+    text = " ".join(CliRunner().invoke(bench, ["--help"]).output.split())
+    after = text.split(f"{option} ", 1)[1]
+    quick, full = after.split("[default: ", 1)[1].split("]", 1)[0].split("; --full: ")
+    return quick, full
+
+
+@pytest.mark.parametrize(
+    "option, field",
+    [
+        ("--synthetic", "synthetic"),
+        ("--batch-sizes", "batch_sizes"),
+        ("--repeats", "repeats"),
+        ("--warmup", "warmup"),
+        ("--e2e-repeats", "e2e_repeats"),
+        ("--memory", "memory"),
+    ],
+)
+def test_the_quick_defaults_are_what_help_says(
+    option: str, field: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from fstore.benchmarks import harness
+
+    seen = []
+    monkeypatch.setattr(harness, "run_bench", lambda config: seen.append(config) or 1 / 0)
+    for args in ([], ["--full"]):
+        result = CliRunner().invoke(bench, args + ["--quiet", "--out", str(tmp_path)])
+        assert isinstance(result.exception, ZeroDivisionError)
+    quick, full = (getattr(config, field) for config in seen)
+
+    def shown(value) -> str:
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    assert _help_defaults(option) == (shown(quick), shown(full))
+    assert quick == getattr(BenchConfig(), field) and full == FULL[field]
+
+
+def test_the_quick_run_is_smaller_than_the_full_one_and_options_still_win(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from fstore.benchmarks import harness
+
+    seen = []
+    monkeypatch.setattr(harness, "run_bench", lambda config: seen.append(config) or 1 / 0)
+    for args in ([], ["--full"], ["--full", "--repeats", "2", "--memory", "off"]):
+        CliRunner().invoke(bench, args + ["--quiet", "--out", str(tmp_path)])
+    quick, full, mixed = seen
+    assert quick.synthetic * quick.repeats < full.synthetic * full.repeats
+    assert max(quick.batch_sizes) < max(full.batch_sizes)
+    assert (quick.memory, quick.remeasure_peaks) == ("off", False)
+    assert (full.memory, full.remeasure_peaks) == ("subprocess", True)
+    assert (mixed.repeats, mixed.memory, mixed.synthetic) == (2, "off", full.synthetic)
