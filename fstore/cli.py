@@ -37,6 +37,8 @@ from fstore.runtime.metadata import PRECISIONS
 def cli() -> None:
     """fstore: VGG16 features through ONNX Runtime into an HDF5 store, and classifiers on them.
 
+    Layers: {layers}.
+
     Examples:
 
     \b
@@ -44,12 +46,11 @@ def cli() -> None:
       fstore info
       fstore train svm --C 0.1,1,10
       fstore bench --synthetic 8 --batch-sizes 4 --weights random
-
-    Layers:
     """
 
 
-cli.help = (cli.help or "") + ", ".join(LAYER_NAMES) + "."
+# the layer table's names, from its one home, before the examples that end every --help
+cli.help = (cli.help or "").format(layers=", ".join(LAYER_NAMES))
 
 
 @cli.command()
@@ -406,6 +407,9 @@ def _print_build_report(report) -> None:
         f"{report.images_done_before} already stored, {report.errors} bad "
         f"({report.images_total} in the folder) on {report.provider.upper()}"
     )
+    if report.removed:
+        images = "image" if report.removed == 1 else "images"
+        click.echo(f"{report.removed} {images} no longer in the folder, dropped from the store")
     if report.skipped:
         click.echo(f"skipped {len(report.skipped)} entries that are not regular files")
     if report.errors_by_reason:

@@ -152,6 +152,39 @@ def test_incremental_build_touches_only_new_and_changed(config_for, tmp_path, im
     assert build(config_for(image_folder)).images_computed == 0
 
 
+def test_an_extension_adds_rows_and_rewrites_no_earlier_shard(config_for, tmp_path, image_folder):
+    from fstore.store import sidecar
+
+    store = tmp_path / "s.h5"
+    build(config_for(image_folder))
+    shards = sidecar(store) / "shards"
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards.iterdir()}
+    make_image_folder(image_folder, {"delta": 2}, seed=9)
+    assert build(config_for(image_folder)).images_computed == 2
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards.iterdir()}
+    assert {k: after[k] for k in before} == before and len(after) == len(before) + 1
+
+
+def test_a_deleted_image_is_reported_and_leaves_the_store(
+    config_for, tmp_path, image_folder, capsys
+):
+    from fstore.cli import _print_build_report
+
+    store = tmp_path / "s.h5"
+    build(config_for(image_folder))
+    n = len(load_features(store, "fc7").keys)
+    (image_folder / "beta" / "img_001.jpg").unlink()
+    report = build(config_for(image_folder))
+    assert report.removed == 1 and report.images_computed == 0
+    fs = load_features(store, "fc7")
+    assert "beta/img_001.jpg" not in set(fs.keys) and len(fs.keys) == n - 1
+    assert store_info(store).images == n - 1
+    with h5py.File(store, "r") as f:
+        assert len(f["keys"]) == n - 1 and "beta/img_001.jpg" not in set(f["keys"].asstr()[()])
+    _print_build_report(report)
+    assert "1 image no longer in the folder, dropped from the store" in capsys.readouterr().out
+
+
 def test_mixing_models_is_refused(config_for, tmp_path, image_folder):
     build(config_for(image_folder))
     with pytest.raises(StoreError, match="another model"):
