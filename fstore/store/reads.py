@@ -71,11 +71,15 @@ class _Rows:
         return len(self.keys)
 
 
-def _table(con: sqlite3.Connection, tail: str = "ORDER BY i.pos", params: tuple = ()) -> _Rows:
-    """The stored rows that ``tail`` (ORDER BY, LIMIT...) selects, and the store's classes."""
+def _table(
+    con: sqlite3.Connection, tail: str = "ORDER BY i.pos", params: tuple = (), classes=None
+) -> _Rows:
+    """The stored rows that ``tail`` (ORDER BY, LIMIT...) selects, and the store's classes
+    (a scan of every image: a caller reading page after page passes them)."""
     rows = con.execute(f"{ROWS_QUERY} {tail}", params).fetchall()
-    query = "SELECT DISTINCT class FROM images WHERE class IS NOT NULL ORDER BY class"
-    classes = tuple(r[0] for r in con.execute(query))
+    if classes is None:
+        query = "SELECT DISTINCT class FROM images WHERE class IS NOT NULL ORDER BY class"
+        classes = tuple(r[0] for r in con.execute(query))
     pos, keys, names, split, files, at = (list(c) for c in zip(*rows)) if rows else [[]] * 6
     return _Rows(
         pos=np.asarray(pos, np.int64),
@@ -158,12 +162,14 @@ def iter_features(
     store = Path(store)
     manifest = _manifest(store)
     layer = pick_layer(store, manifest, layer)
-    after = -1
+    after, classes = -1, None
     with closing(connect(store)) as con:
         while len(
-            table := _table(con, "AND i.pos > ? ORDER BY i.pos LIMIT ?", (after, batch_rows))
+            table := _table(
+                con, "AND i.pos > ? ORDER BY i.pos LIMIT ?", (after, batch_rows), classes
+            )
         ):
-            after = int(table.pos[-1])
+            after, classes = int(table.pos[-1]), table.classes
             yield _feature_set(store, manifest, layer, table)
 
 
