@@ -10,8 +10,9 @@ from typing import Any
 
 from fstore.errors import ClassifierError
 
-#: ``standard``: zero mean, unit variance per feature; ``l2``: each row to unit length.
-SCALES = ("standard", "l2", "none")
+#: ``standard``: zero mean, unit variance per feature; ``l2``: each row to unit length;
+#: ``power``: signed square root of each value, then each row to unit length.
+SCALES = ("standard", "l2", "none", "power")
 
 
 def check_scale(scale: str) -> None:
@@ -57,13 +58,18 @@ def check_pca_fits(pca: int | float | None, n_rows: int, n_features: int) -> Non
 def transform_steps(scale: str, pca: int | float | None, seed: int = 0) -> list[tuple[str, Any]]:
     """Pipeline steps ``scale`` and ``pca`` (``"passthrough"`` when off)."""
     from sklearn.decomposition import PCA
+    from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import Normalizer, StandardScaler
+
+    from fstore.classifiers.steps import SignedSqrt
 
     check_scale(scale)
     check_pca(pca)
-    scaler: Any = {"standard": StandardScaler, "l2": lambda: Normalizer(norm="l2")}.get(
-        scale, lambda: "passthrough"
-    )()
+    scaler: Any = {
+        "standard": StandardScaler,
+        "l2": lambda: Normalizer(norm="l2"),
+        "power": lambda: Pipeline([("sqrt", SignedSqrt()), ("l2", Normalizer(norm="l2"))]),
+    }.get(scale, lambda: "passthrough")()
     reducer: Any = "passthrough"
     if pca is not None:
         reducer = PCA(
