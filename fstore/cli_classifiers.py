@@ -295,6 +295,7 @@ def svm(
     Saves the classifier (skops, no pickle) with the store's provenance in --out. Fits that
     stop at --max-iter before converging are counted and reported in one line.
     """
+    from fstore.classifiers.protocol import make_splits
     from fstore.classifiers.report import write_run
     from fstore.classifiers.svm import SvmOptions, train_svm, unconverged_line
     from fstore.classifiers.transforms import parse_pca
@@ -309,6 +310,7 @@ def svm(
         solver=solver,
     )
     fs = _load(store, layer)
+    make_splits(fs, common.protocol)  # a split it cannot train on is refused before the fits
     click.echo(
         f"svm on {fs.layer}: {len(options.C)} C values x {cv} folds "
         f"({len(options.C) * cv} fits per split, run in parallel) ...",

@@ -72,7 +72,7 @@ def check_every_class_trained(fs: FeatureSet, train: np.ndarray) -> None:
         raise ClassifierError(
             f"the store's training split has no images of {len(missing)} of its "
             f"{len(fs.classes)} classes: {', '.join(missing)}; finish the build (run the same "
-            "fstore build) or pass --splits K to draw random splits of all images"
+            "fstore build)"
         )
 
 
