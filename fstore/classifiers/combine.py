@@ -45,6 +45,7 @@ def load_layers(store: Path, layer: str | None) -> FeatureSet:
     (a name the store holds as it is, ``+`` included, is one layer)."""
     from fstore.store import load_features, store_layers
 
+    store = Path(store)
     if layer is None or layer in store_layers(store):
         return load_features(store, layer)
     names = layer_names(layer)
