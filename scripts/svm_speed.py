@@ -74,6 +74,7 @@ def main() -> None:
     options = SvmOptions(C=DEFAULT_C, cv=args.cv, solver=args.solver)
     import fstore.classifiers.kernel  # noqa: F401  (scikit-learn imported before the clocks)
     import fstore.classifiers.primal  # noqa: F401
+
     n_train = int(np.sum(fs.split == "train"))
     print(f"{fs.layer}: {n_train} training x {fs.X.shape[1]} features, {len(fs.classes)} classes")
     print(f"C grid {list(options.C)} x {options.cv} folds; loadavg {os.getloadavg()}")

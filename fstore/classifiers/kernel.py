@@ -8,8 +8,8 @@ the same problem as ``SVC(kernel="linear")`` (one-vs-one, hinge loss, free inter
 recomputing a dot product.
 
 The fitted model keeps no training rows: :class:`GramSVC` turns each pair's dual
-coefficients into ``w = sum_i alpha_i y_i x_i``, and :class:`GramSVC` votes from raw (scaled)
-features exactly as libsvm does.
+coefficients into ``w = sum_i alpha_i y_i x_i`` and votes from the (scaled) features as libsvm
+does, so a saved classifier predicts from raw features alone.
 """
 
 from __future__ import annotations
