@@ -2,12 +2,13 @@
 
 Both solvers are timed over the whole C grid on one fold of a stratified sample of
 :data:`PROBE_ROWS` training rows and scaled up to the real grid: the kernel solver's Gram
-matrix grows with the square of the rows, its fits (libsvm on one-vs-one pairs) about with the
-rows (7 C values on 1,200 fc7-sized rows took 2.7 times as long as on 240), the primal's fits
-with the rows. The primal probe stops as soon as its estimate passes the kernel's, so the
-probe costs little more than the cheaper solver's share. When both estimates stay under
-:data:`TOO_QUICK_S` the measurement cannot tell them apart, and fewer fold rows than features
-picks the kernel (where the Gram matrix is the smaller problem).
+matrix grows with the square of the rows; its fits (libsvm on one-vs-one pairs) about with the
+rows (7 C values on 1,200 fc7-sized rows took 2.7 times as long as on 240), as do a PCA or
+scaler in front and the primal's fits (which refit those steps for every C). The primal probe
+stops as soon as its estimate passes the kernel's, so the probe costs little more than the
+cheaper solver's share. When both estimates stay under :data:`TOO_QUICK_S` the measurement
+cannot tell them apart, and fewer fold rows than features picks the kernel (where the Gram
+matrix is the smaller problem).
 """
 
 from __future__ import annotations
@@ -52,19 +53,21 @@ def probe_rows(y: np.ndarray, count: int, least: int, seed: int) -> np.ndarray:
 
 
 def _kernel_seconds(X, y, options: SvmOptions, growth: float) -> float:
-    """The kernel grid's estimated seconds, from one probe fold."""
+    """The kernel grid's estimated seconds, from one probe fold: the Gram matrices grow with
+    the square of the rows, the steps in front (a PCA, a scaler) and the fits with the rows."""
     from fstore.classifiers.kernel import FoldKernels, fold_scores, gram
 
     fit_rows, val_rows = next(folds(options).split(X, y))
     start = time.perf_counter()
     transform = transform_pipeline(options).fit(X[fit_rows], y[fit_rows])
-    A = transform.transform(X[fit_rows])
-    fold = FoldKernels(gram(A), gram(transform.transform(X[val_rows]), A), y[fit_rows], y[val_rows])
-    grams = time.perf_counter() - start
+    A, B = transform.transform(X[fit_rows]), transform.transform(X[val_rows])
+    steps = time.perf_counter() - start
+    fold = FoldKernels(gram(A), gram(B, A), y[fit_rows], y[val_rows])
+    grams = time.perf_counter() - start - steps
     fold_scores(fold, options.C)
-    fits = time.perf_counter() - start - grams
-    gram_count = 1 if row_wise(options) else options.cv + 1
-    return growth**2 * grams * gram_count + growth * fits * (options.cv + 1)
+    fits = time.perf_counter() - start - steps - grams
+    fitted = 1 if row_wise(options) else options.cv + 1  # steps and Grams: once, or per fold
+    return growth**2 * grams * fitted + growth * (steps * fitted + fits * (options.cv + 1))
 
 
 def _primal_seconds(X, y, options: SvmOptions, growth: float, beaten_at: float) -> float:

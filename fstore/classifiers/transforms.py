@@ -72,9 +72,12 @@ def transform_steps(scale: str, pca: int | float | None, seed: int = 0) -> list[
     }.get(scale, lambda: "passthrough")()
     reducer: Any = "passthrough"
     if pca is not None:
+        # A variance fraction needs every component's variance: the eigenvectors of the
+        # covariance give them 3 times as fast as a full SVD of the rows on 15-Scene pooled
+        # (1,200 x 1,280: 2.6 s against 7.8 s, loadavg 6), the same features within 2e-4.
         reducer = PCA(
             n_components=pca,
-            svd_solver="full" if isinstance(pca, float) else "auto",
+            svd_solver="covariance_eigh" if isinstance(pca, float) else "auto",
             random_state=seed,
         )
     return [("scale", scaler), ("pca", reducer)]
