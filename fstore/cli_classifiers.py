@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from fstore.classifiers.svm import SOLVERS
 from fstore.cli_options import (
     CommaList,
     FstoreCommand,
@@ -43,7 +44,10 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- shared options
 
 layer_option = click.option(
-    "--layer", default=None, help="Layer to use [default: the store's only layer, else fc7]."
+    "--layer",
+    default=None,
+    help="Layer to use, or several separated by commas (each l2-normalised, then side by "
+    "side) [default: the store's only layer, else fc7].",
 )
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON instead of text."
@@ -97,8 +101,19 @@ protocol_options = option_group(
         help="With --splits: training images per class in each random split.",
     ),
 )
-#: The SVM's search: ``--C``, ``--cv``, ``--max-iter``, ``--scale`` (train svm, study layers).
-svm_search_options = option_group(c_grid_option, cv_option, max_iter_option, svm_scale_option)
+solver_option = click.option(
+    "--solver",
+    type=click.Choice(SOLVERS),
+    default="auto",
+    show_default=True,
+    help="kernel: SVC on a precomputed linear kernel (one-vs-one, hinge); primal: LinearSVC "
+    "(one-vs-rest, squared hinge); auto: whichever a timed probe finds faster.",
+)
+#: The SVM's search: ``--C``, ``--cv``, ``--max-iter``, ``--scale``, ``--solver`` (train svm,
+#: study layers).
+svm_search_options = option_group(
+    c_grid_option, cv_option, max_iter_option, svm_scale_option, solver_option
+)
 
 
 @dataclass(frozen=True)
@@ -147,9 +162,9 @@ def _store(store: Path | None) -> Path:
 
 
 def _load(store: Path | None, layer: str | None) -> FeatureSet:
-    from fstore.store import load_features
+    from fstore.classifiers.combine import load_layers
 
-    return load_features(_store(store), layer)
+    return load_layers(_store(store), layer)
 
 
 def _echo_paths(paths) -> None:
@@ -197,7 +212,7 @@ def _print_fits(run: TrainingRun) -> None:
         for row in first.details["cv"]:
             mark = "*" if row["C"] == best else " "
             click.echo(f"{mark} {row['C']:>10g}  {row['mean']:>7.4f} ± {row['std']:<7.4f}")
-        click.echo(f"best C: {best:g}")
+        click.echo(f"best C: {best:g} ({_solver_words(first.details)})")
         return
     for fit in run.fits:
         d = fit.details
@@ -207,6 +222,17 @@ def _print_fits(run: TrainingRun) -> None:
             stop = "stopped early" if d["stopped_early"] else "ran all epochs"
             what = f"{d['epochs_run']} epochs ({stop}), best epoch {d['best_epoch']}"
         click.echo(f"  {fit.split}: {what}, accuracy {fit.evaluation.accuracy:.4f}")
+
+
+def _solver_words(details: dict) -> str:
+    """``kernel solver`` or ``primal solver``, with the probe's estimates when it chose."""
+    probe = details.get("probe") or {}
+    words = f"{details['solver']} solver"
+    if "kernel_s" in probe:
+        words += (
+            f"; probe estimated kernel {probe['kernel_s']:.1f} s, primal {probe['primal_s']:.1f} s"
+        )
+    return words
 
 
 def _print_scores(run: TrainingRun) -> None:
@@ -269,6 +295,7 @@ def svm(
     cv: int,
     max_iter: int,
     scale: str,
+    solver: str,
     common: RunArgs,
 ) -> None:
     """Linear SVM: grid search over C with stratified k-fold CV, refit, test.
@@ -288,14 +315,22 @@ def svm(
       # 10 random splits of 100 training images per class: mean ± std
       fstore train svm --splits 10 --per-class 100
     """
+    from fstore.classifiers.protocol import make_splits
     from fstore.classifiers.report import write_run
     from fstore.classifiers.svm import SvmOptions, train_svm, unconverged_line
     from fstore.classifiers.transforms import parse_pca
 
     options = SvmOptions(
-        C=c_grid, cv=cv, scale=scale, pca=parse_pca(common.pca), seed=common.seed, max_iter=max_iter
+        C=c_grid,
+        cv=cv,
+        scale=scale,
+        pca=parse_pca(common.pca),
+        seed=common.seed,
+        max_iter=max_iter,
+        solver=solver,
     )
     fs = _load(store, layer)
+    make_splits(fs, common.protocol)  # a split it cannot train on is refused before the fits
     click.echo(
         f"svm on {fs.layer}: {len(options.C)} C values x {cv} folds "
         f"({len(options.C) * cv} fits per split, run in parallel) ...",
@@ -496,6 +531,7 @@ def study_layers_command(
     cv: int,
     max_iter: int,
     scale: str,
+    solver: str,
     common: RunArgs,
 ) -> None:
     """Per layer: dimension, linear-SVM test accuracy and training time; table and plot.
@@ -510,7 +546,9 @@ def study_layers_command(
     from fstore.classifiers.study import study_layers
     from fstore.classifiers.svm import SvmOptions
 
-    options = SvmOptions(C=c_grid, cv=cv, scale=scale, seed=common.seed, max_iter=max_iter)
+    options = SvmOptions(
+        C=c_grid, cv=cv, scale=scale, seed=common.seed, max_iter=max_iter, solver=solver
+    )
 
     def progress(row) -> None:
         click.echo(f"{row.layer}: accuracy {row.accuracy:.4f} in {row.fit_seconds:.1f} s", err=True)

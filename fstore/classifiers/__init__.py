@@ -7,7 +7,13 @@ one per job:
 * :mod:`.protocol`: train/test from the store's split, or K random per-class splits.
 * :mod:`.evaluation`: accuracy, per-class accuracy, confusion matrix; a training run's results.
 * :mod:`.svm`: linear SVM with a stratified k-fold grid search over C (scikit-learn only).
+* :mod:`.search`: what a grid search finds, whichever solver ran it; folds and the CV table.
+* :mod:`.kernel`: the SVM solved from one precomputed Gram matrix, kept as primal weights.
+* :mod:`.primal`: the SVM as ``LinearSVC`` in ``GridSearchCV``.
+* :mod:`.solver`: which of the two runs a grid faster, measured on a sample.
 * :mod:`.convergence`: LinearSVC fits that stop at ``max_iter``, counted in the workers.
+* :mod:`.combine`: several layers as one feature set, each l2-normalised first.
+* :mod:`.steps`: the signed square root of ``--scale power``.
 * :mod:`.head`: a torch linear/MLP head written as a scikit-learn estimator.
 * :mod:`.pca`: explained variance, components for 90/95/99 %.
 * :mod:`.study`: SVM accuracy and training time per layer.

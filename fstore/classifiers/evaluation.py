@@ -203,23 +203,33 @@ def _json_float(value: float) -> float | None:
     return None if value != value else value  # NaN is not JSON
 
 
-def run_splits(fs: FeatureSet, fit: FitFunction, protocol: SplitProtocol | None) -> list[Fit]:
-    """Fit and score on each split of ``fs`` (the store's, or the protocol's random ones)."""
-    fits = []
-    for split in make_splits(fs, protocol):
-        X_train, y_train = fs.X[split.train], fs.y[split.train]
-        start = time.perf_counter()
-        model, details = fit(X_train, y_train)
-        seconds = time.perf_counter() - start
-        predicted = model.predict(fs.X[split.test])
-        fits.append(
-            Fit(
-                split=split.name,
-                model=model,
-                evaluation=evaluate(fs.y[split.test], predicted, len(fs.classes)),
-                fit_seconds=seconds,
-                n_train=len(split.train),
-                details=details,
-            )
+def _fit_and_predict(fit: FitFunction, X_train, y_train, X_test) -> tuple[Any, dict, float, Any]:
+    start = time.perf_counter()
+    model, details = fit(X_train, y_train)
+    seconds = time.perf_counter() - start
+    return model, details, seconds, model.predict(X_test)
+
+
+def run_splits(
+    fs: FeatureSet, fit: FitFunction, protocol: SplitProtocol | None, n_jobs: int = 1
+) -> list[Fit]:
+    """Fit and score on each split of ``fs`` (the store's, or the protocol's random ones),
+    ``n_jobs`` splits at a time in worker processes (``-1``: one per core)."""
+    from joblib import Parallel, delayed
+
+    splits = make_splits(fs, protocol)
+    jobs = (
+        delayed(_fit_and_predict)(fit, fs.X[s.train], fs.y[s.train], fs.X[s.test]) for s in splits
+    )
+    done = Parallel(n_jobs=n_jobs if len(splits) > 1 else 1)(jobs)
+    return [
+        Fit(
+            split=split.name,
+            model=model,
+            evaluation=evaluate(fs.y[split.test], predicted, len(fs.classes)),
+            fit_seconds=seconds,
+            n_train=len(split.train),
+            details=details,
         )
-    return fits
+        for split, (model, details, seconds, predicted) in zip(splits, done, strict=True)
+    ]

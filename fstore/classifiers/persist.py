@@ -31,6 +31,12 @@ FORMAT = "fstore-classifier"
 FORMAT_VERSION = 2
 SUFFIXES = {"svm": ".skops", "head": ".safetensors"}
 _TRANSFORM = "transform.skops"
+#: fstore's own estimator types that a saved classifier may hold, trusted by name: skops
+#: builds them from their fitted arrays, as it builds scikit-learn's.
+FSTORE_TYPES = [
+    "fstore.classifiers.kernel.GramSVC",
+    "fstore.classifiers.steps.SignedSqrt",
+]
 
 
 def head_tensors(pipeline) -> dict[str, np.ndarray]:
@@ -57,7 +63,7 @@ def head_from_tensors(tensors: dict[str, np.ndarray], path: Path):  # -> Pipelin
 
     data = tensors[_TRANSFORM].tobytes()
     _refuse_untrusted(sio.get_untrusted_types(data=data), path)
-    transform = sio.loads(data, trusted=None)
+    transform = sio.loads(data, trusted=FSTORE_TYPES)
     n_layers = sum(1 for k in tensors if k.startswith("head.") and k.endswith(".weight"))
     head = TorchHeadClassifier.from_weights(
         [tensors[f"head.{i}.weight"] for i in range(n_layers)],
@@ -68,6 +74,7 @@ def head_from_tensors(tensors: dict[str, np.ndarray], path: Path):  # -> Pipelin
 
 
 def _refuse_untrusted(untrusted: list[str], path: Path) -> None:
+    untrusted = [name for name in untrusted if name not in FSTORE_TYPES]
     if untrusted:
         raise ClassifierError(
             f"{path} holds types fstore does not trust "
@@ -258,7 +265,7 @@ def _load_skops(path: Path) -> SavedClassifier:
 
     _refuse_untrusted(sio.get_untrusted_types(file=path), path)
     try:
-        data = sio.load(path, trusted=None)
+        data = sio.load(path, trusted=FSTORE_TYPES)
     except Exception as exc:  # noqa: BLE001 - any failure means an unreadable file
         raise ClassifierError(f"cannot read classifier {path}: {exc}") from None
     if not isinstance(data, dict) or "model" not in data:

@@ -97,6 +97,7 @@ def classify_images(
 ) -> Classification:
     """Predict the class of each image (files, or folders searched for images)."""
     from fstore.build.run import extract_features
+    from fstore.classifiers.combine import combine, layer_names
     from fstore.images.preprocess import Preprocessing
 
     clf = load_classifier(classifier)
@@ -105,10 +106,11 @@ def classify_images(
     preprocessing = None
     if clf.provenance.get("preprocessing"):
         preprocessing = Preprocessing.from_json(clf.provenance["preprocessing"])
+    layers = tuple(layer_names(clf.layer))
     features, good, bad = extract_features(
         images,
         model,
-        (clf.layer,),
+        layers,
         provider=provider,
         batch_size=batch_size,
         preprocessing=preprocessing,
@@ -117,7 +119,7 @@ def classify_images(
     failed = tuple((p, r) for p, r in bad if p not in good_set)
     if not good:
         return Classification(str(classifier), model, (), failed)
-    X = features[clf.layer].reshape(len(good), -1)
+    X = combine([features[name].reshape(len(good), -1) for name in layers])
     labels = clf.predict(X, sha)
     probs = clf.predict_proba(X, sha)
     predictions = tuple(

@@ -64,6 +64,18 @@ def check_training_rows(fs: FeatureSet, train: np.ndarray, what: str = "training
         )
 
 
+def check_every_class_trained(fs: FeatureSet, train: np.ndarray) -> None:
+    """Raise a ``ClassifierError`` naming the classes with no row among ``train``: a classifier
+    would score each of them 0 and still report a total (an interrupted build does this)."""
+    missing = [name for label, name in enumerate(fs.classes) if not np.any(fs.y[train] == label)]
+    if missing:
+        raise ClassifierError(
+            f"the store's training split has no images of {len(missing)} of its "
+            f"{len(fs.classes)} classes: {', '.join(missing)}; finish the build (run the same "
+            "fstore build)"
+        )
+
+
 def store_split(fs: FeatureSet) -> Split:
     """The store's own train/test split, checked: both parts non-empty, two classes or more."""
     train = np.flatnonzero(fs.split == "train")
@@ -74,6 +86,7 @@ def store_split(fs: FeatureSet) -> Split:
             "or a random split) or pass --splits K to draw K random splits"
         )
     check_training_rows(fs, train)
+    check_every_class_trained(fs, train)
     if len(test) == 0:
         raise ClassifierError(
             "the store has no test split; rebuild it with a train/test split "
@@ -93,6 +106,12 @@ def random_splits(fs: FeatureSet, protocol: SplitProtocol) -> list[Split]:
         name = _class_name(fs, int(labels[0])) if len(labels) else "none"
         raise ClassifierError(
             f"the store holds a single class ({name!r}); a classifier needs at least two classes"
+        )
+    empty = [name for label, name in enumerate(fs.classes) if label not in labels]
+    if empty:
+        raise ClassifierError(
+            f"the store has no images of {len(empty)} of its {len(fs.classes)} classes: "
+            f"{', '.join(empty)}; finish the build (run the same fstore build)"
         )
     short = [
         (_class_name(fs, int(c)), int(n))

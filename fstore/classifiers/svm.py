@@ -1,9 +1,16 @@
 """A linear SVM chosen by grid search over C with stratified k-fold CV, refit, tested.
 
-This is plain scikit-learn: ``GridSearchCV`` over ``Pipeline(scale, pca, LinearSVC)`` with
-``StratifiedKFold(cv, shuffle=True, random_state=seed)`` on the training rows, refit on all of
-them with the best C. The tests check it against scikit-learn run by hand on the same arrays.
-No torch.
+Two solvers run the same search (``StratifiedKFold(cv, shuffle=True, random_state=seed)`` on
+the training rows, the first best mean CV accuracy wins, refit on all of them):
+
+* ``kernel`` (:mod:`.kernel`): ``SVC(kernel="precomputed")`` on one Gram matrix that every
+  fold and every C shares; the problem of ``SVC(kernel="linear")`` (one-vs-one, hinge loss).
+  The saved model is its primal weights, so it needs no training row.
+* ``primal`` (:mod:`.primal`): ``LinearSVC`` (liblinear) in ``GridSearchCV``; one-vs-rest,
+  squared hinge loss. For more rows than a Gram matrix pays for.
+
+``auto`` times both on a sample (:mod:`.solver`). The tests check each against scikit-learn
+run by hand on the same arrays. No torch.
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ import numpy as np
 
 from fstore.classifiers.evaluation import TrainingRun, run_splits
 from fstore.classifiers.protocol import SplitProtocol
-from fstore.classifiers.transforms import check_pca, check_pca_fits, check_scale, transform_steps
+from fstore.classifiers.transforms import check_pca, check_pca_fits, check_scale
 from fstore.errors import ClassifierError
 from fstore.store import FeatureSet
 
 DEFAULT_C = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+SOLVERS = ("auto", "kernel", "primal")
 
 
 @dataclass(frozen=True)
@@ -28,12 +36,12 @@ class SvmOptions:
     Attributes:
         C: the grid of regularisation values searched.
         cv: number of stratified folds.
-        scale: ``standard``, ``l2`` or ``none`` (see :mod:`.transforms`).
+        scale: ``standard``, ``l2``, ``power`` or ``none`` (see :mod:`.transforms`).
         pca: components (int), variance fraction (float in (0, 1)) or None.
         seed: seed of the fold shuffling, of ``LinearSVC`` and of a randomized PCA.
-        max_iter: ``LinearSVC``'s iteration limit (scikit-learn's default, 1000: at 10,000 a
-            7 x 5 grid on 15-Scene fc7 ran for over 20 minutes on 2 cores, the large C values
-            iterating to the limit).
+        max_iter: the primal solver's ``LinearSVC`` iteration limit (scikit-learn's default,
+            1000); the kernel solver runs to its tolerance.
+        solver: ``kernel``, ``primal`` or ``auto`` (timed on a sample, :mod:`.solver`).
     """
 
     C: tuple[float, ...] = DEFAULT_C
@@ -44,30 +52,17 @@ class SvmOptions:
     pca: int | float | None = None
     seed: int = 0
     max_iter: int = 1000
+    solver: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.C or any(c <= 0 for c in self.C):
             raise ClassifierError(f"--C needs positive values, e.g. 0.01,0.1,1; got {self.C}")
         if self.cv < 2:
             raise ClassifierError(f"--cv must be at least 2, not {self.cv}")
+        if self.solver not in SOLVERS:
+            raise ClassifierError(f"unknown solver {self.solver!r}; choose from {SOLVERS}")
         check_scale(self.scale)
         check_pca(self.pca)
-
-
-def svm_pipeline(options: SvmOptions, C: float = 1.0):  # -> sklearn.pipeline.Pipeline
-    """``Pipeline(scale, pca, svc=LinearSVC(C))`` as ``options`` describe it."""
-    from sklearn.pipeline import Pipeline
-    from sklearn.svm import LinearSVC
-
-    svc = LinearSVC(C=C, dual="auto", max_iter=options.max_iter, random_state=options.seed)
-    return Pipeline([*transform_steps(options.scale, options.pca, options.seed), ("svc", svc)])
-
-
-def folds(options: SvmOptions):  # -> sklearn.model_selection.StratifiedKFold
-    """The CV folds: stratified, shuffled with ``options.seed``."""
-    from sklearn.model_selection import StratifiedKFold
-
-    return StratifiedKFold(n_splits=options.cv, shuffle=True, random_state=options.seed)
 
 
 def _check_folds(y: np.ndarray, options: SvmOptions, classes: tuple[str, ...]) -> None:
@@ -82,81 +77,52 @@ def _check_folds(y: np.ndarray, options: SvmOptions, classes: tuple[str, ...]) -
     check_pca_fits(options.pca, len(y) * (options.cv - 1) // options.cv, 10**12)
 
 
-def grid_search(X: np.ndarray, y: np.ndarray, options: SvmOptions):  # -> GridSearchCV
-    """Fit ``GridSearchCV`` over ``options.C`` on ``(X, y)`` and refit with the best C.
+def grid_search(X: np.ndarray, y: np.ndarray, options: SvmOptions, n_jobs: int = -1):
+    """The :class:`~.search.Search` of ``options.C`` on ``(X, y)`` by the solver
+    :func:`.solver.choose_solver` picks, its folds or fits in ``n_jobs`` workers."""
+    from fstore.classifiers.kernel import kernel_search
+    from fstore.classifiers.primal import primal_search
+    from fstore.classifiers.solver import choose_solver
 
-    ``LinearSVC`` often stops at ``max_iter`` before converging (at large C). Its
-    ``ConvergenceWarning`` is counted, not printed, in the worker process of each CV fit and
-    in this process for the refit: ``search.convergence_warnings_`` is how many of the
-    ``search.n_fits_`` fits did not converge (:func:`.convergence.summary` says it in a line).
-    """
-    from sklearn.model_selection import GridSearchCV
-
-    from fstore.classifiers.convergence import CountingLinearSVC, counting, unconverged
-
-    # n_jobs=-1: the fits are independent and liblinear is single-threaded; results are the
-    # same as a sequential search. The CV fits use a LinearSVC that records its convergence
-    # warning, and a second scorer carries that record back from the worker process; the
-    # refit uses a plain LinearSVC, the type that is saved.
-    cv_pipeline = svm_pipeline(options)
-    cv_pipeline.steps[-1] = ("svc", CountingLinearSVC(**cv_pipeline["svc"].get_params()))
-    search = GridSearchCV(
-        cv_pipeline,
-        {"svc__C": list(options.C)},
-        cv=folds(options),
-        scoring={"accuracy": "accuracy", "unconverged": unconverged},
-        refit=False,
-        n_jobs=-1,
-    )
-    search.fit(X, y)
-    results = search.cv_results_
-    search.best_index_ = int(np.argmin(results["rank_test_accuracy"]))  # as refit=True picks
-    search.best_params_ = results["params"][search.best_index_]
-    search.best_estimator_ = svm_pipeline(options, search.best_params_["svc__C"])
-    with counting() as refit_unconverged:
-        search.best_estimator_.fit(X, y)
-    per_fold = (results[f"split{k}_test_unconverged"] for k in range(options.cv))
-    search.convergence_warnings_ = int(sum(f.sum() for f in per_fold)) + refit_unconverged.count
-    search.n_fits_ = len(options.C) * options.cv + 1
-    return search
-
-
-def cv_table(search) -> list[dict]:
-    """Per C: mean and standard deviation of the CV accuracy (as scikit-learn computes them)."""
-    res = search.cv_results_
-    suffix = "accuracy" if "mean_test_accuracy" in res else "score"
-    columns = (res["param_svc__C"], res[f"mean_test_{suffix}"], res[f"std_test_{suffix}"])
-    return [
-        {"C": float(c), "mean": float(m), "std": float(s)} for c, m, s in zip(*columns, strict=True)
-    ]
+    solver, probe = choose_solver(X, y, options)
+    search = {"kernel": kernel_search, "primal": primal_search}[solver]
+    found = search(X, y, options, n_jobs=n_jobs)
+    found.probe = probe
+    return found
 
 
 def train_svm(
     fs: FeatureSet, options: SvmOptions = SvmOptions(), protocol: SplitProtocol | None = None
 ) -> TrainingRun:
-    """Grid-search, refit and test a linear SVM on each split of ``fs``.
+    """Grid-search, refit and test a linear SVM on each split of ``fs``; K random splits run
+    in parallel, one per core.
 
     With ``options.pca`` set, ``run.baseline`` is the same training on the full features, for
-    comparing accuracy and training time. Each fit's ``details`` count the LinearSVC fits that
-    did not converge (``convergence_warnings`` of ``fits``); :func:`unconverged_line` says it.
+    comparing accuracy and training time. Each fit's ``details`` say which solver ran and
+    count the LinearSVC fits that did not converge (``convergence_warnings`` of ``fits``);
+    :func:`unconverged_line` says it.
     """
     if options.pca is not None:
         check_pca_fits(options.pca, 10**12, fs.X.shape[1])
+    parallel_splits = protocol is not None and protocol.splits > 1
+    classes = fs.classes  # what the workers need of fs, not its features
 
     def fit(X: np.ndarray, y: np.ndarray):
-        _check_folds(y, options, fs.classes)
-        search = grid_search(X, y, options)
+        _check_folds(y, options, classes)
+        search = grid_search(X, y, options, n_jobs=1 if parallel_splits else -1)
         details = {
-            "cv": cv_table(search),
-            "best_C": float(search.best_params_["svc__C"]),
-            "convergence_warnings": search.convergence_warnings_,
-            "fits": search.n_fits_,
+            "cv": search.table,
+            "best_C": search.best_C,
+            "solver": search.solver,
+            "probe": search.probe,
+            "convergence_warnings": search.unconverged,
+            "fits": search.fits,
         }
         if options.pca is not None:
-            details["pca_components"] = int(search.best_estimator_["pca"].n_components_)
-        return search.best_estimator_, details
+            details["pca_components"] = int(search.model["pca"].n_components_)
+        return search.model, details
 
-    fits = run_splits(fs, fit, protocol)
+    fits = run_splits(fs, fit, protocol, n_jobs=-1 if parallel_splits else 1)
     return TrainingRun.of("svm", fs, fits, options=options, protocol=protocol, train=train_svm)
 
 

@@ -35,16 +35,18 @@ def hard():
 
 
 def test_grid_search_counts_every_fit_and_prints_nothing(hard, fresh_workers, capfd):
-    options = SvmOptions(C=(0.01, 1.0, 100.0, 1000.0), cv=3, scale="none", max_iter=2)
+    options = SvmOptions(
+        C=(0.01, 1.0, 100.0, 1000.0), cv=3, scale="none", max_iter=2, solver="primal"
+    )
     search = grid_search(hard.train.X, hard.train.y, options)
-    assert search.n_fits_ == 4 * 3 + 1
-    assert search.convergence_warnings_ == 13  # two iterations are too few for every fit
+    assert search.fits == 4 * 3 + 1
+    assert search.unconverged == 13  # two iterations are too few for every fit
     err = capfd.readouterr().err
     assert not any(word in err for word in RAW), err
 
 
 def test_converged_fits_are_not_counted(hard):
-    options = SvmOptions(C=(0.01, 0.1), cv=3, scale="l2", max_iter=10_000)
+    options = SvmOptions(C=(0.01, 0.1), cv=3, scale="l2", max_iter=10_000, solver="primal")
     run = train_svm(hard, options)
     assert run.fits[0].details["convergence_warnings"] == 0
     assert run.fits[0].details["fits"] == 7
@@ -53,9 +55,10 @@ def test_converged_fits_are_not_counted(hard):
 
 def test_counts_equal_a_sequential_count(hard):
     """The workers' count equals LinearSVC's own n_iter_ >= max_iter on the same folds."""
-    from fstore.classifiers.svm import folds, svm_pipeline
+    from fstore.classifiers.primal import svm_pipeline
+    from fstore.classifiers.search import folds
 
-    options = SvmOptions(C=(0.001, 1.0, 1000.0), cv=3, scale="none", max_iter=30)
+    options = SvmOptions(C=(0.001, 1.0, 1000.0), cv=3, scale="none", max_iter=30, solver="primal")
     X, y = hard.train.X, hard.train.y
     expected = 0
     for C in options.C:
@@ -65,14 +68,14 @@ def test_counts_equal_a_sequential_count(hard):
                 svc = svm_pipeline(options, C).fit(X[train_rows], y[train_rows])["svc"]
             expected += int(svc.n_iter_ >= options.max_iter)
     search = grid_search(X, y, options)
-    refit = int(search.best_estimator_["svc"].n_iter_ >= options.max_iter)
-    assert search.convergence_warnings_ == expected + refit
-    assert 0 < search.convergence_warnings_ < search.n_fits_  # some converge, some do not
+    refit = int(search.model["svc"].n_iter_ >= options.max_iter)
+    assert search.unconverged == expected + refit
+    assert 0 < search.unconverged < search.fits  # some converge, some do not
 
 
 def test_train_svm_says_it_once(hard, tmp_path, fresh_workers, capfd):
     store = write_feature_sets(tmp_path / "hard.h5", [hard])
-    args = "svm --C 0.01,1,100,1000 --cv 3 --scale none --max-iter 2".split()
+    args = "svm --C 0.01,1,100,1000 --cv 3 --scale none --max-iter 2 --solver primal".split()
     result = CliRunner().invoke(train, [*args, "--store", str(store), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
@@ -88,7 +91,7 @@ def test_study_layers_says_it_once(hard, tmp_path, fresh_workers, capfd):
     from dataclasses import replace
 
     store = write_feature_sets(tmp_path / "hard.h5", [replace(hard, layer="fc6"), hard])
-    args = "layers --C 1,1000 --cv 3 --scale none --max-iter 2".split()
+    args = "layers --C 1,1000 --cv 3 --scale none --max-iter 2 --solver primal".split()
     result = CliRunner().invoke(study, [*args, "--store", str(store), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]

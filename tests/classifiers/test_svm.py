@@ -1,4 +1,5 @@
-"""The SVM against plain scikit-learn on the same arrays, estimator and folds."""
+"""The SVM's primal solver against plain scikit-learn (``LinearSVC``) on the same arrays,
+estimator and folds; the kernel solver's own tests are in ``test_kernel.py``."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def reference_pipeline(scale: str, C: float, seed: int):
 
 @pytest.mark.parametrize("scale", ["standard", "l2", "none"])
 def test_grid_search_equals_scikit_learn(overlapping, scale):
-    options = SvmOptions(C=GRID, cv=4, scale=scale, seed=7)
+    options = SvmOptions(C=GRID, cv=4, scale=scale, seed=7, solver="primal")
     run = train_svm(overlapping, options)
     fit = run.fits[0]
 
@@ -65,7 +66,9 @@ def test_grid_search_equals_scikit_learn(overlapping, scale):
 
 def test_cv_means_equal_a_fold_by_fold_loop(overlapping):
     """Independent of GridSearchCV: score each C on the same folds with cross_val_score."""
-    run = train_svm(overlapping, SvmOptions(C=GRID, cv=3, scale="standard", seed=2))
+    run = train_svm(
+        overlapping, SvmOptions(C=GRID, cv=3, scale="standard", seed=2, solver="primal")
+    )
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=2)
     train = overlapping.train
     for row in run.fits[0].details["cv"]:
@@ -98,11 +101,13 @@ def test_chance_level_without_signal():
 
 
 def test_pca_option_compares_with_full_features(overlapping):
-    run = train_svm(overlapping, SvmOptions(C=(0.1, 1.0), cv=3, scale="standard", pca=4))
+    run = train_svm(
+        overlapping, SvmOptions(C=(0.1, 1.0), cv=3, scale="standard", pca=4, solver="primal")
+    )
     assert run.fits[0].details["pca_components"] == 4
     assert run.baseline is not None and run.baseline.options.pca is None
     assert "pca_components" not in run.baseline.fits[0].details
-    full = train_svm(overlapping, SvmOptions(C=(0.1, 1.0), cv=3, scale="standard"))
+    full = train_svm(overlapping, SvmOptions(C=(0.1, 1.0), cv=3, scale="standard", solver="primal"))
     assert run.baseline.accuracy_mean == full.accuracy_mean
 
     folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
