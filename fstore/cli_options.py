@@ -172,8 +172,12 @@ def provider_choice(default: str = "auto", help: str | None = None) -> Callable:
 provider_option = provider_choice()
 
 
-def scale_option(default: str, help: str = "Feature scaling before PCA and the classifier."):
-    """``--scale`` with the classifiers' choices (standard, l2, none)."""
+def scale_option(
+    default: str,
+    help: str = "Feature scaling before PCA and the classifier (power: signed square root, "
+    "then l2).",
+):
+    """``--scale`` with the classifiers' choices (standard, l2, none, power)."""
     return click.option(
         "--scale", type=click.Choice(SCALES), default=default, show_default=True, help=help
     )
@@ -192,7 +196,7 @@ max_iter_option = click.option(
     default=SvmOptions.max_iter,
     show_default=True,
     type=click.IntRange(min=1),
-    help="LinearSVC's iteration limit (fits that reach it are counted).",
+    help="The primal (LinearSVC) solver's iteration limit (fits that reach it are counted).",
 )
 hidden_option = click.option(
     "--hidden",

@@ -174,7 +174,7 @@ def _load_backend(config: BuildConfig, model: ResolvedModel, preprocessing: Prep
     from fstore.runtime.session import OrtBackend
 
     outputs = model.layers or None
-    return OrtBackend.open(
+    backend = OrtBackend.open(
         model.path,
         config.provider,
         outputs=outputs,
@@ -182,6 +182,14 @@ def _load_backend(config: BuildConfig, model: ResolvedModel, preprocessing: Prep
         preprocessing=preprocessing,
         batch_size=config.batch_size,
     )
+    fixed = [d for d in backend.session.get_inputs()[0].shape[1:] if isinstance(d, int) and d > 4]
+    if fixed and fixed[0] != preprocessing.crop:
+        raise ModelError(
+            f"model {model.path.name} takes {fixed[0]}x{fixed[0]} pixels, not "
+            f"{preprocessing.crop}: pass --size {fixed[0]} (and the --resize, --mean and --std "
+            "it was trained with)"
+        )
+    return backend
 
 
 def _settle_manifest(config: BuildConfig, manifest: st.Manifest | None, recipe: StoreRecipe,

@@ -293,3 +293,17 @@ def test_a_build_with_nothing_to_do_looks_at_no_image_again(
     os.utime(touched, ns=(touched.stat().st_mtime_ns + 10**9,) * 2)
     assert build(config_for(image_folder)).images_computed == 0
     assert looked == [touched]
+
+
+def test_a_model_of_another_input_size_is_one_line(tmp_path, image_folder):
+    from click.testing import CliRunner
+    from helpers import write_noop_model
+
+    from fstore.cli import cli
+
+    model = write_noop_model(tmp_path / "noop32.onnx", size=32)
+    args = ["build", str(image_folder), "--store", str(tmp_path / "s.h5"), "--model", str(model),
+            "--size", "24", "--provider", "cpu", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and result.exception is not None
+    assert "takes 32x32 pixels, not 24: pass --size 32" in result.output
