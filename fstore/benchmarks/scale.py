@@ -173,6 +173,13 @@ def _extend(config: BuildConfig, count: int) -> tuple[float, float]:
     return time.perf_counter() - start, report.write_seconds
 
 
+def _manifest(layer: str, dim: int, fingerprint: str) -> Manifest:
+    """A store of one generated layer, no images and no split."""
+    split = {"method": "none", "train_per_class": 0, "seed": 0}
+    return Manifest(image_root="", split_layout=False, split=split, layers=(layer,),
+                    shapes={layer: (dim,)}, dtype="float32", fingerprint=fingerprint)  # fmt: skip
+
+
 def simulated_catalog(workdir: Path, rows: int, lookups: int = 10_000) -> dict:
     """A store of ``rows`` generated rows (1 value each, segments of 65,536 rows, no images):
     seconds to commit its catalog, open it, look up ``lookups`` keys, and stream its layer
@@ -186,8 +193,7 @@ def simulated_catalog(workdir: Path, rows: int, lookups: int = 10_000) -> dict:
     shutil.rmtree(sidecar(store), ignore_errors=True)
     store.unlink(missing_ok=True)
     prepare_store(store)
-    split = {"method": "none", "train_per_class": 0, "seed": 0}
-    write_manifest(store, Manifest("", False, split, ("v",), {"v": (1,)}, "float32", "sim"))
+    write_manifest(store, _manifest("v", 1, "sim"))
     seg = 65_536
     timings = {"rows": rows}
     start = time.perf_counter()
@@ -246,8 +252,7 @@ def driver_write_rate(workdir: Path, shards: int = 64, rows: int = 256, dim: int
     store = workdir / "write-rate.h5"
     shutil.rmtree(sidecar(store), ignore_errors=True)
     prepare_store(store)
-    split = {"method": "none", "train_per_class": 0, "seed": 0}
-    manifest = Manifest("", False, split, ("fc7",), {"fc7": (dim,)}, "float32", "write-rate")
+    manifest = _manifest("fc7", dim, "write-rate")
     write_manifest(store, manifest)
     keys = [[f"c/{s:05d}-{i:04d}.jpg" for i in range(rows)] for s in range(shards)]
     features = np.random.default_rng(0).normal(size=(rows, dim)).astype(np.float32)

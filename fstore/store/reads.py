@@ -118,15 +118,10 @@ def _feature_set(store: Path, manifest: Manifest, layer: str, rows: _Rows) -> Fe
                     f"fstore verify --store {store}, then fstore build to recompute it"
                 ) from None
     shape = tuple(int(s) for s in manifest.shapes[layer])
+    y = rows.labels.astype(np.int64)
+    provenance = dict(manifest.provenance)
     return FeatureSet(
-        layer,
-        X,
-        rows.labels.astype(np.int64),
-        rows.keys,
-        rows.split,
-        rows.classes,
-        shape,
-        dict(manifest.provenance),
+        layer, X, y, rows.keys, rows.split, rows.classes, shape=shape, provenance=provenance
     )
 
 
