@@ -91,6 +91,26 @@ def test_variant_is_cached_per_calibration_set(
     assert prec.variant_tag("fp16") == "fp16"
 
 
+def test_int8_from_a_cold_cache_is_the_same_model(
+    int8_variant, bench_model, bench_folder: Path, tmp_path: Path
+) -> None:
+    again = prec.export_variant(
+        bench_model,
+        "int8",
+        calibration=bench_folder,
+        calibration_count=8,
+        use_cache=False,
+        output=tmp_path / "again.onnx",
+    )
+    assert not again.from_cache
+    first, second = onnx.load(str(int8_variant.path)), onnx.load(str(again.path))
+    assert _props(first) == _props(second)  # calibration record and measured fidelity
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in first.graph.initializer}
+    for init in second.graph.initializer:
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(init), weights[init.name])
+    assert len(weights) == len(second.graph.initializer)
+
+
 def test_fp16_keeps_float32_io_and_has_float16_weights(
     bench_model, bench_folder: Path, tmp_path: Path
 ) -> None:

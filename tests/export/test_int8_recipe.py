@@ -121,6 +121,7 @@ def test_quantizing_every_node_quantizes_the_stem_and_head(mobile: Path, tmp_pat
         {"symmetric_activations": True},
         {"per_channel": False},
         {"reduce_range": True},
+        {"min_real_range": 1e-4},
         {"keep_float": ("stem",)},
     ],
 )
