@@ -219,7 +219,7 @@ def fidelity(
 
 
 @dataclass(frozen=True)
-class _Request:
+class CalibrationRequest:
     """How an int8 model is calibrated: image count, the seed that draws them, the recipe."""
 
     count: int = DEFAULT_CALIBRATION_COUNT
@@ -228,13 +228,13 @@ class _Request:
 
 
 def variant_tag(
-    precision: str, calibration: Sequence[Path] = (), request: _Request | None = None
+    precision: str, calibration: Sequence[Path] = (), request: CalibrationRequest | None = None
 ) -> str:
     """What goes in the cache key's ``precision`` slot: an int8 model depends on its
     calibration images, their count and seed, the recipe, the CPU's format and onnxruntime."""
     if precision != "int8":
         return precision
-    request = request or _Request()
+    request = request or CalibrationRequest()
     recipe, fmt = request.recipe, int8_format()
     images = calibration_fingerprint(calibration, recipe.method)
     calibrated = f"n{request.count}-s{request.seed}-{images}"
@@ -314,7 +314,7 @@ def export_variant(
         raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if output is not None and Path(output).is_dir():
         raise ModelError(f"cannot write model to {output}: it is a folder")
-    request = _Request(calibration_count, calibration_seed, recipe)
+    request = CalibrationRequest(calibration_count, calibration_seed, recipe)
     result = _cached_or_derived(base, precision, calibration, request, use_cache)
     return deliver(result, output)
 

@@ -126,20 +126,20 @@ def test_quantizing_every_node_quantizes_the_stem_and_head(mobile: Path, tmp_pat
     ],
 )
 def test_every_recipe_option_is_in_the_cache_key(change: dict) -> None:
-    base = prec._Request()
+    base = prec.CalibrationRequest()
     other = replace(base, recipe=replace(base.recipe, **change))
     assert prec.variant_tag("int8", (), other) != prec.variant_tag("int8", (), base)
 
 
 def test_count_seed_format_and_onnxruntime_are_in_the_cache_key(monkeypatch) -> None:
-    base = prec.variant_tag("int8", (), prec._Request())
-    assert prec.variant_tag("int8", (), prec._Request(count=16)) != base
-    assert prec.variant_tag("int8", (), prec._Request(seed=1)) != base
+    base = prec.variant_tag("int8", (), prec.CalibrationRequest())
+    assert prec.variant_tag("int8", (), prec.CalibrationRequest(count=16)) != base
+    assert prec.variant_tag("int8", (), prec.CalibrationRequest(seed=1)) != base
     monkeypatch.setattr(int8, "_ort_version", lambda: "0.0.0")
-    assert prec.variant_tag("int8", (), prec._Request()) != base
+    assert prec.variant_tag("int8", (), prec.CalibrationRequest()) != base
     monkeypatch.undo()
     monkeypatch.setattr(prec, "int8_format", lambda: "u8u8" if "u8s8" in base else "u8s8")
-    assert prec.variant_tag("int8", (), prec._Request()) != base
+    assert prec.variant_tag("int8", (), prec.CalibrationRequest()) != base
 
 
 def test_a_bad_recipe_is_a_user_error() -> None:
