@@ -103,11 +103,18 @@ def test_features_equal_onnx_runtime_on_torchvision_preprocessing(report):
 
 
 def test_svm_and_int8_on_real_weights(report):
+    """int8 by fstore's recipe, calibrated on 16 images, against fp32 on the 600 images.
+
+    Measured (fresh cache, onnxruntime 1.32): mean / min cosine 0.990 / 0.942 and +0.0 points
+    with U8S8 (a VNNI CPU); 0.987 / 0.911 and -1.0 points with U8U8, the format of x86 CPUs
+    without VNNI. The bounds hold for both formats.
+    """
     _, result = report
-    summary = result.data["summary"]
-    assert summary["svm_accuracy"] >= 0.7
-    assert abs(summary["int8"]["change_points"]) <= 3.0
-    assert summary["int8"]["mean_cosine"] > 0.95
+    assert result.data["summary"]["svm_accuracy"] >= 0.7
+    int8 = result.data["sections"]["precision"]["variants"]["int8"]
+    assert abs(int8["change_points"]) <= 2.0
+    assert int8["mean_cosine"] >= 0.985
+    assert int8["min_cosine"] >= 0.9
 
 
 def test_report_page_has_every_section(report):

@@ -34,7 +34,7 @@ def resolve_vgg16(config: BuildConfig, manifest: st.Manifest | None) -> Resolved
     """VGG16 exported (or taken from the cache) for the layers, weights and precision asked
     for, falling back to the store's; int8 is calibrated on the build's images."""
     from fstore.export.onnx_export import ensure_model, read_model_info
-    from fstore.export.precision import AUTO, resolve_precision
+    from fstore.export.precision import AUTO
     from fstore.runtime.providers import resolve_provider
 
     layers = config.layers or (manifest.layers if manifest else None)
@@ -46,15 +46,13 @@ def resolve_vgg16(config: BuildConfig, manifest: st.Manifest | None) -> Resolved
     precision = config.precision
     if manifest is not None and precision in ("fp32", AUTO):
         precision = manifest.provenance.get("precision", "fp32")
-    elif precision == AUTO:  # fp16 on CUDA where its recorded fidelity holds, else fp32
-        precision = resolve_precision(AUTO, resolve_provider(config.provider))
-    path = ensure_model(
+    path = ensure_model(  # auto: the provider's variant where its recorded fidelity holds
         layers,
         weights or WeightsSource("imagenet"),
         preprocessing=requested_preprocessing(config, manifest),
         precision=precision,
         calibration=image_folder(config, manifest),
-        provider=config.provider,
+        provider=resolve_provider(config.provider),
     )
     return ResolvedModel(path, read_model_info(path), tuple(layers))
 

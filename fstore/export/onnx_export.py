@@ -27,10 +27,10 @@ from fstore.export import cache
 from fstore.export.layers import LAYERS, Layer, parse_layers
 from fstore.export.precision import (
     AUTO,
-    FP16_MIN_COSINE,
+    AUTO_MIN_COSINE,
+    auto_candidate,
     export_variant,
     fidelity_holds,
-    resolve_precision,
 )
 from fstore.export.result import (
     ExportResult,
@@ -268,9 +268,10 @@ def export(
     The model lands in the cache (see :mod:`fstore.export.cache`) and, if ``output`` is given,
     is copied there. A model already cached is reused without export or torch (unless the weights
     must be loaded to learn their hash). Raises ``ModelError`` when verification fails.
-    ``precision`` is ``fp32``, ``int8``, ``fp16`` or ``auto`` (fp16 on ``provider`` cuda or
-    tensorrt where its measured fidelity holds, else fp32; see
-    :func:`fstore.export.precision.resolve_precision`). ``calibration`` is an image folder for
+    ``precision`` is ``fp32``, ``int8``, ``fp16`` or ``auto``: fp16 on ``provider`` cuda or
+    tensorrt, int8 on the CPU (calibrated on ``calibration``), wherever the variant's measured
+    fidelity holds, else fp32 (see :func:`fstore.export.precision.auto_candidate` and
+    :func:`~fstore.export.precision.fidelity_holds`). ``calibration`` is an image folder for
     int8 ranges and variant fidelity. Progress goes to the ``fstore.export`` logger.
     """
     chosen = parse_layers(layers)
@@ -279,7 +280,7 @@ def export(
     if output is not None:
         check_writable(output)
     base = export_fp32(chosen, weights, opset, preprocessing, use_cache)
-    wanted = resolve_precision(precision, provider)
+    wanted = auto_candidate(provider, calibration) if precision == AUTO else precision
     if wanted == "fp32":
         return deliver(base, output)
     variant = export_variant(
@@ -290,8 +291,10 @@ def export(
         use_cache=use_cache,
     )
     if precision == AUTO and not fidelity_holds(variant):
-        logger.info("fp16 fidelity below %s: using fp32", FP16_MIN_COSINE)
+        logger.info("auto: %s fidelity below %s, using fp32", wanted, AUTO_MIN_COSINE)
         return deliver(base, output)
+    if precision == AUTO:
+        logger.info("auto: %s, its fidelity reaches %s on every layer", wanted, AUTO_MIN_COSINE)
     return deliver(variant, output)
 
 

@@ -3,11 +3,10 @@
 Both variants are derived from the verified fp32 model, never from PyTorch, and keep its uint8
 input prefix in float32 (its nodes are excluded from quantization and from the fp16 cast):
 
-* **int8**: ONNX Runtime static quantization in QDQ format, weights int8 per output channel,
-  activations uint8 (U8S8, what ONNX Runtime's x86 kernels run natively), ranges calibrated
-  (min/max by default) on the user's images decoded as ``build`` decodes them. Without
-  calibration images, generated pictures stand in (see :mod:`fstore.export.calibration`); the
-  fidelity they report says little: pass real images.
+* **int8**: ONNX Runtime static quantization by :mod:`fstore.export.int8` (its recipe: every
+  option set and recorded), ranges calibrated on the user's images decoded as ``build``
+  decodes them. Without calibration images, generated pictures stand in (see
+  :mod:`fstore.export.calibration`); the fidelity they report says little: pass real images.
 * **fp16**: every float32 weight and operator after the prefix converted to float16 by ONNX
   Runtime's own converter (``onnxruntime.transformers.float16``), outputs kept float32.
 
@@ -15,7 +14,8 @@ Fidelity is measured against the fp32 model on the same pixels: per layer, the c
 similarity between the two models' features of each image (mean and minimum) and the largest
 relative error. :func:`export_variant` records the calibration and the fidelity in the model's
 ONNX metadata (``fstore.calibration``, ``fstore.fidelity``), so a cached variant still says how
-faithful it is (:func:`read_fidelity`). The change in SVM accuracy on a labelled folder is
+faithful it is (:func:`read_fidelity`). ``--precision auto`` takes a variant only where that
+record holds (:func:`fidelity_holds`). The change in SVM accuracy on a labelled folder is
 measured above this layer, by :mod:`fstore.benchmarks.fidelity`.
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -33,17 +32,19 @@ import numpy as np
 
 from fstore.errors import DatasetError, ModelError
 from fstore.export import cache
-from fstore.export.calibration import (  # noqa: F401 - re-exported for older callers
-    CALIBRATION_METHODS,
+from fstore.export.calibration import (
     DEFAULT_CALIBRATION_COUNT,
     calibration_fingerprint,
     choose_images,
-    decode_inputs,
-    decode_pixels,
     pixel_batches,
-    synthetic_inputs,
-    synthetic_picture,
     synthetic_pixels,
+)
+from fstore.export.int8 import (
+    DEFAULT_RECIPE,
+    PROP_PRECISION,
+    Int8Recipe,
+    int8_format,
+    quantize_int8,
 )
 from fstore.export.result import (
     ExportResult,
@@ -53,7 +54,7 @@ from fstore.export.result import (
     set_props,
 )
 from fstore.fsutil import commit_file, tmp_path_for
-from fstore.images.preprocess import Preprocessing, to_float
+from fstore.images.preprocess import Preprocessing
 from fstore.runtime.metadata import (
     PRECISIONS,
     read_metadata_props,
@@ -61,42 +62,40 @@ from fstore.runtime.metadata import (
     read_props,
     write_props,
 )
-from fstore.runtime.prefix import (
-    add_prefix,
-    has_prefix,
-    image_input,
-    prefix_node_names,
-    remove_prefix,
-)
+from fstore.runtime.prefix import add_prefix, remove_prefix
 from fstore.runtime.session import OrtBackend
 
 logger = logging.getLogger(__name__)
 
-#: ``--precision auto``: fp16 on CUDA/TensorRT when its fidelity holds, fp32 elsewhere.
+#: ``--precision auto``: the provider's faster variant where its fidelity holds, else fp32.
 AUTO = "auto"
 #: Images on which an exported variant's fidelity is measured (held out from calibration).
 FIDELITY_IMAGES = 32
 #: Below this mean cosine similarity, export warns that the variant is not faithful.
 MIN_MEAN_COSINE = 0.99
-#: The mean cosine (every layer) fp16 must reach to be chosen by ``auto`` on CUDA.
-FP16_MIN_COSINE = 0.999
-#: Images per calibration run.
-CALIBRATION_BATCH = 8
+#: The mean cosine (every layer) a variant must reach for ``auto`` to take it.
+AUTO_MIN_COSINE = 0.999
+#: The variant ``auto`` tries on each provider (int8 needs calibration images, see
+#: :func:`auto_candidate`).
+AUTO_VARIANTS = {"cuda": "fp16", "tensorrt": "fp16", "cpu": "int8"}
 
-_PROP_CALIBRATION = "fstore.calibration"
 _PROP_FIDELITY = "fstore.fidelity"
-_PROP_PRECISION = "fstore.precision"
 
 
-def resolve_precision(precision: str, provider: str) -> str:
-    """``auto`` → ``fp16`` on ``cuda``/``tensorrt``, ``fp32`` on the CPU; others unchanged."""
-    if precision != AUTO:
-        return precision
-    return "fp16" if provider in ("cuda", "tensorrt") else "fp32"
+def auto_candidate(provider: str, calibration: Path | None) -> str:
+    """The variant ``auto`` tries on ``provider``: fp16 on CUDA/TensorRT; int8 on the CPU when
+    there are images to calibrate on (ranges from generated pictures are no basis to choose
+    int8 by); fp32 otherwise."""
+    candidate = AUTO_VARIANTS.get(provider, "fp32")
+    if candidate == "int8" and calibration is None:
+        return "fp32"
+    return candidate
 
 
-def fidelity_holds(result: ExportResult, threshold: float = FP16_MIN_COSINE) -> bool:
-    """Whether every layer's recorded mean cosine against fp32 reaches ``threshold``."""
+def fidelity_holds(result: ExportResult, threshold: float | None = None) -> bool:
+    """Whether every layer's recorded mean cosine against fp32 reaches ``threshold``
+    (:data:`AUTO_MIN_COSINE` when ``None``)."""
+    threshold = AUTO_MIN_COSINE if threshold is None else threshold
     record = read_fidelity(result.path) or {}
     rows = record.get("layers", {}).values()
     return bool(rows) and all(row["mean_cosine"] >= threshold for row in rows)
@@ -134,142 +133,6 @@ def _update_props(path: Path, updates: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- variants
 
 
-def _calibration_source(
-    images: list[Path], count: int, prep: Preprocessing, method: str, seed: int
-) -> tuple[Sequence[Path] | np.ndarray, dict]:
-    """The pixels to calibrate on and the record of what they were."""
-    if images:
-        logger.info("calibrating int8 ranges (%s) on %d images", method, len(images))
-        record = {"source": "images", "images": len(images), "method": method}
-        source: Sequence[Path] | np.ndarray = images
-    else:
-        logger.info(
-            "no calibration images: calibrating int8 ranges on %d generated pictures "
-            "(pass --calibration DIR with real images for a faithful int8 model)",
-            count,
-        )
-        record = {"source": "synthetic", "images": count, "method": method, "seed": seed}
-        source = synthetic_pixels(count, prep, seed)
-    record["fingerprint"] = calibration_fingerprint(images, method)
-    return source, record
-
-
-#: Instruction-set flags (``/proc/cpuinfo``) with int8 dot products of unsigned by signed bytes.
-VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
-def int8_format(cpuinfo: str | None = None) -> str:
-    """``u8s8`` (uint8 activations, int8 weights) where the CPU multiplies them exactly, else
-    ``u8u8``.
-
-    On x86-64 without VNNI, ONNX Runtime's U8S8 kernels add byte products in 16-bit
-    saturating arithmetic (``vpmaddubsw``): on EfficientNet-Lite1 that gave a mean cosine to
-    fp32 of 0.900, against 0.977 for U8U8. Other architectures (Arm's ``sdot``) and VNNI CPUs
-    keep U8S8. ``cpuinfo`` is the text of ``/proc/cpuinfo`` (read when ``None``).
-    """
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return "u8s8"
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return "u8u8"  # unknown x86 CPU: the format that cannot saturate
-    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split()}
-    return "u8s8" if flags & VNNI_FLAGS else "u8u8"
-
-
-def _quantize(prepared: Path, out: Path, reader, method: str, exclude: list[str], fmt: str) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }
-    quantize_static(
-        str(prepared),
-        str(out),
-        reader,
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QUInt8 if fmt == "u8u8" else QuantType.QInt8,
-        calibrate_method=methods[method],
-        nodes_to_exclude=exclude,  # the uint8 prefix stays float32
-    )
-
-
-def _reader(input_name: str, source, prep: Preprocessing, pixels: bool):
-    """Calibration batches: pixels for a model with the prefix, their float path otherwise."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = pixel_batches(source, prep, CALIBRATION_BATCH)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            if batch is None:
-                return None
-            return {input_name: batch if pixels else to_float(batch, prep)}
-
-    return Reader()
-
-
-def quantize_int8(
-    fp32_model: Path,
-    out: Path,
-    calibration: Sequence[Path] | None,
-    count: int,
-    preprocessing: Preprocessing,
-    *,
-    method: str = "minmax",
-    seed: int = 0,
-) -> Path:
-    """Statically quantize ``fp32_model`` to int8 (QDQ, per-channel weights) into ``out``.
-
-    Ranges are calibrated on up to ``count`` of the ``calibration`` images, decoded with
-    ``preprocessing`` exactly as ``build`` decodes them; unreadable files are skipped. With no
-    calibration images, ``count`` generated pictures are used instead.
-    ``method`` is ``minmax`` (per-batch minima and maxima: little memory), ``percentile``
-    (99.999th) or ``entropy``; the last two keep every activation of every calibration image in
-    memory (about 100 MB per 224x224 image up to fc7), so keep ``count`` small with them.
-    Weights are int8 or uint8 as :func:`int8_format` chooses for this CPU. The fstore metadata
-    of the fp32 model is kept, with ``precision`` set to ``int8`` and the calibration (with the
-    format) recorded.
-    """
-    import onnx
-    from onnxruntime.quantization import quant_pre_process
-
-    if method not in CALIBRATION_METHODS:
-        raise ModelError(
-            f"unknown calibration method {method!r}; choose from {', '.join(CALIBRATION_METHODS)}"
-        )
-    if count < 1:
-        raise ModelError(f"--calibration-count must be at least 1, not {count}")
-    images = list(calibration or [])[:count]
-    source, record = _calibration_source(images, count, preprocessing, method, seed)
-    record["format"] = fmt = int8_format()
-    fp32 = onnx.load(str(fp32_model), load_external_data=False)
-    input_name, exclude = image_input(fp32).name, prefix_node_names(fp32)
-    reader = _reader(input_name, source, preprocessing, pixels=has_prefix(fp32))
-    out = Path(out)
-    with tempfile.TemporaryDirectory(prefix=".fstore-quant-", dir=out.parent) as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        try:  # shape inference and constant folding, as ONNX Runtime recommends before quantizing
-            quant_pre_process(str(fp32_model), str(prepared))
-        except Exception as exc:  # noqa: BLE001 - optional step; quantization works without it
-            logger.info("quantization pre-processing skipped (%s: %s)", type(exc).__name__, exc)
-            prepared = Path(fp32_model)
-        quantized = Path(tmp) / "quantized.onnx"
-        _quantize(prepared, quantized, reader, method, exclude, fmt)
-        model = onnx.load(str(quantized))
-    set_props(model, {_PROP_PRECISION: "int8", _PROP_CALIBRATION: json.dumps(record)})
-    return save_model(model, out)
-
-
 def convert_fp16(fp32_model: Path, out: Path) -> Path:
     """Convert ``fp32_model`` to float16 weights and arithmetic after its prefix; outputs float32.
 
@@ -283,7 +146,7 @@ def convert_fp16(fp32_model: Path, out: Path) -> Path:
     model = convert_float_to_float16(model, keep_io_types=True)
     if spec is not None:
         add_prefix(model, spec.mean, spec.std)
-    set_props(model, {_PROP_PRECISION: "fp16"})
+    set_props(model, {PROP_PRECISION: "fp16"})
     return save_model(model, Path(out))
 
 
@@ -355,12 +218,27 @@ def fidelity(
 # --------------------------------------------------------------------------- export
 
 
-def variant_tag(precision: str, calibration: Sequence[Path] = (), method: str = "minmax") -> str:
-    """What goes in the cache key's ``precision`` slot: int8 models depend on their calibration."""
-    if precision == "int8":
-        fingerprint = calibration_fingerprint(calibration, method)
-        return f"int8-{int8_format()}-{method}-{fingerprint}"
-    return precision
+@dataclass(frozen=True)
+class CalibrationRequest:
+    """How an int8 model is calibrated: image count, the seed that draws them, the recipe."""
+
+    count: int = DEFAULT_CALIBRATION_COUNT
+    seed: int = 0
+    recipe: Int8Recipe = DEFAULT_RECIPE
+
+
+def variant_tag(
+    precision: str, calibration: Sequence[Path] = (), request: CalibrationRequest | None = None
+) -> str:
+    """What goes in the cache key's ``precision`` slot: an int8 model depends on its
+    calibration images, their count and seed, the recipe, the CPU's format and onnxruntime."""
+    if precision != "int8":
+        return precision
+    request = request or CalibrationRequest()
+    recipe, fmt = request.recipe, int8_format()
+    images = calibration_fingerprint(calibration, recipe.method)
+    calibrated = f"n{request.count}-s{request.seed}-{images}"
+    return f"int8-{fmt}-{recipe.method}-{recipe.fingerprint(fmt)}-{calibrated}"
 
 
 def _fidelity_images(
@@ -379,7 +257,9 @@ def _derive(base: ExportResult, precision: str, work: Path, chosen: list[Path], 
     """Write the variant of ``base`` into ``work``."""
     prep = base.info.preprocessing
     if precision == "int8":
-        quantize_int8(base.path, work, chosen, request.count, prep, method=request.method)
+        quantize_int8(
+            base.path, work, chosen, request.count, prep, seed=request.seed, recipe=request.recipe
+        )
     else:
         logger.info("converting to fp16 (pixels normalised in float32, outputs float32)")
         convert_fp16(base.path, work)
@@ -399,10 +279,10 @@ def _log_fidelity(precision: str, rows: dict, source: str) -> None:
             )
 
 
-def _calibration_images(calibration: Path | None, precision: str, count: int) -> list[Path]:
+def _calibration_images(calibration: Path | None, precision: str, request) -> list[Path]:
     if calibration is None or precision != "int8":
         return []
-    chosen = choose_images(calibration, count)
+    chosen = choose_images(calibration, request.count, seed=request.seed)
     if not chosen:
         raise DatasetError(f"no images to calibrate on in {calibration}")
     return chosen
@@ -414,15 +294,17 @@ def export_variant(
     *,
     calibration: Path | None = None,
     calibration_count: int = DEFAULT_CALIBRATION_COUNT,
-    method: str = "minmax",
+    calibration_seed: int = 0,
+    recipe: Int8Recipe = DEFAULT_RECIPE,
     output: Path | None = None,
     use_cache: bool = True,
 ) -> ExportResult:
     """Derive the ``precision`` variant of the fp32 model ``base``, cached like any export.
 
     ``calibration`` is an image folder: for int8, ``calibration_count`` of its images (drawn
-    with a fixed seed) calibrate the ranges; for both variants, up to :data:`FIDELITY_IMAGES`
-    other images of it measure the fidelity against fp32 (generated pictures without a folder).
+    with ``calibration_seed``) calibrate the ranges by ``recipe``; for both variants, up to
+    :data:`FIDELITY_IMAGES` other images of it measure the fidelity against fp32 (generated
+    pictures without a folder).
     The calibration and the fidelity are written into the model's metadata. ``errors`` in the
     result are the max relative errors against the fp32 model on those images.
     """
@@ -432,22 +314,15 @@ def export_variant(
         raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if output is not None and Path(output).is_dir():
         raise ModelError(f"cannot write model to {output}: it is a folder")
-    result = _cached_or_derived(
-        base, precision, calibration, _Request(calibration_count, method), use_cache
-    )
+    request = CalibrationRequest(calibration_count, calibration_seed, recipe)
+    result = _cached_or_derived(base, precision, calibration, request, use_cache)
     return deliver(result, output)
-
-
-@dataclass(frozen=True)
-class _Request:
-    count: int
-    method: str
 
 
 def _cached_or_derived(base, precision, calibration, request, use_cache) -> ExportResult:
     info = base.info
-    chosen = _calibration_images(calibration, precision, request.count)
-    tag = variant_tag(precision, chosen, request.method)
+    chosen = _calibration_images(calibration, precision, request)
+    tag = variant_tag(precision, chosen, request)
     key = cache.model_key(info.weights_sha256, info.layers, info.opset, tag, info.preprocessing)
     path = cache.model_path(key)
     if use_cache and path.is_file():

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from fstore.errors import DatasetError, ModelError
+from fstore.export import int8
 from fstore.export import precision as prec
+from fstore.export.calibration import calibration_fingerprint, choose_images, decode_pixels
 from fstore.images.preprocess import Preprocessing
 
 onnx = pytest.importorskip("onnx")
@@ -42,21 +44,27 @@ def test_int8_is_qdq_per_channel_with_metadata(int8_variant, bench_model) -> Non
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     inits = {i.name: i for i in model.graph.initializer}
-    weights = _weight_dequantizers(model)
-    assert len(weights) >= 13  # every conv's weight
+    props = _props(model)
+    calibration = json.loads(props["fstore.calibration"])
+    weight_type = (
+        onnx.TensorProto.INT8 if calibration["format"] == "u8s8" else onnx.TensorProto.UINT8
+    )
+    weights = [w for w in _weight_dequantizers(model) if inits[w.input[0]].data_type == weight_type]
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    dequantized = {w.output[0] for w in weights}
+    float_convs = [n.name for n in convs if n.input[1] not in dequantized]
+    assert len(weights) == len(convs) - 2 == 11  # conv1_2 .. conv5_2 in int8
+    assert float_convs == [convs[0].name, convs[-1].name]  # conv1_1 (stem), conv5_3 (head)
     for node in weights:
-        if inits[node.input[0]].data_type != onnx.TensorProto.INT8:
-            continue  # int32 biases
         scale = onnx.numpy_helper.to_array(inits[node.input[1]])
         assert _attr(node, "axis") == 0
         assert scale.ndim == 1 and scale.size == inits[node.input[0]].dims[0] > 1
-    props = _props(model)
     assert props["fstore.precision"] == "int8"
-    calibration = json.loads(props["fstore.calibration"])
     assert calibration["source"] == "images" and calibration["images"] == 8
     assert int8_variant.info.precision == "int8"
     assert int8_variant.info.layers == bench_model.info.layers
-    assert int8_variant.path.stat().st_size < bench_model.path.stat().st_size / 3
+    # a quarter of the fp32 bytes for 11 convs, all of them for the 2 kept float (16 % of them)
+    assert int8_variant.path.stat().st_size < bench_model.path.stat().st_size / 2
 
 
 def test_int8_fidelity_is_high_and_recorded(int8_variant) -> None:
@@ -76,11 +84,31 @@ def test_variant_is_cached_per_calibration_set(
     again = prec.export_variant(bench_model, "int8", calibration=bench_folder, calibration_count=8)
     assert again.from_cache and again.path == int8_variant.path
     assert again.info.precision == "int8"
-    other = prec.choose_images(bench_folder, 9)
+    other = choose_images(bench_folder, 9)
     assert prec.variant_tag("int8", other) != prec.variant_tag(
-        "int8", prec.choose_images(bench_folder, 8)
+        "int8", choose_images(bench_folder, 8)
     )
     assert prec.variant_tag("fp16") == "fp16"
+
+
+def test_int8_from_a_cold_cache_is_the_same_model(
+    int8_variant, bench_model, bench_folder: Path, tmp_path: Path
+) -> None:
+    again = prec.export_variant(
+        bench_model,
+        "int8",
+        calibration=bench_folder,
+        calibration_count=8,
+        use_cache=False,
+        output=tmp_path / "again.onnx",
+    )
+    assert not again.from_cache
+    first, second = onnx.load(str(int8_variant.path)), onnx.load(str(again.path))
+    assert _props(first) == _props(second)  # calibration record and measured fidelity
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in first.graph.initializer}
+    for init in second.graph.initializer:
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(init), weights[init.name])
+    assert len(weights) == len(second.graph.initializer)
 
 
 def test_fp16_keeps_float32_io_and_has_float16_weights(
@@ -115,17 +143,12 @@ def test_synthetic_fallback_is_said_and_recorded(
     bench_model, bench_prep: Preprocessing, tmp_path: Path, caplog
 ) -> None:
     with caplog.at_level("INFO", logger="fstore.export"):
-        out = prec.quantize_int8(bench_model.path, tmp_path / "q.onnx", None, 4, bench_prep)
+        out = int8.quantize_int8(bench_model.path, tmp_path / "q.onnx", None, 4, bench_prep)
     assert "generated pictures" in caplog.text
     record = json.loads(_props(onnx.load(str(out)))["fstore.calibration"])
-    assert record == {
-        "source": "synthetic",
-        "images": 4,
-        "method": "minmax",
-        "seed": 0,
-        "fingerprint": prec.calibration_fingerprint([], "minmax"),
-        "format": prec.int8_format(),
-    }
+    assert record["source"] == "synthetic" and record["images"] == 4 and record["seed"] == 0
+    assert record["fingerprint"] == calibration_fingerprint([], int8.DEFAULT_RECIPE.method)
+    assert record["format"] == int8.int8_format()
 
 
 def _tiny_conv_gemm(path: Path) -> Path:
@@ -159,9 +182,9 @@ def _tiny_conv_gemm(path: Path) -> Path:
 
 def test_fully_connected_weights_are_per_output_channel(tmp_path: Path) -> None:
     prep = Preprocessing(resize=10, crop=8)
-    out = prec.quantize_int8(
-        _tiny_conv_gemm(tmp_path / "tiny.onnx"), tmp_path / "q.onnx", None, 8, prep
-    )
+    every_node = int8.Int8Recipe(keep_float=())  # else the Gemm, the head, stays float
+    tiny = _tiny_conv_gemm(tmp_path / "tiny.onnx")
+    out = int8.quantize_int8(tiny, tmp_path / "q.onnx", None, 8, prep, recipe=every_node)
     model = onnx.load(str(out))
     inits = {i.name: i for i in model.graph.initializer}
     gemm_weight = [
@@ -183,12 +206,12 @@ def test_cosine_rows_edge_cases() -> None:
 def test_fidelity_of_a_model_with_itself(
     bench_model, bench_folder: Path, bench_prep: Preprocessing
 ) -> None:
-    images = prec.choose_images(bench_folder, 5)
+    images = choose_images(bench_folder, 5)
     rows = prec.fidelity(bench_model.path, bench_model.path, images, bench_prep, batch_size=2)
     assert rows["pool5"]["images"] == 5
     assert rows["pool5"]["min_cosine"] == pytest.approx(1.0)
     assert rows["pool5"]["max_relative_error"] == 0.0
-    array = prec.decode_pixels(images, bench_prep)
+    array = decode_pixels(images, bench_prep)
     assert array.dtype == np.uint8 and array.shape == (5, 32, 32, 3)
     assert (
         prec.fidelity(bench_model.path, bench_model.path, array, bench_prep)["pool5"]["images"] == 5
@@ -196,9 +219,9 @@ def test_fidelity_of_a_model_with_itself(
 
 
 def test_choose_images_is_deterministic_and_excludes(bench_folder: Path) -> None:
-    first = prec.choose_images(bench_folder, 5)
-    assert first == prec.choose_images(bench_folder, 5) and len(first) == 5
-    rest = prec.choose_images(bench_folder, 100, exclude=first)
+    first = choose_images(bench_folder, 5)
+    assert first == choose_images(bench_folder, 5) and len(first) == 5
+    rest = choose_images(bench_folder, 100, exclude=first)
     assert len(rest) == 13 and not set(rest) & set(first)
 
 
@@ -225,14 +248,9 @@ def test_bad_requests_are_user_errors(bench_model, tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(DatasetError):
         prec.export_variant(bench_model, "int8", calibration=empty)
-    with pytest.raises(ModelError, match="calibration method"):
-        prec.quantize_int8(
-            bench_model.path,
-            tmp_path / "q.onnx",
-            None,
-            2,
-            bench_model.info.preprocessing,
-            method="magic",
+    with pytest.raises(ModelError, match="at least 1"):
+        int8.quantize_int8(
+            bench_model.path, tmp_path / "q.onnx", None, 0, bench_model.info.preprocessing
         )
     assert prec.export_variant(bench_model, "fp32") is bench_model
 
@@ -254,3 +272,67 @@ def test_the_store_records_the_precision(int8_variant, bench_folder: Path, tmp_p
     )
     assert report.images_computed == 18
     assert store_info(tmp_path / "s.h5").provenance["precision"] == "int8"
+
+
+def _auto_export(bench_folder: Path, bench_prep: Preprocessing, calibration: Path | None):
+    from fstore.export.onnx_export import export
+    from fstore.export.weights import WeightsSource
+
+    return export(
+        ("pool5",),
+        WeightsSource("random", seed=0),
+        precision="auto",
+        preprocessing=bench_prep,
+        calibration=calibration,
+        calibration_count=8,
+        provider="cpu",
+    )
+
+
+def test_auto_on_cpu_takes_int8_only_where_every_layer_reaches_the_rule(
+    int8_variant, bench_model, bench_folder: Path, bench_prep: Preprocessing, monkeypatch
+) -> None:
+    recorded = min(
+        row["mean_cosine"] for row in prec.read_fidelity(int8_variant.path)["layers"].values()
+    )
+    expected = "int8" if recorded >= prec.AUTO_MIN_COSINE else "fp32"
+    assert _auto_export(bench_folder, bench_prep, bench_folder).info.precision == expected
+    monkeypatch.setattr(prec, "AUTO_MIN_COSINE", recorded)  # the rule holds, just
+    chosen = _auto_export(bench_folder, bench_prep, bench_folder)
+    assert chosen.path == int8_variant.path and chosen.info.precision == "int8"
+    monkeypatch.setattr(prec, "AUTO_MIN_COSINE", np.nextafter(recorded, 2.0))  # fails, just
+    chosen = _auto_export(bench_folder, bench_prep, bench_folder)
+    assert chosen.path == bench_model.path and chosen.info.precision == "fp32"
+
+
+def test_auto_on_cpu_without_calibration_images_keeps_fp32(
+    bench_model, bench_prep: Preprocessing, bench_folder: Path
+) -> None:
+    assert prec.auto_candidate("cpu", None) == "fp32"
+    assert prec.auto_candidate("cpu", bench_folder) == "int8"
+    assert prec.auto_candidate("cuda", None) == prec.auto_candidate("tensorrt", None) == "fp16"
+    assert _auto_export(bench_folder, bench_prep, None).path == bench_model.path
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(0.0, "int8"), (1.5, "fp32")])
+def test_an_auto_build_records_the_precision_it_chose(
+    bench_folder: Path, bench_prep: Preprocessing, tmp_path: Path, monkeypatch, threshold, expected
+) -> None:
+    from fstore.build.config import BuildConfig
+    from fstore.build.model import build
+    from fstore.export.weights import WeightsSource
+    from fstore.store import store_info
+
+    monkeypatch.setattr(prec, "AUTO_MIN_COSINE", threshold)  # cosine is at most 1: 1.5 fails
+    config = BuildConfig(
+        store=tmp_path / "s.h5",
+        images=bench_folder,
+        layers=("pool5",),
+        weights=WeightsSource("random", seed=0),
+        preprocessing=bench_prep,
+        precision="auto",
+        provider="cpu",
+        batch_size=6,
+    )
+    assert build(config, progress=False).images_computed == 18
+    assert store_info(tmp_path / "s.h5").provenance["precision"] == expected

@@ -4,7 +4,8 @@ import platform
 
 import pytest
 
-from fstore.export.precision import int8_format, variant_tag
+from fstore.export.int8 import int8_format
+from fstore.export.precision import variant_tag
 
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
 VNNI = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni\n"
@@ -30,7 +31,7 @@ def test_the_cache_key_of_an_int8_model_names_its_format(x86, monkeypatch):
     import fstore.export.precision as precision
 
     monkeypatch.setattr(precision, "int8_format", lambda: "u8u8")
-    u8u8 = variant_tag("int8", (), "minmax")
+    u8u8 = variant_tag("int8")
     monkeypatch.setattr(precision, "int8_format", lambda: "u8s8")
-    assert variant_tag("int8", (), "minmax") != u8u8
-    assert u8u8.startswith("int8-u8u8-minmax-")
+    assert variant_tag("int8") != u8u8
+    assert u8u8.startswith("int8-u8u8-percentile-")
