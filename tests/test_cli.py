@@ -313,7 +313,9 @@ def test_choices_are_the_library_constants():
             expected = BENCH_PROVIDERS if name == "bench" and flag == "--provider" else constant
             assert tuple(option.type.choices) == expected, f"{name} {flag}"
     for name, option in options_named("--precision"):
-        if isinstance(option.type, click.Choice):  # build adds auto (fp16 on CUDA if faithful)
+        if isinstance(
+            option.type, click.Choice
+        ):  # build adds auto (int8 on CPU, fp16 on CUDA, if faithful)
             assert tuple(option.type.choices) in (PRECISIONS, (*PRECISIONS, "auto")), name
     for name, option in options_named("--C"):
         assert option.type.convert(option.default, option, None) == DEFAULT_C, name

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fstore.errors import FstoreError
+from fstore.export.calibration import DEFAULT_CALIBRATION_COUNT
 from fstore.export.layers import get_layer
-from fstore.export.precision import DEFAULT_CALIBRATION_COUNT, PRECISIONS
 from fstore.export.weights import WeightsSource
+from fstore.runtime.metadata import PRECISIONS
 
 VIEWS = ("model", "e2e", "pipeline")
 #: Views that run VGG16; the pipeline view runs a no-op model and never loads it.

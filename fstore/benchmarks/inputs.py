@@ -50,7 +50,7 @@ def write_synthetic_folder(
     root: Path, count: int, size: tuple[int, int], seed: int = 0, classes: int = 2
 ) -> list[Path]:
     """Write ``count`` generated JPEGs (``size`` = width, height) under ``root/class_K/``."""
-    from fstore.export.precision import synthetic_picture
+    from fstore.export.calibration import synthetic_picture
 
     rng = np.random.default_rng(seed)
     paths = []
@@ -77,7 +77,7 @@ def prepare_images(
     linked (symbolic links, same keys) into ``workdir``. Otherwise ``synthetic`` generated
     pictures, a little larger than the resize so that resizing has work to do.
     """
-    from fstore.export.precision import choose_images
+    from fstore.export.calibration import choose_images
     from fstore.images.discover import scan
 
     if images is not None:

@@ -62,6 +62,7 @@ class BuildReport:
     skipped: dict[str, str] = field(default_factory=dict)
     shards_written: int = 0
     removed: int = 0
+    precision: str = ""
     seconds: float = 0.0
     decode_seconds: float = 0.0
     inference_seconds: float = 0.0
@@ -266,6 +267,7 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
     plan = plan_work(config.store, con, job.images, job.items, config.shard_size, manifest)
     work = plan.work
     report.images_total, report.images_done_before = work.total, work.done_before
+    report.precision = manifest.provenance.get("precision", "unknown")
     report.layers, report.decode, report.removed = (
         tuple(manifest.layers),
         recipe.decode,

@@ -146,7 +146,9 @@ def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
             )
         )
         return store
-    from fstore.export.precision import choose_images, convert_fp16, quantize_int8
+    from fstore.export.calibration import choose_images
+    from fstore.export.int8 import quantize_int8
+    from fstore.export.precision import convert_fp16
 
     variant = folder / f"{precision}.onnx"
     if precision == "int8":

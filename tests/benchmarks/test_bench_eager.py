@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from fstore.benchmarks import machine
+from fstore.export.calibration import decode_inputs
 from fstore.export.onnx_export import VERIFY_TOLERANCE, relative_error
-from fstore.export.precision import compare_features, decode_inputs
+from fstore.export.precision import compare_features
 
 torch = pytest.importorskip("torch")
 

@@ -48,7 +48,7 @@ def test_double_buffered_batches_equal_plain_runs(store_model):
 
 def test_fp16_on_cuda_keeps_its_fidelity(store_model, small_preprocessing):
     from fstore.export.onnx_export import export
-    from fstore.export.precision import FP16_MIN_COSINE, fidelity_holds
+    from fstore.export.precision import AUTO_MIN_COSINE, fidelity_holds
     from fstore.runtime.metadata import read_model_info
     from fstore.runtime.weights import WeightsSource
 
@@ -65,4 +65,4 @@ def test_fp16_on_cuda_keeps_its_fidelity(store_model, small_preprocessing):
     ref = OrtBackend.open(store_model, "cpu").run(x)
     got = OrtBackend.open(fp16.path, "cuda").run(x)
     for name in ref:
-        assert cosine_rows(got[name], ref[name]).mean() >= FP16_MIN_COSINE, name
+        assert cosine_rows(got[name], ref[name]).mean() >= AUTO_MIN_COSINE, name

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fstore.errors import ModelError
-from fstore.export.precision import AUTO, resolve_precision
+from fstore.export.precision import auto_candidate
 from fstore.runtime.metadata import PRECISIONS, props_path, read_model_info, read_props
 from fstore.runtime.weights import WeightsSource
 
@@ -45,8 +45,7 @@ def test_a_foreign_model_has_no_fstore_metadata(tmp_path):
         read_model_info(tmp_path / "m.onnx")
 
 
-def test_auto_precision_is_fp16_on_gpus_only():
-    assert resolve_precision(AUTO, "cuda") == "fp16"
-    assert resolve_precision(AUTO, "tensorrt") == "fp16"
-    assert resolve_precision(AUTO, "cpu") == "fp32"
-    assert resolve_precision("int8", "cuda") == "int8"
+def test_auto_precision_is_fp16_on_gpus_and_int8_on_the_cpu(tmp_path):
+    assert auto_candidate("cuda", None) == auto_candidate("tensorrt", None) == "fp16"
+    assert auto_candidate("cpu", tmp_path) == "int8"  # calibration images: int8 is tried
+    assert auto_candidate("cpu", None) == "fp32"
