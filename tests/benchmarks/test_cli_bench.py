@@ -153,7 +153,7 @@ def test_the_command_hands_the_library_one_config(
 def _help_defaults(option: str) -> tuple[str, str]:
     """The ``[default: X; --full: Y]`` that ``--help`` shows for ``option``."""
     text = " ".join(CliRunner().invoke(bench, ["--help"]).output.split())
-    after = text.split(f"{option} ", 1)[1]
+    after = text.split("Options:", 1)[1].split(f"{option} ", 1)[1]  # not the examples above
     quick, full = after.split("[default: ", 1)[1].split("]", 1)[0].split("; --full: ")
     return quick, full
 

@@ -129,7 +129,8 @@ def test_a_real_full_disk_then_resume(config_for, images, reference, tmp_path, s
     disk, out = tmp_path / "disk", tmp_path / "out"
     disk.mkdir()
     cmd = (f"{sys.executable} -m fstore.cli build {images} --store {disk}/s.h5 --layer pool5,fc7 "
-           "--weights random --seed 0 --size 32 --provider cpu --batch-size 4 --shard-size 8 "
+           "--weights random --seed 0 --precision fp32 --size 32 --provider cpu --batch-size 4 "
+           "--shard-size 8 "
            "--quiet")  # fmt: skip
     script = (f"mount -t tmpfs -o size=200k tmpfs {disk} && ({cmd} 2> {tmp_path}/err; "
               f"echo $? > {tmp_path}/rc) && mount -o remount,size=20m {disk} && {cmd} && "
