@@ -74,8 +74,8 @@ def verify(store: Path | None, repair: bool, no_values: bool, as_json: bool) -> 
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def compact(store: Path | None, segment_rows: int, as_json: bool) -> None:
-    """Merge small shard files into segments (crash-safe; rows and their order unchanged) and
-    fold the index's journal into its base.
+    """Merge small shard files into segments (crash-safe; rows and their order unchanged), then
+    refresh the view fstore.h5.
 
     Examples:
 
