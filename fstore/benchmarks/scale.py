@@ -198,9 +198,8 @@ def _sim_build(store: Path, first: int, count: int, generation: int, seg: int = 
     names = [shard_name(generation, s) for s in range(len(chunks))]
     with closing(catalog.connect(store, write=True)) as con:
         with catalog.transaction(con, store):
-            catalog.add_plan(
-                con, {n: ((k, k[:2], "", 1, 1) for k in c) for n, c in zip(names, chunks)}
-            )
+            planned = ((k, k[:2], "", n, 1, 1) for n, c in zip(names, chunks) for k in c)
+            catalog.add_plan(con, names, planned)
         for name, chunk in zip(names, chunks):
             values = {"v": np.arange(len(chunk), dtype=np.float32)[:, None]}
             info = write_shard(store, f"{name}.h5", chunk, values, "float32")
@@ -269,10 +268,9 @@ def driver_write_rate(workdir: Path, shards: int = 64, rows: int = 256, dim: int
     start = time.perf_counter()
     with StoreLock(store), closing(catalog.connect(store, write=True)) as con:
         with catalog.transaction(con, store):
-            catalog.add_plan(
-                con,
-                {shard_name(1, i): [(k, "c", "", 1, 1) for k in ks] for i, ks in enumerate(keys)},
-            )
+            names = [shard_name(1, i) for i in range(shards)]
+            planned = [(k, "c", "", names[i], 1, 1) for i, ks in enumerate(keys) for k in ks]
+            catalog.add_plan(con, names, planned)
         writer = Writer(store, manifest, con)
         for index, shard_keys in enumerate(keys):
             rows_ = ShardRows(

@@ -161,13 +161,11 @@ def shard_name(generation: int, index: int) -> str:
     return f"g{generation:06d}-s{index:06d}"
 
 
-def _labels(items: list[ImageItem], manifest: st.Manifest) -> dict[str, tuple[str, str]]:
-    """key → (class, split) of every image in the folder, decided at plan time (a random split
+def _labels(keys: list[str], manifest: st.Manifest) -> tuple[list[str], list[str]]:
+    """The class and split of every image in the folder, decided at plan time (a random split
     draws over each whole class)."""
-    keys = [it.key for it in items]
     classes = [class_of(k, manifest.split_layout) for k in keys]
-    split = assign_splits(keys, classes, SplitSpec(**manifest.split), manifest.split_layout)
-    return dict(zip(keys, zip(classes, split)))
+    return classes, assign_splits(keys, classes, SplitSpec(**manifest.split), manifest.split_layout)
 
 
 def plan_work(
@@ -180,9 +178,9 @@ def plan_work(
     or else the same sha256. An image that left the folder leaves the store. The catalog
     changes only where the folder did, so the plan's transaction is as large as the change.
     """
-    known = catalog.records(con)
-    todo, touched = [], []
-    for it in items:
+    known, keys = catalog.records(con), [it.key for it in items]
+    todo, touched = [], []  # todo: indices into items
+    for i, it in enumerate(items):
         record = known.get(it.key)
         if record is not None and (record[3] or record[:2] == (it.size, it.mtime_ns)):
             continue  # planned and waiting, or the stat discovery kept matches the record
@@ -190,20 +188,21 @@ def plan_work(
         if stat is not None:
             touched.append((*stat, it.key))
         elif not same:
-            todo.append(it)
-    in_folder = {it.key for it in items}
+            todo.append(i)
+    in_folder = set(keys)
     removed = [key for key in known if key not in in_folder]
-    labels = _labels(items, manifest) if todo or removed else {}
-    moved = [(labels[k][1], k) for k, r in known.items() if k in labels and labels[k][1] != r[4]]
+    classes, split = _labels(keys, manifest) if todo or removed else ([], [])
+    moved = [(s, k) for k, s in zip(keys, split) if k in known and known[k][4] != s]
     last = con.execute("SELECT MAX(name) FROM shards").fetchone()[0]
     generation = int(last[1:7]) + 1 if last else 1  # see shard_name
-    chunks = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
+    names = [shard_name(generation, n) for n in range((len(todo) + shard_size - 1) // shard_size)]
     with catalog.transaction(con, store):
         con.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE key = ?", touched)
         con.executemany("DELETE FROM images WHERE key = ?", ((k,) for k in removed))
         con.executemany("UPDATE images SET split = ? WHERE key = ?", moved)
-        planned = ([(it.key, *labels[it.key], it.size, it.mtime_ns) for it in c] for c in chunks)
-        catalog.add_plan(con, {shard_name(generation, i): c for i, c in enumerate(planned)})
+        planned = ((keys[i], classes[i], split[i], names[n // shard_size], items[i].size,
+                    items[i].mtime_ns) for n, i in enumerate(todo))  # fmt: skip
+        catalog.add_plan(con, names, planned)
     pending_shards = catalog.pending_shards(con)
     by_key = {it.key: it for it in items} if pending_shards else {}
     shards = [

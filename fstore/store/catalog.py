@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -116,16 +116,16 @@ def records(con: sqlite3.Connection) -> dict[str, tuple]:
     return {r[0]: r[1:] for r in con.execute(query)}
 
 
-def add_plan(con: sqlite3.Connection, shards: dict[str, list[tuple]]) -> None:
-    """Plan shards: name → its images as (key, class, split, size, mtime_ns). Each image now
-    waits for its new shard (an older row of a changed image is no longer its row)."""
-    con.executemany("INSERT INTO shards (name) VALUES (?)", ((name,) for name in shards))
+def add_plan(con: sqlite3.Connection, names: Iterable[str], images: Iterable[tuple]) -> None:
+    """Plan shards ``names`` and their ``images`` as (key, class, split, shard, size, mtime_ns).
+    Each image now waits for its new shard (an older row of a changed image is not its row)."""
+    con.executemany("INSERT INTO shards (name) VALUES (?)", ((name,) for name in names))
     con.executemany(
         "INSERT INTO images (key, pos, class, split, shard, size, mtime_ns) "
         "VALUES (?, 0, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET shard = excluded.shard, "
         "split = excluded.split, row = NULL, sha256 = NULL, error = NULL, size = excluded.size, "
         "mtime_ns = excluded.mtime_ns",
-        ((k, c, s, name, *stat) for name, items in shards.items() for k, c, s, *stat in items),
+        images,
     )
 
 

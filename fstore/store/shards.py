@@ -76,15 +76,16 @@ def write_arrays(
     (sidecar(store) / "shards").mkdir(parents=True)
     write_manifest(store, manifest)
     flat = {layer: np.asarray(v).reshape(len(keys), -1) for layer, v in features.items()}
-    info = write_shard(store, "g000001-s000000.h5", full_keys, flat, dtype)
+    name = "g000001-s000000"  # one shard, as the first shard of a build is named
+    info = write_shard(store, f"{name}.h5", full_keys, flat, dtype)
     with closing(connect(store, write=True)) as con:
         with transaction(con, store):
-            catalog.add_plan(con, {"g000001-s000000": [
-                (k, c, s, 0, 0) for k, c, s in zip(full_keys, class_per_row, split)]})  # fmt: skip
+            rows = zip(full_keys, class_per_row, split)
+            catalog.add_plan(con, [name], ((*r, name, 0, 0) for r in rows))
             # the rows keep the order they were given, which their keys may not have
             con.executemany("UPDATE images SET pos = ? WHERE key = ?", enumerate(full_keys))
         images = [(k, i, "", 0, 0, None) for i, k in enumerate(full_keys)]
-        catalog.commit_shard(con, store, "g000001-s000000", info, images)
+        catalog.commit_shard(con, store, name, info, images)
         refresh_view(store, con, manifest)
     return store
 
