@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from fstore.errors import OutputPathError, StoreError
-from fstore.store.layout import sidecar
+from fstore.store.layout import fault_error, sidecar
 
 
 class StoreLock:
@@ -17,8 +17,8 @@ class StoreLock:
         self.store, self.path = store, sidecar(store) / "lock"
 
     def __enter__(self) -> StoreLock:
-        self.file = open(self.path, "a+")  # noqa: SIM115 - held until __exit__
         try:
+            self.file = open(self.path, "a+")  # noqa: SIM115 - held until __exit__
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.file.close()
@@ -28,9 +28,10 @@ class StoreLock:
                 f"nothing was changed: wait for it to finish (or stop it: kill {holder}), "
                 "then run this again"
             ) from None
+        except OSError as exc:  # a read-only folder, say
+            raise fault_error(exc, self.store) from None
         self.file.truncate(0)
-        self.file.write(f"{os.getpid()}\n")
-        self.file.flush()
+        print(os.getpid(), file=self.file, flush=True)
         return self
 
     def __exit__(self, *exc) -> None:

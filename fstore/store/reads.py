@@ -108,11 +108,9 @@ def _feature_set(store: Path, manifest: Manifest, layer: str, t: dict) -> Featur
 def load_features(
     store: Path | str, layer: str | None = None, rows: np.ndarray | slice | None = None
 ) -> FeatureSet:
-    """One layer's features (float32) with labels, keys and split, in the folder's order.
-
-    ``rows`` selects rows: a slice (read as one range) or indices, in any order. A missing,
-    truncated or unreadable shard raises :class:`StoreError`; nothing reads back as NaN.
-    """
+    """One layer's features (float32) with labels, keys and split, in the folder's order;
+    ``rows`` selects some: a slice or indices, in any order. A missing, truncated or unreadable
+    shard raises :class:`StoreError`; nothing reads back as NaN."""
     store = Path(store)
     manifest = read_manifest(store, required=True)
     layer = pick_layer(store, manifest, layer)
