@@ -74,8 +74,8 @@ def _table(con: sqlite3.Connection, tail: str = ORDER, params: tuple = (), class
     if classes is None:
         query = "SELECT DISTINCT class FROM images ORDER BY class"
         classes = tuple(r[0] for r in con.execute(query))
-    names = ("pos", "keys", "labels", "split", "file", "row")
-    table = {k: np.array(c, dtype=object) for k, c in zip(names, zip(*rows) if rows else [()] * 6)}
+    names, cells = ("pos", "keys", "labels", "split", "file", "row"), np.array(rows, dtype=object)
+    table = {k: cells.reshape(-1, 6)[:, j].copy() for j, k in enumerate(names)}  # not zip(*rows)
     table["labels"] = np.searchsorted(np.array(classes, dtype=object), table["labels"])
     table["row"] = table["row"].astype(np.int64)
     return {**table, "classes": classes}
