@@ -5,7 +5,8 @@ For each size: build images/s, the time of a no-op rebuild (nothing changed), of
 reading one layer (and its peak memory), whether a read under a 256 open-file limit is right,
 and the number of files; then the time of a build that adds 1 % more images and the seconds
 its shard commits took. ``--catalog N`` instead simulates a catalog of N rows (generated keys
-and segment files, no images): commit, open, a 10,000-key lookup, and a streamed layer.
+and segment files, no images): commit, a 1 % extension, open, a 10,000-key lookup, a streamed
+layer and the view.
 Run it with ``python -m fstore.benchmarks.scale 10000 100000``.
 """
 
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -180,61 +182,81 @@ def _manifest(layer: str, dim: int, fingerprint: str) -> Manifest:
                     shapes={layer: (dim,)}, dtype="float32", fingerprint=fingerprint)  # fmt: skip
 
 
+def _sim_key(i: int) -> str:
+    return f"c{i % CLASSES}/{i:09d}.jpg"
+
+
+def _sim_build(store: Path, first: int, count: int, generation: int, seg: int = 65_536) -> float:
+    """Plan ``count`` generated images from number ``first`` in one transaction and commit them
+    in segment files of ``seg`` rows, as a build does (in key order): the seconds it took."""
+    from fstore.build.plan import shard_name
+    from fstore.store.shards import write_shard
+
+    start = time.perf_counter()
+    keys = sorted(_sim_key(i) for i in range(first, first + count))
+    chunks = [keys[at : at + seg] for at in range(0, count, seg)]
+    names = [shard_name(generation, s) for s in range(len(chunks))]
+    with closing(catalog.connect(store, write=True)) as con:
+        with catalog.transaction(con, store):
+            planned = ((k, k[:2], "", n, 1, 1) for n, c in zip(names, chunks) for k in c)
+            catalog.add_plan(con, names, planned)
+        for name, chunk in zip(names, chunks):
+            values = {"v": np.arange(len(chunk), dtype=np.float32)[:, None]}
+            info = write_shard(store, f"{name}.h5", chunk, values, "float32")
+            images = [(k, i, "", 1, 1, None) for i, k in enumerate(chunk)]
+            catalog.commit_shard(con, store, name, info, images)
+    return time.perf_counter() - start
+
+
+def _stream(store: Path) -> tuple[int, float, float]:
+    """Stream the layer in a child process: rows, seconds and the child's peak RSS in MiB (what
+    the stream holds, without tracemalloc's slowdown of every allocation)."""
+    code = (
+        "import resource, sys, time; from pathlib import Path\n"
+        "from fstore.store import iter_features\n"
+        "start = time.perf_counter()\n"
+        f"rows = sum(len(b.keys) for b in iter_features(Path({str(store)!r}), 'v'))\n"
+        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print(rows, time.perf_counter() - start, rss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rows, seconds, rss = out.stdout.split()
+    return int(rows), float(seconds), float(rss)
+
+
 def simulated_catalog(workdir: Path, rows: int, lookups: int = 10_000) -> dict:
     """A store of ``rows`` generated rows (1 value each, segments of 65,536 rows, no images):
-    seconds to commit its catalog, open it, look up ``lookups`` keys, and stream its layer
-    (with the peak memory of the stream)."""
-    from fstore.store import iter_features
-    from fstore.store.catalog import FileInfo
+    seconds to plan and commit them, to commit a 1 % extension, to open the catalog, look up
+    ``lookups`` keys, stream the layer (and the peak RSS of a process that only streams) and
+    write the view ``fstore.h5``."""
     from fstore.store.lock import prepare_store
-    from fstore.store.shards import write_shard
+    from fstore.store.shards import refresh_view
 
     store = workdir / f"catalog-{rows}.h5"
     shutil.rmtree(sidecar(store), ignore_errors=True)
     store.unlink(missing_ok=True)
     prepare_store(store)
-    write_manifest(store, _manifest("v", 1, "sim"))
-    seg = 65_536
-    timings = {"rows": rows}
-    start = time.perf_counter()
-    con = catalog.connect(store, write=True)
-    for first in range(0, rows, seg):
-        keys = [f"c{i % CLASSES}/{i:09d}.jpg" for i in range(first, min(rows, first + seg))]
-        name = f"g000001-s{first // seg:06d}"
-        info: FileInfo = write_shard(
-            store,
-            f"{name}.h5",
-            keys,
-            {"v": np.arange(first, first + len(keys), dtype=np.float32)[:, None]},
-            "float32",
-        )
-        with catalog.transaction(con, store):
-            catalog.add_plan(con, {name: [(k, 1, 1) for k in keys]})
-            catalog.set_order(con, ((k, first + i, k[:3], "") for i, k in enumerate(keys)))
-        images = [(k, i, "", 1, 1, None) for i, k in enumerate(keys)]
-        catalog.commit_shard(con, store, name, info, images)
-    con.close()
-    timings["commit_seconds"] = time.perf_counter() - start
+    write_manifest(store, manifest := _manifest("v", 1, "sim"))
+    added = max(1, rows // 100)
+    timings = {"rows": rows, "commit_seconds": _sim_build(store, 0, rows, 1)}
+    timings["extend_rows"] = added
+    timings["extend_seconds"] = _sim_build(store, rows, added, 2)
     start = time.perf_counter()
     con = catalog.connect(store)
     timings["open_seconds"] = time.perf_counter() - start
-    wanted = [
-        f"c{i % CLASSES}/{i:09d}.jpg" for i in np.random.default_rng(0).integers(0, rows, lookups)
-    ]
+    wanted = [_sim_key(i) for i in np.random.default_rng(0).integers(0, rows, lookups)]
     start = time.perf_counter()
-    found = [
-        con.execute("SELECT shard, row FROM images WHERE key = ?", (k,)).fetchone() for k in wanted
-    ]
+    query = "SELECT shard, row FROM images WHERE key = ?"
+    found = [con.execute(query, (k,)).fetchone() for k in wanted]
     timings["lookup_seconds"] = time.perf_counter() - start
     assert all(found)
-    con.close()
-    tracemalloc.start()
+    streamed, timings["stream_seconds"], timings["stream_peak_rss_mib"] = _stream(store)
+    assert streamed == rows + added
     start = time.perf_counter()
-    streamed = sum(len(batch.keys) for batch in iter_features(store, "v", batch_rows=seg))
-    timings["stream_seconds"] = time.perf_counter() - start
-    timings["stream_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
-    assert streamed == rows
+    with closing(catalog.connect(store, write=True)) as writer:
+        refresh_view(store, writer, manifest)
+    timings["view_seconds"] = time.perf_counter() - start
+    con.close()
     return timings
 
 
@@ -242,8 +264,6 @@ def driver_write_rate(workdir: Path, shards: int = 64, rows: int = 256, dim: int
     """MB/s of features one process writes into a store through the write stage (shard files
     with fsync and sha256, and their catalog commits), as the Ray driver does: fc7 is 4096
     float32."""
-    from contextlib import closing
-
     from fstore.build.plan import shard_name
     from fstore.build.write import Writer
     from fstore.store.lock import StoreLock, prepare_store
@@ -259,9 +279,9 @@ def driver_write_rate(workdir: Path, shards: int = 64, rows: int = 256, dim: int
     start = time.perf_counter()
     with StoreLock(store), closing(catalog.connect(store, write=True)) as con:
         with catalog.transaction(con, store):
-            catalog.add_plan(
-                con, {shard_name(1, i): [(k, 1, 1) for k in ks] for i, ks in enumerate(keys)}
-            )
+            names = [shard_name(1, i) for i in range(shards)]
+            planned = [(k, "c", "", names[i], 1, 1) for i, ks in enumerate(keys) for k in ks]
+            catalog.add_plan(con, names, planned)
         writer = Writer(store, manifest, con)
         for index, shard_keys in enumerate(keys):
             rows_ = ShardRows(

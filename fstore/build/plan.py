@@ -161,25 +161,11 @@ def shard_name(generation: int, index: int) -> str:
     return f"g{generation:06d}-s{index:06d}"
 
 
-def _new_shards(con, todo: list[ImageItem], shard_size: int) -> None:
-    generation = catalog.meta(con, "generation") + 1
-    chunks = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
-    catalog.add_plan(
-        con,
-        {
-            shard_name(generation, i): [(it.key, it.size, it.mtime_ns) for it in chunk]
-            for i, chunk in enumerate(chunks)
-        },
-    )
-    con.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
-
-
-def _order(items: list[ImageItem], manifest: st.Manifest) -> list[tuple[str, int, str, str]]:
-    """(key, pos, class, split) of every image in the folder, as read: decided at plan time."""
-    keys = [it.key for it in items]
+def _labels(keys: list[str], manifest: st.Manifest) -> tuple[list[str], list[str]]:
+    """The class and split of every image in the folder, decided at plan time (a random split
+    draws over each whole class)."""
     classes = [class_of(k, manifest.split_layout) for k in keys]
-    split = assign_splits(keys, classes, SplitSpec(**manifest.split), manifest.split_layout)
-    return list(zip(keys, range(len(keys)), classes, split))
+    return classes, assign_splits(keys, classes, SplitSpec(**manifest.split), manifest.split_layout)
 
 
 def plan_work(
@@ -189,12 +175,12 @@ def plan_work(
     every shard not yet computed (earlier plans' first: a killed build resumes them).
 
     An image is up to date when the catalog's record of its key has the same size and mtime,
-    or else the same sha256. An image that left the folder leaves the store. Each image's
-    class, split and place in the folder's order are decided here, and stored.
+    or else the same sha256. An image that left the folder leaves the store. The catalog
+    changes only where the folder did, so the plan's transaction is as large as the change.
     """
-    known = catalog.records(con)
-    todo, touched = [], []
-    for it in items:
+    known, keys = catalog.records(con), [it.key for it in items]
+    todo, touched = [], []  # todo: indices into items
+    for i, it in enumerate(items):
         record = known.get(it.key)
         if record is not None and (record[3] or record[:2] == (it.size, it.mtime_ns)):
             continue  # planned and waiting, or the stat discovery kept matches the record
@@ -202,16 +188,21 @@ def plan_work(
         if stat is not None:
             touched.append((*stat, it.key))
         elif not same:
-            todo.append(it)
-    in_folder = {it.key for it in items}
+            todo.append(i)
+    in_folder = set(keys)
     removed = [key for key in known if key not in in_folder]
+    classes, split = _labels(keys, manifest) if todo or removed else ([], [])
+    moved = [(s, k) for k, s in zip(keys, split) if k in known and known[k][4] != s]
+    last = con.execute("SELECT MAX(name) FROM shards").fetchone()[0]
+    generation = int(last[1:7]) + 1 if last else 1  # see shard_name
+    names = [shard_name(generation, n) for n in range((len(todo) + shard_size - 1) // shard_size)]
     with catalog.transaction(con, store):
         con.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE key = ?", touched)
         con.executemany("DELETE FROM images WHERE key = ?", ((k,) for k in removed))
-        if todo:
-            _new_shards(con, todo, shard_size)
-        if removed or any(it.key not in known for it in todo):
-            catalog.set_order(con, _order(items, manifest))
+        con.executemany("UPDATE images SET split = ? WHERE key = ?", moved)
+        planned = ((keys[i], classes[i], split[i], names[n // shard_size], items[i].size,
+                    items[i].mtime_ns) for n, i in enumerate(todo))  # fmt: skip
+        catalog.add_plan(con, names, planned)
     pending_shards = catalog.pending_shards(con)
     by_key = {it.key: it for it in items} if pending_shards else {}
     shards = [

@@ -68,7 +68,14 @@ class Writer:
         )
 
     def _commit(self, name: str, rows: ShardRows, info: FileInfo) -> None:
-        catalog.commit_shard(self.con, self.store, name, info, rows.catalog_images())
+        notes = {e["key"]: e["reason"] for e in rows.errors}
+        stored = zip(rows.keys, range(len(rows.keys)), rows.sha256, rows.size, rows.mtime_ns)
+        images = [(*row, notes.get(row[0])) for row in stored] + [
+            (e["key"], None, e["sha256"], e["size"], e["mtime_ns"], e["reason"])
+            for e in rows.errors
+            if not e["stored"]
+        ]
+        catalog.commit_shard(self.con, self.store, name, info, images)
         self.shards_written += 1
 
     def _loop(self) -> None:

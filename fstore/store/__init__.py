@@ -1,30 +1,22 @@
-"""The feature store's format: manifest, catalog, shard files, reads, verify, compact.
+"""The feature store's format (docs/store.md); other packages import from here."""
 
-What other packages use is imported from here, so the modules below can change without them::
-
-    from fstore.store import FeatureSet, load_features
-"""
-
-from fstore.store.arrays import write_arrays
-from fstore.store.features import FeatureSet
 from fstore.store.layout import (
-    DEFAULT_STORE,
     Manifest,
     default_store_path,
     read_manifest,
     sidecar,
 )
 from fstore.store.reads import (
+    FeatureSet,
     StoreInfo,
     iter_features,
     load_features,
-    resolve_layer,
     store_info,
     store_layers,
 )
+from fstore.store.shards import write_arrays
 
 __all__ = [
-    "DEFAULT_STORE",
     "FeatureSet",
     "Manifest",
     "StoreInfo",
@@ -32,7 +24,6 @@ __all__ = [
     "iter_features",
     "load_features",
     "read_manifest",
-    "resolve_layer",
     "sidecar",
     "store_info",
     "store_layers",

@@ -1,18 +1,10 @@
-"""Compaction: many small shard files merged into few large segments, crash-safe.
-
-A build writes one file per shard (256 images by default), so a store of millions of images
-would hold thousands of files. Compaction copies consecutive small files whole into a segment
-of at least ``segment_rows`` rows, written as every file is (in memory, then atomically), then
-points their shards at it in one catalog transaction, then deletes the old files. A kill at
-any moment leaves the catalog pointing at files that exist; a file it no longer lists is
-deleted by the next build or compaction (:func:`clean_store`).
-"""
+"""Compaction: consecutive small shard files copied whole into a segment, which one catalog
+transaction then lists in their place; the old files are deleted after it. A kill at any
+moment leaves a catalog that points at files that exist (docs/store.md)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sqlite3
 import time
 from contextlib import closing
@@ -22,13 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from fstore.errors import StoreError
-from fstore.fsutil import fsync_path
 from fstore.store.catalog import connect, files, transaction
 from fstore.store.layout import Manifest, open_h5, read_manifest, shard_path, sidecar
 from fstore.store.lock import StoreLock
-from fstore.store.shards import write_shard
-from fstore.store.verify import changed_files, set_aside
-from fstore.store.view import refresh_view
+from fstore.store.shards import refresh_view, write_shard
+from fstore.store.verify import file_problem, set_aside
 
 logger = logging.getLogger(__name__)
 
@@ -50,44 +40,28 @@ class CompactReport:
     seconds: float
 
 
-def _crash_point(name: str) -> None:
-    """``kill -9`` of this process at a named step, for the crash tests only."""
-    if os.environ.get("FSTORE_TEST_KILL_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def clean_store(store: Path, con: sqlite3.Connection) -> int:
     """Before a build or compaction: set damaged files aside (their shards are computed again)
-    and delete what an interrupted writer left: temporaries, files the catalog does not list
-    (written before a kill, or replaced by a segment). Returns how many files went."""
-    damaged = changed_files(store, con)
+    and delete what an interrupted writer left (temporaries, files the catalog does not list).
+    Returns how many files went."""
+    damaged = [info.name for info in files(con).values() if file_problem(store, info, deep=False)]
     if damaged:
         logger.warning("shard files missing or changed, to compute again: %s", ", ".join(damaged))
         set_aside(store, con, damaged)
-    with transaction(con, store):
-        used = "SELECT file FROM shards WHERE file IS NOT NULL"
-        unused = [r[0] for r in con.execute(f"SELECT name FROM files WHERE name NOT IN ({used})")]
-        con.executemany("DELETE FROM files WHERE name = ?", ((n,) for n in unused))
-    listed = set(files(con))
-    folder = sidecar(store)
-    doomed = [p for p in folder.glob(".*.tmp")] + [
-        p for p in (folder / "shards").iterdir() if p.name not in listed
+    listed, folder = set(files(con)), sidecar(store)
+    doomed = [
+        *folder.glob(".*.tmp"),
+        *(p for p in (folder / "shards").iterdir() if p.name not in listed),
     ]
     for path in doomed:
         path.unlink(missing_ok=True)
     return len(doomed)
 
 
-def plan_compaction(
-    con: sqlite3.Connection, segment_rows: int = SEGMENT_ROWS, max_small: int = MAX_SMALL_FILES
-) -> list[list[str]]:
-    """Groups of consecutive small files (fewer than ``segment_rows`` rows) to merge.
-
-    Greedy, in plan order, until a group reaches ``segment_rows`` (or
-    ``SEGMENT_BYTES``). The remainder is merged only
-    when it holds more than ``max_small`` files, so a small store keeps its shards, and every
-    row is copied a few times at most as a store grows.
-    """
+def plan_compaction(con: sqlite3.Connection, segment_rows: int, max_small: int) -> list[list[str]]:
+    """Groups of consecutive small files to merge, each closed at ``segment_rows`` rows (or
+    ``SEGMENT_BYTES``); the remainder only when it holds more than ``max_small`` files, so a
+    small store keeps its shards and a row is copied a few times at most as a store grows."""
     query = (
         "SELECT f.name, f.rows, f.bytes FROM files f JOIN shards s ON s.file = f.name "
         "GROUP BY f.name HAVING f.rows < ? ORDER BY MIN(s.name)"
@@ -110,13 +84,12 @@ def merge(store: Path, con: sqlite3.Connection, manifest: Manifest, group: list[
     for name in group:
         with open_h5(shard_path(store, name), f"shard {name}", store) as f:
             offsets[name] = len(keys)
-            keys.extend(k.decode() for k in f["keys"][()])
+            keys.extend(f["keys"].asstr()[()])
             for layer in manifest.layers:
                 features[layer].append(f["features"][layer][()])
     segment = f"m{group[0].removesuffix('.h5')}-{len(group)}.h5"
     joined = {layer: np.concatenate(parts) for layer, parts in features.items()}
     info = write_shard(store, segment, keys, joined, manifest.dtype)
-    _crash_point("segment")
     with transaction(con, store):
         con.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", astuple(info))
         con.executemany(
@@ -124,10 +97,8 @@ def merge(store: Path, con: sqlite3.Connection, manifest: Manifest, group: list[
             ((segment, offset, name) for name, offset in offsets.items()),
         )
         con.executemany("DELETE FROM files WHERE name = ?", ((n,) for n in group))
-    _crash_point("catalog")
     for name in group:
         shard_path(store, name).unlink(missing_ok=True)
-    fsync_path(sidecar(store) / "shards")
     logger.info("compacted %d files (%d rows) into %s", len(group), info.rows, segment)
     return info.rows
 
@@ -154,9 +125,7 @@ def compact(
     store: Path, segment_rows: int = SEGMENT_ROWS, max_small: int = MAX_SMALL_FILES
 ) -> CompactReport:
     """``fstore compact``: merge small shard files into segments, under the store's lock."""
-    manifest = read_manifest(store)
-    if manifest is None:
-        raise StoreError(f"no store at {store} (build one with: fstore build IMAGES --layer fc7)")
+    manifest = read_manifest(store, required=True)
     if segment_rows < 1:
         raise StoreError("--segment-rows must be at least 1")
     with StoreLock(store), closing(connect(store, write=True)) as con:

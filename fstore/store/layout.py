@@ -1,24 +1,13 @@
-"""Where a store's files are, what its manifest says, and how a file reaches the disk.
-
-Layout of a store ``fstore.h5``::
-
-    fstore.h5                    a view for plain h5py: keys, labels, split, one dataset per
-                                 layer (virtual, over the shards); rewritten when a build ends
-    fstore.h5.d/manifest.json    what the store is built from (model, layers, preprocessing)
-    fstore.h5.d/catalog.sqlite   the truth: files, shards, one row per image (SQLite, WAL)
-    fstore.h5.d/shards/*.h5      HDF5 files, never modified once written
-    fstore.h5.d/lock             held by the one process that writes the store
-
-Every HDF5 file is built in memory (h5py's ``core`` driver, no backing store), then its bytes
-are written to a temporary name with plain Python I/O, fsynced and renamed. So no HDF5 write
-ever meets a full disk, and a kill leaves the old file or the new one, never half of one.
-"""
+"""Where a store's files are, what its manifest says, and how a file reaches the disk: each
+HDF5 file is built in memory, then written whole (temporary name, fsync, rename), so no HDF5
+write meets a full disk (docs/store.md)."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+import resource
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,13 +15,12 @@ from fstore.errors import StoreError
 from fstore.fsutil import commit_file, tmp_path_for
 
 FORMAT = "fstore-store"
-FORMAT_VERSION = 3
-DEFAULT_STORE = "fstore.h5"
+FORMAT_VERSION = 4
 
 
 def default_store_path() -> Path:
     """``$FSTORE_STORE``, else ``./fstore.h5``."""
-    return Path(os.environ.get("FSTORE_STORE") or DEFAULT_STORE)
+    return Path(os.environ.get("FSTORE_STORE") or "fstore.h5")
 
 
 def sidecar(store: Path) -> Path:
@@ -45,12 +33,8 @@ def shard_path(store: Path, name: str) -> Path:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a store is built from; fixed at its first build, checked by every later one.
-
-    ``fingerprint`` identifies the features: two builds whose fingerprints differ would compute
-    different features for the same image, so they may not fill the same store. ``split`` is
-    how images were assigned to train and test (``{"method": "folders", ...}``).
-    """
+    """What a store is built from, fixed at its first build. Builds whose ``fingerprint``
+    differs would compute other features, so they may not fill the same store."""
 
     image_root: str
     split_layout: bool
@@ -66,10 +50,14 @@ class Manifest:
         return json.dumps(data, indent=1, sort_keys=True)
 
 
-def read_manifest(store: Path) -> Manifest | None:
-    """The store's manifest; ``None`` where there is none."""
+def read_manifest(store: Path, required: bool = False) -> Manifest | None:
+    """The store's manifest; ``None`` where there is none, or an error if ``required``."""
     path = sidecar(store) / "manifest.json"
     if not path.exists():
+        if required:
+            raise StoreError(
+                f"no store at {store} (build one with: fstore build IMAGES --layer fc7)"
+            )
         return None
     d = json.loads(path.read_text())
     if d.get("format") != FORMAT:
@@ -92,54 +80,39 @@ def write_manifest(store: Path, manifest: Manifest) -> None:
 _FAULTS = (
     ((errno.ENOSPC, errno.EDQUOT), ("SQLITE_FULL",), "the disk is full", "free some space"),
     ((errno.EROFS,), ("SQLITE_READONLY",), "the store's folder is read-only", "make it writable"),
-    (
-        (errno.EACCES, errno.EPERM),
-        ("SQLITE_CANTOPEN", "SQLITE_PERM"),
-        "the store's folder is not writable",
-        "make it writable",
-    ),
+    ((errno.EACCES, errno.EPERM), ("SQLITE_CANTOPEN", "SQLITE_PERM"),
+     "the store's folder is not writable", "make it writable"),
     ((errno.EFBIG,), ("SQLITE_TOOBIG",), "a file size limit was reached", "raise the limit"),
-)
-
-
-def fault(exc: BaseException | None) -> tuple[str, str] | None:
-    """(what happened, what to do) for an OS error the user can fix; None for anything else."""
-    while exc is not None:
-        code = getattr(exc, "errno", None)
-        sqlite = getattr(exc, "sqlite_errorname", "")  # sqlite3 errors carry no errno
-        for codes, names, reason, fix in _FAULTS:
-            if code in codes or sqlite.startswith(names):
-                return reason, fix
-        exc = exc.__cause__ or exc.__context__
-    return None
+)  # fmt: skip
 
 
 def fault_error(exc: BaseException, store: Path) -> BaseException:
-    """A one-line :class:`StoreError` for a fault the user can fix; else ``exc`` itself (a bug
-    keeps its traceback)."""
-    found = fault(exc)
-    if found is None:
-        return exc
-    return StoreError(
-        f"{found[0]} while writing {store}; nothing is lost (every finished shard is committed); "
-        f"{found[1]}, then run the same fstore build again to resume"
-    )
+    """A one-line :class:`StoreError` for an OS fault the user can fix (found in ``exc`` or
+    what caused it); else ``exc`` itself (a bug keeps its traceback)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        code = getattr(cause, "errno", None)
+        sqlite = getattr(cause, "sqlite_errorname", "")  # sqlite3 errors carry no errno
+        for codes, names, reason, fix in _FAULTS:
+            if code in codes or sqlite.startswith(names):
+                return StoreError(
+                    f"{reason} while writing {store}; nothing is lost (every finished shard is "
+                    f"committed); {fix}, then run the same fstore build again to resume"
+                )
+        cause = cause.__cause__ or cause.__context__
+    return exc
 
 
 def write_file(path: Path, data: bytes, store: Path) -> None:
-    """Write ``data`` to ``path`` atomically (temporary name, fsync, rename, fsync the folder);
-    a fault the user can fix is one line, and leaves nothing behind."""
+    """Write ``data`` to ``path`` atomically; a fault leaves nothing behind."""
     tmp = tmp_path_for(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        tmp.write_bytes(data)
         commit_file(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise fault_error(exc, store) from None
-    except BaseException:
+    finally:  # after the rename, there is nothing left to delete
         tmp.unlink(missing_ok=True)
-        raise
 
 
 def h5_bytes(fill) -> bytes:
@@ -159,21 +132,16 @@ def open_h5(path: Path, what: str, store: Path):
     fix = f"run: fstore verify --store {store}, then fstore build --store {store} to repair it"
     try:
         return h5py.File(path, "r")
-    except FileNotFoundError:
-        raise StoreError(f"store {store} is damaged: {what} is missing; {fix}") from None
     except OSError as exc:
-        too_many = too_many_files(exc, what)
-        raise too_many or StoreError(
-            f"store {store} is damaged: {what} does not open; {fix}"
-        ) from None
+        how = "is missing" if isinstance(exc, FileNotFoundError) else "does not open"
+        damaged = StoreError(f"store {store} is damaged: {what} {how}; {fix}")
+        raise too_many_files(exc, what) or damaged from None
 
 
 def too_many_files(exc: OSError, what: str) -> StoreError | None:
     """The one line for an open that failed on the open-file limit; None for other errors."""
     if exc.errno != errno.EMFILE and "Too many open files" not in str(exc):
         return None
-    import resource
-
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return StoreError(
         f"cannot open {what}: too many open files (RLIMIT_NOFILE is {soft}; fstore reads one "
@@ -183,7 +151,4 @@ def too_many_files(exc: OSError, what: str) -> StoreError | None:
 
 def store_bytes(store: Path) -> int:
     """The bytes a store takes on disk: its view and everything in its folder."""
-    folder = sidecar(store)
-    files = folder.rglob("*") if folder.is_dir() else ()
-    own = store.stat().st_size if store.exists() else 0
-    return own + sum(p.stat().st_size for p in files if p.is_file())
+    return sum(p.stat().st_size for p in [store, *sidecar(store).rglob("*")] if p.is_file())

@@ -1,34 +1,58 @@
-"""Reading a store: one layer's features with labels, keys and split, shard by shard.
-
-The catalog says which rows exist, in folder order, and where each one's features are; the
-shard files are read one at a time, each once, straight into the result. So a read holds at
-most one shard besides its result, and never meets the open-file limit.
-"""
+"""Reading a store: the catalog says which rows exist, in order, and where; each shard file is
+then read once, one at a time, straight into the result (memory: one shard besides it)."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from fstore.errors import StoreError
 from fstore.store import catalog
-from fstore.store.catalog import ROWS_QUERY, connect
-from fstore.store.features import FeatureSet
+from fstore.store.catalog import ORDER, ROWS_QUERY, connect
 from fstore.store.layout import Manifest, open_h5, read_manifest, sidecar, store_bytes
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """One layer's features read from a store: ``X`` float32 ``(N, D)`` (conv maps flattened),
+    ``y`` int64 indices into ``classes``, ``keys`` (image paths relative to the image folder),
+    ``split`` (``train``, ``test`` or ``""``), ``shape`` (one image's output before flattening,
+    ``(512, 7, 7)`` for pool5) and the store's ``provenance`` (model sha256, preprocessing...)."""
+
+    layer: str
+    X: np.ndarray
+    y: np.ndarray
+    keys: np.ndarray
+    split: np.ndarray
+    classes: tuple[str, ...]
+    shape: tuple[int, ...] = ()
+    provenance: dict = field(default_factory=dict)
+
+    def subset(self, mask: np.ndarray) -> FeatureSet:
+        """The rows where ``mask`` is true (or at the given indices)."""
+        return replace(
+            self, X=self.X[mask], y=self.y[mask], keys=self.keys[mask], split=self.split[mask]
+        )
+
+    @property
+    def train(self) -> FeatureSet:
+        return self.subset(self.split == "train")
+
+    @property
+    def test(self) -> FeatureSet:
+        return self.subset(self.split == "test")
 
 
 def pick_layer(store: Path, manifest: Manifest, layer: str | None) -> str:
     """``layer`` if the store has it; without one, the store's only layer, else ``fc7``."""
     layers = manifest.layers
-    if layer is None and len(layers) == 1:
-        return layers[0]
-    if layer is None and "fc7" in layers:
-        return "fc7"
+    if layer is None and (len(layers) == 1 or "fc7" in layers):
+        return layers[0] if len(layers) == 1 else "fc7"
     if layer is None:
         raise StoreError(
             f"store {store} holds several layers ({', '.join(layers)}): pick one with --layer"
@@ -40,110 +64,61 @@ def pick_layer(store: Path, manifest: Manifest, layer: str | None) -> str:
 
 def store_layers(store: Path) -> list[str]:
     """The layers a store holds, in forward order."""
-    return list(_manifest(Path(store)).layers)
+    return list(read_manifest(Path(store), required=True).layers)
 
 
-def resolve_layer(store: Path, layer: str | None) -> str:
-    return pick_layer(store, _manifest(Path(store)), layer)
-
-
-def _manifest(store: Path) -> Manifest:
-    manifest = read_manifest(store)
-    if manifest is None:
-        raise StoreError(f"no store at {store} (build one with: fstore build IMAGES --layer fc7)")
-    return manifest
-
-
-@dataclass
-class _Rows:
-    """Stored rows as columns, in folder order; ``classes`` of the whole store."""
-
-    pos: np.ndarray
-    keys: np.ndarray
-    labels: np.ndarray
-    split: np.ndarray
-    file: np.ndarray
-    row: np.ndarray
-    classes: tuple[str, ...]
-    bytes: dict[str, int]
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
-def _table(
-    con: sqlite3.Connection, tail: str = "ORDER BY i.pos", params: tuple = (), classes=None
-) -> _Rows:
-    """The stored rows that ``tail`` (ORDER BY, LIMIT...) selects, and the store's classes
-    (a scan of every image: a caller reading page after page passes them)."""
+def _table(con: sqlite3.Connection, tail: str = ORDER, params: tuple = (), classes=None) -> dict:
+    """Columns of the rows ``tail`` selects, and the store's ``classes`` (a scan of every image,
+    which a caller reading page after page passes back)."""
     rows = con.execute(f"{ROWS_QUERY} {tail}", params).fetchall()
     if classes is None:
-        query = "SELECT DISTINCT class FROM images WHERE class IS NOT NULL ORDER BY class"
+        query = "SELECT DISTINCT class FROM images ORDER BY class"
         classes = tuple(r[0] for r in con.execute(query))
-    pos, keys, names, split, files, at = (list(c) for c in zip(*rows)) if rows else [[]] * 6
-    return _Rows(
-        pos=np.asarray(pos, np.int64),
-        keys=np.asarray(keys, dtype=object),
-        labels=np.searchsorted(np.asarray(classes, dtype=object), np.asarray(names, dtype=object)),
-        split=np.asarray(split, dtype=object),
-        file=np.asarray(files, dtype=object),
-        row=np.asarray(at, np.int64),
-        classes=classes,
-        bytes=dict(con.execute("SELECT name, bytes FROM files").fetchall()),
-    )
+    names, cells = ("pos", "keys", "labels", "split", "file", "row"), np.array(rows, dtype=object)
+    table = {k: cells.reshape(-1, 6)[:, j].copy() for j, k in enumerate(names)}  # not zip(*rows)
+    table["labels"] = np.searchsorted(np.array(classes, dtype=object), table["labels"])
+    table["row"] = table["row"].astype(np.int64)
+    return {**table, "classes": classes}
 
 
-def _feature_set(store: Path, manifest: Manifest, layer: str, rows: _Rows) -> FeatureSet:
-    """One layer of ``rows`` as a FeatureSet, reading each shard file once, one at a time."""
-    X = np.empty((len(rows.keys), int(np.prod(manifest.shapes[layer]))), np.float32)
-    order = np.argsort(rows.file, kind="stable")
-    groups = np.split(order, np.flatnonzero(rows.file[order][1:] != rows.file[order][:-1]) + 1)
-    folder = sidecar(store) / "shards"
-    for at in groups if len(order) else ():
-        name, src = rows.file[at[0]], rows.row[at]
-        with open_h5(folder / name, f"shard {name}", store) as f:
+def _feature_set(store: Path, manifest: Manifest, layer: str, t: dict) -> FeatureSet:
+    """One layer of the rows ``t`` as a FeatureSet, reading each shard file once (HDF5 itself
+    refuses a truncated file)."""
+    X = np.empty((len(t["keys"]), int(np.prod(manifest.shapes[layer]))), np.float32)
+    order = np.argsort(t["file"], kind="stable")
+    starts = np.flatnonzero(t["file"][order][1:] != t["file"][order][:-1]) + 1
+    for at in np.split(order, starts) if len(order) else ():
+        name, src = t["file"][at[0]], t["row"][at]
+        with open_h5(sidecar(store) / "shards" / name, f"shard {name}", store) as f:
             try:
-                if f.id.get_filesize() != rows.bytes[name]:
-                    raise ValueError(
-                        f"{f.id.get_filesize()} bytes, the catalog has {rows.bytes[name]}"
-                    )
-                first, last = int(src.min()), int(src.max()) + 1
-                if last - first <= 4 * len(src):  # one block read beats HDF5 point selections
-                    X[at] = f["features"][layer][first:last][src - first]
-                else:
-                    X[at[np.argsort(src)]] = f["features"][layer][np.sort(src)]
+                # one block read (at most the file) beats HDF5's point selections
+                first = int(src.min())
+                X[at] = f["features"][layer][first : int(src.max()) + 1][src - first]
             except (OSError, KeyError, ValueError) as exc:
                 raise StoreError(
                     f"store {store} is damaged: shard {name} does not read ({exc}); run: "
                     f"fstore verify --store {store}, then fstore build to recompute it"
                 ) from None
-    shape = tuple(int(s) for s in manifest.shapes[layer])
-    y = rows.labels.astype(np.int64)
-    provenance = dict(manifest.provenance)
     return FeatureSet(
-        layer, X, y, rows.keys, rows.split, rows.classes, shape=shape, provenance=provenance
-    )
+        layer, X, t["labels"].astype(np.int64), t["keys"], t["split"], t["classes"],
+        shape=tuple(int(s) for s in manifest.shapes[layer]), provenance=dict(manifest.provenance),
+    )  # fmt: skip
 
 
 def load_features(
     store: Path | str, layer: str | None = None, rows: np.ndarray | slice | None = None
 ) -> FeatureSet:
-    """One layer's features (float32) with labels, keys and split, in the folder's order.
-
-    ``rows`` selects rows: a slice (read as one range) or indices, in any order. A missing,
-    truncated or unreadable shard raises :class:`StoreError`; nothing reads back as NaN.
-    """
+    """One layer's features (float32) with labels, keys and split, in the folder's order;
+    ``rows`` selects some: a slice or indices, in any order. A missing, truncated or unreadable
+    shard raises :class:`StoreError`; nothing reads back as NaN."""
     store = Path(store)
-    manifest = read_manifest(store)
-    if manifest is None:
-        raise StoreError(f"no store at {store} (build one with: fstore build IMAGES --layer fc7)")
+    manifest = read_manifest(store, required=True)
     layer = pick_layer(store, manifest, layer)
     with closing(connect(store)) as con:
         table = _table(con)
     if rows is not None:
-        picked = np.arange(len(table.keys))[rows]
-        for name in ("pos", "keys", "labels", "split", "file", "row"):
-            setattr(table, name, getattr(table, name)[picked])
+        picked = np.arange(len(table["keys"]))[rows]
+        table.update({k: table[k][picked] for k in ("keys", "labels", "split", "file", "row")})
     return _feature_set(store, manifest, layer, table)
 
 
@@ -155,17 +130,13 @@ def iter_features(
     if batch_rows < 1:
         raise StoreError("batch_rows must be at least 1")
     store = Path(store)
-    manifest = _manifest(store)
+    manifest = read_manifest(store, required=True)
     layer = pick_layer(store, manifest, layer)
-    after, classes = -1, None
+    after, classes, page = (-1, ""), None, f"AND (i.pos, i.key) > (?, ?) {ORDER} LIMIT ?"
     with closing(connect(store)) as con:
-        while len(
-            table := _table(
-                con, "AND i.pos > ? ORDER BY i.pos LIMIT ?", (after, batch_rows), classes
-            )
-        ):
-            after, classes = int(table.pos[-1]), table.classes
-            yield _feature_set(store, manifest, layer, table)
+        while len((t := _table(con, page, (*after, batch_rows), classes))["keys"]):
+            after, classes = (int(t["pos"][-1]), t["keys"][-1]), t["classes"]
+            yield _feature_set(store, manifest, layer, t)
 
 
 @dataclass(frozen=True)
@@ -187,64 +158,39 @@ class StoreInfo:
     provenance: dict
     size_bytes: int
     failed_shards: list[dict] = field(default_factory=list)
+    incomplete: str = ""  # the line saying that a build is unfinished
 
-    @property
-    def incomplete(self) -> str:
-        """The line saying that a build is unfinished; empty for a complete store."""
-        if not self.pending:
-            return ""
-        done = self.planned - self.pending
-        return (
-            f"incomplete: {done} of {self.planned} planned images; run the same fstore build "
-            "to finish"
-        )
+
+_INFO = {
+    "class_counts": "SELECT class, COUNT(row) FROM images GROUP BY class ORDER BY class",
+    "splits": "SELECT COALESCE(NULLIF(split, ''), '(none)'), COUNT(*) FROM images "
+    "WHERE row IS NOT NULL GROUP BY 1 ORDER BY 1",
+    "errors": "SELECT key, error, row IS NOT NULL FROM images WHERE error IS NOT NULL",
+    "files": "SELECT COUNT(*) FROM files",
+    "failed": "SELECT s.name, s.failed, COUNT(*) FROM shards s JOIN images i ON i.shard = s.name "
+    "WHERE s.failed IS NOT NULL AND s.file IS NULL GROUP BY s.name",
+}
 
 
 def store_info(store: Path) -> StoreInfo:
     """Summarise a store: images, classes, splits, layers, provenance, errors, size."""
     store = Path(store)
-    manifest = _manifest(store)
+    manifest = read_manifest(store, required=True)
     with closing(connect(store)) as con:
-        n = catalog.counts(con)
-        per_class = con.execute(
-            "SELECT class, COUNT(row) FROM images GROUP BY class ORDER BY class"
-        )
-        class_counts = {c: k for c, k in per_class if c is not None}
-        splits = dict(
-            con.execute(
-                "SELECT COALESCE(NULLIF(split, ''), '(none)'), COUNT(*) FROM images "
-                "WHERE row IS NOT NULL GROUP BY 1 ORDER BY 1"
-            )
-        )
-        errors = [
-            {"key": k, "reason": r, "stored": s is not None}
-            for k, r, s in con.execute("SELECT key, error, row FROM images WHERE error IS NOT NULL")
-        ]
-        failed = [
-            {"shard": s, "reason": r, "images": k}
-            for s, r, k in con.execute(
-                "SELECT s.name, s.failed, COUNT(*) FROM shards s JOIN images i ON i.shard = s.name "
-                "WHERE s.failed IS NOT NULL AND s.file IS NULL GROUP BY s.name"
-            )
-        ]
-        n_files = con.execute("SELECT COUNT(*) FROM files").fetchone()[0]
-    return StoreInfo(
-        path=str(store),
-        image_root=manifest.image_root,
-        images=n["stored"],
-        planned=n["planned"],
-        pending=n["pending"],
-        classes=tuple(class_counts),
-        class_counts=class_counts,
-        splits=splits,
-        layers={
-            layer: {"shape": list(shape), "dim": int(np.prod(shape))}
-            for layer, shape in manifest.shapes.items()
-        },
-        dtype=manifest.dtype,
-        shards=n_files,
-        errors=errors,
-        provenance=manifest.provenance,
-        size_bytes=store_bytes(store),
-        failed_shards=failed,
+        n, q = catalog.counts(con), {k: con.execute(v).fetchall() for k, v in _INFO.items()}
+    class_counts, done = dict(q["class_counts"]), n["planned"] - n["pending"]
+    todo = (
+        f"incomplete: {done} of {n['planned']} planned images; run the same fstore build to finish"
     )
+    return StoreInfo(
+        path=str(store), image_root=manifest.image_root, images=n["stored"],
+        planned=n["planned"], pending=n["pending"], classes=tuple(class_counts),
+        class_counts=class_counts, splits=dict(q["splits"]),
+        layers={layer: {"shape": list(shape), "dim": int(np.prod(shape))}
+                for layer, shape in manifest.shapes.items()},
+        dtype=manifest.dtype, shards=q["files"][0][0],
+        errors=[{"key": k, "reason": r, "stored": bool(s)} for k, r, s in q["errors"]],
+        provenance=manifest.provenance, size_bytes=store_bytes(store),
+        failed_shards=[{"shard": s, "reason": r, "images": k} for s, r, k in q["failed"]],
+        incomplete=todo if n["pending"] else "",
+    )  # fmt: skip

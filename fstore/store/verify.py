@@ -1,17 +1,10 @@
-"""``fstore verify``: check every stored file against what the catalog recorded.
-
-For each shard or segment file the catalog lists: it is present, has the recorded size and
-sha256, opens, and holds the recorded number of rows in every layer; its features hold no NaN
-or Inf (a CNN's outputs are finite; such values mean damage). Every shard's rows lie inside its
-file. A store with planned images not yet computed is not ok: it is unfinished. ``repair``
-moves damaged files aside into ``fstore.h5.d/damaged/`` and marks their shards as not
-computed, so that the next ``fstore build`` recomputes their images.
-"""
+"""``fstore verify``: every file the catalog lists is there, with its recorded size, sha256 and
+rows, and finite values; a store with images not computed yet is not ok. ``repair`` moves
+damaged files into ``damaged/``, so the next build recomputes their images."""
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -21,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.store.catalog import FileInfo, connect, counts, files, forget_files, transaction
+from fstore.store.catalog import FileInfo, connect, counts, files, transaction
 from fstore.store.layout import read_manifest, shard_path, sidecar
 from fstore.store.lock import StoreLock
-
-logger = logging.getLogger(__name__)
 
 #: Rows read at a time when checking values (bounded memory whatever the layer size).
 CHECK_ROWS = 4096
@@ -33,7 +24,7 @@ CHECK_ROWS = 4096
 
 @dataclass(frozen=True)
 class Problem:
-    """One damaged file (or the store itself): its name and what is wrong with it."""
+    """One damaged file and what is wrong with it."""
 
     file: str
     what: str
@@ -57,36 +48,37 @@ class VerifyReport:
 
     def summary(self) -> str:
         """One line: the verdict and what to run."""
-        if self.ok:
-            return f"ok: {self.files} files, {self.rows} rows, sizes, sha256 and values checked"
-        if not self.problems:
-            return (
-                f"incomplete: {self.pending} planned images are not computed yet; run the same "
-                "fstore build to finish"
-            )
         names = ", ".join(sorted({p.file for p in self.problems}))
+        then = f"fstore build --store {self.store} to recompute"
         if self.moved:
             return (
-                f"{len(self.moved)} damaged file(s) moved aside ({names}); run fstore build "
-                f"--store {self.store} to recompute their images"
+                f"{len(self.moved)} damaged file(s) moved aside ({names}); run {then} their images"
             )
-        return (
-            f"{len(self.problems)} problem(s) in {names}; run fstore verify --repair "
-            f"--store {self.store}, then fstore build --store {self.store} to recompute "
-            "them"
-        )
+        if self.problems:
+            repair = f"fstore verify --repair --store {self.store}"
+            return f"{len(self.problems)} problem(s) in {names}; run {repair}, then {then} them"
+        if self.pending:
+            finish = "run the same fstore build to finish"
+            return f"incomplete: {self.pending} planned images are not computed yet; {finish}"
+        return f"ok: {self.files} files, {self.rows} rows, sizes, sha256 and values checked"
 
 
-def _check_file(store: Path, info: FileInfo, layers: tuple[str, ...], values: bool) -> str:
-    """What is wrong with one file ('' when nothing)."""
+def file_problem(store: Path, info: FileInfo, deep: bool = True) -> str:
+    """What is wrong with one file's bytes ('' when nothing): a stat, then a hash (without
+    ``deep``, only where the mtime moved: a touched file with the same bytes is fine)."""
     path = shard_path(store, info.name)
-    if not path.exists():
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
         return "missing"
-    data = path.read_bytes()
-    if len(data) != info.bytes:
-        return f"{len(data)} bytes, the catalog recorded {info.bytes} (truncated or replaced)"
-    if hashlib.sha256(data).hexdigest() != info.sha256:
+    if stat.st_size != info.bytes:
+        return f"{stat.st_size} bytes, the catalog recorded {info.bytes} (truncated or replaced)"
+    if (deep or stat.st_mtime_ns != info.mtime_ns) and sha256(path) != info.sha256:
         return "sha256 differs from the catalog's (the file was changed)"
+    return ""
+
+
+def _h5_problem(path: Path, info: FileInfo, layers: tuple[str, ...], values: bool) -> str:
     import h5py
 
     try:
@@ -95,82 +87,50 @@ def _check_file(store: Path, info: FileInfo, layers: tuple[str, ...], values: bo
                 dataset = f["features"][layer]
                 if dataset.shape[0] != info.rows:
                     return f"{layer} has {dataset.shape[0]} rows, the catalog recorded {info.rows}"
-                if values and not _finite(dataset):
+                chunks = (dataset[at : at + CHECK_ROWS] for at in range(0, info.rows, CHECK_ROWS))
+                if values and not all(np.isfinite(chunk).all() for chunk in chunks):
                     return f"{layer} holds NaN or Inf"
     except (OSError, KeyError, ValueError) as exc:
         return f"does not read ({type(exc).__name__}: {exc})"
     return ""
 
 
-def _finite(dataset) -> bool:
-    return all(
-        np.isfinite(dataset[start : start + CHECK_ROWS]).all()
-        for start in range(0, dataset.shape[0], CHECK_ROWS)
-    )
-
-
 def verify(store: Path, values: bool = True, repair: bool = False) -> VerifyReport:
     """Check a store's files (see the module docstring); ``repair`` moves damaged ones aside."""
-    manifest = read_manifest(store)
-    layers = manifest.layers if manifest else ()
+    layers = read_manifest(store, required=True).layers
     with closing(connect(store)) as con:
         infos, n = files(con), counts(con)
-        overflow = con.execute(
-            "SELECT s.name FROM shards s JOIN files f ON f.name = s.file "
-            "WHERE s.start + s.rows > f.rows"
-        ).fetchall()
     report = VerifyReport(str(store), len(infos), n["stored"], pending=n["pending"])
     for info in infos.values():
-        what = _check_file(store, info, layers, values)
-        if what:
+        path = shard_path(store, info.name)
+        if what := file_problem(store, info) or _h5_problem(path, info, layers, values):
             report.problems.append(Problem(info.name, what))
-    report.problems += [Problem(name, "its rows lie past its file's end") for (name,) in overflow]
     folder = sidecar(store) / "shards"
     report.unlisted = sorted(p.name for p in folder.glob("*.h5") if p.name not in infos)
     if repair and report.problems:
-        report.moved = _repair(store, {p.file for p in report.problems} & set(infos))
+        with StoreLock(store), closing(connect(store, write=True)) as con:
+            report.moved = set_aside(store, con, {p.file for p in report.problems} & set(infos))
     return report
-
-
-def _repair(store: Path, names: set[str]) -> list[str]:
-    with StoreLock(store), closing(connect(store, write=True)) as con:
-        return set_aside(store, con, names)
 
 
 def set_aside(store: Path, con: sqlite3.Connection, names: Iterable[str]) -> list[str]:
     """Move damaged files into ``damaged/`` and mark their shards as not computed; returns
     the files moved (a missing one is only forgotten)."""
     names = sorted(names)
-    forget_files(con, store, names)
+    with transaction(con, store):
+        for name in names:
+            shards = "SELECT name FROM shards WHERE file = ?"
+            con.execute(f"UPDATE images SET row = NULL WHERE shard IN ({shards})", (name,))
+            con.execute("UPDATE shards SET file = NULL, start = NULL WHERE file = ?", (name,))
+            con.execute("DELETE FROM files WHERE name = ?", (name,))
     folder = sidecar(store) / "damaged"
     moved = [name for name in names if shard_path(store, name).exists()]
     for name in moved:
         folder.mkdir(exist_ok=True)
         os.replace(shard_path(store, name), folder / name)
-        logger.info("moved damaged %s to %s", name, folder)
     return moved
 
 
-def changed_files(store: Path, con: sqlite3.Connection) -> list[str]:
-    """Files that are missing or hold other bytes than the catalog recorded: a stat each, and
-    a hash only where the mtime moved (a touched file with the same bytes is kept)."""
-    changed = []
-    for info in files(con).values():
-        try:
-            stat = shard_path(store, info.name).stat()
-        except FileNotFoundError:
-            changed.append(info.name)
-            continue
-        if stat.st_size != info.bytes:
-            changed.append(info.name)
-        elif stat.st_mtime_ns != info.mtime_ns:
-            data = shard_path(store, info.name).read_bytes()
-            if hashlib.sha256(data).hexdigest() != info.sha256:
-                changed.append(info.name)
-            else:
-                with transaction(con, store):
-                    con.execute(
-                        "UPDATE files SET mtime_ns = ? WHERE name = ?",
-                        (stat.st_mtime_ns, info.name),
-                    )
-    return changed
+def sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -48,10 +48,8 @@ def write_generation(path: Path, generation: int, keys: list[list[str]], seed: i
     with StoreLock(path), closing(catalog.connect(path, write=True)) as con:
         names = [shard_name(generation, i) for i in range(len(keys))]
         with catalog.transaction(con, path):
-            catalog.add_plan(con, {n: [(k, seed, seed) for k in ks] for n, ks in zip(names, keys)})
-            every = sorted(catalog.records(con))
-            catalog.set_order(con, [(k, i, k.split("/")[0], "") for i, k in enumerate(every)])
-            con.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
+            catalog.add_plan(con, names, [(k, k.split("/")[0], "", n, seed, seed)
+                                          for n, ks in zip(names, keys) for k in ks])  # fmt: skip
         writer = Writer(path, manifest(), con)
         for index, shard_keys in enumerate(keys):
             writer.put(names[index], shard_rows(shard_keys, seed + index))

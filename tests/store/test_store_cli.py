@@ -48,7 +48,8 @@ def test_info_and_verify_say_a_store_is_unfinished(tmp_path):
 
     store = synthetic_store(tmp_path / "s.h5", shards=4, rows=10)
     with catalog.connect(store, write=True) as con, catalog.transaction(con, store):
-        catalog.add_plan(con, {shard_name(2, 0): [(f"c1/new{i}", 0, 0) for i in range(5)]})
+        name = shard_name(2, 0)
+        catalog.add_plan(con, [name], [(f"c1/new{i}", "c1", "", name, 0, 0) for i in range(5)])
     assert manifest().layers == ("f", "g")
     runner = CliRunner()
     info = runner.invoke(cli, ["info", "--store", str(store)])
