@@ -1,0 +1,232 @@
+"""Test-time views stored as layers (``--views``): geometry, means, resume, errors.
+
+References: torchvision's own ``Resize``/``CenterCrop``/``FiveCrop``/``hflip`` on the PIL image,
+run through the same ONNX model by hand, averaged with NumPy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from helpers import SMALL, make_image_folder
+from PIL import Image
+
+from fstore.build import run as run_stage
+from fstore.build.model import build
+from fstore.cli import cli
+from fstore.errors import FstoreError, StoreError
+from fstore.images.decode import decode_source
+from fstore.images.views import parse_views, plan_views, split_layers, view_crops, view_layers
+from fstore.store import load_features
+
+LAYERS = ("pool5", "fc7")
+VIEWS = ("flip", "crops5", "scales:32+44")
+#: Same pixels through the same model in another row of another batch: ONNX Runtime's CPU
+#: kernels give each row the same arithmetic, up to float32 reordering in the batched GEMMs.
+FEATURE_RTOL, FEATURE_ATOL = 1e-5, 1e-5
+
+
+def torchvision_views(path: Path, name: str) -> list[np.ndarray]:
+    """The uint8 crops of view set ``name`` for one image, by torchvision on the PIL image."""
+    pytest.importorskip("torchvision")
+    from torchvision import transforms
+    from torchvision.transforms import functional as F
+
+    image = Image.open(path).convert("RGB")
+    plain = transforms.Compose([transforms.Resize(SMALL.resize), transforms.CenterCrop(SMALL.crop)])
+    if name == "flip":
+        crops = [plain(image), F.hflip(plain(image))]
+    elif name == "crops5":
+        crops = list(transforms.FiveCrop(SMALL.crop)(transforms.Resize(SMALL.resize)(image)))
+    else:
+        sizes = [int(s) for s in name.partition(":")[2].split("+")]
+        crops = [transforms.CenterCrop(SMALL.crop)(transforms.Resize(s)(image)) for s in sizes]
+    return [np.asarray(c) for c in crops]
+
+
+def by_hand(store_model: Path, paths: list[Path], name: str) -> dict[str, np.ndarray]:
+    """Each layer's mean over view set ``name``: every view run alone through the model."""
+    from fstore.runtime.session import OrtBackend
+
+    backend = OrtBackend.open(store_model, "cpu", outputs=LAYERS, preprocessing=SMALL)
+    means = {layer: [] for layer in LAYERS}
+    for path in paths:
+        outputs = [backend.run(crop[None]) for crop in torchvision_views(path, name)]
+        for layer in LAYERS:
+            per_view = np.stack([o[layer].reshape(-1) for o in outputs])
+            means[layer].append(per_view.mean(axis=0))
+    return {layer: np.stack(rows) for layer, rows in means.items()}
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    make_image_folder(root, {"a": 3, "b": 3})
+    Image.open(root / "a" / "img_000.jpg").save(root / "a" / "png.png")  # Pillow's own route
+    return root
+
+
+def test_parse_views_checks_and_spells_names_one_way():
+    assert parse_views("flip, crops5,scales:0240+320,flip") == ("flip", "crops5", "scales:240+320")
+    assert parse_views(("crops5",)) == ("crops5",)
+    assert parse_views("") == ()
+    for bad in ("flop", "scales:", "scales:a+b", "crops10"):
+        with pytest.raises(FstoreError) as err:
+            parse_views(bad)
+        assert "\n" not in str(err.value)
+
+
+def test_layers_and_view_sets_round_trip():
+    stored = view_layers(LAYERS, ("flip", "scales:240+320"))
+    assert stored == (
+        "pool5", "fc7", "pool5@flip", "fc7@flip", "pool5@scales:240+320", "fc7@scales:240+320"
+    )  # fmt: skip
+    assert split_layers(stored) == (LAYERS, ("flip", "scales:240+320"))
+
+
+def test_shared_views_are_cut_once():
+    plan = plan_views(("flip", "crops5", "scales:37+44"), SMALL)
+    assert len(plan.views) == 1 + 1 + 4 + 1  # plain, mirror, 4 corners, short side 44
+    assert dict(plan.sets) == {"flip": (0, 1), "crops5": (2, 3, 4, 5, 0), "scales:37+44": (0, 6)}
+    with pytest.raises(FstoreError, match="smaller than the model's input"):
+        plan_views(("scales:20+44",), SMALL)
+
+
+@pytest.mark.parametrize("name", VIEWS)
+@pytest.mark.parametrize("image", ["a/img_000.jpg", "a/png.png"])
+def test_view_crops_are_torchvisions_crops(images, name, image):
+    plan = plan_views((name,), SMALL)
+    data = (images / image).read_bytes()
+    crops = view_crops(decode_source(data, SMALL, "exact"), plan.views, SMALL)
+    rows = dict(plan.sets)[name]
+    expected = torchvision_views(images / image, name)
+    assert len(rows) == len(expected)
+    for row, reference in zip(rows, expected):
+        np.testing.assert_array_equal(crops[row], reference)
+
+
+def symmetric_image(path: Path) -> None:
+    """A left-right symmetric picture whose plain crop is centred to the pixel: 48x40 is
+    resized to 44x37 and cropped at left 6, so both margins are 6."""
+    rng = np.random.default_rng(3)
+    half = rng.integers(0, 256, size=(40, 24, 3), dtype=np.uint8)
+    Image.fromarray(np.concatenate([half, half[:, ::-1]], axis=1)).save(path)
+
+
+def test_flip_of_a_symmetric_image_equals_the_plain_view(config_for, tmp_path):
+    root = tmp_path / "sym"
+    (root / "a").mkdir(parents=True)
+    symmetric_image(root / "a" / "mirror.png")
+    build(config_for(root, views=("flip",), decode="exact"))
+    for layer in LAYERS:
+        plain = load_features(tmp_path / "s.h5", layer).X
+        flip = load_features(tmp_path / "s.h5", f"{layer}@flip").X
+        np.testing.assert_allclose(flip, plain, rtol=FEATURE_RTOL, atol=FEATURE_ATOL)
+
+
+@pytest.mark.parametrize("decode", ["exact", "fast"])
+def test_crops5_of_a_constant_image_equals_the_plain_view(config_for, tmp_path, decode):
+    root = tmp_path / "flat"
+    (root / "a").mkdir(parents=True)
+    Image.new("RGB", (60, 45), (90, 140, 30)).save(root / "a" / "flat.jpg", quality=95)
+    build(config_for(root, views=("crops5",), decode=decode))
+    for layer in LAYERS:
+        plain = load_features(tmp_path / "s.h5", layer).X
+        crops = load_features(tmp_path / "s.h5", f"{layer}@crops5").X
+        np.testing.assert_allclose(crops, plain, rtol=FEATURE_RTOL, atol=FEATURE_ATOL)
+
+
+def test_view_layers_are_the_mean_over_views_run_by_hand(config_for, store_model, tmp_path, images):
+    report = build(config_for(images, views=VIEWS, decode="exact"))
+    assert report.views == VIEWS
+    assert report.layers == view_layers(LAYERS, VIEWS)
+    assert set(report.view_costs) == {"plain", *VIEWS}
+    assert report.view_costs["crops5"]["views"] == 5
+    for name in VIEWS:
+        keys = load_features(tmp_path / "s.h5", "fc7").keys
+        expected = by_hand(store_model, [images / k for k in keys], name)
+        for layer in LAYERS:
+            fs = load_features(tmp_path / "s.h5", f"{layer}@{name}")
+            assert list(fs.keys) == list(keys)
+            np.testing.assert_allclose(fs.X, expected[layer], rtol=FEATURE_RTOL, atol=FEATURE_ATOL)
+
+
+def test_plain_layers_of_a_store_with_views_equal_a_plain_build(config_for, tmp_path, images):
+    build(config_for(images, store=tmp_path / "plain.h5", decode="fast"))
+    build(config_for(images, store=tmp_path / "views.h5", decode="fast", views=("flip",)))
+    for layer in LAYERS:
+        plain = load_features(tmp_path / "plain.h5", layer).X
+        views = load_features(tmp_path / "views.h5", layer).X
+        np.testing.assert_allclose(views, plain, rtol=FEATURE_RTOL, atol=FEATURE_ATOL)
+
+
+def test_interrupted_build_with_views_resumes_to_the_same_features(
+    config_for, tmp_path, images, monkeypatch
+):
+    reference = tmp_path / "reference.h5"
+    build(config_for(images, store=reference, views=VIEWS, batch_size=2, shard_size=2))
+    add, calls = run_stage.ShardAssembler.add, []
+
+    def add_then_stop(self, batch, result=None):
+        calls.append(batch.shard)
+        if len(calls) == 3:  # two shards (one batch of two each) are handed over
+            raise KeyboardInterrupt
+        return add(self, batch, result)
+
+    monkeypatch.setattr(run_stage.ShardAssembler, "add", add_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        build(config_for(images, views=VIEWS, batch_size=2, shard_size=2))
+    monkeypatch.setattr(run_stage.ShardAssembler, "add", add)
+    # a bare resume: the store says which layers and views it holds
+    report = build(config_for(images, layers=None, batch_size=2, shard_size=2))
+    assert report.images_done_before == 4 and report.images_computed == 3
+    assert report.layers == view_layers(LAYERS, VIEWS)
+    for layer in report.layers:
+        done, ref = load_features(tmp_path / "s.h5", layer), load_features(reference, layer)
+        assert list(done.keys) == list(ref.keys)
+        np.testing.assert_allclose(done.X, ref.X, rtol=FEATURE_RTOL, atol=FEATURE_ATOL)
+
+
+def test_views_a_store_was_not_built_with_are_refused_like_layers(config_for, tmp_path, images):
+    build(config_for(images, views=("flip",)))
+    with pytest.raises(StoreError, match="build another store"):
+        build(config_for(images, views=("flip", "crops5")))
+    plain = tmp_path / "plain.h5"
+    build(config_for(images, store=plain))
+    with pytest.raises(StoreError, match="build another store"):
+        build(config_for(images, store=plain, views=("flip",)))
+
+
+def test_ray_worker_computes_the_view_layers_of_a_local_build(config_for, store_model, images):
+    """The Ray actor's class, called in this process: the same rows as the local engine."""
+    from fstore.build.ray_engine import ShardWorker
+    from fstore.store.layout import read_manifest
+
+    build(config_for(images, views=("crops5",), decode="exact"))
+    store = config_for(images).store
+    manifest = read_manifest(store)
+    keys = list(load_features(store, "fc7").keys)
+    worker = ShardWorker(
+        store_model.read_bytes(), LAYERS, "cpu", 1, preprocessing=SMALL.to_json(),
+        image_root=str(images), batch_size=4, decode_workers=1,
+        dims={k: int(np.prod(v)) for k, v in manifest.shapes.items()}, decode="exact",
+        views=("crops5",),
+    )  # fmt: skip
+    _, rows, _ = worker.compute("shard", keys)
+    for layer in view_layers(LAYERS, ("crops5",)):
+        expected = load_features(store, layer).X
+        np.testing.assert_allclose(rows.features[layer], expected, rtol=FEATURE_RTOL,
+                                   atol=FEATURE_ATOL)  # fmt: skip
+
+
+def test_unknown_view_is_one_line_and_exit_1(tmp_path, images):
+    result = CliRunner().invoke(
+        cli, ["build", str(images), "--store", str(tmp_path / "s.h5"), "--views", "flip,spin"]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0
+    assert "unknown view set 'spin'" in result.output
+    assert not (tmp_path / "s.h5").exists()
