@@ -6,6 +6,7 @@ run through the same ONNX model by hand, averaged with NumPy.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from fstore.build.model import build
 from fstore.cli import cli
 from fstore.errors import FstoreError, StoreError
 from fstore.images.decode import decode_source
+from fstore.images.preprocess import Preprocessing
 from fstore.images.views import parse_views, plan_views, split_layers, view_crops, view_layers
 from fstore.store import load_features
 
@@ -29,33 +31,34 @@ VIEWS = ("flip", "crops5", "scales:32+44")
 FEATURE_RTOL, FEATURE_ATOL = 1e-5, 1e-5
 
 
-def torchvision_views(path: Path, name: str) -> list[np.ndarray]:
+def torchvision_views(path: Path, name: str, spec: Preprocessing = SMALL) -> list[np.ndarray]:
     """The uint8 crops of view set ``name`` for one image, by torchvision on the PIL image."""
     pytest.importorskip("torchvision")
     from torchvision import transforms
     from torchvision.transforms import functional as F
 
     image = Image.open(path).convert("RGB")
-    plain = transforms.Compose([transforms.Resize(SMALL.resize), transforms.CenterCrop(SMALL.crop)])
+    plain = transforms.Compose([transforms.Resize(spec.resize), transforms.CenterCrop(spec.crop)])
     if name == "flip":
         crops = [plain(image), F.hflip(plain(image))]
     elif name == "crops5":
-        crops = list(transforms.FiveCrop(SMALL.crop)(transforms.Resize(SMALL.resize)(image)))
+        crops = list(transforms.FiveCrop(spec.crop)(transforms.Resize(spec.resize)(image)))
     else:
         sizes = [int(s) for s in name.partition(":")[2].split("+")]
-        crops = [transforms.CenterCrop(SMALL.crop)(transforms.Resize(s)(image)) for s in sizes]
+        crops = [transforms.CenterCrop(spec.crop)(transforms.Resize(s)(image)) for s in sizes]
     return [np.asarray(c) for c in crops]
 
 
-def by_hand(store_model: Path, paths: list[Path], name: str) -> dict[str, np.ndarray]:
+def by_hand(model: Path, paths: list[Path], name: str, layers: tuple[str, ...] = LAYERS,
+            spec: Preprocessing = SMALL) -> dict[str, np.ndarray]:  # fmt: skip
     """Each layer's mean over view set ``name``: every view run alone through the model."""
     from fstore.runtime.session import OrtBackend
 
-    backend = OrtBackend.open(store_model, "cpu", outputs=LAYERS, preprocessing=SMALL)
-    means = {layer: [] for layer in LAYERS}
+    backend = OrtBackend.open(model, "cpu", outputs=layers, preprocessing=spec)
+    means = {layer: [] for layer in layers}
     for path in paths:
-        outputs = [backend.run(crop[None]) for crop in torchvision_views(path, name)]
-        for layer in LAYERS:
+        outputs = [backend.run(crop[None]) for crop in torchvision_views(path, name, spec)]
+        for layer in layers:
             per_view = np.stack([o[layer].reshape(-1) for o in outputs])
             means[layer].append(per_view.mean(axis=0))
     return {layer: np.stack(rows) for layer, rows in means.items()}
@@ -106,6 +109,21 @@ def test_view_crops_are_torchvisions_crops(images, name, image):
     assert len(rows) == len(expected)
     for row, reference in zip(rows, expected):
         np.testing.assert_array_equal(crops[row], reference)
+
+
+@pytest.mark.parametrize("name", VIEWS)
+@pytest.mark.parametrize("size", [(48, 40), (200, 160)])  # OpenCV and box; DCT-scaled by 1/2
+def test_fast_view_crops_are_close_to_torchvisions(tmp_path, name, size):
+    """The tolerance of fast decoding's plain crop (tests/images/test_decode.py): cosine of
+    the uint8 crops >= 0.995, mean absolute difference <= 4 grey levels."""
+    path = make_image_folder(tmp_path, {"a": 1}, size=size)[0]
+    plan = plan_views((name,), SMALL)
+    crops = view_crops(decode_source(path.read_bytes(), SMALL, "fast", plan.largest), plan.views,
+                       SMALL)  # fmt: skip
+    for row, reference in zip(dict(plan.sets)[name], torchvision_views(path, name)):
+        fast, exact = crops[row].astype(float).ravel(), reference.astype(float).ravel()
+        assert fast @ exact / (np.linalg.norm(fast) * np.linalg.norm(exact)) >= 0.995
+        assert np.abs(fast - exact).mean() <= 4
 
 
 def symmetric_image(path: Path) -> None:
@@ -230,3 +248,54 @@ def test_unknown_view_is_one_line_and_exit_1(tmp_path, images):
     assert result.output.strip().count("\n") == 0
     assert "unknown view set 'spin'" in result.output
     assert not (tmp_path / "s.h5").exists()
+
+
+SHARED = Path(
+    os.environ.get("FSTORE_SHARED") or Path(__file__).resolve().parents[2].parent / "shared"
+)
+LITE1_MODEL = SHARED / "models" / "efficientnet_lite1.onnx"
+SCENE15 = SHARED / "data" / "scene15"
+LITE1 = Preprocessing(resize=274, crop=240)  # ImageNet's mean and std, as the model README says
+#: EfficientNet-Lite1's pooled/logits reach about 10 and 20; one run of 8 views against eight
+#: runs of one differ by float32 reordering in ONNX Runtime's batched kernels.
+LITE1_RTOL, LITE1_ATOL = 1e-4, 1e-4
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not (LITE1_MODEL.is_file() and SCENE15.is_dir()), reason="needs ../shared")
+def test_lite1_view_layers_through_the_cli_are_the_mean_over_views_by_hand(tmp_path):
+    root = tmp_path / "scene"
+    for folder in sorted((SCENE15 / "train").iterdir())[:2]:
+        (root / folder.name).mkdir(parents=True)
+        for image in sorted(folder.glob("*.jpg"))[:2]:
+            (root / folder.name / image.name).symlink_to(image)
+    store, views = tmp_path / "lite1.h5", "flip,crops5,scales:240+320"
+    result = CliRunner().invoke(cli, [
+        "build", str(root), "--store", str(store), "--model", str(LITE1_MODEL), "--size", "240",
+        "--resize", "274", "--layer", "pooled,logits", "--views", views, "--decode", "exact",
+        "--quiet",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "crops5 5 views" in result.output
+    keys = load_features(store, "pooled").keys
+    for name in parse_views(views):
+        expected = by_hand(LITE1_MODEL, [root / k for k in keys], name, ("pooled", "logits"), LITE1)
+        for layer in ("pooled", "logits"):
+            got = load_features(store, f"{layer}@{name}").X
+            np.testing.assert_allclose(got, expected[layer], rtol=LITE1_RTOL, atol=LITE1_ATOL)
+
+
+def test_features_outside_a_store_name_view_layers_too(config_for, store_model, tmp_path, images):
+    """``classify`` computes a classifier's layers with ``extract_features``; a view layer
+    comes out as the build stored it."""
+    from fstore.build.run import extract_features
+
+    build(config_for(images, views=("crops5",), decode="exact"))
+    keys = load_features(tmp_path / "s.h5", "fc7").keys
+    features, good, _ = extract_features(
+        [images / k for k in keys], store_model, ("fc7@crops5", "pool5"), preprocessing=SMALL
+    )
+    assert list(features) == ["fc7@crops5", "pool5"] and good == [images / k for k in keys]
+    for layer in features:
+        stored = load_features(tmp_path / "s.h5", layer).X
+        np.testing.assert_allclose(features[layer], stored, rtol=FEATURE_RTOL, atol=FEATURE_ATOL)
