@@ -25,7 +25,7 @@ from fstore.images.views import parse_views, plan_views, split_layers, view_crop
 from fstore.store import load_features
 
 LAYERS = ("pool5", "fc7")
-VIEWS = ("flip", "crops5", "scales:32+44")
+VIEWS = ("flip", "crops5", "scales:32+44", "crops5-max")
 #: Same pixels through the same model in another row of another batch: ONNX Runtime's CPU
 #: kernels give each row the same arithmetic, up to float32 reordering in the batched GEMMs.
 FEATURE_RTOL, FEATURE_ATOL = 1e-5, 1e-5
@@ -37,7 +37,7 @@ def torchvision_views(path: Path, name: str, spec: Preprocessing = SMALL) -> lis
     from torchvision import transforms
     from torchvision.transforms import functional as F
 
-    image = Image.open(path).convert("RGB")
+    image, name = Image.open(path).convert("RGB"), name.removesuffix("-max")
     plain = transforms.Compose([transforms.Resize(spec.resize), transforms.CenterCrop(spec.crop)])
     if name == "flip":
         crops = [plain(image), F.hflip(plain(image))]
@@ -51,7 +51,8 @@ def torchvision_views(path: Path, name: str, spec: Preprocessing = SMALL) -> lis
 
 def by_hand(model: Path, paths: list[Path], name: str, layers: tuple[str, ...] = LAYERS,
             spec: Preprocessing = SMALL) -> dict[str, np.ndarray]:  # fmt: skip
-    """Each layer's mean over view set ``name``: every view run alone through the model."""
+    """Each layer's mean (max for ``-max``) over view set ``name``: every view run alone
+    through the model."""
     from fstore.runtime.session import OrtBackend
 
     backend = OrtBackend.open(model, "cpu", outputs=layers, preprocessing=spec)
@@ -60,7 +61,8 @@ def by_hand(model: Path, paths: list[Path], name: str, layers: tuple[str, ...] =
         outputs = [backend.run(crop[None]) for crop in torchvision_views(path, name, spec)]
         for layer in layers:
             per_view = np.stack([o[layer].reshape(-1) for o in outputs])
-            means[layer].append(per_view.mean(axis=0))
+            pooled = per_view.max(axis=0) if name.endswith("-max") else per_view.mean(axis=0)
+            means[layer].append(pooled)
     return {layer: np.stack(rows) for layer, rows in means.items()}
 
 
@@ -74,9 +76,10 @@ def images(tmp_path: Path) -> Path:
 
 def test_parse_views_checks_and_spells_names_one_way():
     assert parse_views("flip, crops5,scales:0240+320,flip") == ("flip", "crops5", "scales:240+320")
+    assert parse_views("scales:0240+320-max,flip-max") == ("scales:240+320-max", "flip-max")
     assert parse_views(("crops5",)) == ("crops5",)
     assert parse_views("") == ()
-    for bad in ("flop", "scales:", "scales:a+b", "crops10"):
+    for bad in ("flop", "scales:", "scales:a+b", "crops10", "flip-min"):
         with pytest.raises(FstoreError) as err:
             parse_views(bad)
         assert "\n" not in str(err.value)
@@ -162,6 +165,7 @@ def test_view_layers_are_the_mean_over_views_run_by_hand(config_for, store_model
     assert report.views == VIEWS
     assert report.layers == view_layers(LAYERS, VIEWS)
     assert set(report.view_costs) == {"plain", *VIEWS}
+    assert len(plan_views(VIEWS, SMALL).views) == 8  # crops5-max reuses crops5's views
     assert report.view_costs["crops5"]["views"] == 5
     for name in VIEWS:
         keys = load_features(tmp_path / "s.h5", "fc7").keys
