@@ -16,9 +16,14 @@ With the model's preprocessing ``Resize(R)`` + ``CenterCrop(C)`` (torchvision's 
   side ``s`` (aspect kept, as ``Resize(s)``), then its centre ``C``-square (``CenterCrop(C)``);
   one view per size. ``s = R`` is the plain crop; every ``s`` must be at least ``C``.
 
-A view that two sets share (the plain crop) is computed once. A set name ending in ``-max``
-(``flip-max``, ``crops5-max``) stores the element-wise maximum over its views instead of the
-mean.
+A set name ending in ``-max`` (``flip-max``, ``crops5-max``) stores the element-wise maximum
+over its views instead of the mean. A view that two sets share (the plain crop) is computed
+once.
+
+With ``fast`` decoding a JPEG is DCT-scaled no further than the largest short side any view
+needs, so in a store with a scale above ``R`` the plain layer can differ from a plain build's
+(within fast decoding's tolerance: its crop is cut from more pixels); with ``exact`` decoding
+it is the same.
 """
 
 from __future__ import annotations
