@@ -21,6 +21,7 @@ from fstore.cli_options import (
     weights_option,
     weights_source,
 )
+from fstore.report.config import DEFAULT_VIEWS
 from fstore.report.config import PRECISIONS as REPORT_PRECISIONS
 
 
@@ -51,6 +52,14 @@ def _report_options(command):
         click.option("--precisions", type=CommaList(click.Choice(REPORT_PRECISIONS), empty_ok=True),
                      default="int8,fp16", show_default=True,
                      help="Variants measured against fp32 (comma-separated; '' for none)."),
+        click.option("--views", type=CommaList(str, empty_ok=True),
+                     default=",".join(DEFAULT_VIEWS), show_default=True,
+                     help="Augmented views the build stores as LAYER@VIEWS (their mean), each "
+                          "tried in the Improvements section: flip, crops5, scales:240+320 "
+                          "('' for none). Each costs more model passes: flip one, crops5 five."),
+        click.option("--cost-images", default=240, show_default=True,
+                     type=click.IntRange(min=1),
+                     help="Images of the sample each view set's build cost is measured on."),
         click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      default=None, help="Zero-shot mapping file [default: built-in 15-Scene]."),
         click.option("--samples", default=15, show_default=True, type=int,
@@ -91,7 +100,8 @@ def _model_options(command):
 @_report_options
 def report(images: Path, **options) -> None:
     """The whole study of IMAGES in one page: network, predictions, activation maps, SVM and
-    heads, PCA, layer study, zero-shot, random splits, int8/fp16 fidelity, provenance.
+    heads, PCA, layer study, zero-shot, random splits, improvements (layer combinations, power
+    scaling, augmented views), int8/fp16 fidelity, provenance.
 
     Builds the store if needed, caches every stage in the store's folder (a second run reuses
     them), writes OUT/report.html (self-contained), OUT/report.md and OUT/report.json.
@@ -140,6 +150,8 @@ def _config_options(o: dict) -> dict:
         precisions=tuple(o["precisions"]),
         mapping=o["mapping"],
         samples=o["samples"],
+        views=tuple(o["views"]),
+        cost_images=o["cost_images"],
         seed=o["seed"],
         provider=o["provider"],
         threads=o["threads"],

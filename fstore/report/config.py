@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fstore.classifiers.improvements import CLASS_OUTPUTS
 from fstore.errors import FstoreError
 from fstore.export.weights import WeightsSource
 from fstore.images.preprocess import Preprocessing
@@ -12,9 +13,10 @@ from fstore.images.preprocess import Preprocessing
 #: Layers a VGG16 report stores when none are given: fc6, fc7 for the layer study, logits for
 #: the zero-shot section.
 VGG16_LAYERS = ("fc6", "fc7", "logits")
-#: Outputs that hold class scores, never the main features of the classifier sections.
-CLASS_OUTPUTS = ("logits", "prob")
 PRECISIONS = ("int8", "fp16")
+#: The views a report builds for its Improvements section: the mirror image, which costs one
+#: more pass of the model (the corner crops cost five, a second scale more than one).
+DEFAULT_VIEWS = ("flip",)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class ReportConfig:
         calibration_count: images an int8 variant of a ``model`` is calibrated on.
         mapping: zero-shot mapping file (``None``: the built-in 15-Scene mapping).
         samples: images shown with their top-5 predictions.
+        views: augmented views the build stores as ``<layer>@<views>`` layers (their mean), one
+            Improvements row set each (``()``: none); ``flip`` doubles the model's work.
+        cost_images: images of the sample each view set's build cost is measured on.
         seed, provider, batch_size, threads: as for ``build`` and ``train``.
         use_cache: reuse cached stages (``False`` recomputes every stage).
     """
@@ -59,6 +64,8 @@ class ReportConfig:
     calibration_count: int = 64
     mapping: Path | None = None
     samples: int = 15
+    views: tuple[str, ...] = DEFAULT_VIEWS
+    cost_images: int = 240
     seed: int = 0
     provider: str = "cpu"
     batch_size: int = 32
@@ -78,6 +85,8 @@ class ReportConfig:
             )
         if self.splits < 0 or self.samples < 0:
             raise FstoreError("--splits and --samples cannot be negative")
+        if self.cost_images < 1:
+            raise FstoreError("--cost-images must be at least 1")
 
     @property
     def store_path(self) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fstore.classifiers.improvements import VIEW_MARK
 from fstore.images.preprocess import Preprocessing
 from fstore.report.cache import StageCache
 from fstore.report.config import CLASS_OUTPUTS, ReportConfig
@@ -38,8 +39,15 @@ class Context:
 
     @property
     def main_layer(self) -> str:
-        """The layer the classifier sections use: the first that does not hold class scores."""
-        return next((n for n in self.layers if n not in CLASS_OUTPUTS), self.layers[0])
+        """The layer the classifier sections use: the first that does not hold class scores
+        and is not the mean over views (``pooled@flip``)."""
+        plain = self.plain_layers
+        return next((n for n in plain if n not in CLASS_OUTPUTS), plain[0])
+
+    @property
+    def plain_layers(self) -> tuple[str, ...]:
+        """The network's layers as stored, without their means over views (``pooled@flip``)."""
+        return tuple(n for n in self.layers if VIEW_MARK not in n)
 
     @property
     def provenance(self) -> dict:
