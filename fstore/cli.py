@@ -319,6 +319,14 @@ def inspect(weights: str | None, seed: int, input_size: int, as_json: bool) -> N
     "process commits only the index. Use it when the store is on storage every Ray node shares "
     "(NFS, a cluster file system) and one writer would limit the build (many GPU workers).",
 )
+@click.option(
+    "--views",
+    default=None,
+    metavar="SET,...",
+    help="Also store each layer L as L@SET, its mean over the views of SET: flip (the crop and "
+    "its mirror), crops5 (torchvision's FiveCrop: 4 corners and centre), scales:A+B (centre "
+    "crops after resizing the short side to A, B). Default: the store's.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
@@ -338,6 +346,10 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
       fstore build ../shared/data/scene15 --store lite1.h5 \\
           --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
           --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+      # test-time views too: pooled@flip, pooled@crops5, pooled@scales:240+320
+      fstore build ../shared/data/scene15 --store lite1-views.h5 \\
+          --model ../shared/models/efficientnet_lite1.onnx --layer pooled \\
+          --size 240 --resize 274 --views flip,crops5,scales:240+320
       # int8 on the CPU, calibrated on the build's own images
       fstore build ../shared/data/scene15 --layer fc7 --weights random \\
           --precision int8 --store fc7-int8.h5
@@ -368,6 +380,7 @@ def _build_config(images: Path | None, o: dict):
     from fstore.export.layers import parse_layers
     from fstore.images.discover import SplitSpec
     from fstore.images.preprocess import for_options
+    from fstore.images.views import parse_views
     from fstore.store import default_store_path
 
     names = tuple(name for item in o["layers"] for name in item)
@@ -399,6 +412,7 @@ def _build_config(images: Path | None, o: dict):
             workers_write=o["workers_write"],
         ),
         decode=o["decode"],
+        views=parse_views(o["views"] or ""),
     )
 
 
@@ -427,6 +441,15 @@ def _print_build_report(report) -> None:
         f"({report.write_seconds / busy:.0%}); peak memory {report.peak_rss_mib:.0f} MiB; "
         f"store {report.store_bytes / 2**20:.1f} MiB"
     )
+    if report.view_costs:
+        click.echo(
+            "model cost per view set (inference shared out by views): "
+            + "; ".join(
+                f"{name} {cost['views']} view{'s' if cost['views'] > 1 else ''} "
+                f"{cost['images_per_second']:.1f} images/s"
+                for name, cost in report.view_costs.items()
+            )
+        )
 
 
 @cli.command()

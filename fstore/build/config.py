@@ -38,6 +38,9 @@ class BuildConfig:
         precision: ``fp32``, ``int8`` (calibrated on the build's images) or ``fp16``.
         decode: ``exact`` or ``fast`` (``None``: the store's, else :data:`DEFAULT_DECODE`).
         pool: decode workers as ``threads`` or ``processes`` (shared-memory batch buffers).
+        views: view sets (``flip``, ``crops5``, ``scales:A+B``; see
+            :mod:`fstore.images.views`): each layer ``L`` is also stored as ``L@V``, its mean
+            over the views of set ``V``. Empty: the store's.
     """
 
     store: Path
@@ -58,3 +61,4 @@ class BuildConfig:
     precision: str = "fp32"
     decode: str | None = None
     pool: str = "threads"
+    views: tuple[str, ...] = ()

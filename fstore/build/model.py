@@ -16,6 +16,7 @@ from fstore.build.pipeline import (
     existing_manifest,
     given_model,
     image_folder,
+    model_layers,
     requested_preprocessing,
 )
 from fstore.build.pipeline import build as build_store
@@ -37,7 +38,7 @@ def resolve_vgg16(config: BuildConfig, manifest: st.Manifest | None) -> Resolved
     from fstore.export.precision import AUTO
     from fstore.runtime.providers import resolve_provider
 
-    layers = config.layers or (manifest.layers if manifest else None)
+    layers = model_layers(config, manifest)
     if not layers:
         raise FstoreError("no layer given: pass --layer (e.g. --layer fc7)")
     weights = config.weights

@@ -39,6 +39,14 @@ from fstore.errors import FstoreError, ModelError, StoreError
 from fstore.images.decode import DECODE_MODES
 from fstore.images.discover import discover
 from fstore.images.preprocess import Preprocessing
+from fstore.images.views import (
+    SEPARATOR,
+    ViewPlan,
+    parse_views,
+    plan_views,
+    split_layers,
+    view_layers,
+)
 from fstore.store import layout as st
 from fstore.store.catalog import connect
 from fstore.store.compact import clean_store, compact_locked
@@ -71,6 +79,9 @@ class BuildReport:
     store_bytes: int = 0
     workers: int = 0
     decode: str = DEFAULT_DECODE
+    views: tuple[str, ...] = ()
+    #: per view set (and ``plain``): views per image, model seconds, model images/s
+    view_costs: dict[str, dict] = field(default_factory=dict)
 
     def absorb(self, times: StageTimes) -> None:
         self.decode_seconds += times.decode
@@ -90,6 +101,23 @@ class BuildReport:
         return data
 
 
+def view_costs(plan: ViewPlan, images: int, inference_seconds: float) -> dict[str, dict]:
+    """The model's cost of the plain view and of each view set, in one build.
+
+    Every view of a batch goes through the model in one run, whose time grows with its rows
+    (one per view), so the build's inference time is shared out by views: a set of ``k``
+    views costs ``k`` times the plain view. ``images_per_second`` is the model's rate for
+    that set alone (decode and write not counted).
+    """
+    per_view = inference_seconds / len(plan.views)
+    costs = {}
+    for name, rows in (("plain", (0,)), *plan.sets):
+        seconds = per_view * len(rows)
+        rate = images / seconds if seconds > 0 else 0.0
+        costs[name] = {"views": len(rows), "inference_seconds": seconds, "images_per_second": rate}
+    return costs
+
+
 def check_config(config: BuildConfig) -> None:
     """Refuse options that cannot work, before anything is written."""
     if config.dtype not in DTYPES:
@@ -104,6 +132,7 @@ def check_config(config: BuildConfig) -> None:
         raise FstoreError("--batch-size and --shard-size must be at least 1")
     if config.ray is not None and config.ray.workers_write and config.engine != "ray":
         raise FstoreError("--workers-write needs --engine ray (Ray actors write the shard files)")
+    parse_views(config.views)
     if config.engine == "ray":
         from fstore.build.ray_engine import import_ray
 
@@ -135,6 +164,20 @@ def requested_preprocessing(config: BuildConfig, manifest: st.Manifest | None) -
     return Preprocessing()
 
 
+def model_layers(config: BuildConfig, manifest: st.Manifest | None) -> tuple[str, ...] | None:
+    """The model layers to run: the ones given, else the store's (without its view layers)."""
+    if config.layers:
+        return tuple(config.layers)
+    return split_layers(manifest.layers)[0] if manifest else None
+
+
+def requested_views(config: BuildConfig, manifest: st.Manifest | None) -> tuple[str, ...]:
+    """The view sets to store: the ones given, else the store's."""
+    if config.views:
+        return parse_views(config.views)
+    return split_layers(manifest.layers)[1] if manifest else ()
+
+
 def given_model(config: BuildConfig, manifest: st.Manifest | None) -> Path | None:
     """The ``--model`` file: the one given, else the one the store was built with."""
     if config.model is not None:
@@ -154,8 +197,7 @@ def resolve_file_model(path: Path, config: BuildConfig, manifest: st.Manifest | 
         info = read_model_info(path)
     except ModelError:
         info = None
-    layers = config.layers or (manifest.layers if manifest else None)
-    return ResolvedModel(path, info, tuple(layers) if layers else (), given=True)
+    return ResolvedModel(path, info, model_layers(config, manifest) or (), given=True)
 
 
 def _recipe(config: BuildConfig, manifest: st.Manifest | None, model: ResolvedModel):
@@ -171,7 +213,9 @@ def _recipe(config: BuildConfig, manifest: st.Manifest | None, model: ResolvedMo
     )
 
 
-def _load_backend(config: BuildConfig, model: ResolvedModel, preprocessing: Preprocessing):
+def _load_backend(config: BuildConfig, model: ResolvedModel, preprocessing: Preprocessing,
+                  views: int = 1):  # fmt: skip
+    """The model's session; ``views`` per image make the device batch that many times longer."""
     from fstore.runtime.session import OrtBackend
 
     outputs = model.layers or None
@@ -181,7 +225,7 @@ def _load_backend(config: BuildConfig, model: ResolvedModel, preprocessing: Prep
         outputs=outputs,
         threads=config.threads,
         preprocessing=preprocessing,
-        batch_size=config.batch_size,
+        batch_size=config.batch_size * views,
     )
     fixed = [d for d in backend.session.get_inputs()[0].shape[1:] if isinstance(d, int) and d > 4]
     if fixed and fixed[0] != preprocessing.crop:
@@ -194,8 +238,12 @@ def _load_backend(config: BuildConfig, model: ResolvedModel, preprocessing: Prep
 
 
 def _settle_manifest(config: BuildConfig, manifest: st.Manifest | None, recipe: StoreRecipe,
-                     images: Path):  # fmt: skip
-    """Write a new store's manifest or check an old one; returns (manifest, backend or None)."""
+                     images: Path, views: tuple[str, ...]):  # fmt: skip
+    """Write a new store's manifest or check an old one; returns (manifest, backend or None).
+
+    Each view set's layers are stored layers like the model's: they are in the fingerprint,
+    and a store refuses view sets it was not built with as it refuses other layers.
+    """
     backend, info, layers = None, recipe.model.info, recipe.model.layers
     if manifest is None or info is None:  # a foreign model's output shapes need a run
         backend = _load_backend(config, recipe.model, recipe.preprocessing)
@@ -205,6 +253,7 @@ def _settle_manifest(config: BuildConfig, manifest: st.Manifest | None, recipe: 
     else:
         probed = probe_shapes(backend, recipe.preprocessing)
         shapes = {layer: probed[layer] for layer in layers}
+    shapes = {name: shapes[name.partition(SEPARATOR)[0]] for name in view_layers(layers, views)}
     provider = backend.provider if backend else ""
     fresh = new_manifest(images, recipe, shapes, provider)
     if manifest is None:
@@ -226,23 +275,24 @@ class _Job:
     model: ResolvedModel
     report: BuildReport
     progress: bool | None
+    views: ViewPlan | None = None
 
 
 def _compute(job: _Job, recipe: StoreRecipe, work: Work, writer: Writer, backend) -> None:
     """Run the pending shards here or on Ray, handing them to ``writer``."""
     config, report = job.config, job.report
     if config.engine == "local":
-        options = RunOptions(
-            config.batch_size, report.workers, recipe.decode, job.progress, config.pool
-        )
+        options = RunOptions(config.batch_size, report.workers, recipe.decode, job.progress,
+                             config.pool, views=job.views)  # fmt: skip
         report.absorb(run_local(work, backend, recipe.preprocessing, options, writer))
         return
     from fstore.build import ray_engine
 
     manifest = writer.manifest
-    config = replace(config, workers=report.workers, decode=recipe.decode)
+    config = replace(config, workers=report.workers, decode=recipe.decode, views=report.views)
+    layers = split_layers(manifest.layers)[0]
     report.provider = ray_engine.run(
-        work, model_path=recipe.model.path, layers=manifest.layers, dims=layer_dims(manifest),
+        work, model_path=recipe.model.path, layers=layers, dims=layer_dims(manifest),
         preprocessing=recipe.preprocessing, image_root=Path(manifest.image_root), config=config,
         writer=writer, report=report, options=config.ray or RayOptions(),
         progress=job.progress,
@@ -263,7 +313,9 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
     """Plan, then read → run → write the pending shards; the store must be locked."""
     config, report, model = job.config, job.report, job.model
     recipe = _recipe(config, manifest, model)
-    manifest, backend = _settle_manifest(config, manifest, recipe, job.images)
+    views = requested_views(config, manifest)
+    job.views = plan_views(views, recipe.preprocessing) if views else None
+    manifest, backend = _settle_manifest(config, manifest, recipe, job.images, views)
     plan = plan_work(config.store, con, job.images, job.items, config.shard_size, manifest)
     work = plan.work
     report.images_total, report.images_done_before = work.total, work.done_before
@@ -273,10 +325,11 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
         recipe.decode,
         plan.removed,
     )
+    report.views = views
     if work.pending and backend is None and config.engine == "local":
-        backend = _load_backend(
-            config, replace(model, layers=tuple(manifest.layers)), recipe.preprocessing
-        )
+        model = replace(model, layers=split_layers(manifest.layers)[0])
+        count = len(job.views.views) if job.views else 1
+        backend = _load_backend(config, model, recipe.preprocessing, count)
     report.provider = _provider(config, backend)
     if work.pending:
         where = "" if config.engine == "local" else " (ray engine)"
@@ -296,6 +349,8 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
             _compute(job, recipe, work, writer, backend)
     finally:
         writer.close()
+    if job.views is not None:
+        report.view_costs = view_costs(job.views, report.images_computed, report.inference_seconds)
     # merges small shard files into segments once there are many, and refreshes the view
     start = time.perf_counter()
     compact_locked(config.store, con, manifest)

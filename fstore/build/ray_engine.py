@@ -31,6 +31,7 @@ from pathlib import Path
 from fstore.build.read import Progress
 from fstore.errors import MissingDependencyError
 from fstore.images.preprocess import Preprocessing
+from fstore.images.views import plan_views
 from fstore.store.shards import ShardRows, write_shard
 
 NAMESPACE = "fstore"
@@ -83,7 +84,8 @@ class ShardWorker:
 
     def __init__(self, model: bytes, layers: tuple[str, ...], provider: str, threads: int,
                  preprocessing: str, image_root: str, batch_size: int, decode_workers: int,
-                 dims: dict[str, int], decode: str = "exact") -> None:  # fmt: skip
+                 dims: dict[str, int], decode: str = "exact",
+                 views: tuple[str, ...] = ()) -> None:  # fmt: skip
         import tempfile
 
         from fstore.runtime.session import OrtBackend
@@ -106,6 +108,7 @@ class ShardWorker:
         self.root = Path(image_root)
         self.batch_size, self.decode_workers, self.dims = batch_size, decode_workers, dims
         self.decode = decode
+        self.views = plan_views(views, self.preprocessing) if views else None
 
     def pid(self) -> int:
         return os.getpid()
@@ -121,12 +124,11 @@ class ShardWorker:
         from fstore.images.discover import ImageItem
 
         items = [ImageItem(k, self.root / k) for k in keys]
-        assembler = ShardAssembler(self.backend, self.dims)
+        assembler = ShardAssembler(self.backend, self.dims, self.views)
         rows = None
         work = Work([(name, items)], 0, len(items))
-        batches = iter_batches(
-            work, self.preprocessing, self.batch_size, self.decode_workers, decode=self.decode
-        )
+        batches = iter_batches(work, self.preprocessing, self.batch_size, self.decode_workers,
+                               decode=self.decode, views=self.views)  # fmt: skip
         for batch, output in stream_batches(batches, self.backend, assembler.times):
             rows = assembler.add(batch, output) or rows
         if target is None:
@@ -190,6 +192,7 @@ def run(work, model_path: Path, layers: tuple[str, ...], dims: dict[str, int],
                 decode_workers=config.workers,
                 dims=dims,
                 decode=config.decode,
+                views=config.views,
             )
             for i in range(options.num_workers)
         ]

@@ -25,6 +25,7 @@ import numpy as np
 from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import Decoded, ImageReader
+from fstore.images.views import ViewPlan
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,9 @@ class Progress:
 class Batch:
     """One batch of a shard: every image's result, and the good ones' pixels.
 
-    ``pixels`` is uint8 ``(n_good, crop, crop, 3)``, a view of a reused buffer: valid until the
-    consumer asks for the next batch but ``ahead`` more.
+    ``pixels`` is uint8 ``(n_good, crop, crop, 3)`` (``(n_good, views, crop, crop, 3)`` with
+    views), a view of a reused buffer: valid until the consumer asks for the next batch but
+    ``ahead`` more.
     """
 
     shard: str
@@ -93,6 +95,11 @@ class Batch:
     @property
     def good(self) -> list[Decoded]:
         return [d for d in self.decoded if d.array is not None]
+
+    @property
+    def model_input(self) -> np.ndarray:
+        """The pixels as the model takes them: every view of every good image, one per row."""
+        return self.pixels.reshape(-1, *self.pixels.shape[-3:])
 
 
 def _chunks(work: Work, batch_size: int) -> Iterator[tuple[str, list[ImageItem], bool]]:
@@ -176,11 +183,13 @@ def iter_batches(
     decode: str = "exact",
     ahead: int = 4,
     pool: str = "threads",
+    views: ViewPlan | None = None,
 ) -> Iterator[Batch]:
     """Decode ``work`` in a pool of ``workers`` threads or processes (``pool``), in order, up to
     ``ahead`` batches before the consumer. ``workers`` defaults to :func:`default_workers`.
+    ``views``: cut these views from each decoded image (``None``: the plain crop alone).
     """
-    reader = ImageReader(preprocessing, decode)
+    reader = ImageReader(preprocessing, decode, views)
     # buffers: ``ahead`` queued, one being put, one being decoded, two held by the consumer
     shape = (ahead + 4, batch_size) + reader.shape
     out: queue.Queue = queue.Queue(maxsize=ahead)

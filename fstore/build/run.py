@@ -18,6 +18,7 @@ from fstore.build.read import Batch, Progress, Work, iter_batches
 from fstore.build.write import Writer
 from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
+from fstore.images.views import ViewPlan
 from fstore.store import layout as st
 from fstore.store.shards import ShardRows
 
@@ -49,17 +50,18 @@ class ShardAssembler:
     """Runs decoded batches through a backend and gathers them into shards.
 
     The model normalises the uint8 pixels in its graph; on CUDA the backend pads short batches
-    to its fixed shape itself.
+    to its fixed shape itself. With ``views``, every view of a batch's images goes through the
+    model in one run, and each model layer becomes its plain and its view-set layers.
     """
 
-    def __init__(self, backend, dims: dict[str, int]):
-        self.backend, self.dims = backend, dims
+    def __init__(self, backend, dims: dict[str, int], views: ViewPlan | None = None):
+        self.backend, self.dims, self.views = backend, dims, views
         self.times = StageTimes()
         self._reset()
 
     def _reset(self) -> None:
         self.rows = ShardRows([], [], [], [], {})
-        self._outputs: dict[str, list[np.ndarray]] = {k: [] for k in self.backend.outputs}
+        self._outputs: dict[str, list[np.ndarray]] = {k: [] for k in self.dims}
 
     def _record(self, batch: Batch) -> None:
         for d in batch.decoded:
@@ -75,10 +77,14 @@ class ShardAssembler:
     def _infer(self, batch: Batch, good: list, result: dict | None) -> None:
         if result is None:
             t0 = time.perf_counter()
-            result = self.backend.run(batch.pixels)
+            result = self.backend.run(batch.model_input)
             self.times.inference += time.perf_counter() - t0
-        for layer in self.backend.outputs:
-            self._outputs[layer].append(result[layer][: len(good)].reshape(len(good), -1))
+        if self.views is None:
+            result = {k: v[: len(good)].reshape(len(good), -1) for k, v in result.items()}
+        else:
+            result = self.views.pool(result, len(good))
+        for layer, chunks in self._outputs.items():
+            chunks.append(result[layer])
         for d in good:
             self.rows.keys.append(d.item.key)
             self.rows.sha256.append(d.sha256)
@@ -121,6 +127,7 @@ class RunOptions:
     decode: str
     progress: bool | None = None
     pool: str = "threads"
+    views: ViewPlan | None = None
 
 
 class _Feed:
@@ -141,7 +148,7 @@ class _Feed:
                 return
             self.pulled.append(batch)
             if batch.good:
-                yield batch.pixels
+                yield batch.model_input
 
 
 def stream_batches(batches: Iterator[Batch], backend, times: StageTimes):
@@ -166,7 +173,7 @@ def run_local(work: Work, backend, preprocessing: Preprocessing, options: RunOpt
               writer: Writer) -> StageTimes:  # fmt: skip
     """Compute ``work`` here: read → run → hand each finished shard to ``writer``."""
     bar = Progress(work.pending, "build", options.progress)
-    assembler = ShardAssembler(backend, layer_dims(writer.manifest))
+    assembler = ShardAssembler(backend, layer_dims(writer.manifest), options.views)
     batches = iter_batches(
         work,
         preprocessing,
@@ -174,6 +181,7 @@ def run_local(work: Work, backend, preprocessing: Preprocessing, options: RunOpt
         options.workers,
         options.decode,
         pool=options.pool,
+        views=options.views,
     )
     try:
         for batch, output in stream_batches(batches, backend, assembler.times):

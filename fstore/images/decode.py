@@ -19,7 +19,7 @@ Both release the GIL while decoding and resizing, so threads scale with the core
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 
 import numpy as np
@@ -28,7 +28,6 @@ from PIL import Image, ImageOps
 from fstore.images.preprocess import (
     Preprocessing,
     crop_offsets,
-    resize_and_crop,
     resized_size,
     to_rgb,
 )
@@ -126,43 +125,87 @@ def decode(data: bytes) -> tuple[Image.Image, str | None]:
 
 def decode_exact(data: bytes, spec: Preprocessing) -> tuple[np.ndarray, str | None]:
     """torchvision's ``Resize`` + ``CenterCrop`` of the decoded picture, as uint8 HWC."""
-    image, warning = decode(data)
-    return np.asarray(resize_and_crop(image, spec)), warning
+    source = decode_source(data, spec, "exact")
+    return source.crop(spec), source.warning
 
 
 def crop_box(
-    size: tuple[int, int], decoded: tuple[int, int], spec: Preprocessing
+    size: tuple[int, int],
+    decoded: tuple[int, int],
+    spec: Preprocessing,
+    offsets: tuple[int, int] | None = None,
 ) -> tuple[float, float, float, float]:
     """The region of a ``decoded``-sized copy that ``Resize`` + ``CenterCrop`` keep of ``size``.
 
     ``size`` is the picture's full (upright) size; torchvision's geometry is computed there
-    and mapped onto the (DCT-scaled) decoded pixels.
+    and mapped onto the (DCT-scaled) decoded pixels. ``offsets``: the crop's (left, top) in
+    the resized picture, if not the centre.
     """
     new_w, new_h = resized_size(size, spec)
-    left, top = crop_offsets((new_w, new_h), spec)
+    left, top = offsets or crop_offsets((new_w, new_h), spec)
     sx, sy = decoded[0] / new_w, decoded[1] / new_h
     return (left * sx, top * sy, (left + spec.crop) * sx, (top + spec.crop) * sy)
 
 
-def _resize_box(image: Image.Image, size: tuple[int, int], spec: Preprocessing) -> np.ndarray:
-    """The crop from a (DCT-scaled) picture of full size ``size``, resizing only its region."""
-    box = crop_box(size, image.size, spec)
-    out = image.resize((spec.crop, spec.crop), Image.Resampling.BILINEAR, box=box)
-    return np.asarray(out)
+@dataclass
+class Source:
+    """One picture decoded once, from which crops at any short side are cut.
+
+    ``picture`` is the upright RGB picture (Pillow, or a uint8 array from libjpeg-turbo), maybe
+    DCT-scaled; ``full`` its size before any scaling. ``whole`` says how a crop is made:
+    ``pillow`` resizes the whole picture then crops (torchvision's path), ``cv2`` does the same
+    by OpenCV for short sides the picture is only enlarged to, ``None`` (and ``cv2`` otherwise)
+    resizes only the crop's region of the scaled picture.
+    """
+
+    picture: Image.Image | np.ndarray
+    full: tuple[int, int]
+    warning: str | None = None
+    whole: str | None = None
+    _resized: dict = field(default_factory=dict, repr=False)
+
+    def crop(self, spec: Preprocessing, offsets: tuple[int, int] | None = None) -> np.ndarray:
+        """uint8 HWC ``spec.crop`` square of the picture resized to short side ``spec.resize``,
+        at ``offsets`` (left, top) in the resized picture, else in its centre."""
+        new_size = resized_size(self.full, spec)
+        left, top = offsets or crop_offsets(new_size, spec)
+        if self.whole == "pillow":
+            resized = self._resized.get(new_size)
+            if resized is None:
+                resized = self._resize_pillow(new_size)
+            return np.asarray(resized.crop((left, top, left + spec.crop, top + spec.crop)))
+        if self.whole == "cv2" and min(self.full) <= spec.resize:
+            resized = self._resized.get(new_size)
+            if resized is None:
+                resized = self._resized[new_size] = _resize_cv2(self.picture, new_size)
+            return resized[top : top + spec.crop, left : left + spec.crop]
+        image = self._image()
+        box = crop_box(self.full, image.size, spec, (left, top))
+        return np.asarray(image.resize((spec.crop, spec.crop), Image.Resampling.BILINEAR, box=box))
+
+    def _resize_pillow(self, size: tuple[int, int]) -> Image.Image:
+        image = self.picture
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.BILINEAR)
+        self._resized[size] = image
+        return image
+
+    def _image(self) -> Image.Image:
+        if isinstance(self.picture, np.ndarray):
+            self.picture = Image.fromarray(self.picture)
+        return self.picture
 
 
-def _enlarge_cv2(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """``Resize`` + ``CenterCrop`` by OpenCV, for pictures that are only enlarged (or kept)."""
+def _resize_cv2(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = pixels.shape[:2]
-    new_w, new_h = resized_size((w, h), spec)
-    if (new_w, new_h) != (w, h):
-        pixels = cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    left, top = crop_offsets((new_w, new_h), spec)
-    return pixels[top : top + spec.crop, left : left + spec.crop]
+    if size == (w, h):
+        return pixels
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_LINEAR)
 
 
-def _fast_simplejpeg(data: bytes, spec: Preprocessing) -> np.ndarray | None:
-    """The crop via libjpeg-turbo, or ``None`` where the Pillow route must decide."""
+def _fast_simplejpeg(data: bytes, largest: int) -> Source | None:
+    """The picture via libjpeg-turbo, DCT-scaled while both sides stay at least ``largest``,
+    or ``None`` where the Pillow route must decide."""
     if data.find(b"Exif\x00\x00", 0, 1 << 16) >= 0:
         return None  # orientation and EXIF warnings are Pillow's business
     try:
@@ -170,36 +213,48 @@ def _fast_simplejpeg(data: bytes, spec: Preprocessing) -> np.ndarray | None:
         if colorspace not in _SIMPLE_COLORSPACES or w * h > (Image.MAX_IMAGE_PIXELS or 1 << 62):
             return None
         pixels = simplejpeg.decode_jpeg(
-            data, colorspace="RGB", min_height=spec.resize, min_width=spec.resize
+            data, colorspace="RGB", min_height=largest, min_width=largest
         )
     except ValueError:  # corrupt, truncated or merely odd: Pillow gives the reason or copes
         return None
-    if cv2 is not None and min(w, h) <= spec.resize:
-        return _enlarge_cv2(pixels, spec)
-    return _resize_box(Image.fromarray(pixels), (w, h), spec)
+    return Source(pixels, (w, h), whole="cv2" if cv2 is not None else None)
 
 
-def _fast_pillow(data: bytes, spec: Preprocessing) -> tuple[np.ndarray, str | None]:
+def _fast_pillow(data: bytes, largest: int) -> Source:
     """Pillow with ``draft()``: DCT scaling for JPEG, the full decode for the rest."""
-    picture = _pillow(data, draft=spec.resize)
-    if picture.image.format != "JPEG" and picture.image.size == picture.full:
-        return np.asarray(resize_and_crop(picture.image, spec)), picture.warning
-    return _resize_box(picture.image, picture.full, spec), picture.warning
+    picture = _pillow(data, draft=largest)
+    whole = picture.image.format != "JPEG" and picture.image.size == picture.full
+    return Source(picture.image, picture.full, picture.warning, "pillow" if whole else None)
+
+
+def decode_source(
+    data: bytes, spec: Preprocessing, mode: str = "exact", largest: int | None = None
+) -> Source:
+    """Decode image bytes once, for crops up to short side ``largest`` (``spec.resize``).
+
+    ``exact`` decodes the whole picture; ``fast`` lets libjpeg-turbo scale a JPEG down in the
+    DCT domain while both sides stay at least ``largest``. Raises ``ImageDecodeError``.
+    """
+    if mode == "exact":
+        picture = _pillow(data)
+        return Source(picture.image, picture.full, picture.warning, "pillow")
+    largest = largest or spec.resize
+    if simplejpeg is not None and data[:3] == _JPEG_MAGIC:
+        source = _fast_simplejpeg(data, largest)
+        if source is not None:
+            return source
+    return _fast_pillow(data, largest)
 
 
 def decode_fast(data: bytes, spec: Preprocessing) -> tuple[np.ndarray, str | None]:
     """DCT-scaled JPEG decode plus one box resize; uint8 HWC close to :func:`decode_exact`."""
-    if simplejpeg is not None and data[:3] == _JPEG_MAGIC:
-        crop = _fast_simplejpeg(data, spec)
-        if crop is not None:
-            return crop, None
-    return _fast_pillow(data, spec)
+    source = decode_source(data, spec, "fast")
+    return source.crop(spec), source.warning
 
 
 def decode_crop(
     data: bytes, spec: Preprocessing, mode: str = "exact"
 ) -> tuple[np.ndarray, str | None]:
     """The uint8 ``(crop, crop, 3)`` input of one image in ``mode``, and a decode warning."""
-    if mode == "fast":
-        return decode_fast(data, spec)
-    return decode_exact(data, spec)
+    source = decode_source(data, spec, check_mode(mode))
+    return source.crop(spec), source.warning

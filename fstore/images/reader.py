@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.images.decode import ImageDecodeError, check_mode, decode_crop
+from fstore.images.decode import ImageDecodeError, check_mode, decode_crop, decode_source
 from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
+from fstore.images.views import ViewPlan, view_crops
 
 
 @dataclass
@@ -64,20 +65,30 @@ def file_sha256(path: Path) -> str:
 
 
 class ImageReader:
-    """Reads images for a model: ``preprocessing`` and the decode ``mode`` (exact or fast)."""
+    """Reads images for a model: ``preprocessing``, the decode ``mode`` (exact or fast) and
+    the ``views`` to cut from each decoded picture (``None``: the plain crop alone)."""
 
-    def __init__(self, preprocessing: Preprocessing, mode: str = "exact") -> None:
+    def __init__(
+        self, preprocessing: Preprocessing, mode: str = "exact", views: ViewPlan | None = None
+    ) -> None:
         self.preprocessing = preprocessing
         self.mode = check_mode(mode)
+        self.views = views
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        """Shape of one decoded image: ``(crop, crop, 3)``."""
-        return (self.preprocessing.crop, self.preprocessing.crop, 3)
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one decoded image: ``(crop, crop, 3)``, or ``(views, crop, crop, 3)``."""
+        crop = (self.preprocessing.crop, self.preprocessing.crop, 3)
+        return crop if self.views is None else (len(self.views.views), *crop)
 
     def decode(self, data: bytes) -> tuple[np.ndarray, str | None]:
-        """uint8 HWC crop of image bytes and a warning; raises ``ImageDecodeError``."""
-        return decode_crop(data, self.preprocessing, self.mode)
+        """uint8 HWC crop (or stack of view crops) of image bytes and a warning; raises
+        ``ImageDecodeError``."""
+        if self.views is None:
+            return decode_crop(data, self.preprocessing, self.mode)
+        spec = self.preprocessing
+        source = decode_source(data, spec, self.mode, self.views.largest)
+        return view_crops(source, self.views.views, spec), source.warning
 
     def read(self, item: ImageItem, out: np.ndarray | None = None) -> Decoded:
         """Read, hash and decode one image (into ``out`` if given); never raises for a bad file."""
