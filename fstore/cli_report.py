@@ -21,7 +21,6 @@ from fstore.cli_options import (
     weights_option,
     weights_source,
 )
-from fstore.report.config import DEFAULT_VIEWS
 from fstore.report.config import PRECISIONS as REPORT_PRECISIONS
 
 
@@ -52,11 +51,11 @@ def _report_options(command):
         click.option("--precisions", type=CommaList(click.Choice(REPORT_PRECISIONS), empty_ok=True),
                      default="int8,fp16", show_default=True,
                      help="Variants measured against fp32 (comma-separated; '' for none)."),
-        click.option("--views", type=CommaList(str, empty_ok=True),
-                     default=",".join(DEFAULT_VIEWS), show_default=True,
+        click.option("--views", type=CommaList(str, empty_ok=True), default=None,
                      help="Augmented views the build stores as LAYER@VIEWS (their mean), each "
-                          "tried in the Improvements section: flip, crops5, scales:240+320 "
-                          "('' for none). Each costs more model passes: flip one, crops5 five."),
+                          "tried in the Improvements section: flip, crops5, scales:240+320. "
+                          "Each view is one more model pass per image: flip one, crops5 four "
+                          "more. [default: flip for a new store, else the store's]"),
         click.option("--cost-images", default=240, show_default=True,
                      type=click.IntRange(min=1),
                      help="Images of the sample each view set's build cost is measured on."),
@@ -113,6 +112,12 @@ def report(images: Path, **options) -> None:
       fstore report ../shared/data/scene15 --out lite1-report \\
           --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
           --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+      # the same with five crops and a second scale tried as Improvements rows
+      # (8 model passes per image instead of 1)
+      fstore report ../shared/data/scene15 --out lite1-views \\
+          --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
+          --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 \\
+          --views flip,crops5,scales:240+320
       # VGG16 with random weights, without the random splits and precisions
       fstore report ../shared/data/scene15 --weights random --splits 0 \\
           --precisions '' --out vgg16-report
@@ -150,7 +155,7 @@ def _config_options(o: dict) -> dict:
         precisions=tuple(o["precisions"]),
         mapping=o["mapping"],
         samples=o["samples"],
-        views=tuple(o["views"]),
+        views=None if o["views"] is None else tuple(o["views"]),
         cost_images=o["cost_images"],
         seed=o["seed"],
         provider=o["provider"],

@@ -20,9 +20,8 @@ from fstore.classifiers.evaluation import TrainingRun, options_dict
 from fstore.classifiers.protocol import SplitProtocol
 from fstore.classifiers.svm import SvmOptions, train_svm
 from fstore.errors import ClassifierError
+from fstore.images.views import SEPARATOR, split_layers
 
-#: What separates a layer from the views its stored mean was taken over (``pooled@flip``).
-VIEW_MARK = "@"
 #: Outputs that hold class scores: combined with the features, never the baseline, never the
 #: main features of the report's classifier sections.
 CLASS_OUTPUTS = ("logits", "prob")
@@ -58,17 +57,22 @@ class Improvement:
     @property
     def views(self) -> tuple[str, ...]:
         """The view sets its layers were averaged over (empty for plain layers)."""
-        found = [name.split(VIEW_MARK, 1)[1] for name in self.layers if VIEW_MARK in name]
+        found = [name.split(SEPARATOR, 1)[1] for name in self.layers if SEPARATOR in name]
         return tuple(dict.fromkeys(found))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "layers": list(self.layers), "scale": self.scale,
-                "reason": self.reason, "views": list(self.views)}  # fmt: skip
+        return {
+            "name": self.name,
+            "layers": list(self.layers),
+            "scale": self.scale,
+            "reason": self.reason,
+            "views": list(self.views),
+        }
 
 
 def split_view(layer: str) -> tuple[str, str | None]:
     """``pooled@flip`` → ``("pooled", "flip")``; ``pooled`` → ``("pooled", None)``."""
-    base, _, views = layer.partition(VIEW_MARK)
+    base, _, views = layer.partition(SEPARATOR)
     return base, views or None
 
 
@@ -81,7 +85,7 @@ def _with_scores(layer: str, held: Sequence[str]) -> tuple[str, ...] | None:
     """``layer`` with the class scores of the same views (or plain ones), if the store has them."""
     base, views = split_view(layer)
     for scores in CLASS_OUTPUTS:
-        for name in (f"{scores}{VIEW_MARK}{views}" if views else None, scores):
+        for name in (f"{scores}{SEPARATOR}{views}" if views else None, scores):
             if name in held:
                 return (layer, name)
     return None
@@ -91,37 +95,59 @@ def improvements_for(held: Sequence[str], baseline: str) -> list[Improvement]:
     """The rows a store with layers ``held`` allows, the baseline (plain SVM on ``baseline``)
     first: power scaling; all feature layers together; the class scores beside the features;
     then, per view set stored, each feature layer over it and the baseline layer's view with
-    power scaling, alone and beside the class scores."""
+    power scaling, alone and beside the class scores; last, every view set together."""
     if baseline not in held:
         raise ClassifierError(f"the store has no layer {baseline}; it holds {', '.join(held)}")
-    plain = [n for n in held if VIEW_MARK not in n]
+    plain, view_sets = split_layers(tuple(held))
     features = [n for n in plain if n not in CLASS_OUTPUTS]
     rows = [
-        Improvement((baseline,), reason="The plain SVM on one layer: what each row is "
-                    "measured against."),
+        Improvement(
+            (baseline,), reason="The plain SVM on one layer: what each row is measured against."
+        ),
         Improvement((baseline,), "power", POWER_REASON),
-    ]  # fmt: skip
+    ]
     if len(features) > 1:
-        rows.append(Improvement(tuple(features), reason="Layers of different depth describe "
-                                "an image differently, so side by side they may add up."))  # fmt: skip
+        why = (
+            "Layers of different depth describe an image differently; side by side they may add up."
+        )
+        rows.append(Improvement(tuple(features), reason=why))
     scored = _with_scores(baseline, plain)
     if scored:
         why = "The ImageNet class scores add what the network concluded to what it saw."
         rows += [Improvement(scored, reason=why), Improvement(scored, "power", why)]
-    view_sets = dict.fromkeys(split_view(n)[1] for n in held if VIEW_MARK in n)
     for views in view_sets:
         why = _view_reason(views)
         for layer in features:
-            if f"{layer}{VIEW_MARK}{views}" in held:
-                rows.append(Improvement((f"{layer}{VIEW_MARK}{views}",), reason=why))
-        main = f"{baseline}{VIEW_MARK}{views}"
+            if f"{layer}{SEPARATOR}{views}" in held:
+                rows.append(Improvement((f"{layer}{SEPARATOR}{views}",), reason=why))
+        main = f"{baseline}{SEPARATOR}{views}"
         if main in held:
             rows.append(Improvement((main,), "power", f"{why} With power scaling."))
             scored = _with_scores(main, held)
             if scored:
-                rows.append(Improvement(scored, "power", f"{why} With the class scores and "
-                                        "power scaling: each step's gains together."))  # fmt: skip
+                both = f"{why} With the class scores and power scaling: the gains together."
+                rows.append(Improvement(scored, "power", both))
+    every = _every_view(baseline, held, view_sets)
+    if every:
+        rows.append(every)
     return rows
+
+
+def _every_view(baseline: str, held: Sequence[str], view_sets) -> Improvement | None:
+    """With two view sets or more: the baseline layer over each, with the class scores of
+    each, side by side and power-scaled (a sum of their kernels, so an ensemble of views)."""
+    layers = []
+    for views in view_sets:
+        main = f"{baseline}{SEPARATOR}{views}"
+        if main in held:
+            layers += _with_scores(main, held) or (main,)
+    if len([n for n in layers if n.startswith(f"{baseline}{SEPARATOR}")]) < 2:
+        return None
+    why = (
+        "Side by side, each view set's unit-length features add their kernels, so the SVM "
+        "sees every view set at once."
+    )
+    return Improvement(tuple(dict.fromkeys(layers)), "power", why)
 
 
 @dataclass(frozen=True)
@@ -178,13 +204,13 @@ class Improvements:
 def train_improvement(
     store: Path,
     improvement: Improvement,
-    options: SvmOptions = SvmOptions(),
+    options: SvmOptions | None = None,
     protocol: SplitProtocol | None = None,
 ) -> ImprovementResult:
     """:func:`.svm.train_svm` on the improvement's layers of ``store``, with its scaling: on the
     store's split, and on ``protocol``'s random splits when given."""
     fs = load_layers(store, ",".join(improvement.layers))
-    options = replace(options, scale=improvement.scale)
+    options = replace(options or SvmOptions(), scale=improvement.scale)
     standard = train_svm(fs, options)
     splits = train_svm(fs, options, protocol) if protocol is not None else None
     return ImprovementResult(improvement, standard, splits)
@@ -193,7 +219,7 @@ def train_improvement(
 def try_improvements(
     store: Path,
     improvements: Sequence[Improvement],
-    options: SvmOptions = SvmOptions(),
+    options: SvmOptions | None = None,
     protocol: SplitProtocol | None = None,
     on_row: Callable[[ImprovementResult], None] | None = None,
 ) -> Improvements:
@@ -201,6 +227,7 @@ def try_improvements(
     others' changes are counted against. ``on_row`` is called as each one finishes."""
     if not improvements:
         raise ClassifierError("no improvement to try")
+    options = options or SvmOptions()
     rows = []
     for improvement in improvements:
         row = train_improvement(store, improvement, options, protocol)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.classifiers.improvements import VIEW_MARK
+from fstore.classifiers.improvements import CLASS_OUTPUTS
 from fstore.images.preprocess import Preprocessing
+from fstore.images.views import SEPARATOR
 from fstore.report.cache import StageCache
-from fstore.report.config import CLASS_OUTPUTS, ReportConfig
+from fstore.report.config import ReportConfig
 from fstore.store import FeatureSet
 
 
@@ -47,7 +48,7 @@ class Context:
     @property
     def plain_layers(self) -> tuple[str, ...]:
         """The network's layers as stored, without their means over views (``pooled@flip``)."""
-        return tuple(n for n in self.layers if VIEW_MARK not in n)
+        return tuple(n for n in self.layers if SEPARATOR not in n)
 
     @property
     def provenance(self) -> dict:

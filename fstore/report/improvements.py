@@ -56,9 +56,7 @@ def _sample_build(ctx: Context, images: Path, store: Path, views: tuple[str, ...
     return build(BuildConfig(**model, **options)).to_dict()
 
 
-def build_costs(
-    ctx: Context, view_sets: list[tuple[str, ...]], folder: Path
-) -> dict[str, dict]:
+def build_costs(ctx: Context, view_sets: list[tuple[str, ...]], folder: Path) -> dict[str, dict]:
     """Per tuple of view sets (named by joining them with commas; ``plain`` for none): images
     built, seconds, images/s, and seconds against the plain build's, over one sample of
     ``config.cost_images`` images."""

@@ -69,7 +69,7 @@ def build_store(config: ReportConfig) -> dict:
         provider=config.provider,
         batch_size=config.batch_size,
         threads=config.threads,
-        views=config.views,
+        views=config.wanted_views,
     )
     if config.model is not None:
         build_config = BuildConfig(model=config.model, preprocessing=config.preprocessing, **common)

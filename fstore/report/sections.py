@@ -265,7 +265,9 @@ def improvements(s: dict) -> list:
             r["name"],
             r["reason"],
             pct(r["accuracy"]),
-            "n/a" if r["splits_mean"] is None else f"{pct(r['splits_mean'])} ± {pct(r['splits_std'])}",
+            "n/a"
+            if r["splits_mean"] is None
+            else f"{pct(r['splits_mean'])} ± {pct(r['splits_std'])}",
             f"{r['change_points']:+.2f}",
             f"{r['build']['images_per_second']:.1f} ({r['build']['times_plain']:.2f}×)",
             f"{r['fit_seconds']:.1f}",
@@ -287,9 +289,16 @@ def improvements(s: dict) -> list:
         ),
         (
             "table",
-            ["improvement", "reasoning", "test accuracy", k, "change (points)",
-             "build images/s (time × plain)", "training s"],
-            rows,
+            [
+                "improvement",
+                "reasoning",
+                "test accuracy",
+                k,
+                "change (points)",
+                "build images/s (time × plain)",
+                "training s",
+            ],
+            rows,  # fmt: skip
         ),
         ("img", _fig(s, "chart"), "improvements"),
     ]

@@ -41,6 +41,7 @@ def test_rows_for_a_model_with_views_of_its_outputs():
         f"pooled@{SCALES}",
         f"pooled@{SCALES}, power",
         f"pooled@{SCALES} + logits@{SCALES}, power",
+        f"pooled@flip + logits@flip + pooled@{SCALES} + logits@{SCALES}, power",
     ]
     assert rows[0].reason.startswith("The plain SVM on one layer")
     assert all(r.reason for r in rows) and rows[4].views == ("flip",) and rows[0].views == ()
@@ -53,6 +54,7 @@ def test_rows_for_vgg16_name_each_fc_layer_over_its_views_and_both_together():
     assert got[0] == "fc6"
     assert {"fc6@flip", "fc7@flip", "fc6 + fc7"} <= set(got)
     assert "fc6@flip + logits@flip, power" in got
+    assert got[-1] == "fc6@flip + logits@flip, power"  # one view set: no row of every set
     # Without class scores or views: the baseline and its power scaling alone.
     assert names(improvements_for(["fc7"], "fc7")) == ["fc7", "fc7, power"]
     with pytest.raises(ClassifierError, match="no layer fc8"):
