@@ -325,7 +325,8 @@ def inspect(weights: str | None, seed: int, input_size: int, as_json: bool) -> N
     metavar="SET,...",
     help="Also store each layer L as L@SET, its mean over the views of SET: flip (the crop and "
     "its mirror), crops5 (torchvision's FiveCrop: 4 corners and centre), scales:A+B (centre "
-    "crops after resizing the short side to A, B). Default: the store's.",
+    "crops after resizing the short side to A, B); SET-max stores the maximum instead. The model "
+    "runs --batch-size times the views at once. Default: the store's.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

@@ -18,7 +18,7 @@ from fstore.build.read import Batch, Progress, Work, iter_batches
 from fstore.build.write import Writer
 from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
-from fstore.images.views import ViewPlan
+from fstore.images.views import SEPARATOR, ViewPlan, plan_views, split_layers, view_layers
 from fstore.store import layout as st
 from fstore.store.shards import ShardRows
 
@@ -203,22 +203,29 @@ def extract_features(
     preprocessing: Preprocessing | None = None,
     decode: str = "exact",
 ) -> tuple[dict[str, np.ndarray], list[Path], list[tuple[Path, str]]]:
-    """Features of images outside any store (for ``classify``): (features, good paths, errors)."""
+    """Features of images outside any store (for ``classify``): (features, good paths, errors).
+
+    ``layers`` may name view layers (``pooled@flip``), computed as a build computes them.
+    """
     from fstore.runtime.metadata import read_model_info
     from fstore.runtime.session import OrtBackend
 
     if preprocessing is None:
         preprocessing = read_model_info(model_path).preprocessing
-    backend = OrtBackend.open(model_path, provider, outputs=layers, preprocessing=preprocessing)
+    outputs = tuple(dict.fromkeys(name.partition(SEPARATOR)[0] for name in layers))
+    views = split_layers(layers)[1]
+    plan = plan_views(views, preprocessing) if views else None
+    backend = OrtBackend.open(model_path, provider, outputs=outputs, preprocessing=preprocessing)
     items = [ImageItem(str(p), p) for p in paths]
     if not items:
         return {layer: np.zeros((0, 0), np.float32) for layer in layers}, [], []
-    assembler = ShardAssembler(backend, {layer: 0 for layer in layers})
+    assembler = ShardAssembler(backend, {layer: 0 for layer in view_layers(outputs, views)}, plan)
     work = Work([("extract", items)], 0, len(items))
     rows = None
-    batches = iter_batches(work, preprocessing, batch_size, decode=decode)
+    batches = iter_batches(work, preprocessing, batch_size, decode=decode, views=plan)
     for batch, output in stream_batches(batches, backend, assembler.times):
         rows = assembler.add(batch, output) or rows
     assert rows is not None
     errors = [(Path(e["key"]), e["reason"]) for e in rows.errors if not e["stored"]]
-    return rows.features, [Path(k) for k in rows.keys], errors
+    features = {layer: rows.features[layer] for layer in layers}
+    return features, [Path(k) for k in rows.keys], errors

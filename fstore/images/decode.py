@@ -163,6 +163,7 @@ class Source:
     warning: str | None = None
     whole: str | None = None
     _resized: dict = field(default_factory=dict, repr=False)
+    _pil: Image.Image | None = field(default=None, repr=False)
 
     def crop(self, spec: Preprocessing, offsets: tuple[int, int] | None = None) -> np.ndarray:
         """uint8 HWC ``spec.crop`` square of the picture resized to short side ``spec.resize``,
@@ -191,9 +192,11 @@ class Source:
         return image
 
     def _image(self) -> Image.Image:
-        if isinstance(self.picture, np.ndarray):
-            self.picture = Image.fromarray(self.picture)
-        return self.picture
+        if not isinstance(self.picture, np.ndarray):
+            return self.picture
+        if self._pil is None:  # the array stays for the OpenCV route of other short sides
+            self._pil = Image.fromarray(self.picture)
+        return self._pil
 
 
 def _resize_cv2(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

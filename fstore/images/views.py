@@ -16,7 +16,14 @@ With the model's preprocessing ``Resize(R)`` + ``CenterCrop(C)`` (torchvision's 
   side ``s`` (aspect kept, as ``Resize(s)``), then its centre ``C``-square (``CenterCrop(C)``);
   one view per size. ``s = R`` is the plain crop; every ``s`` must be at least ``C``.
 
-A view that two sets share (the plain crop) is computed once.
+A set name ending in ``-max`` (``flip-max``, ``crops5-max``) stores the element-wise maximum
+over its views instead of the mean. A view that two sets share (the plain crop) is computed
+once.
+
+With ``fast`` decoding a JPEG is DCT-scaled no further than the largest short side any view
+needs, so in a store with a scale above ``R`` the plain layer can differ from a plain build's
+(within fast decoding's tolerance: its crop is cut from more pixels); with ``exact`` decoding
+it is the same.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from fstore.images.preprocess import Preprocessing, resized_size
 #: Between a model layer and a view set in a stored layer's name: ``pooled@flip``.
 SEPARATOR = "@"
 VIEW_SETS = ("flip", "crops5", "scales:A+B")
+#: After a set's name: pool its views by their maximum, not their mean.
+MAX = "-max"
 _CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
@@ -65,11 +74,14 @@ def _scales(name: str) -> tuple[int, ...]:
 
 def _canonical(name: str) -> str:
     name = name.strip()
-    if name in ("flip", "crops5"):
+    base = name.removesuffix(MAX)
+    pooling = name[len(base) :]
+    if base in ("flip", "crops5"):
         return name
-    if name.startswith("scales:"):
-        return "scales:" + "+".join(str(s) for s in _scales(name))
-    raise FstoreError(f"unknown view set {name!r}; choose from {', '.join(VIEW_SETS)}")
+    if base.startswith("scales:"):
+        return "scales:" + "+".join(str(s) for s in _scales(base)) + pooling
+    choices = ", ".join(VIEW_SETS)
+    raise FstoreError(f"unknown view set {name!r}; choose from {choices} (each also as NAME{MAX})")
 
 
 def parse_views(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -82,6 +94,7 @@ def parse_views(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 def set_views(name: str, spec: Preprocessing) -> tuple[View, ...]:
     """The views of the set ``name`` for a model with preprocessing ``spec``."""
+    name = name.removesuffix(MAX)
     plain = View(spec.resize)
     if name == "flip":
         return (plain, View(spec.resize, flip=True))
@@ -117,7 +130,10 @@ class ViewPlan:
         pooled = {layer: x[:, 0] for layer, x in per_view.items()}
         for name, rows in self.sets:
             for layer, x in per_view.items():
-                pooled[f"{layer}{SEPARATOR}{name}"] = x[:, list(rows)].mean(axis=1)
+                views = x[:, list(rows)]
+                pooled[f"{layer}{SEPARATOR}{name}"] = (
+                    views.max(axis=1) if name.endswith(MAX) else views.mean(axis=1)
+                )
         return pooled
 
 
