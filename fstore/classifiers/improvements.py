@@ -20,7 +20,7 @@ from fstore.classifiers.evaluation import TrainingRun, options_dict
 from fstore.classifiers.protocol import SplitProtocol
 from fstore.classifiers.svm import SvmOptions, train_svm
 from fstore.errors import ClassifierError
-from fstore.images.views import SEPARATOR, split_layers
+from fstore.images.views import MAX, SEPARATOR, split_layers
 
 #: Outputs that hold class scores: combined with the features, never the baseline, never the
 #: main features of the report's classifier sections.
@@ -78,6 +78,9 @@ def split_view(layer: str) -> tuple[str, str | None]:
 
 def _view_reason(views: str) -> str:
     kind = views.split(":", 1)[0]
+    if kind.endswith(MAX):
+        base = VIEW_REASONS.get(kind.removesuffix(MAX), f"The {views} views.")
+        return f"{base} The maximum over the views keeps what any one of them saw strongly."
     return VIEW_REASONS.get(kind, f"The mean of the features over the {views} views.")
 
 

@@ -57,6 +57,8 @@ def test_rows_for_vgg16_name_each_fc_layer_over_its_views_and_both_together():
     assert got[-1] == "fc6@flip + logits@flip, power"  # one view set: no row of every set
     # Without class scores or views: the baseline and its power scaling alone.
     assert names(improvements_for(["fc7"], "fc7")) == ["fc7", "fc7, power"]
+    maxed = improvements_for(["fc7", "fc7@crops5-max"], "fc7")
+    assert maxed[2].name == "fc7@crops5-max" and "maximum over the views" in maxed[2].reason
     with pytest.raises(ClassifierError, match="no layer fc8"):
         improvements_for(["fc7"], "fc8")
 
