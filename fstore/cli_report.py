@@ -51,6 +51,14 @@ def _report_options(command):
         click.option("--precisions", type=CommaList(click.Choice(REPORT_PRECISIONS), empty_ok=True),
                      default="int8,fp16", show_default=True,
                      help="Variants measured against fp32 (comma-separated; '' for none)."),
+        click.option("--views", type=CommaList(str, empty_ok=True), default=None,
+                     help="Augmented views the build stores as LAYER@VIEWS (their mean), each "
+                          "tried in the Improvements section: flip, crops5, scales:240+320. "
+                          "Each view is one more model pass per image: flip one, crops5 four "
+                          "more. [default: flip for a new store, else the store's]"),
+        click.option("--cost-images", default=240, show_default=True,
+                     type=click.IntRange(min=1),
+                     help="Images of the sample each view set's build cost is measured on."),
         click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      default=None, help="Zero-shot mapping file [default: built-in 15-Scene]."),
         click.option("--samples", default=15, show_default=True, type=int,
@@ -91,7 +99,8 @@ def _model_options(command):
 @_report_options
 def report(images: Path, **options) -> None:
     """The whole study of IMAGES in one page: network, predictions, activation maps, SVM and
-    heads, PCA, layer study, zero-shot, random splits, int8/fp16 fidelity, provenance.
+    heads, PCA, layer study, zero-shot, random splits, improvements (layer combinations, power
+    scaling, augmented views), int8/fp16 fidelity, provenance.
 
     Builds the store if needed, caches every stage in the store's folder (a second run reuses
     them), writes OUT/report.html (self-contained), OUT/report.md and OUT/report.json.
@@ -103,6 +112,12 @@ def report(images: Path, **options) -> None:
       fstore report ../shared/data/scene15 --out lite1-report \\
           --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
           --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+      # the same with five crops and a second scale tried as Improvements rows
+      # (8 model passes per image instead of 1)
+      fstore report ../shared/data/scene15 --out lite1-views \\
+          --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
+          --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 \\
+          --views flip,crops5,scales:240+320
       # VGG16 with random weights, without the random splits and precisions
       fstore report ../shared/data/scene15 --weights random --splits 0 \\
           --precisions '' --out vgg16-report
@@ -140,6 +155,8 @@ def _config_options(o: dict) -> dict:
         precisions=tuple(o["precisions"]),
         mapping=o["mapping"],
         samples=o["samples"],
+        views=None if o["views"] is None else tuple(o["views"]),
+        cost_images=o["cost_images"],
         seed=o["seed"],
         provider=o["provider"],
         threads=o["threads"],

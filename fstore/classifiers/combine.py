@@ -8,7 +8,7 @@ new image and combines them with the same :func:`combine`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +19,25 @@ from fstore.store import FeatureSet
 JOIN = "+"
 
 
-def layer_names(text: str) -> list[str]:
-    """``pooled,logits`` or ``pooled+logits`` as ``["pooled", "logits"]``."""
-    names = [name.strip() for name in text.replace(JOIN, ",").split(",") if name.strip()]
+def layer_names(text: str, held: Collection[str] = ()) -> list[str]:
+    """``pooled,logits`` or ``pooled+logits`` as ``["pooled", "logits"]``.
+
+    A name in ``held`` (the store's layers) stays whole even if it holds a ``+``, as a view
+    layer may (``pooled@scales:240+320``): between commas, the longest run of ``+``-joined
+    parts that ``held`` names is one layer.
+    """
+    names = []
+    for item in text.split(","):
+        parts = [part.strip() for part in item.split(JOIN)]
+        start = 0
+        while start < len(parts):
+            stop = next(
+                (s for s in range(len(parts), start, -1) if JOIN.join(parts[start:s]) in held),
+                start + 1,
+            )
+            names.append(JOIN.join(parts[start:stop]))
+            start = stop
+    names = [name for name in names if name]
     if len(set(names)) != len(names):
         raise ClassifierError(f"--layer {text} names a layer twice")
     return names
@@ -46,9 +62,10 @@ def load_layers(store: Path, layer: str | None) -> FeatureSet:
     from fstore.store import load_features, store_layers
 
     store = Path(store)
-    if layer is None or layer in store_layers(store):
+    held = store_layers(store)
+    if layer is None or layer in held:
         return load_features(store, layer)
-    names = layer_names(layer)
+    names = layer_names(layer, held)
     if len(names) == 1:
         return load_features(store, names[0])
     sets = [load_features(store, name) for name in names]

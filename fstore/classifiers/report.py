@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fstore.classifiers.evaluation import TrainingRun
+from fstore.classifiers.improvements import Improvements
 from fstore.classifiers.pca import PcaProfile
 from fstore.classifiers.study import LayerStudy
 from fstore.errors import OutputPathError
@@ -154,6 +155,41 @@ def study_figure(path: Path, study: LayerStudy) -> list[Path]:
     ax.patch.set_visible(False)
     ax.set_title("Linear SVM per layer", fontsize=10)
     return _save(fig, path, {"figure": "layer_study", **study.to_dict()})
+
+
+def improvements_figure(path: Path, result: Improvements) -> list[Path]:
+    """One bar per improvement: mean test accuracy over the K random splits with its sample std
+    as error bar (the store's split when there are none), the store's split as a dot, the
+    baseline's as a dashed line."""
+    data = result.to_dict()
+    rows = data["rows"]
+    y = np.arange(len(rows))[::-1]
+    standard = [100 * r["accuracy"] for r in rows]
+    has_splits = rows[0]["splits_mean"] is not None
+    fig = _figure(8, 0.42 * len(rows) + 1.6)
+    ax = fig.subplots()
+    if has_splits:
+        k = len(rows[0]["splits_accuracies"])
+        ax.barh(
+            y,
+            [100 * r["splits_mean"] for r in rows],
+            xerr=[100 * r["splits_std"] for r in rows],
+            color="tab:blue",
+            alpha=0.45,
+            capsize=3,
+            label=f"{k} random splits, mean ± std",
+        )
+    else:
+        ax.barh(y, standard, color="tab:blue", alpha=0.45, label="store's split")
+    ax.plot(standard, y, "o", color="tab:red", label="store's split")
+    ax.axvline(standard[0], color="grey", ls="--", lw=0.8, label="baseline, store's split")
+    ax.set_yticks(y, labels=[r["name"] for r in rows], fontsize=8)
+    low = min(standard + [100 * (r["splits_mean"] - r["splits_std"]) for r in rows if has_splits])
+    ax.set_xlim(max(0.0, low - 2), min(100.0, max(standard) + 2))
+    ax.set_xlabel("SVM test accuracy (%)")
+    ax.set_title("Improvements over the plain SVM on one layer", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path, {"figure": "improvements", **data})
 
 
 def write_run(run: TrainingRun, out: Path, save_model: bool = True) -> dict[str, Path]:

@@ -8,13 +8,15 @@ from pathlib import Path
 from fstore.errors import FstoreError
 from fstore.export.weights import WeightsSource
 from fstore.images.preprocess import Preprocessing
+from fstore.images.views import parse_views
 
 #: Layers a VGG16 report stores when none are given: fc6, fc7 for the layer study, logits for
 #: the zero-shot section.
 VGG16_LAYERS = ("fc6", "fc7", "logits")
-#: Outputs that hold class scores, never the main features of the classifier sections.
-CLASS_OUTPUTS = ("logits", "prob")
 PRECISIONS = ("int8", "fp16")
+#: The views a report builds for its Improvements section: the mirror image, which costs one
+#: more pass of the model (the corner crops cost five, a second scale more than one).
+DEFAULT_VIEWS = ("flip",)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class ReportConfig:
         calibration_count: images an int8 variant of a ``model`` is calibrated on.
         mapping: zero-shot mapping file (``None``: the built-in 15-Scene mapping).
         samples: images shown with their top-5 predictions.
+        views: augmented views the build stores as ``<layer>@<views>`` layers (their mean), one
+            Improvements row set each; ``flip`` doubles the model's work. ``None``:
+            :data:`DEFAULT_VIEWS` for a new store, an existing store's own (as ``build``).
+        cost_images: images of the sample each view set's build cost is measured on.
         seed, provider, batch_size, threads: as for ``build`` and ``train``.
         use_cache: reuse cached stages (``False`` recomputes every stage).
     """
@@ -59,6 +65,8 @@ class ReportConfig:
     calibration_count: int = 64
     mapping: Path | None = None
     samples: int = 15
+    views: tuple[str, ...] | None = None
+    cost_images: int = 240
     seed: int = 0
     provider: str = "cpu"
     batch_size: int = 32
@@ -78,10 +86,24 @@ class ReportConfig:
             )
         if self.splits < 0 or self.samples < 0:
             raise FstoreError("--splits and --samples cannot be negative")
+        if self.cost_images < 1:
+            raise FstoreError("--cost-images must be at least 1")
+        if self.views is not None:
+            object.__setattr__(self, "views", parse_views(self.views))  # checked, canonical
 
     @property
     def store_path(self) -> Path:
         return self.store if self.store is not None else Path(self.out) / "fstore.h5"
+
+    @property
+    def wanted_views(self) -> tuple[str, ...]:
+        """The views to ask the build for (empty: the store's own, as ``build`` reads it)."""
+        if self.views is not None:
+            return self.views
+        from fstore.store.layout import sidecar
+
+        started = self.store_path.exists() or sidecar(self.store_path).exists()
+        return () if started else DEFAULT_VIEWS
 
     @property
     def wanted_layers(self) -> tuple[str, ...] | None:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fstore.classifiers.improvements import CLASS_OUTPUTS
 from fstore.images.preprocess import Preprocessing
+from fstore.images.views import SEPARATOR
 from fstore.report.cache import StageCache
-from fstore.report.config import CLASS_OUTPUTS, ReportConfig
+from fstore.report.config import ReportConfig
 from fstore.store import FeatureSet
 
 
@@ -38,8 +40,15 @@ class Context:
 
     @property
     def main_layer(self) -> str:
-        """The layer the classifier sections use: the first that does not hold class scores."""
-        return next((n for n in self.layers if n not in CLASS_OUTPUTS), self.layers[0])
+        """The layer the classifier sections use: the first that does not hold class scores
+        and is not the mean over views (``pooled@flip``)."""
+        plain = self.plain_layers
+        return next((n for n in plain if n not in CLASS_OUTPUTS), plain[0])
+
+    @property
+    def plain_layers(self) -> tuple[str, ...]:
+        """The network's layers as stored, without their means over views (``pooled@flip``)."""
+        return tuple(n for n in self.layers if SEPARATOR not in n)
 
     @property
     def provenance(self) -> dict:

@@ -45,6 +45,11 @@ def _summary_blocks(data: dict) -> list:
     if "splits" in s:
         k = s["splits"]
         rows.append([f"{k['k']} random splits", f"{sec.pct(k['mean'])} ± {sec.pct(k['std'])}"])
+    best = s["best_improvement"]
+    rows.append(
+        [f"best improvement: {best['name']}", f"{sec.pct(best['accuracy'])} "
+         f"({best['change_points']:+.2f} points)"]
+    )  # fmt: skip
     for name in ("int8", "fp16"):
         if name in s:
             rows.append(
@@ -118,6 +123,7 @@ def section_list(data: dict) -> list[tuple[str, str, list]]:
         ("layers", "Layer study", sec.layers(s["layers"])),
         ("zeroshot", "Zero-shot", sec.zeroshot(s["zeroshot"])),
         ("splits", "K random splits", sec.splits(s["splits"])),
+        ("improvements", "Improvements", sec.improvements(s["improvements"])),
         ("precision", "Precision", sec.precision(s["precision"])),
         ("provenance", "Provenance", _provenance_blocks(data["provenance"])),
     ]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from fstore.report import improvements as imp
 from fstore.report import stages_classifiers as clf
 from fstore.report import stages_model as net
 from fstore.report.cache import StageCache, digest
@@ -19,8 +20,9 @@ from fstore.report.context import Context
 
 logger = logging.getLogger(__name__)
 
-#: (name, title, function, the options it depends on). Order matters: ``precision`` reads the
-#: ``svm`` stage's accuracy.
+#: (name, title, function, the options it depends on; ``stored_layers`` is the store's layers,
+#: which decide the improvements tried). Order matters: ``precision`` reads the ``svm`` stage's
+#: accuracy.
 STAGES: tuple[tuple[str, str, Callable[[Context, Path], dict], tuple[str, ...]], ...] = (
     ("network", "Network", net.network, ("weights", "input_size")),
     ("predictions", "Sample predictions", net.predictions, ("samples",)),
@@ -31,6 +33,12 @@ STAGES: tuple[tuple[str, str, Callable[[Context, Path], dict], tuple[str, ...]],
     ("layers", "Layer study", clf.layers, ("C", "cv", "seed")),
     ("zeroshot", "Zero-shot", clf.zeroshot, ("mapping",)),
     ("splits", "K random splits", clf.splits, ("C", "cv", "seed", "splits", "per_class")),
+    (
+        "improvements",
+        "Improvements",
+        imp.improvements,
+        ("C", "cv", "seed", "splits", "per_class", "cost_images", "stored_layers"),
+    ),
     (
         "precision",
         "Precision",
@@ -61,6 +69,7 @@ def build_store(config: ReportConfig) -> dict:
         provider=config.provider,
         batch_size=config.batch_size,
         threads=config.threads,
+        views=config.wanted_views,
     )
     if config.model is not None:
         build_config = BuildConfig(model=config.model, preprocessing=config.preprocessing, **common)
@@ -87,7 +96,7 @@ def make_context(config: ReportConfig) -> Context:
 
 
 def _params(ctx: Context, names: tuple[str, ...]) -> dict:
-    options = asdict(ctx.config)
+    options = {**asdict(ctx.config), "stored_layers": list(ctx.layers)}
     params = {name: options[name] for name in names}
     if "mapping" in params and params["mapping"]:
         params["mapping_text"] = Path(params["mapping"]).read_text()
@@ -157,6 +166,12 @@ def summary(data: dict) -> dict:
             "mean": s["splits"]["accuracy_mean"],
             "std": s["splits"]["accuracy_std"],
         }
+    best = next(r for r in s["improvements"]["rows"] if r["name"] == s["improvements"]["best"])
+    out["best_improvement"] = {
+        "name": best["name"],
+        "accuracy": best["accuracy"],
+        "change_points": best["change_points"],
+    }
     for name, row in s["precision"]["variants"].items():
         out[name] = {
             "change_points": row["change_points"],

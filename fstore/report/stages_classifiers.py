@@ -112,11 +112,12 @@ def pca(ctx: Context, folder: Path) -> dict:
 
 
 def layers(ctx: Context, folder: Path) -> dict:
-    """Per stored layer: dimension, SVM test accuracy and fit time."""
+    """Per stored layer of the network (not its views): dimension, SVM test accuracy and fit
+    time."""
     from fstore.classifiers.report import study_figure
     from fstore.classifiers.study import study_layers
 
-    result = study_layers(ctx.store, None, svm_options(ctx))
+    result = study_layers(ctx.store, ctx.plain_layers, svm_options(ctx))
     study_figure(folder / "layers.png", result)
     return {**result.to_dict(), "figures": {"layers": "layers.png"}}
 
@@ -141,14 +142,22 @@ def zeroshot(ctx: Context, folder: Path) -> dict:
 
 def splits(ctx: Context, folder: Path) -> dict:
     """The SVM over K random per-class splits of all images: mean ± std."""
-    from fstore.classifiers.protocol import SplitProtocol
     from fstore.classifiers.svm import train_svm
+
+    protocol = split_protocol(ctx)
+    if protocol is None:
+        return {"available": False, "reason": "--splits 0"}
+    run = train_svm(ctx.features, svm_options(ctx), protocol)
+    return {"available": True, "per_class_asked": ctx.config.per_class, **_summary(run)}
+
+
+def split_protocol(ctx: Context):  # -> SplitProtocol | None
+    """The report's K random splits (None for ``--splits 0``): ``per_class`` training images
+    per class, lowered to half the smallest class when that is fewer."""
+    from fstore.classifiers.protocol import SplitProtocol
 
     config = ctx.config
     if config.splits == 0:
-        return {"available": False, "reason": "--splits 0"}
+        return None
     smallest = int(np.bincount(ctx.features.y).min())
-    per_class = min(config.per_class, smallest // 2)
-    protocol = SplitProtocol(config.splits, per_class, config.seed)
-    run = train_svm(ctx.features, svm_options(ctx), protocol)
-    return {"available": True, "per_class_asked": config.per_class, **_summary(run)}
+    return SplitProtocol(config.splits, min(config.per_class, smallest // 2), config.seed)

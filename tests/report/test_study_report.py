@@ -26,10 +26,20 @@ SECTIONS = (
     "Layer study",
     "Zero-shot",
     "K random splits",
+    "Improvements",
     "Precision",
     "Provenance",
 )
-FAST = dict(C=(0.1, 1.0), cv=2, splits=2, per_class=3, hidden=(16,), samples=3)
+FAST = dict(
+    C=(0.1, 1.0),
+    cv=2,
+    splits=2,
+    per_class=3,
+    hidden=(16,),
+    samples=3,
+    views=("flip",),
+    cost_images=6,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +51,6 @@ def vgg16_report(split_folder: Path, tmp_path_factory: pytest.TempPathFactory):
         out=out,
         weights=WeightsSource("random", seed=0),
         input_size=SMALL.crop,
-        layers=("fc7", "logits"),
         precisions=("int8",),
         **FAST,
     )
@@ -72,7 +81,7 @@ def test_numbers_are_the_librarys_own(vgg16_report):
 
     config, report = vgg16_report
     sections = report.data["sections"]
-    fs = load_features(config.store_path, "fc7")
+    fs = load_features(config.store_path, "fc6")
     svm = train_svm(fs, SvmOptions(C=config.C, cv=config.cv, seed=0))
     assert report.data["summary"]["svm_accuracy"] == svm.accuracy_mean
     assert sections["svm"]["svm"]["fits"][0]["details"]["cv"] == svm.fits[0].details["cv"]
@@ -82,7 +91,7 @@ def test_numbers_are_the_librarys_own(vgg16_report):
     zs = zeroshot_store(config.store_path)
     assert sections["zeroshot"]["accuracy"] == zs.evaluation.accuracy
     assert sections["zeroshot"]["uncovered"] == ["forest"]
-    assert [r["layer"] for r in sections["layers"]["rows"]] == ["fc7", "logits"]
+    assert [r["layer"] for r in sections["layers"]["rows"]] == ["fc6", "fc7", "logits"]
     assert len(sections["splits"]["fits"]) == 2
     int8 = sections["precision"]["variants"]["int8"]
     assert int8["change_points"] == pytest.approx(100 * (int8["accuracy"] - svm.accuracy_mean))
@@ -99,7 +108,7 @@ def test_second_run_reuses_every_stage_and_a_changed_option_only_its_stages(vgg1
     assert again.data["summary"] == first.data["summary"]
     changed = run_report(replace(config, C=(1.0,)))
     fresh = {name for name, s in changed.data["sections"].items() if not s["cached"]}
-    assert fresh == {"svm", "layers", "splits", "precision"}
+    assert fresh == {"svm", "layers", "splits", "improvements", "precision"}
 
 
 def test_external_model_report(
@@ -145,13 +154,14 @@ def test_cli_report_reuses_the_stages_and_prints_the_page(vgg16_report, split_fo
     config, _ = vgg16_report
     result = CliRunner().invoke(cli, [
         "report", str(split_folder), "--weights", "random", "--seed", "0", "--input-size", "32",
-        "--layer", "fc7,logits", "--precisions", "int8", "--C", "0.1,1", "--cv", "2",
-        "--splits", "2", "--per-class", "3", "--hidden", "16", "--samples", "3",
+        "--precisions", "int8", "--C", "0.1,1", "--cv", "2", "--splits", "2",
+        "--per-class", "3", "--hidden", "16", "--samples", "3", "--views", "flip",
+        "--cost-images", "6",
         "--out", str(config.out),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(str(config.out / "report.html"))
-    assert result.stderr.count(": cached (") == 10
+    assert result.stderr.count(": cached (") == 11
 
 
 def test_cli_report_model_without_preprocessing_is_one_line(
@@ -164,3 +174,42 @@ def test_cli_report_model_without_preprocessing_is_one_line(
     result = CliRunner().invoke(cli, ["report", str(split_folder), "--model", str(external_model)])
     assert result.exit_code == 1
     assert "needs its preprocessing" in result.output and "Traceback" not in result.output
+
+
+def test_improvements_section_is_train_svm_on_each_rows_layers(vgg16_report):
+    """VGG16's rows (fc6@flip, fc7@flip, fc6+fc7 among them) equal ``train_svm`` on the same
+    store; the chart is drawn and the page shows every row."""
+    import html
+
+    from fstore.classifiers.combine import load_layers
+    from fstore.classifiers.protocol import SplitProtocol
+    from fstore.classifiers.svm import SvmOptions, train_svm
+
+    config, report = vgg16_report
+    section = report.data["sections"]["improvements"]
+    rows = {r["name"]: r for r in section["rows"]}
+    assert section["rows"][0]["name"] == "fc6"
+    assert {"fc6@flip", "fc7@flip", "fc6 + fc7", "fc6, power", "fc6 + logits"} <= set(rows)
+    protocol = SplitProtocol(2, 3, 0)
+    assert section["protocol"] == {"splits": 2, "per_class": 3, "seed": 0}
+    for row in section["rows"]:
+        fs = load_layers(config.store_path, ",".join(row["layers"]))
+        options = SvmOptions(C=config.C, cv=config.cv, seed=0, scale=row["scale"])
+        assert row["accuracy"] == train_svm(fs, options).accuracy_mean
+        splits = train_svm(fs, options, protocol)
+        assert (row["splits_mean"], row["splits_std"]) == (
+            splits.accuracy_mean,
+            splits.accuracy_std,
+        )
+        assert row["build"] == section["costs"][",".join(row["views"]) or "plain"]
+    assert rows["fc6"]["accuracy"] == report.data["summary"]["svm_accuracy"]
+    assert section["costs"]["plain"]["images"] == section["costs"]["flip"]["images"] == 6
+    assert section["costs"]["plain"]["times_plain"] == 1.0
+    chart = Path(section["folder"]) / section["figures"]["chart"]
+    assert chart.read_bytes()[:4] == b"\x89PNG"
+    page = report.files["html"].read_text()
+    assert '<h2 id="improvements">Improvements</h2>' in page
+    for name in rows:
+        assert f"<td>{html.escape(name)}</td>" in page
+    best = report.data["summary"]["best_improvement"]
+    assert best["accuracy"] == max(r["accuracy"] for r in section["rows"])
