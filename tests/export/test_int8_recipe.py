@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +105,8 @@ def test_the_recipe_is_applied_and_every_option_recorded(mobile: Path, tmp_path:
     assert _quantized_nodes(model) == {"dw"}  # stem and head (conv_head, classifier) stay float
     record = json.loads({p.key: p.value for p in model.metadata_props}["fstore.calibration"])
     assert record["source"] == "synthetic" and record["images"] == 8 and record["seed"] == 3
-    assert record["recipe"]["method"] == "percentile" and record["recipe"]["percentile"] == 99.9
+    assert record["recipe"] == json.loads(json.dumps(asdict(recipe)))  # every field
+    assert record["recipe"]["leading_macs"] == 0.05
     assert record["calibrator"] == {"symmetric": False, "num_bins": 512, "percentile": 99.9}
     quantizer = record["quantizer"]
     assert quantizer["per_channel"] is True and quantizer["reduce_range"] is False
