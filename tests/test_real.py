@@ -105,16 +105,17 @@ def test_features_equal_onnx_runtime_on_torchvision_preprocessing(report):
 def test_svm_and_int8_on_real_weights(report):
     """int8 by fstore's recipe, calibrated on 16 images, against fp32 on the 600 images.
 
-    Measured (fresh cache, onnxruntime 1.32): mean / min cosine 0.990 / 0.942 and +0.0 points
-    with U8S8 (a VNNI CPU); 0.987 / 0.911 and -1.0 points with U8U8, the format of x86 CPUs
-    without VNNI. The bounds hold for both formats.
+    Measured (fresh cache, onnxruntime 1.32, U8S8 on a VNNI CPU): mean / min cosine 0.9956 /
+    0.9829 and +0.33 points. Over all 4,485 images the recipe gives 0.9956 / 0.9713 with U8S8
+    and 0.9953 / 0.9779 with U8U8, the format of x86 CPUs without VNNI, so the issue's bar
+    (mean 0.99, min 0.95) holds for both. 300 test images make one image 0.33 points.
     """
     _, result = report
     assert result.data["summary"]["svm_accuracy"] >= 0.7
     int8 = result.data["sections"]["precision"]["variants"]["int8"]
-    assert abs(int8["change_points"]) <= 2.0
-    assert int8["mean_cosine"] >= 0.985
-    assert int8["min_cosine"] >= 0.9
+    assert abs(int8["change_points"]) <= 1.0
+    assert int8["mean_cosine"] >= 0.99
+    assert int8["min_cosine"] >= 0.95
 
 
 def test_report_page_has_every_section(report):
