@@ -193,6 +193,13 @@ def resolve_file_model(path: Path, config: BuildConfig, manifest: st.Manifest | 
 
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist")
+    if config.precision in ("int8", "fp16"):
+        # a given model runs as it is: quantizing it would make a second model the store
+        # does not name, so a precision asked for here would otherwise be silently fp32
+        raise FstoreError(
+            f"--precision {config.precision} applies to VGG16 exports; a --model file runs as "
+            "given (pass an int8 or fp16 ONNX file, or leave --precision out)"
+        )
     try:
         info = read_model_info(path)
     except ModelError:

@@ -307,3 +307,21 @@ def test_a_model_of_another_input_size_is_one_line(tmp_path, image_folder):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1 and result.exception is not None
     assert "takes 32x32 pixels, not 24: pass --size 32" in result.output
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_a_precision_for_a_given_model_is_one_line_not_ignored(tmp_path, image_folder, precision):
+    from click.testing import CliRunner
+    from helpers import write_noop_model
+
+    from fstore.cli import cli
+
+    model = write_noop_model(tmp_path / "noop32.onnx", size=32)
+    store = tmp_path / "s.h5"
+    args = ["build", str(image_folder), "--store", str(store), "--model", str(model),
+            "--size", "32", "--provider", "cpu", "--precision", precision, "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert f"--precision {precision} applies to VGG16 exports" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not store.exists()
