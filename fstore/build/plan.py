@@ -82,7 +82,7 @@ def _provenance(recipe: StoreRecipe, model_sha: str, layers: tuple[str, ...], pr
         "decode": recipe.decode,
         "weights_origin": info.weights_origin if info else "unknown (external model)",
         "weights_sha256": info.weights_sha256 if info else "",
-        "precision": info.precision if info else "unknown",
+        "precision": info.precision if info else "as given (external model)",
         "storage_dtype": recipe.dtype,
         "fstore_version": __version__,
         "onnxruntime_version": ort.__version__,
