@@ -47,6 +47,9 @@ def build_cmd(images: Path, store: Path) -> list[str]:
         "4",
         "--threads",
         "1",
+        # the store's guarantees, not int8: auto would quantize VGG16's 138 M weights first
+        "--precision",
+        "fp32",
         "--quiet",
     ]
 
