@@ -1,6 +1,6 @@
 """Classifiers trained from the feature store: SVM, torch head, PCA, layer study, zero-shot.
 
-Every entry point takes a :class:`~fstore.store.features.FeatureSet` (or a store path)
+Every entry point takes a :class:`~fstore.store.FeatureSet` (or a store path)
 and NumPy arrays, never images, so everything here is testable on synthetic features. Modules,
 one per job:
 
