@@ -18,7 +18,9 @@ Both release the GIL while decoding and resizing, so threads scale with the core
 
 from __future__ import annotations
 
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
 
@@ -86,22 +88,37 @@ def _transpose(image: Image.Image) -> tuple[Image.Image, str | None]:
         return image, f"corrupt EXIF ({type(exc).__name__}: {exc}); orientation ignored"
 
 
-def _pillow(data: bytes, draft: int | None = None) -> _Picture:
-    """Pillow decode with the bad-input reasons; a JPEG is DCT-scaled to ``draft`` if given."""
-    with warnings.catch_warnings(record=True) as caught:
+# ``warnings.catch_warnings`` swaps process-wide state, so two reader threads inside it at once
+# lose each other's warnings (a corrupt EXIF goes unrecorded, a decompression bomb only warns).
+# One thread at a time holds it, around the cheap steps that warn: reading the header and the
+# EXIF orientation. The pixel decode between them runs outside, in parallel.
+_WARNINGS = threading.Lock()
+
+
+@contextmanager
+def _capturing():
+    with _WARNINGS, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield caught
+
+
+def _pillow(data: bytes, draft: int | None = None) -> _Picture:
+    """Pillow decode with the bad-input reasons; a JPEG is DCT-scaled to ``draft`` if given."""
+    with _capturing() as opening:
         image = _open(data)
-        full = image.size
-        if draft is not None and image.format == "JPEG":
-            image.draft("RGB", (draft, draft))
-        scaled = image.size
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageDecodeError(f"cannot decode: {exc}") from None
+    full = image.size
+    if draft is not None and image.format == "JPEG":
+        image.draft("RGB", (draft, draft))
+    scaled = image.size
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"cannot decode: {exc}") from None
+    with _capturing() as turning:
         image, warning = _transpose(image)
-    exif_warnings = [str(w.message) for w in caught if "exif" in str(w.message).lower()]
+    caught = [str(w.message) for w in opening + turning]
+    exif_warnings = [message for message in caught if "exif" in message.lower()]
     if warning is None and exif_warnings:
         warning = f"corrupt EXIF ({exif_warnings[0].strip()}); orientation may be ignored"
     if image.size != scaled:  # turned by 90 degrees: the full size turns with it

@@ -4,10 +4,12 @@ keep their reasons in both modes, and ``to_float`` is torchvision's ``ToTensor``
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from helpers import random_image
+from PIL import Image
 
 from fstore.images import decode as dec
 from fstore.images.decode import ImageDecodeError, decode_crop
@@ -117,3 +119,20 @@ def test_to_float_equals_torchvision():
     assert ours.shape == (3, 3, 20, 24) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
     assert torchvision is not None
+
+
+def test_corrupt_exif_warning_is_kept_when_threads_decode_at_once():
+    """Reader threads decode side by side: each corrupt-EXIF picture still reports its warning,
+    and a clean one reports none, however the threads interleave."""
+    corrupt = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(
+        corrupt, "JPEG", exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff"
+    )
+    clean = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(clean, "PNG")
+    inputs = [corrupt.getvalue(), clean.getvalue()] * 200
+    spec = Preprocessing(resize=32, crop=32)
+    with ThreadPoolExecutor(8) as pool:
+        warnings_seen = list(pool.map(lambda data: decode_crop(data, spec)[1], inputs))
+    assert all(w and "corrupt EXIF" in w for w in warnings_seen[0::2])
+    assert all(w is None for w in warnings_seen[1::2])
