@@ -444,7 +444,7 @@ def _print_build_report(report) -> None:
     )
     if report.view_costs:
         click.echo(
-            "model cost per view set (inference shared out by views): "
+            "model cost per view set (each timed alone on the first batch): "
             + "; ".join(
                 f"{name} {cost['views']} view{'s' if cost['views'] > 1 else ''} "
                 f"{cost['images_per_second']:.1f} images/s"

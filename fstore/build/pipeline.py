@@ -88,6 +88,7 @@ class BuildReport:
         self.inference_seconds += times.inference
         self.images_computed += times.images
         self.errors += times.errors
+        self.view_costs = times.view_costs or self.view_costs
         for k, v in times.errors_by_reason.items():
             self.errors_by_reason[k] = self.errors_by_reason.get(k, 0) + v
 
@@ -99,23 +100,6 @@ class BuildReport:
         data = asdict(self)
         data["images_per_second"] = self.images_per_second
         return data
-
-
-def view_costs(plan: ViewPlan, images: int, inference_seconds: float) -> dict[str, dict]:
-    """The model's cost of the plain view and of each view set, in one build.
-
-    Every view of a batch goes through the model in one run, whose time grows with its rows
-    (one per view), so the build's inference time is shared out by views: a set of ``k``
-    views costs ``k`` times the plain view. ``images_per_second`` is the model's rate for
-    that set alone (decode and write not counted).
-    """
-    per_view = inference_seconds / len(plan.views)
-    costs = {}
-    for name, rows in (("plain", (0,)), *plan.sets):
-        seconds = per_view * len(rows)
-        rate = images / seconds if seconds > 0 else 0.0
-        costs[name] = {"views": len(rows), "inference_seconds": seconds, "images_per_second": rate}
-    return costs
 
 
 def check_config(config: BuildConfig) -> None:
@@ -356,8 +340,6 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
             _compute(job, recipe, work, writer, backend)
     finally:
         writer.close()
-    if job.views is not None:
-        report.view_costs = view_costs(job.views, report.images_computed, report.inference_seconds)
     # merges small shard files into segments once there are many, and refreshes the view
     start = time.perf_counter()
     compact_locked(config.store, con, manifest)

@@ -39,6 +39,8 @@ class StageTimes:
     images: int = 0
     errors: int = 0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
+    #: per view set (and ``plain``): views per image, model seconds, model images/s
+    view_costs: dict[str, dict] = field(default_factory=dict)
 
     def count_error(self, reason: str) -> None:
         self.errors += 1
@@ -169,9 +171,37 @@ def stream_batches(batches: Iterator[Batch], backend, times: StageTimes):
         yield feed.pulled.popleft(), output
 
 
+def time_views(backend, pixels: np.ndarray, plan: ViewPlan, repeats: int = 2) -> dict[str, dict]:
+    """The model's cost of the plain view and of each view set, each timed on its own.
+
+    ``pixels`` is one batch's ``(images, views, crop, crop, 3)`` crops. The plain view and then
+    each set's views run through ``backend`` by themselves, back to back under the same load,
+    the best of ``repeats`` runs each. ``images_per_second`` is the model's rate for that set
+    alone (decode and write not counted).
+    """
+    images = len(pixels)
+    costs = {}
+    for name, rows in (("plain", (0,)), *plan.sets):
+        batch = np.ascontiguousarray(pixels[:, list(rows)]).reshape(-1, *pixels.shape[-3:])
+        seconds = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            backend.run(batch)
+            seconds.append(time.perf_counter() - t0)
+        best = min(seconds)
+        rate = images / best if best > 0 else 0.0
+        costs[name] = {"views": len(rows), "inference_seconds": best, "images_per_second": rate}
+    return costs
+
+
 def run_local(work: Work, backend, preprocessing: Preprocessing, options: RunOptions,
               writer: Writer) -> StageTimes:  # fmt: skip
-    """Compute ``work`` here: read → run → hand each finished shard to ``writer``."""
+    """Compute ``work`` here: read → run → hand each finished shard to ``writer``.
+
+    With views, the first batch's crops are kept and, once the work is done, each view set is
+    timed on them by :func:`time_views`.
+    """
+    sample = None
     bar = Progress(work.pending, "build", options.progress)
     assembler = ShardAssembler(backend, layer_dims(writer.manifest), options.views)
     batches = iter_batches(
@@ -185,12 +215,16 @@ def run_local(work: Work, backend, preprocessing: Preprocessing, options: RunOpt
     )
     try:
         for batch, output in stream_batches(batches, backend, assembler.times):
+            if sample is None and options.views is not None and batch.good:
+                sample = batch.pixels.copy()  # the reader reuses its buffer
             rows = assembler.add(batch, output)
             bar.update(len(batch.decoded))
             if rows is not None:
                 writer.put(batch.shard, rows)
     finally:
         bar.close()
+    if sample is not None:
+        assembler.times.view_costs = time_views(backend, sample, options.views)
     return assembler.times
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 from fstore.build import run as run_stage
 from fstore.build.model import build
+from fstore.build.run import time_views
 from fstore.cli import cli
 from fstore.errors import FstoreError, StoreError
 from fstore.images.decode import decode_source
@@ -303,3 +304,26 @@ def test_features_outside_a_store_name_view_layers_too(config_for, store_model, 
     for layer in features:
         stored = load_features(tmp_path / "s.h5", layer).X
         np.testing.assert_allclose(features[layer], stored, rtol=FEATURE_RTOL, atol=FEATURE_ATOL)
+
+
+def test_each_view_set_is_timed_alone_on_its_own_views():
+    """The cost line's figures come from running each set's views by themselves."""
+    plan = plan_views(("flip", "crops5"), SMALL)
+    pixels = np.arange(3 * len(plan.views), dtype=np.uint8)[:, None, None, None]
+    pixels = np.broadcast_to(pixels, (3 * len(plan.views), SMALL.crop, SMALL.crop, 3))
+    pixels = pixels.reshape(3, len(plan.views), SMALL.crop, SMALL.crop, 3)
+    seen = []
+
+    class Recorder:
+        def run(self, batch):
+            seen.append(batch[:, 0, 0, 0].tolist())
+            return {}
+
+    costs = time_views(Recorder(), pixels, plan, repeats=1)
+    assert list(costs) == ["plain", "flip", "crops5"]
+    assert [c["views"] for c in costs.values()] == [1, 2, 5]
+    for (name, rows), ran in zip((("plain", (0,)), *plan.sets), seen, strict=True):
+        assert ran == [int(v) for v in pixels[:, list(rows), 0, 0, 0].ravel()]
+        assert costs[name]["images_per_second"] == pytest.approx(
+            3 / costs[name]["inference_seconds"]
+        )
