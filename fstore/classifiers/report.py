@@ -7,6 +7,7 @@ object API on the Agg canvas (no pyplot, no display needed).
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +164,13 @@ def improvements_figure(path: Path, result: Improvements) -> list[Path]:
     baseline's as a dashed line."""
     data = result.to_dict()
     rows = data["rows"]
-    y = np.arange(len(rows))[::-1]
+    # a row naming several layers wraps at its " + " so the bars keep the figure's width
+    labels = [textwrap.fill(r["name"], 34, break_on_hyphens=False) for r in rows]
+    lines = np.array([label.count("\n") + 1 for label in labels])
+    y = np.cumsum(lines[::-1])[::-1] - lines / 2
     standard = [100 * r["accuracy"] for r in rows]
     has_splits = rows[0]["splits_mean"] is not None
-    fig = _figure(8, 0.42 * len(rows) + 1.6)
+    fig = _figure(8, 0.3 * lines.sum() + 0.15 * len(rows) + 1.6)
     ax = fig.subplots()
     if has_splits:
         k = len(rows[0]["splits_accuracies"])
@@ -183,7 +187,7 @@ def improvements_figure(path: Path, result: Improvements) -> list[Path]:
         ax.barh(y, standard, color="tab:blue", alpha=0.45, label="store's split")
     ax.plot(standard, y, "o", color="tab:red", label="store's split")
     ax.axvline(standard[0], color="grey", ls="--", lw=0.8, label="baseline, store's split")
-    ax.set_yticks(y, labels=[r["name"] for r in rows], fontsize=8)
+    ax.set_yticks(y, labels=labels, fontsize=8)
     low = min(standard + [100 * (r["splits_mean"] - r["splits_std"]) for r in rows if has_splits])
     ax.set_xlim(max(0.0, low - 2), min(100.0, max(standard) + 2))
     ax.set_xlabel("SVM test accuracy (%)")
