@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
+import sys
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -60,3 +62,21 @@ def json_ready(value: Any) -> Any:
 def json_text(data: Any, indent: int | None = 1) -> str:
     """:func:`json_ready` data as JSON text (strict: no NaN)."""
     return json.dumps(json_ready(data), indent=indent, allow_nan=False)
+
+
+def peak_rss_mib() -> float:
+    """This process's resident high-water mark, in MiB.
+
+    Linux's ``VmHWM`` belongs to the process's own memory map. ``ru_maxrss`` survives
+    ``execve`` there, so a build spawned by a large parent (a test run, a benchmark) would report
+    the parent's peak; it is only the fallback where ``/proc`` is absent (bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
+from fstore.fsutil import peak_rss_mib
+
 _FLAGS_OF_INTEREST = (
     "avx2",
     "fma",
@@ -136,25 +138,9 @@ def rss_mib() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def _peak_rss_mib() -> float | None:
-    """This process's resident high-water mark (Linux's ``VmHWM``), or ``None`` elsewhere.
-
-    Neither psutil nor ``resource`` gives it: ``ru_maxrss`` survives ``execve``, so a process
-    spawned by a large parent reports the parent's peak; ``VmHWM`` belongs to the process's
-    own memory map and can be reset (:func:`_reset_peak_rss`).
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 def _reset_peak_rss() -> None:
-    """Reset ``VmHWM`` to the current resident size, where the kernel allows it."""
+    """Reset ``VmHWM`` (:func:`fstore.fsutil.peak_rss_mib`) to the current resident size, where
+    the kernel allows it."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -224,7 +210,7 @@ class PeakMemory:
         self._stop.set()
         assert self._thread is not None
         self._thread.join()
-        own = max(self._self_peak_kib / 1024, _peak_rss_mib() or 0.0, rss_mib())
+        own = max(self._self_peak_kib / 1024, peak_rss_mib(), rss_mib())
         self.peak_mib = own + self._child_peak_kib / 1024
         if self.cuda:
             self._gpu_peak = max(self._gpu_peak, _gpu_used_mib())

@@ -212,17 +212,15 @@ def _stream(store: Path) -> tuple[int, float, float]:
     """Stream the layer in a child process: rows, seconds and the child's peak RSS in MiB (what
     the stream holds, without tracemalloc's slowdown of every allocation).
 
-    The peak is the kernel's ``VmHWM`` of the child's own memory: ``getrusage``'s ``ru_maxrss``
-    survives ``exec`` on Linux and would report the forking parent's size.
+    The peak is the child's own (:func:`fstore.fsutil.peak_rss_mib`), not the forking parent's.
     """
     code = (
-        "import re, time; from pathlib import Path\n"
+        "import time; from pathlib import Path\n"
+        "from fstore.fsutil import peak_rss_mib\n"
         "from fstore.store import iter_features\n"
         "start = time.perf_counter()\n"
         f"rows = sum(len(b.keys) for b in iter_features(Path({str(store)!r}), 'v'))\n"
-        "seconds = time.perf_counter() - start\n"
-        "hwm = re.search(r'VmHWM:\\s+(\\d+) kB', Path('/proc/self/status').read_text())\n"
-        "print(rows, seconds, int(hwm.group(1)) / 1024)\n"
+        "print(rows, time.perf_counter() - start, peak_rss_mib())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     rows, seconds, rss = out.stdout.split()

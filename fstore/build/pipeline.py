@@ -17,7 +17,6 @@ remembers, or (through :func:`fstore.build.model.build`) a VGG16 export.
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
@@ -36,6 +35,7 @@ from fstore.build.read import Work, default_workers
 from fstore.build.run import RunOptions, StageTimes, layer_dims, probe_shapes, run_local
 from fstore.build.write import Writer
 from fstore.errors import FstoreError, ModelError, StoreError
+from fstore.fsutil import peak_rss_mib
 from fstore.images.decode import DECODE_MODES
 from fstore.images.discover import discover
 from fstore.images.preprocess import Preprocessing
@@ -377,6 +377,6 @@ def build(
             logger.info("removed %d file(s) left by an interrupted build", removed)
         _fill(_Job(config, images, found.items, model, report, progress), manifest, con)
     report.seconds = time.perf_counter() - start
-    report.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report.peak_rss_mib = peak_rss_mib()
     report.store_bytes = st.store_bytes(config.store)
     return report

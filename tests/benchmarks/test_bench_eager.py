@@ -11,6 +11,7 @@ from fstore.benchmarks import machine
 from fstore.export.calibration import decode_inputs
 from fstore.export.onnx_export import VERIFY_TOLERANCE, relative_error
 from fstore.export.precision import compare_features
+from fstore.fsutil import peak_rss_mib
 
 torch = pytest.importorskip("torch")
 
@@ -141,7 +142,7 @@ def test_machine_facts_come_from_the_libraries() -> None:
     assert machine.usable_cores() == len(os.sched_getaffinity(0))
     assert machine._memory_total_gib() == pytest.approx(psutil.virtual_memory().total / 2**30)
     assert set(machine.cpu_flags()) <= set(machine._FLAGS_OF_INTEREST)
-    assert 0 < machine.rss_mib() <= machine._peak_rss_mib() + 1
+    assert 0 < machine.rss_mib() <= peak_rss_mib() + 1
 
 
 def test_machine_info_names_cpu_cores_and_versions() -> None:

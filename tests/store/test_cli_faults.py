@@ -154,21 +154,24 @@ def test_a_corrupted_shard_is_one_line_and_the_build_recomputes_it(setup, tmp_pa
     assert_resumed(store, reference, images, model)
 
 
-def _start_and_wait(images: Path, store: Path, model: Path, shards_on_disk: int):
+def _start_and_stop(images: Path, store: Path, model: Path, shards_on_disk: int):
+    """A build stopped (SIGSTOP) mid-way, once ``shards_on_disk`` shards are written: a fault
+    sent to it now lands mid-build, however fast the machine runs the rest (23 shards in all)."""
     proc = subprocess.Popen(build_cmd(images, store, model), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while len(shards(store)) < shards_on_disk and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.005)
+    proc.send_signal(signal.SIGSTOP)
     assert proc.poll() is None, "the build finished before the fault"
+    assert len(shards(store)) < 20, "the build was nearly done before the fault"
     return proc
 
 
 def test_two_concurrent_builds_one_is_refused_in_one_line(setup, tmp_path):
     images, model, reference = setup
     store = tmp_path / "s.h5"
-    first = _start_and_wait(images, store, model, 2)
-    first.send_signal(signal.SIGSTOP)  # holds the lock, mid-build, while the second one tries
+    first = _start_and_stop(images, store, model, 2)  # holds the lock while the second tries
     second = subprocess.run(build_cmd(images, store, model), capture_output=True, text=True)
     first.send_signal(signal.SIGCONT)
     first.wait(timeout=300)
@@ -181,8 +184,9 @@ def test_two_concurrent_builds_one_is_refused_in_one_line(setup, tmp_path):
 def test_sigint_is_one_line_and_the_same_command_resumes(setup, tmp_path):
     images, model, reference = setup
     store = tmp_path / "s.h5"
-    proc = _start_and_wait(images, store, model, 3)
-    proc.send_signal(signal.SIGINT)
+    proc = _start_and_stop(images, store, model, 3)
+    proc.send_signal(signal.SIGINT)  # delivered as the build continues
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
     assert_one_line_fault(proc.returncode, err)
     assert "interrupted" in err and "run the same fstore build to resume" in err
