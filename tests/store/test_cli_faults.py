@@ -154,10 +154,20 @@ def test_a_corrupted_shard_is_one_line_and_the_build_recomputes_it(setup, tmp_pa
     assert_resumed(store, reference, images, model)
 
 
+# A shell's background job (CI scripts, ``cmd &``) starts with SIGINT ignored, and a child
+# inherits that: its Ctrl-C would never arrive. The build under test gets a terminal's default.
+SIGINT_AS_ON_A_TERMINAL = [
+    sys.executable, "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+]  # fmt: skip
+
+
 def _start_and_stop(images: Path, store: Path, model: Path, shards_on_disk: int):
     """A build stopped (SIGSTOP) mid-way, once ``shards_on_disk`` shards are written: a fault
     sent to it now lands mid-build, however fast the machine runs the rest (23 shards in all)."""
-    proc = subprocess.Popen(build_cmd(images, store, model), stderr=subprocess.PIPE, text=True)
+    cmd = SIGINT_AS_ON_A_TERMINAL + build_cmd(images, store, model)[1:]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while len(shards(store)) < shards_on_disk and proc.poll() is None:
         assert time.monotonic() < deadline
