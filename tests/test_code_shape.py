@@ -7,6 +7,7 @@ make that checkable. They read fstore's own source with ``ast``; nothing is impo
 from __future__ import annotations
 
 import ast
+import fnmatch
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,16 @@ def test_no_function_over_80_lines(path: Path, tree: ast.Module) -> None:
 @pytest.mark.parametrize("path, tree", _trees(), ids=_ids)
 def test_no_call_with_over_6_positional_arguments(path: Path, tree: ast.Module) -> None:
     assert _wide_calls(tree) == [], f"{path.relative_to(PACKAGE.parent)}: use keywords or a config"
+
+
+def test_no_test_folder_is_hidden_from_collection(pytestconfig):
+    """A folder matching ``norecursedirs`` is silently never collected (pytest's default hides
+    any folder named ``build``): every folder with test files must escape those patterns."""
+    tests = Path(__file__).resolve().parent
+    patterns = pytestconfig.getini("norecursedirs")
+    folders = {p.parent for p in tests.rglob("test_*.py")} - {tests}
+    assert any(folder.name == "build" for folder in folders)  # the case that once hid itself
+    for folder in folders:
+        hidden = [p for part in folder.relative_to(tests).parts for p in patterns
+                  if fnmatch.fnmatch(part, p)]  # fmt: skip
+        assert not hidden, f"{folder} matches norecursedirs {hidden}: its tests never run"
