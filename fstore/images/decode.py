@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -81,17 +82,19 @@ class _Picture:
     full: tuple[int, int]
 
 
-def _transpose(image: Image.Image) -> tuple[Image.Image, str | None]:
+def _exif_warning(step: Callable[[], object]) -> str | None:
+    """Run an EXIF step; the warning to record if it fails (which only loses the orientation)."""
     try:
-        return ImageOps.exif_transpose(image), None
+        step()
     except Exception as exc:  # noqa: BLE001 - any EXIF failure only loses the orientation
-        return image, f"corrupt EXIF ({type(exc).__name__}: {exc}); orientation ignored"
+        return f"corrupt EXIF ({type(exc).__name__}: {exc}); orientation ignored"
+    return None
 
 
 # ``warnings.catch_warnings`` swaps process-wide state, so two reader threads inside it at once
 # lose each other's warnings (a corrupt EXIF goes unrecorded, a decompression bomb only warns).
-# One thread at a time holds it, around the cheap steps that warn: reading the header and the
-# EXIF orientation. The pixel decode between them runs outside, in parallel.
+# One thread at a time holds it, around the cheap steps that warn: reading the header and
+# parsing the EXIF block. The pixel decode and the turn upright run outside, in parallel.
 _WARNINGS = threading.Lock()
 
 
@@ -115,9 +118,11 @@ def _pillow(data: bytes, draft: int | None = None) -> _Picture:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"cannot decode: {exc}") from None
-    with _capturing() as turning:
-        image, warning = _transpose(image)
-    caught = [str(w.message) for w in opening + turning]
+    with _capturing() as parsing:  # parses and caches the EXIF block, where Pillow warns
+        warning = _exif_warning(image.getexif)
+    if warning is None:  # in place: no copy of the picture when nothing turns
+        warning = _exif_warning(lambda: ImageOps.exif_transpose(image, in_place=True))
+    caught = [str(w.message) for w in opening + parsing]
     exif_warnings = [message for message in caught if "exif" in message.lower()]
     if warning is None and exif_warnings:
         warning = f"corrupt EXIF ({exif_warnings[0].strip()}); orientation may be ignored"
