@@ -167,7 +167,7 @@ def improvements_figure(path: Path, result: Improvements) -> list[Path]:
     # a row naming several layers wraps at its " + " so the bars keep the figure's width
     labels = [textwrap.fill(r["name"], 34, break_on_hyphens=False) for r in rows]
     lines = np.array([label.count("\n") + 1 for label in labels])
-    y = np.cumsum(lines[::-1])[::-1] - lines / 2
+    y = np.cumsum(lines[::-1])[::-1] - lines / 2  # each row as tall as its label, first on top
     standard = [100 * r["accuracy"] for r in rows]
     has_splits = rows[0]["splits_mean"] is not None
     fig = _figure(8, 0.3 * lines.sum() + 0.15 * len(rows) + 1.6)
