@@ -9,7 +9,7 @@ torch, ONNX Runtime or h5py)::
     report = fstore.build_store(config)                # images -> feature store
     features = fstore.load_features(store, "fc7")      # one layer, labels and split
 
-``fstore.export``, ``fstore.build`` and ``fstore.store`` are the packages behind them.
+``fstore.export``, ``fstore.pipeline`` and ``fstore.store`` are the packages behind them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 #: statement here would make every module that imports ``__version__`` load the whole library.
 _API = {
     "export_model": ("fstore.export.onnx_export", "export"),
-    "build_store": ("fstore.build.model", "build"),
+    "build_store": ("fstore.pipeline.model", "build"),
     "load_features": ("fstore.store", "load_features"),
 }
 

@@ -37,7 +37,7 @@ step() {  # step NAME SECONDS COMMAND...: run, keep its output, never stop the s
 }
 
 step gpu_tests 150 python3 -m pytest -q -p no:cacheprovider -m gpu \
-    tests/runtime tests/build/test_gpu.py
+    tests/runtime tests/pipeline/test_gpu.py
 step bench 240 python3 -c 'from fstore.cli import main; main()' bench --provider cuda \
     --weights random --images "$images" --batch-sizes 128 --precision fp32,fp16 \
     --views model,e2e,pipeline --workers "$(nproc)" --memory off --out "$out/bench"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from helpers import ALL_LAYERS, SMALL, make_image_folder, random_image  # noqa: F401
 
-from fstore.build.config import BuildConfig
 from fstore.export.weights import WeightsSource
 from fstore.images.preprocess import Preprocessing
+from fstore.pipeline.config import BuildConfig
 
 
 @pytest.fixture(scope="session", autouse=True)

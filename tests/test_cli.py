@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from helpers import make_image_folder
 
 from fstore.cli import cli
-from fstore.cli_options import CommaList, FstoreCommand, FstoreGroup
+from fstore.cli.options import CommaList, FstoreCommand, FstoreGroup
 from fstore.errors import ClassifierError, StoreError
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
@@ -218,7 +218,7 @@ def test_groups_make_converting_commands():
 def test_library_log_lines_reach_stderr():
     import logging
 
-    from fstore.cli_options import use_stderr_logging
+    from fstore.cli.options import use_stderr_logging
 
     @click.command(cls=FstoreCommand)
     @click.option("--quiet", is_flag=True)
@@ -343,7 +343,7 @@ def test_import_fstore_is_light_and_the_api_resolves():
 def test_api_names_are_the_library_functions(monkeypatch):
     import fstore
     import fstore.export.onnx_export as onnx_export
-    from fstore.build import model
+    from fstore.pipeline import model
     from fstore.store import reads
 
     assert fstore.build_store is model.build
@@ -368,7 +368,7 @@ RUN_ARGS = ["--store", "s.h5", "--layer", "fc7", "--pca", "0.95", "--splits", "2
 @pytest.mark.parametrize("name", ["svm", "head"])
 def test_train_svm_and_head_accept_the_shared_run_options(name):
     """One home for the options every training command ends with; both parse them alike."""
-    from fstore.cli_classifiers import train
+    from fstore.cli.classifiers import train
 
     params = train.commands[name].make_context(name, list(RUN_ARGS)).params
     assert params["store"] == Path("s.h5") and params["layer"] == "fc7"
@@ -377,7 +377,7 @@ def test_train_svm_and_head_accept_the_shared_run_options(name):
 
 
 def test_shared_options_have_one_help_and_default():
-    from fstore.cli_classifiers import study, train
+    from fstore.cli.classifiers import study, train
 
     def options(command) -> dict:
         return {p.name: (p.opts, p.help, p.default) for p in command.params}

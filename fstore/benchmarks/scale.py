@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.build.config import BuildConfig
-from fstore.build.pipeline import build
 from fstore.images.preprocess import Preprocessing
+from fstore.pipeline.config import BuildConfig
+from fstore.pipeline.pipeline import build
 from fstore.store import FeatureSet, catalog, load_features, sidecar, store_info
 from fstore.store.layout import Manifest, write_manifest
 
@@ -189,7 +189,7 @@ def _sim_key(i: int) -> str:
 def _sim_build(store: Path, first: int, count: int, generation: int, seg: int = 65_536) -> float:
     """Plan ``count`` generated images from number ``first`` in one transaction and commit them
     in segment files of ``seg`` rows, as a build does (in key order): the seconds it took."""
-    from fstore.build.plan import shard_name
+    from fstore.pipeline.plan import shard_name
     from fstore.store.shards import write_shard
 
     start = time.perf_counter()
@@ -268,8 +268,8 @@ def driver_write_rate(workdir: Path, shards: int = 64, rows: int = 256, dim: int
     """MB/s of features one process writes into a store through the write stage (shard files
     with fsync and sha256, and their catalog commits), as the Ray driver does: fc7 is 4096
     float32."""
-    from fstore.build.plan import shard_name
-    from fstore.build.write import Writer
+    from fstore.pipeline.plan import shard_name
+    from fstore.pipeline.write import Writer
     from fstore.store.lock import StoreLock, prepare_store
     from fstore.store.shards import ShardRows
 

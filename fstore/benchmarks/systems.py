@@ -162,7 +162,7 @@ class BackendSpec:
 class EndToEndSpec:
     """One system's path from image files to a feature file; picklable like :class:`BackendSpec`.
 
-    ``ort`` runs :func:`fstore.build.pipeline.build` with the model ``backend.source``;
+    ``ort`` runs :func:`fstore.pipeline.pipeline.build` with the model ``backend.source``;
     ``eager`` and ``noop`` run :func:`fstore.benchmarks.eager.eager_store`.
     """
 
@@ -182,8 +182,8 @@ class EndToEndSpec:
         return asdict(eager_store(list(images.paths), keys, out, backend, self.loader))
 
     def _build(self, out: Path, images: Any) -> dict:
-        from fstore.build.config import BuildConfig
-        from fstore.build.pipeline import build
+        from fstore.pipeline.config import BuildConfig
+        from fstore.pipeline.pipeline import build
 
         b = self.backend
         report = build(

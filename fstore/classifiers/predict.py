@@ -96,9 +96,9 @@ def classify_images(
     batch_size: int = 16,
 ) -> Classification:
     """Predict the class of each image (files, or folders searched for images)."""
-    from fstore.build.run import extract_features
     from fstore.classifiers.combine import combine, layer_names
     from fstore.images.preprocess import Preprocessing
+    from fstore.pipeline.run import extract_features
 
     clf = load_classifier(classifier)
     model, sha = resolve_model(clf, model_path)

@@ -180,7 +180,7 @@ def get_layer(name: str) -> Layer:
 def parse_layers(names: str | Sequence[str]) -> tuple[Layer, ...]:
     """Layer names (or one name) as layers in forward order, without repeats.
 
-    Comma lists are the CLI's to split (``fstore.cli_options.CommaList``); here ``"fc7,pool5"``
+    Comma lists are the CLI's to split (``fstore.cli.options.CommaList``); here ``"fc7,pool5"``
     is one unknown name.
     """
     wanted = {names} if isinstance(names, str) else set(names)

@@ -35,8 +35,8 @@ def copy_sample(ctx: Context, count: int, out: Path) -> int:
 
 def _sample_build(ctx: Context, images: Path, store: Path, views: tuple[str, ...]) -> dict:
     """The library's build of the plain layers and ``views`` over ``images``; its report."""
-    from fstore.build.config import BuildConfig
-    from fstore.build.model import build
+    from fstore.pipeline.config import BuildConfig
+    from fstore.pipeline.model import build
 
     config = ctx.config
     options = dict(

@@ -59,8 +59,8 @@ class Report:
 
 def build_store(config: ReportConfig) -> dict:
     """Build (or resume, or extend) the report's store with the library's ``build``."""
-    from fstore.build.config import BuildConfig
-    from fstore.build.model import build
+    from fstore.pipeline.config import BuildConfig
+    from fstore.pipeline.model import build
 
     common = dict(
         store=config.store_path,

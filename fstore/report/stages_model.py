@@ -122,8 +122,8 @@ def activations(ctx: Context, folder: Path) -> dict:
 
 def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
     """A store of the main layer computed by the ``precision`` variant of the model."""
-    from fstore.build.config import BuildConfig
-    from fstore.build.model import build
+    from fstore.pipeline.config import BuildConfig
+    from fstore.pipeline.model import build
 
     config = ctx.config
     store = folder / f"{precision}.h5"

@@ -86,8 +86,8 @@ def test_eager_store_writes_the_features_build_writes(
     bench_model, eager_state: Path, bench_folder: Path, bench_prep, tmp_path: Path
 ) -> None:
     from fstore.benchmarks.eager import EagerBackend, LoaderOptions, eager_store, read_eager_store
-    from fstore.build.config import BuildConfig
-    from fstore.build.model import build
+    from fstore.pipeline.config import BuildConfig
+    from fstore.pipeline.model import build
     from fstore.store import load_features
 
     paths = sorted(bench_folder.rglob("*.jpg"))

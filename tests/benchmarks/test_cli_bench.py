@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from fstore.benchmarks.config import FULL, BenchConfig
 from fstore.benchmarks.eager import CANDIDATES, VARIANTS
-from fstore.cli_bench import bench
+from fstore.cli.bench import bench
 
 #: The smallest real run: VGG16 to pool5 at 32x32 on 8 pictures, every view.
 TINY = (
@@ -37,7 +37,7 @@ TIMED_STAGES = (
 
 def test_importing_the_command_imports_nothing_heavy() -> None:
     code = (
-        "import sys, fstore.cli_bench; "
+        "import sys, fstore.cli.bench; "
         "print([m for m in ('torch', 'onnxruntime', 'h5py', 'sklearn', 'onnx') "
         "if m in sys.modules])"
     )

@@ -256,8 +256,8 @@ def test_bad_requests_are_user_errors(bench_model, tmp_path: Path) -> None:
 
 
 def test_the_store_records_the_precision(int8_variant, bench_folder: Path, tmp_path: Path) -> None:
-    from fstore.build.config import BuildConfig
-    from fstore.build.model import build
+    from fstore.pipeline.config import BuildConfig
+    from fstore.pipeline.model import build
     from fstore.store import store_info
 
     report = build(
@@ -318,9 +318,9 @@ def test_auto_on_cpu_without_calibration_images_keeps_fp32(
 def test_an_auto_build_records_the_precision_it_chose(
     bench_folder: Path, bench_prep: Preprocessing, tmp_path: Path, monkeypatch, threshold, expected
 ) -> None:
-    from fstore.build.config import BuildConfig
-    from fstore.build.model import build
     from fstore.export.weights import WeightsSource
+    from fstore.pipeline.config import BuildConfig
+    from fstore.pipeline.model import build
     from fstore.store import store_info
 
     monkeypatch.setattr(prec, "AUTO_MIN_COSINE", threshold)  # cosine is at most 1: 1.5 fails

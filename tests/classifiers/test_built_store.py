@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 from helpers import make_image_folder
 
-from fstore.cli_classifiers import classify, train
+from fstore.cli.classifiers import classify, train
 
 
 @pytest.fixture
 def built_store(tmp_path: Path, config_for) -> Path:
-    from fstore.build.model import build
+    from fstore.pipeline.model import build
 
     images = tmp_path / "images"
     for part, count in (("train", 4), ("test", 2)):

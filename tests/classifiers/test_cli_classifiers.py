@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 from synthetic_features import MODEL_SHA, PROVENANCE, gaussian_classes, write_feature_sets
 
-from fstore.cli_classifiers import classify, study, train, zeroshot
+from fstore.cli.classifiers import classify, study, train, zeroshot
 
 
 def invoke(command, args, ok=True):
@@ -27,7 +27,7 @@ def invoke(command, args, ok=True):
 
 def test_import_is_light():
     code = (
-        "import sys, fstore.cli_classifiers\n"
+        "import sys, fstore.cli.classifiers\n"
         "heavy = {'torch', 'sklearn', 'h5py', 'onnxruntime', 'matplotlib'}\n"
         "print(sorted(heavy & set(sys.modules)))"
     )
@@ -290,8 +290,8 @@ def mean_colour_model(path: Path, doc: str = "") -> Path:
 
 def test_classify_new_images_end_to_end(tmp_path, small_preprocessing):
     pytest.importorskip("onnxruntime")
-    from fstore.build.run import extract_features
     from fstore.images.reader import file_sha256
+    from fstore.pipeline.run import extract_features
 
     model = mean_colour_model(tmp_path / "model.onnx")
     paths, labels = colour_images(tmp_path / "train", per_class=8, seed=0)

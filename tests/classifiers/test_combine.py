@@ -10,7 +10,7 @@ from synthetic_features import gaussian_classes, write_feature_sets
 
 from fstore.classifiers.combine import combine, layer_names, load_layers
 from fstore.classifiers.transforms import transform_steps
-from fstore.cli_classifiers import train
+from fstore.cli.classifiers import train
 from fstore.errors import ClassifierError
 
 

@@ -11,7 +11,7 @@ from synthetic_features import gaussian_classes, write_feature_sets
 
 from fstore.classifiers.convergence import summary
 from fstore.classifiers.svm import SvmOptions, grid_search, train_svm, unconverged_line
-from fstore.cli_classifiers import study, train
+from fstore.cli.classifiers import study, train
 
 RAW = ("ConvergenceWarning", "failed to converge")
 SUMMARY = re.compile(r"^note: (\d+) of (\d+) LinearSVC fits stopped at --max-iter (\d+) ")

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from synthetic_features import gaussian_classes, write_feature_sets
 
-from fstore.cli_classifiers import study, train
+from fstore.cli.classifiers import study, train
 
 
 def missing_class_store(tmp_path):

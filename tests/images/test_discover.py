@@ -10,10 +10,10 @@ import threading
 import pytest
 from helpers import SMALL, make_image_folder, write_noop_model
 
-from fstore.build.config import BuildConfig
-from fstore.build.model import build
 from fstore.images.discover import ImageItem, discover, scan
 from fstore.images.reader import ImageReader
+from fstore.pipeline.config import BuildConfig
+from fstore.pipeline.model import build
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
 

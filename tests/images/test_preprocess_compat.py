@@ -20,7 +20,7 @@ def test_old_json_parses_and_new_json_has_no_antialias():
 
 
 def test_an_old_style_store_resumes_and_extends(config_for, tmp_path):
-    from fstore.build.model import build
+    from fstore.pipeline.model import build
     from fstore.store import layout as st
     from fstore.store import load_features
 

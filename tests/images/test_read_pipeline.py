@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from helpers import SMALL, make_image_folder, write_noop_model
 
-from fstore.build import read as pipeline
-from fstore.build.config import BuildConfig
-from fstore.build.model import build
+from fstore.pipeline import read as pipeline
+from fstore.pipeline.config import BuildConfig
+from fstore.pipeline.model import build
 from fstore.store import load_features, read_manifest
 
 

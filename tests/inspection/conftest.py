@@ -32,7 +32,7 @@ def conv1_model(isolated_cache: Path) -> Path:
 def cli():
     """The inspection commands on fstore's group, which turns ``FstoreError`` into one line."""
     from fstore.cli import FstoreGroup
-    from fstore.cli_inspection import activations, predict
+    from fstore.cli.inspection import activations, predict
 
     return FstoreGroup("fstore", commands=[predict, activations])
 

@@ -212,12 +212,12 @@ def test_predict_and_cli_module_need_no_torch(small_model, conv1_model, images, 
     """A given model (predict) and a cached one with an alias (activations) run without torch."""
     script = f"""
 import sys
-import fstore.cli_inspection
+import fstore.cli.inspection
 heavy = [m for m in ("torch", "onnxruntime", "h5py", "sklearn", "matplotlib") if m in sys.modules]
 assert not heavy, heavy
 from click.testing import CliRunner
 from fstore.cli import FstoreGroup
-from fstore.cli_inspection import activations, predict
+from fstore.cli.inspection import activations, predict
 cli = FstoreGroup("fstore", commands=[predict, activations])
 r = CliRunner().invoke(cli, ["predict", {str(images[0])!r}, "--model", {str(small_model.path)!r},
                              "--provider", "cpu"])

@@ -15,11 +15,11 @@ SMALL_OPTIONS = ["--size", "32", "--resize", "37"]
 def test_classify_applies_a_classifier_trained_on_a_model_store(
     split_folder: Path, external_model: Path, tmp_path: Path
 ):
-    from fstore.build.config import BuildConfig
-    from fstore.build.model import build
     from fstore.classifiers.predict import classify_images
     from fstore.classifiers.report import write_run
     from fstore.classifiers.svm import SvmOptions, train_svm
+    from fstore.pipeline.config import BuildConfig
+    from fstore.pipeline.model import build
     from fstore.store import load_features
 
     store = tmp_path / "s.h5"

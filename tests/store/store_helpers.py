@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.build.plan import shard_name
-from fstore.build.write import Writer
+from fstore.pipeline.plan import shard_name
+from fstore.pipeline.write import Writer
 from fstore.store import catalog, load_features, store_info
 from fstore.store.compact import compact_locked
 from fstore.store.layout import Manifest, read_manifest, write_manifest

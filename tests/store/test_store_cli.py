@@ -43,7 +43,7 @@ def test_scale_benchmark_measures_a_small_store(tmp_path):
 def test_info_and_verify_say_a_store_is_unfinished(tmp_path):
     from store_helpers import manifest
 
-    from fstore.build.plan import shard_name
+    from fstore.pipeline.plan import shard_name
     from fstore.store import catalog
 
     store = synthetic_store(tmp_path / "s.h5", shards=4, rows=10)

@@ -15,8 +15,8 @@ import pytest
 from helpers import make_image_folder
 from store_helpers import assert_same_store
 
-from fstore.build.model import build
 from fstore.errors import StoreError
+from fstore.pipeline.model import build
 from fstore.store import catalog, layout, load_features, sidecar, store_info
 from fstore.store.layout import shard_path
 from fstore.store.verify import verify

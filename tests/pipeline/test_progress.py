@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from fstore.build import read
+from fstore.pipeline import read
 
 
 def test_progress_off_a_terminal_logs_lines_with_rate_and_time_left(caplog, monkeypatch):
     clock = iter([0.0, 31.0, 40.0, 62.0])
     monkeypatch.setattr(read.time, "monotonic", lambda: next(clock))
-    with caplog.at_level(logging.INFO, logger="fstore.build.read"):
+    with caplog.at_level(logging.INFO, logger="fstore.pipeline.read"):
         bar = read.Progress(100, "build", None)  # pytest's stderr is not a terminal
         bar.update(10)  # 31 s: a line
         bar.update(10)  # 40 s: too soon for another
@@ -24,7 +24,7 @@ def test_progress_off_a_terminal_logs_lines_with_rate_and_time_left(caplog, monk
 
 
 def test_quiet_progress_logs_nothing(caplog):
-    with caplog.at_level(logging.INFO, logger="fstore.build.read"):
+    with caplog.at_level(logging.INFO, logger="fstore.pipeline.read"):
         bar = read.Progress(10, "build", False, every=0.0)
         bar.update(5)
         bar.close()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.build.read import Batch
-from fstore.build.run import ShardAssembler, StageTimes, stream_batches
 from fstore.images.discover import ImageItem
 from fstore.images.reader import Decoded
+from fstore.pipeline.read import Batch
+from fstore.pipeline.run import ShardAssembler, StageTimes, stream_batches
 
 
 class LaggingBackend:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fstore.build.ray_engine import RayOptions
 from fstore.images.discover import SplitSpec
 from fstore.images.preprocess import Preprocessing
+from fstore.pipeline.ray_engine import RayOptions
 from fstore.runtime.weights import WeightsSource
 
 DTYPES = ("float32", "float16")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fstore.build.read import Batch, Progress, Work, iter_batches
-from fstore.build.write import Writer
 from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
 from fstore.images.views import SEPARATOR, ViewPlan, plan_views, split_layers, view_layers
+from fstore.pipeline.read import Batch, Progress, Work, iter_batches
+from fstore.pipeline.write import Writer
 from fstore.store import layout as st
 from fstore.store.shards import ShardRows
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from fstore.cli_options import (
+from fstore.cli.options import (
     CommaList,
     FstoreCommand,
     c_grid_option,

@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from fstore.build.model import build
 from fstore.errors import ProviderError
+from fstore.pipeline.model import build
 from fstore.runtime.providers import resolve_provider
 from fstore.runtime.session import OrtBackend
 from fstore.store import load_features

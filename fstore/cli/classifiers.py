@@ -5,7 +5,7 @@ Each command parses its options into the library's frozen option dataclasses, ca
 library (:mod:`fstore.classifiers`) and prints. Nothing heavy is imported at module level:
 scikit-learn, torch, h5py and ONNX Runtime load inside the command bodies. Errors a user can fix
 (``FstoreError``) become one line on stderr and exit status 1, also when these commands run on
-their own rather than under ``fstore`` (:class:`~fstore.cli_options.FstoreGroup`).
+their own rather than under ``fstore`` (:class:`~fstore.cli.options.FstoreGroup`).
 
 Register them on the main group with ``cli.add_command(train)``, ``cli.add_command(study)``,
 ``cli.add_command(zeroshot)`` and ``cli.add_command(classify)``.
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import click
 
 from fstore.classifiers.svm import SOLVERS
-from fstore.cli_options import (
+from fstore.cli.options import (
     CommaList,
     FstoreCommand,
     FstoreGroup,

@@ -2,15 +2,18 @@
 
 :func:`build` is ``fstore build`` as one call: it resolves the model (a ``--model`` file, the
 one the store remembers, or VGG16 exported for the requested layers, weights and precision,
-int8 calibrated on the build's images) and hands it to :func:`fstore.build.pipeline.build`.
+int8 calibrated on the build's images) and hands it to :func:`fstore.pipeline.pipeline.build`.
 """
 
 from __future__ import annotations
 
 import logging
 
-from fstore.build.config import BuildConfig
-from fstore.build.pipeline import (
+from fstore.errors import FstoreError
+from fstore.export.weights import WeightsSource
+from fstore.images.discover import discover
+from fstore.pipeline.config import BuildConfig
+from fstore.pipeline.pipeline import (
     BuildReport,
     check_config,
     existing_manifest,
@@ -19,11 +22,8 @@ from fstore.build.pipeline import (
     model_layers,
     requested_preprocessing,
 )
-from fstore.build.pipeline import build as build_store
-from fstore.build.plan import ResolvedModel
-from fstore.errors import FstoreError
-from fstore.export.weights import WeightsSource
-from fstore.images.discover import discover
+from fstore.pipeline.pipeline import build as build_store
+from fstore.pipeline.plan import ResolvedModel
 from fstore.store import layout as st
 
 __all__ = ["build", "resolve_vgg16"]

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 from helpers import make_image_folder, write_noop_model
 
-from fstore.build import write
 from fstore.cli import _build_config, cli
+from fstore.pipeline import write
 from fstore.store import load_features, sidecar
 from fstore.store.verify import verify
 

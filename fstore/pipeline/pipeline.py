@@ -11,7 +11,7 @@ The build is a composition of stages, one module each:
   store's catalog; the view ``fstore.h5`` is refreshed at the end.
 
 The model arrives resolved (:class:`ResolvedModel`): a ``--model`` file, the one the store
-remembers, or (through :func:`fstore.build.model.build`) a VGG16 export.
+remembers, or (through :func:`fstore.pipeline.model.build`) a VGG16 export.
 """
 
 from __future__ import annotations
@@ -22,18 +22,6 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from fstore.build.config import DEFAULT_DECODE, DTYPES, BuildConfig
-from fstore.build.plan import (
-    ResolvedModel,
-    StoreRecipe,
-    check_compatible,
-    new_manifest,
-    plan_work,
-)
-from fstore.build.ray_engine import RayOptions
-from fstore.build.read import Work, default_workers
-from fstore.build.run import RunOptions, StageTimes, layer_dims, probe_shapes, run_local
-from fstore.build.write import Writer
 from fstore.errors import FstoreError, ModelError, StoreError
 from fstore.fsutil import peak_rss_mib
 from fstore.images.decode import DECODE_MODES
@@ -47,6 +35,18 @@ from fstore.images.views import (
     split_layers,
     view_layers,
 )
+from fstore.pipeline.config import DEFAULT_DECODE, DTYPES, BuildConfig
+from fstore.pipeline.plan import (
+    ResolvedModel,
+    StoreRecipe,
+    check_compatible,
+    new_manifest,
+    plan_work,
+)
+from fstore.pipeline.ray_engine import RayOptions
+from fstore.pipeline.read import Work, default_workers
+from fstore.pipeline.run import RunOptions, StageTimes, layer_dims, probe_shapes, run_local
+from fstore.pipeline.write import Writer
 from fstore.store import layout as st
 from fstore.store.catalog import connect
 from fstore.store.compact import clean_store, compact_locked
@@ -118,7 +118,7 @@ def check_config(config: BuildConfig) -> None:
         raise FstoreError("--workers-write needs --engine ray (Ray actors write the shard files)")
     parse_views(config.views)
     if config.engine == "ray":
-        from fstore.build.ray_engine import import_ray
+        from fstore.pipeline.ray_engine import import_ray
 
         import_ray()
 
@@ -277,7 +277,7 @@ def _compute(job: _Job, recipe: StoreRecipe, work: Work, writer: Writer, backend
                              config.pool, views=job.views)  # fmt: skip
         report.absorb(run_local(work, backend, recipe.preprocessing, options, writer))
         return
-    from fstore.build import ray_engine
+    from fstore.pipeline import ray_engine
 
     manifest = writer.manifest
     config = replace(config, workers=report.workers, decode=recipe.decode, views=report.views)
@@ -353,7 +353,7 @@ def build(
     """Fill (or extend, or resume) the store ``config.store``; returns what was done.
 
     ``model``: the resolved model; ``None`` for a ``--model`` file given or remembered by the
-    store (:func:`fstore.build.model.build` resolves VGG16 exports). ``progress``: show a
+    store (:func:`fstore.pipeline.model.build` resolves VGG16 exports). ``progress``: show a
     progress bar (``None``: only on a terminal).
     """
     start = time.perf_counter()
@@ -365,7 +365,7 @@ def build(
         path = given_model(config, manifest)
         if path is None:
             raise FstoreError(
-                "no model given: pass --model FILE.onnx, or build through fstore.build.model"
+                "no model given: pass --model FILE.onnx, or build through fstore.pipeline.model"
             )
         model = resolve_file_model(path, config, manifest)
     report = BuildReport(str(config.store), "", model.layers, skipped=found.skipped,

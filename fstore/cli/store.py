@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from fstore.cli_options import FstoreCommand, store_option
+from fstore.cli.options import FstoreCommand, store_option
 
 
 def _store(store: Path | None) -> Path:

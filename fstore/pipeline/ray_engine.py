@@ -28,10 +28,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fstore.build.read import Progress
 from fstore.errors import MissingDependencyError
 from fstore.images.preprocess import Preprocessing
 from fstore.images.views import plan_views
+from fstore.pipeline.read import Progress
 from fstore.store.shards import ShardRows, write_shard
 
 NAMESPACE = "fstore"
@@ -119,9 +119,9 @@ class ShardWorker:
     def compute(self, name: str, keys: list[str], target: ShardTarget | None = None):
         """Compute one shard; returns (name, ShardRows, StageTimes), or with ``target``
         writes the shard file there and returns (name, (Part, FileInfo), StageTimes)."""
-        from fstore.build.read import Work, iter_batches
-        from fstore.build.run import ShardAssembler, stream_batches
         from fstore.images.discover import ImageItem
+        from fstore.pipeline.read import Work, iter_batches
+        from fstore.pipeline.run import ShardAssembler, stream_batches
 
         items = [ImageItem(k, self.root / k) for k in keys]
         assembler = ShardAssembler(self.backend, self.dims, self.views)

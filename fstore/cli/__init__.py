@@ -14,8 +14,7 @@ from pathlib import Path
 import click
 
 from fstore import __version__
-from fstore.build.read import POOLS
-from fstore.cli_options import (
+from fstore.cli.options import (
     CommaList,
     FstoreGroup,
     precision_options,
@@ -29,6 +28,7 @@ from fstore.cli_options import (
 )
 from fstore.export.layers import LAYER_NAMES
 from fstore.export.precision import AUTO
+from fstore.pipeline.read import POOLS
 from fstore.runtime.metadata import PRECISIONS
 
 
@@ -357,7 +357,7 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
       # the same store, its shards computed by two Ray actors
       fstore build --engine ray --num-workers 2
     """
-    from fstore.build.model import build as run_build
+    from fstore.pipeline.model import build as run_build
 
     config = _build_config(images, options)
     use_stderr_logging(quiet)
@@ -376,12 +376,12 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
 
 def _build_config(images: Path | None, o: dict):
     """The library's ``BuildConfig`` from the ``build`` command's options."""
-    from fstore.build.config import BuildConfig
-    from fstore.build.ray_engine import RayOptions
     from fstore.export.layers import parse_layers
     from fstore.images.discover import SplitSpec
     from fstore.images.preprocess import for_options
     from fstore.images.views import parse_views
+    from fstore.pipeline.config import BuildConfig
+    from fstore.pipeline.ray_engine import RayOptions
     from fstore.store import default_store_path
 
     names = tuple(name for item in o["layers"] for name in item)
@@ -514,14 +514,14 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
             click.echo(f"  {e['key']}: {e['reason']}" + (" (stored)" if e["stored"] else ""))
 
 
-from fstore.cli_bench import bench  # noqa: E402
-from fstore.cli_classifiers import classify, study, train, zeroshot  # noqa: E402
-from fstore.cli_inspection import activations, predict  # noqa: E402
+from fstore.cli.bench import bench  # noqa: E402
+from fstore.cli.classifiers import classify, study, train, zeroshot  # noqa: E402
+from fstore.cli.inspection import activations, predict  # noqa: E402
 
 for _command in (train, study, zeroshot, classify, predict, activations, bench):
     cli.add_command(_command)
-from fstore.cli_report import report  # noqa: E402, I001
-from fstore.cli_store import compact, verify  # noqa: E402
+from fstore.cli.report import report  # noqa: E402, I001
+from fstore.cli.store import compact, verify  # noqa: E402
 
 for _command in (report, verify, compact):
     cli.add_command(_command)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from fstore.cli_options import (
+from fstore.cli.options import (
     CommaList,
     FstoreCommand,
     echo_err,

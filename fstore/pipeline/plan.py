@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fstore import __version__
-from fstore.build.read import Work
 from fstore.errors import StoreError
 from fstore.images.discover import ImageItem, SplitSpec, assign_splits, class_of, is_split_layout
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import file_sha256, file_stat
+from fstore.pipeline.read import Work
 from fstore.runtime.metadata import ModelInfo
 from fstore.store import catalog
 from fstore.store import layout as st

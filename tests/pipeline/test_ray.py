@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from helpers import make_image_folder
 
-from fstore.build import ray_engine
-from fstore.build.model import build
-from fstore.build.ray_engine import RayOptions, ShardFailure, compute_shards
 from fstore.errors import MissingDependencyError
+from fstore.pipeline import ray_engine
+from fstore.pipeline.model import build
+from fstore.pipeline.ray_engine import RayOptions, ShardFailure, compute_shards
 from fstore.store import load_features, sidecar, store_info
 
 ray = pytest.importorskip("ray")
@@ -141,7 +141,7 @@ def test_workers_write_their_shards_and_the_driver_commits_only_the_index(
     ray_cluster, config_for, tmp_path, images, monkeypatch
 ):
     """``workers_write``: shard files come from the actors; the store equals a local build."""
-    from fstore.build import write
+    from fstore.pipeline import write
 
     build(config_for(images, store=tmp_path / "local.h5"))
     written_here = []

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from fstore.benchmarks.config import BENCH_PROVIDERS, FULL, BenchConfig
-from fstore.cli_options import (
+from fstore.cli.options import (
     CommaList,
     FstoreCommand,
     precision_options,

@@ -12,10 +12,10 @@ import pytest
 from helpers import SMALL, make_image_folder, random_image
 from PIL import Image
 
-from fstore.build.model import build
 from fstore.errors import DatasetError, FstoreError, OutputPathError, StoreError, UnknownLayerError
 from fstore.export.weights import WeightsSource
 from fstore.images.discover import SplitSpec
+from fstore.pipeline.model import build
 from fstore.store import load_features, store_info, write_arrays
 
 
@@ -271,8 +271,8 @@ def test_a_build_with_nothing_to_do_looks_at_no_image_again(
     """Discovery keeps each image's stat; planning trusts it where it matches the store's
     record, so a no-op rebuild neither stats nor hashes an image a second time, while an image
     whose mtime changed is hashed (and, with the same bytes, kept)."""
-    from fstore.build import plan
     from fstore.images.discover import discover
+    from fstore.pipeline import plan
 
     build(config_for(image_folder))
     items = discover(image_folder).items

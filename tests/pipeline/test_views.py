@@ -15,14 +15,14 @@ from click.testing import CliRunner
 from helpers import SMALL, make_image_folder
 from PIL import Image
 
-from fstore.build import run as run_stage
-from fstore.build.model import build
-from fstore.build.run import time_views
 from fstore.cli import cli
 from fstore.errors import FstoreError, StoreError
 from fstore.images.decode import decode_source
 from fstore.images.preprocess import Preprocessing
 from fstore.images.views import parse_views, plan_views, split_layers, view_crops, view_layers
+from fstore.pipeline import run as run_stage
+from fstore.pipeline.model import build
+from fstore.pipeline.run import time_views
 from fstore.store import load_features
 
 LAYERS = ("pool5", "fc7")
@@ -225,7 +225,7 @@ def test_views_a_store_was_not_built_with_are_refused_like_layers(config_for, tm
 
 def test_ray_worker_computes_the_view_layers_of_a_local_build(config_for, store_model, images):
     """The Ray actor's class, called in this process: the same rows as the local engine."""
-    from fstore.build.ray_engine import ShardWorker
+    from fstore.pipeline.ray_engine import ShardWorker
     from fstore.store.layout import read_manifest
 
     build(config_for(images, views=("crops5",), decode="exact"))
@@ -293,7 +293,7 @@ def test_lite1_view_layers_through_the_cli_are_the_mean_over_views_by_hand(tmp_p
 def test_features_outside_a_store_name_view_layers_too(config_for, store_model, tmp_path, images):
     """``classify`` computes a classifier's layers with ``extract_features``; a view layer
     comes out as the build stored it."""
-    from fstore.build.run import extract_features
+    from fstore.pipeline.run import extract_features
 
     build(config_for(images, views=("crops5",), decode="exact"))
     keys = load_features(tmp_path / "s.h5", "fc7").keys
