@@ -77,6 +77,17 @@ CANDIDATES = {
 }
 
 
+def candidates(provider: str) -> tuple[str, ...]:
+    """:data:`CANDIDATES` of ``provider``; without bf16 under ``FSTORE_CPU=avx2``, where an
+    AVX2-only CPU has no bf16 kernels (:mod:`fstore.runtime.cpu`)."""
+    from fstore.runtime.cpu import cpu_mode
+
+    names = CANDIDATES[provider]
+    if provider == "cpu" and cpu_mode() == "avx2":
+        names = tuple(n for n in names if VARIANTS[n].dtype != "bf16")
+    return names
+
+
 def _torch_dtype(name: str):  # -> torch.dtype
     import torch
 

@@ -129,7 +129,7 @@ def _vgg16_specs(
 
     Eager systems load the weights saved into the work folder.
     """
-    from fstore.benchmarks.eager import CANDIDATES, EagerBackend, save_state_dict
+    from fstore.benchmarks.eager import EagerBackend, candidates, save_state_dict
     from fstore.benchmarks.inputs import model_inputs
     from fstore.benchmarks.variants import PROBE_BATCH, probe_variants
     from fstore.export.weights import load_vgg16
@@ -152,7 +152,7 @@ def _vgg16_specs(
 
     with timed(stages, "eager variant probe"):
         batch = model_inputs(run.image_set, PROBE_BATCH, p.prep)
-        probe = probe_variants(lambda v: eager(v).make(), CANDIDATES[p.provider], batch)
+        probe = probe_variants(lambda v: eager(v).make(), candidates(p.provider), batch)
     specs = {BASELINE: eager("fp32"), "eager-best": eager(probe.chosen)}
     for precision, path in run.models.items():
         specs[f"ort-{precision}"] = sy.BackendSpec("ort", path, variant=precision, **common)

@@ -65,7 +65,6 @@ import hashlib
 import io
 import json
 import logging
-import platform
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -82,14 +81,13 @@ from fstore.export.calibration import (
 )
 from fstore.export.result import save_model, set_props
 from fstore.images.preprocess import Preprocessing, to_float
+from fstore.runtime.cpu import has_vnni, is_x86
 from fstore.runtime.prefix import has_prefix, image_input, prefix_node_names
 
 logger = logging.getLogger(__name__)
 
 #: Images per calibration run (ONNX Runtime keeps every activation of a run in memory).
 CALIBRATION_BATCH = 8
-#: Instruction-set flags (``/proc/cpuinfo``) with int8 dot products of unsigned by signed bytes.
-VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 #: Weight formats: uint8 activations with int8 or with uint8 weights.
 INT8_FORMATS = ("u8s8", "u8u8")
 #: Nodes with a weight that int8 changes (the stem and head roles look for these).
@@ -164,19 +162,15 @@ def int8_format(cpuinfo: str | None = None) -> str:
     ``u8u8``.
 
     On x86-64 without VNNI, ONNX Runtime's U8S8 kernels add byte products in 16-bit
-    saturating arithmetic (``vpmaddubsw``): on EfficientNet-Lite1 that gave a mean cosine to
-    fp32 of 0.900, against 0.977 for U8U8. Other architectures (Arm's ``sdot``) and VNNI CPUs
-    keep U8S8. ``cpuinfo`` is the text of ``/proc/cpuinfo`` (read when ``None``).
+    saturating arithmetic (``vpmaddubsw``), which loses accuracy that U8U8 keeps (the figures
+    are in docs/performance.md). Other architectures (Arm's ``sdot``) and VNNI CPUs keep U8S8.
+    ``cpuinfo`` is the text of ``/proc/cpuinfo`` (read when ``None``); ``FSTORE_CPU=avx2``
+    forces the choice of a CPU without VNNI (:mod:`fstore.runtime.cpu`).
     """
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    if not is_x86():
         return "u8s8"
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return "u8u8"  # unknown x86 CPU: the format that cannot saturate
-    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split()}
-    return "u8s8" if flags & VNNI_FLAGS else "u8u8"
+    # an x86 CPU whose flags cannot be read gets the format that cannot saturate
+    return "u8s8" if has_vnni(cpuinfo) else "u8u8"
 
 
 # --------------------------------------------------------------------------- float nodes

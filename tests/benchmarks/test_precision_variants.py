@@ -180,17 +180,19 @@ def _tiny_conv_gemm(path: Path) -> Path:
     return path
 
 
-def test_fully_connected_weights_are_per_output_channel(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", int8.INT8_FORMATS)
+def test_fully_connected_weights_are_per_output_channel(tmp_path: Path, fmt: str) -> None:
     prep = Preprocessing(resize=10, crop=8)
     every_node = int8.Int8Recipe(keep_float=())  # else the Gemm, the head, stays float
     tiny = _tiny_conv_gemm(tmp_path / "tiny.onnx")
-    out = int8.quantize_int8(tiny, tmp_path / "q.onnx", None, 8, prep, recipe=every_node)
+    out = int8.quantize_int8(tiny, tmp_path / "q.onnx", None, 8, prep, recipe=every_node, fmt=fmt)
     model = onnx.load(str(out))
     inits = {i.name: i for i in model.graph.initializer}
+    weight_type = onnx.TensorProto.INT8 if fmt == "u8s8" else onnx.TensorProto.UINT8
     gemm_weight = [
         n
         for n in _weight_dequantizers(model)
-        if inits[n.input[0]].data_type == onnx.TensorProto.INT8 and len(inits[n.input[0]].dims) == 2
+        if inits[n.input[0]].data_type == weight_type and len(inits[n.input[0]].dims) == 2
     ]
     assert len(gemm_weight) == 1
     scale = onnx.numpy_helper.to_array(inits[gemm_weight[0].input[1]])
