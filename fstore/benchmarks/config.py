@@ -117,6 +117,16 @@ class BenchConfig:
                 f"--input-size must be at least 32 (VGG16 halves it 5 times), not {self.input_size}"
             )
 
+    @classmethod
+    def from_options(cls, *, full: bool, weights: str, seed: int, **given) -> BenchConfig:
+        """The config of ``fstore bench``'s options: the quick run's defaults, or ``full``'s,
+        under the options given (``None`` is an option not given); ``weights`` as its text."""
+        if given.get("images") is not None and given.get("synthetic") is not None:
+            raise FstoreError("give --images or --synthetic, not both")
+        chosen = {k: v for k, v in given.items() if v is not None}
+        return cls(**{**(FULL if full else {}), **chosen,
+                      "weights": WeightsSource.parse(weights, seed), "seed": seed})  # fmt: skip
+
 
 #: What ``--full`` changes: more images, batch sizes and rounds, peak memory, fresh GEMM peaks.
 FULL = {
@@ -128,8 +138,3 @@ FULL = {
     "memory": "subprocess",
     "remeasure_peaks": True,
 }
-
-
-def bench_config(full: bool = False, **given) -> BenchConfig:
-    """The quick run's config (``BenchConfig``'s defaults), or ``full``'s, with ``given`` on top."""
-    return BenchConfig(**{**(FULL if full else {}), **given})

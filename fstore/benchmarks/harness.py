@@ -357,7 +357,7 @@ def run_memory(config: BenchConfig, p: Plan, run: Prepared, result: BenchResult)
 
 def run_fidelity(config: BenchConfig, p: Plan, run: Prepared, result: BenchResult) -> None:
     """Each precision's fidelity at export, and its SVM accuracy change if asked."""
-    from fstore.benchmarks.fidelity import accuracy_change
+    from fstore.classifiers.fidelity import accuracy_change
     from fstore.export.precision import read_fidelity
 
     result.fidelity["export"] = {

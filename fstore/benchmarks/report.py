@@ -168,7 +168,7 @@ def _fidelity_lines(result: BenchResult) -> list[str]:
             f"- SVM test accuracy on {svm['layer']} ({svm['n_train']} train, "
             f"{svm['n_test']} test, split {svm['split']}): fp32 "
             f"{100 * svm['fp32_accuracy']:.1f}%, {precision} "
-            f"{100 * svm['other_accuracy']:.1f}% "
+            f"{100 * svm['accuracy']:.1f}% "
             f"({svm['change_points']:+.1f} points)"
         )
     if "svm" not in result.fidelity:

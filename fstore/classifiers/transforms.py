@@ -73,8 +73,8 @@ def transform_steps(scale: str, pca: int | float | None, seed: int = 0) -> list[
     reducer: Any = "passthrough"
     if pca is not None:
         # A variance fraction needs every component's variance: the eigenvectors of the
-        # covariance give them 3 times as fast as a full SVD of the rows on 15-Scene pooled
-        # (1,200 x 1,280: 2.6 s against 7.8 s, loadavg 6), the same features within 2e-4.
+        # covariance give them faster than a full SVD of the rows when the rows outnumber the
+        # dimensions, with the same features (docs/performance.md).
         reducer = PCA(
             n_components=pca,
             svd_solver="covariance_eigh" if isinstance(pca, float) else "auto",

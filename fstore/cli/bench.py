@@ -20,7 +20,6 @@ from fstore.cli.options import (
     seed_option,
     use_stderr_logging,
     weights_option,
-    weights_source,
 )
 
 
@@ -32,18 +31,6 @@ def _defaults(name: str) -> str:
     """The quick run's default of a ``BenchConfig`` field, and ``--full``'s, for ``--help``."""
     quick = _shown(BenchConfig.__dataclass_fields__[name].default)
     return f"[default: {quick}; --full: {_shown(FULL[name])}]"
-
-
-def _config(options: dict, full: bool) -> BenchConfig:
-    """The command's options as the library's one config: unset ones take the quick run's
-    defaults, or ``--full``'s."""
-    from fstore.benchmarks.config import bench_config
-
-    if options["images"] is not None and options["synthetic"] is not None:
-        raise click.BadParameter("give --images or --synthetic, not both")
-    weights = weights_source(options.pop("weights"), options["seed"])
-    given = {k: v for k, v in options.items() if v is not None}
-    return bench_config(full, weights=weights, **given)
 
 
 def _summary(result) -> list[str]:  # result: BenchResult
@@ -227,7 +214,7 @@ def bench(out: Path, quiet: bool, as_json: bool, full: bool, **options) -> None:
     from fstore.benchmarks.harness import run_bench
     from fstore.benchmarks.report import write_report
 
-    config = _config(options, full)
+    config = BenchConfig.from_options(full=full, **options)
     use_stderr_logging(quiet)
     result = run_bench(config)
     paths = write_report(result, out)

@@ -27,11 +27,13 @@ from fstore.cli.options import (
     FstoreCommand,
     FstoreGroup,
     c_grid_option,
+    cv_option,
     hidden_option,
     max_iter_option,
     option_group,
     provider_choice,
     scale_option,
+    seed_option,
     store_option,
 )
 
@@ -52,25 +54,14 @@ layer_option = click.option(
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print the result as JSON instead of text."
 )
-cv_option = click.option(
-    "--cv", default=5, show_default=True, type=int, help="Stratified CV folds."
-)
-# l2 for the SVM: liblinear converges far faster on 15-Scene fc7 (one fit at C=0.01: 1.9 s
-# against 116 s on standard-scaled features). standard for the torch head: 37.8 % against
-# 30.2 % test accuracy there, and it stops early.
+# l2 for the SVM: liblinear converges far faster on l2-normalised features; standard for the
+# torch head, which is more accurate there and stops early (docs/performance.md).
 svm_scale_option = scale_option("l2")
 pca_option = click.option(
     "--pca",
     default=None,
     help="Reduce features first: N components or a variance fraction such as 0.95; "
     "also trains on the full features to compare accuracy and time.",
-)
-seed_option = click.option(
-    "--seed",
-    default=0,
-    show_default=True,
-    type=int,
-    help="Seed of folds, weights and random splits.",
 )
 
 
@@ -349,7 +340,7 @@ def _echo_unconverged(line: str | None) -> None:
 @train.command()
 @store_option
 @layer_option
-@hidden_option
+@hidden_option()
 @click.option("--epochs", default=100, show_default=True, type=int, help="Most epochs.")
 @click.option(
     "--patience",

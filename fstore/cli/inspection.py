@@ -1,24 +1,23 @@
 """``fstore predict`` and ``fstore activations``: each parses options, calls one library function
 of :mod:`fstore.inspection`, then prints or draws what comes back.
 
-Registered on the main group in :mod:`fstore.cli` (``cli.add_command``), whose ``FstoreGroup``
-turns ``FstoreError`` into one line on stderr. Nothing heavy is imported at module level.
+Nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from fstore.cli.options import (
-    CommaList,
     FstoreCommand,
     echo_err,
     input_size_option,
-    option_group,
     preprocessing_for,
+    preprocessing_options,
     provider_option,
     seed_option,
     use_stderr_logging,
@@ -26,25 +25,15 @@ from fstore.cli.options import (
     weights_source,
 )
 
+if TYPE_CHECKING:
+    from fstore.images.preprocess import Preprocessing
+
 model_option = click.option(
     "--model",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="An ONNX model to use instead of --weights: an fstore export, or any model with "
     "--size/--resize/--mean/--std.",
 )
-
-
-#: ``--size``, ``--resize``, ``--mean``, ``--std``: a --model without fstore metadata.
-model_preprocessing_options = option_group(
-    click.option("--size", type=int, default=None,
-                 help="Input size (crop) of a --model without fstore metadata."),
-    click.option("--resize", type=int, default=None,
-                 help="Short side before the crop (default 256/224 of --size)."),
-    click.option("--mean", type=CommaList(float, length=3), default=None,
-                 help="Normalisation mean, e.g. 0.485,0.456,0.406."),
-    click.option("--std", type=CommaList(float, length=3), default=None,
-                 help="Normalisation std, e.g. 0.229,0.224,0.225."),
-)  # fmt: skip
 
 
 @click.command(cls=FstoreCommand)
@@ -59,7 +48,7 @@ model_preprocessing_options = option_group(
 @weights_option
 @seed_option
 @model_option
-@model_preprocessing_options
+@preprocessing_options
 @click.option(
     "--classes",
     "classes_spec",
@@ -83,10 +72,7 @@ def predict(
     weights: str,
     seed: int,
     model: Path | None,
-    size: int | None,
-    resize: int | None,
-    mean: str | None,
-    std: str | None,
+    preprocessing: Preprocessing | None,
     classes_spec: str | None,
     input_size: int,
     provider: str,
@@ -110,7 +96,6 @@ def predict(
       # VGG16 with torchvision's ImageNet weights (downloads them), a folder
       fstore predict ../shared/data/scene15/test/coast --top 3
     """
-    from fstore.images.preprocess import for_options
     from fstore.inspection.prediction import Predictor, class_names
     from fstore.inspection.prediction import predict as run_predict
 
@@ -119,7 +104,7 @@ def predict(
             model,
             provider,
             classes=class_names(classes_spec),
-            preprocessing=for_options(size, resize, mean, std),
+            preprocessing=preprocessing,
         )
     else:
         use_stderr_logging()  # the export's progress, on first use
@@ -210,7 +195,8 @@ def activations(
       # conv1_1's 64 filters as RGB tiles
       fstore activations --filters --weights random
     """
-    from fstore.inspection import featuremaps as lib
+    from fstore.inspection.featuremaps import activations as feature_maps
+    from fstore.inspection.featuremaps import filters
     from fstore.inspection.figures import activation_figure, filter_figure, save_figure
 
     source = None if model is not None else weights_source(weights, seed)
@@ -218,7 +204,7 @@ def activations(
     if draw_filters:
         if image is not None:
             echo_err(f"--filters draws conv1_1's filters; {image} is not used")
-        grid = lib.filters(weights=source, model=model, preprocessing=preprocessing_for(input_size))
+        grid = filters(weights=source, model=model, preprocessing=preprocessing_for(input_size))
         output = output or Path("conv1_1-filters.png")
         save_figure(filter_figure(grid), output)
         click.echo(
@@ -228,7 +214,7 @@ def activations(
         return
     if image is None:
         raise click.UsageError("give an IMAGE, or --filters to draw conv1_1's filters")
-    result = lib.activations(
+    result = feature_maps(
         image,
         layer,
         weights=source,

@@ -8,6 +8,7 @@ loads this module. The library modules it takes constants from are light at impo
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -154,7 +155,11 @@ weights_option = click.option(
     "or PATH to a VGG16 state_dict.",
 )
 seed_option = click.option(
-    "--seed", default=0, show_default=True, type=int, help="Seed for --weights random."
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Random seed: of --weights random, and of folds and random splits.",
 )
 
 
@@ -198,14 +203,24 @@ max_iter_option = click.option(
     type=click.IntRange(min=1),
     help="The primal (LinearSVC) solver's iteration limit (fits that reach it are counted).",
 )
-hidden_option = click.option(
-    "--hidden",
-    type=CommaList(click.IntRange(min=0)),
-    default="0",
-    show_default=True,
-    callback=lambda ctx, param, sizes: () if sizes == (0,) else sizes,
-    help="0 for a linear head, or hidden layer sizes such as 512 or 1024,256.",
+cv_option = click.option(
+    "--cv", default=5, show_default=True, type=int, help="Stratified CV folds."
 )
+
+
+def hidden_option(default: str = "0", help: str = "0 for a linear head, or hidden layer sizes "
+                  "such as 512 or 1024,256."):  # fmt: skip
+    """``--hidden``: the torch head's hidden layer sizes, ``()`` for a linear head."""
+    return click.option(
+        "--hidden",
+        type=CommaList(click.IntRange(min=0)),
+        default=default,
+        show_default=True,
+        callback=lambda ctx, param, sizes: () if sizes == (0,) else sizes,
+        help=help,
+    )
+
+
 input_size_option = click.option(
     "--input-size",
     default=224,
@@ -255,6 +270,33 @@ def weights_source(weights: str, seed: int):
 
 def preprocessing_for(input_size: int):
     """The standard preprocessing scaled to ``input_size`` (224 → resize 256, crop 224)."""
-    from fstore.images.preprocess import Preprocessing
+    from fstore.images.preprocess import for_options
 
-    return Preprocessing(resize=round(input_size * 256 / 224), crop=input_size)
+    return for_options(input_size)
+
+
+def _preprocessing(size, resize, mean, std):
+    from fstore.images.preprocess import for_options
+
+    return for_options(size, resize, mean, std)
+
+
+def preprocessing_options(command: Callable) -> Callable:
+    """``--size``, ``--resize``, ``--mean`` and ``--std``, handed to the command as one
+    ``preprocessing`` argument: a ``Preprocessing``, or ``None`` when none of them is given
+    (the model's own preprocessing then applies)."""
+
+    @functools.wraps(command)
+    def collect(*args, size, resize, mean, std, **kwargs):
+        return command(*args, preprocessing=_preprocessing(size, resize, mean, std), **kwargs)
+
+    return option_group(
+        click.option("--size", type=int, default=None,
+                     help="Input size (crop) of a --model without fstore metadata."),
+        click.option("--resize", type=int, default=None,
+                     help="Short side before the crop (default 256/224 of --size)."),
+        click.option("--mean", type=CommaList(float, length=3), default=None,
+                     help="Normalisation mean, e.g. 0.485,0.456,0.406."),
+        click.option("--std", type=CommaList(float, length=3), default=None,
+                     help="Normalisation std, e.g. 0.229,0.224,0.225."),
+    )(collect)  # fmt: skip

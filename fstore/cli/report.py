@@ -1,8 +1,7 @@
 """``fstore report``: parse the options into one :class:`~fstore.report.ReportConfig`, call
 :func:`~fstore.report.run_report`, print where the page is.
 
-Registered on the main group at the bottom of :mod:`fstore.cli`. Nothing heavy is imported at
-module level.
+Nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
@@ -15,89 +14,77 @@ from fstore.cli.options import (
     CommaList,
     FstoreCommand,
     c_grid_option,
+    cv_option,
+    hidden_option,
+    input_size_option,
+    option_group,
+    preprocessing_options,
     provider_choice,
     seed_option,
     use_stderr_logging,
     weights_option,
-    weights_source,
 )
 from fstore.report.config import PRECISIONS as REPORT_PRECISIONS
 
+_folder = click.Path(path_type=Path)
 
-def _report_options(command):
-    """Every option of ``fstore report`` but the model's, in --help order."""
-    folder = click.Path(path_type=Path)
-    for option in reversed((
-        click.option("--out", type=folder, default=Path("report"), show_default=True,
-                     help="Folder for report.html, report.md, report.json and figures/."),
-        click.option("--store", type=folder, default=None,
-                     help="Feature store to use or build [default: OUT/fstore.h5]."),
-        click.option("--layer", "layers", type=CommaList(str), default=None,
-                     help="Comma-separated layers to store [default: fc6,fc7,logits for VGG16, "
-                          "every output of a --model]; the first that is not logits/prob feeds "
-                          "the classifiers."),
-        c_grid_option,
-        click.option("--cv", default=5, show_default=True, type=int, help="Stratified CV folds."),
-        click.option("--pca", default=0.95, show_default=True, type=float,
-                     help="Variance kept for the SVM on PCA features."),
-        click.option("--hidden", type=CommaList(click.IntRange(min=0)), default="512",
-                     show_default=True,
-                     callback=lambda ctx, param, sizes: () if sizes == (0,) else sizes,
-                     help="Hidden layer sizes of the MLP head (the linear head always runs)."),
-        click.option("--splits", default=10, show_default=True, type=int,
-                     help="K random splits (0 to skip)."),
-        click.option("--per-class", default=100, show_default=True, type=int,
-                     help="Training images per class in each random split."),
-        click.option("--precisions", type=CommaList(click.Choice(REPORT_PRECISIONS), empty_ok=True),
-                     default="int8,fp16", show_default=True,
-                     help="Variants measured against fp32 (comma-separated; '' for none)."),
-        click.option("--views", type=CommaList(str, empty_ok=True), default=None,
-                     help="Augmented views the build stores as LAYER@VIEWS (their mean), each "
-                          "tried in the Improvements section: flip, crops5, scales:240+320. "
-                          "Each view is one more model pass per image: flip one, crops5 four "
-                          "more. [default: flip for a new store, else the store's]"),
-        click.option("--cost-images", default=240, show_default=True,
-                     type=click.IntRange(min=1),
-                     help="Images of the sample each view set's build cost is measured on."),
-        click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     default=None, help="Zero-shot mapping file [default: built-in 15-Scene]."),
-        click.option("--samples", default=15, show_default=True, type=int,
-                     help="Images shown with their top-5 predictions."),
-        provider_choice("cpu", help="ONNX Runtime execution provider."),
-        click.option("--threads", default=None, type=click.IntRange(min=1),
-                     help="ONNX Runtime intra-op threads (default: all cores)."),
-        click.option("--no-cache", is_flag=True, help="Recompute every stage."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress lines."),
-    )):  # fmt: skip
-        command = option(command)
-    return command
+#: Every option of ``fstore report`` but the model's, in --help order.
+_report_options = option_group(
+    click.option("--out", type=_folder, default=Path("report"), show_default=True,
+                 help="Folder for report.html, report.md, report.json and figures/."),
+    click.option("--store", type=_folder, default=None,
+                 help="Feature store to use or build [default: OUT/fstore.h5]."),
+    click.option("--layer", "layers", type=CommaList(str), default=None,
+                 help="Comma-separated layers to store [default: fc6,fc7,logits for VGG16, "
+                      "every output of a --model]; the first that is not logits/prob feeds "
+                      "the classifiers."),
+    c_grid_option,
+    cv_option,
+    click.option("--pca", default=0.95, show_default=True, type=float,
+                 help="Variance kept for the SVM on PCA features."),
+    hidden_option("512", help="Hidden layer sizes of the MLP head (the linear head always runs)."),
+    click.option("--splits", default=10, show_default=True, type=int,
+                 help="K random splits (0 to skip)."),
+    click.option("--per-class", default=100, show_default=True, type=int,
+                 help="Training images per class in each random split."),
+    click.option("--precisions", type=CommaList(click.Choice(REPORT_PRECISIONS), empty_ok=True),
+                 default="int8,fp16", show_default=True,
+                 help="Variants measured against fp32 (comma-separated; '' for none)."),
+    click.option("--views", type=CommaList(str, empty_ok=True), default=None,
+                 help="Augmented views the build stores as LAYER@VIEWS (their mean), each "
+                      "tried in the Improvements section: flip, crops5, scales:240+320. "
+                      "Each view is one more model pass per image: flip one, crops5 four "
+                      "more. [default: flip for a new store, else the store's]"),
+    click.option("--cost-images", default=240, show_default=True, type=click.IntRange(min=1),
+                 help="Images of the sample each view set's build cost is measured on."),
+    click.option("--mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 default=None, help="Zero-shot mapping file [default: built-in 15-Scene]."),
+    click.option("--samples", default=15, show_default=True, type=int,
+                 help="Images shown with their top-5 predictions."),
+    provider_choice("cpu", help="ONNX Runtime execution provider."),
+    click.option("--threads", default=None, type=click.IntRange(min=1),
+                 help="ONNX Runtime intra-op threads (default: all cores)."),
+    click.option("--no-cache", is_flag=True, help="Recompute every stage."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress lines."),
+)  # fmt: skip
 
-
-def _model_options(command):
-    for option in reversed((
-        click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     default=None, help="Any ONNX image model instead of VGG16."),
-        click.option("--size", type=int, default=None, help="--model's input size (crop)."),
-        click.option("--resize", type=int, default=None,
-                     help="--model's short side before the crop (default 256/224 of --size)."),
-        click.option("--mean", type=CommaList(float, length=3), default=None,
-                     help="--model's normalisation mean, e.g. 0.485,0.456,0.406."),
-        click.option("--std", type=CommaList(float, length=3), default=None,
-                     help="--model's normalisation std."),
-        weights_option,
-        seed_option,
-        click.option("--input-size", default=224, show_default=True, type=int,
-                     help="VGG16's input side (resize 256/224 of it)."),
-    )):  # fmt: skip
-        command = option(command)
-    return command
+#: The network: VGG16 (its weights and input side) or any ONNX ``--model`` with its
+#: preprocessing.
+_model_options = option_group(
+    click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 default=None, help="Any ONNX image model instead of VGG16."),
+    preprocessing_options,
+    weights_option,
+    seed_option,
+    input_size_option,
+)  # fmt: skip
 
 
 @click.command(cls=FstoreCommand)
 @click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_model_options
 @_report_options
-def report(images: Path, **options) -> None:
+def report(images: Path, quiet: bool, **options) -> None:
     """The whole study of IMAGES in one page: network, predictions, activation maps, SVM and
     heads, PCA, layer study, zero-shot, random splits, improvements (layer combinations, power
     scaling, augmented views), int8/fp16 fidelity, provenance.
@@ -124,41 +111,9 @@ def report(images: Path, **options) -> None:
     """
     from fstore.report import ReportConfig, run_report
 
-    quiet = options.pop("quiet")
-    config = ReportConfig(images=images, **_config_options(options))
     use_stderr_logging(quiet)
-    result = run_report(config)
+    result = run_report(ReportConfig.from_options(images=images, **options))
     click.echo(
         f"{result.files['html']} ({result.seconds:.0f} s); also "
         f"{result.files['markdown']}, {result.files['json']}"
-    )
-
-
-def _config_options(o: dict) -> dict:
-    """Click's options → :class:`ReportConfig` fields."""
-    from fstore.images.preprocess import for_options
-
-    return dict(
-        out=o["out"],
-        store=o["store"],
-        model=o["model"],
-        preprocessing=for_options(o["size"], o["resize"], o["mean"], o["std"]),
-        weights=None if o["model"] else weights_source(o["weights"], o["seed"]),
-        input_size=o["input_size"],
-        layers=o["layers"] or None,
-        C=tuple(o["c_grid"]),
-        cv=o["cv"],
-        pca=o["pca"],
-        hidden=tuple(o["hidden"]),
-        splits=o["splits"],
-        per_class=o["per_class"],
-        precisions=tuple(o["precisions"]),
-        mapping=o["mapping"],
-        samples=o["samples"],
-        views=None if o["views"] is None else tuple(o["views"]),
-        cost_images=o["cost_images"],
-        seed=o["seed"],
-        provider=o["provider"],
-        threads=o["threads"],
-        use_cache=not o["no_cache"],
     )

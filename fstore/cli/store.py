@@ -1,8 +1,6 @@
-"""``fstore verify`` and ``fstore compact``: each parses options, calls one library function of
-:mod:`fstore.store` (``verify``, ``compact``), then prints what comes back.
-
-Registered on the main group in :mod:`fstore.cli`, whose ``FstoreGroup`` turns ``FstoreError``
-into one line on stderr. Nothing heavy is imported at module level.
+"""``fstore info``, ``fstore verify`` and ``fstore compact``: each parses options, calls one
+library function of :mod:`fstore.store` (``store_info``, ``verify``, ``compact``), then prints
+what comes back. Nothing heavy is imported at module level.
 """
 
 from __future__ import annotations
@@ -21,6 +19,67 @@ def _store(store: Path | None) -> Path:
     from fstore.store import default_store_path
 
     return store or default_store_path()
+
+
+@click.command(cls=FstoreCommand)
+@store_option
+@click.option("--errors", "show_errors", is_flag=True, help="List every bad image and why.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
+    """Images, classes, splits, layers, provenance, errors and size of a store.
+
+    Examples:
+
+    \b
+      fstore info
+      fstore info --errors
+      fstore info --store lite1.h5 --json
+    """
+    from dataclasses import asdict
+
+    from fstore.store import default_store_path, store_info
+
+    result = store_info(store or default_store_path())
+    if as_json:
+        click.echo(json.dumps(asdict(result), indent=2))
+        return
+    click.echo(
+        f"store:      {result.path} ({result.size_bytes / 2**20:.1f} MiB, "
+        f"{result.shards} shard files, {result.dtype})"
+    )
+    if result.incomplete:
+        click.echo(result.incomplete)
+    click.echo(f"images:     {result.images} from {result.image_root}")
+    click.echo(
+        f"classes:    {len(result.classes)}: "
+        + ", ".join(f"{c} ({n})" for c, n in result.class_counts.items())
+    )
+    click.echo("splits:     " + ", ".join(f"{k} {v}" for k, v in result.splits.items()))
+    for layer, meta in result.layers.items():
+        shape = "x".join(map(str, meta["shape"]))
+        click.echo(f"layer:      {layer} {shape} ({meta['dim']} values per image)")
+    for key in (
+        "weights_origin",
+        "model_sha256",
+        "precision",
+        "provider",
+        "onnxruntime_version",
+        "fstore_version",
+    ):
+        if key in result.provenance:
+            click.echo(f"{key + ':':<11} {result.provenance[key]}")
+    for failed in result.failed_shards:
+        click.echo(
+            f"failed:     shard {failed['shard']} ({failed['images']} images): "
+            f"{failed['reason']}; the next build retries it"
+        )
+    bad = [e for e in result.errors if not e["stored"]]
+    click.echo(
+        f"errors:     {len(bad)} skipped, {len(result.errors) - len(bad)} stored with a warning"
+    )
+    if show_errors:
+        for e in result.errors:
+            click.echo(f"  {e['key']}: {e['reason']}" + (" (stored)" if e["stored"] else ""))
 
 
 @click.command(cls=FstoreCommand)

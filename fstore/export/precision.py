@@ -16,7 +16,7 @@ relative error. :func:`export_variant` records the calibration and the fidelity 
 ONNX metadata (``fstore.calibration``, ``fstore.fidelity``), so a cached variant still says how
 faithful it is (:func:`read_fidelity`). ``--precision auto`` takes a variant only where that
 record holds (:func:`fidelity_holds`). The change in SVM accuracy on a labelled folder is
-measured above this layer, by :mod:`fstore.benchmarks.fidelity`.
+measured above this layer, by :mod:`fstore.classifiers.fidelity`.
 """
 
 from __future__ import annotations

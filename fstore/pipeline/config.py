@@ -62,3 +62,56 @@ class BuildConfig:
     decode: str | None = None
     pool: str = "threads"
     views: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        images: Path | None,
+        store: Path | None,
+        layers: tuple[tuple[str, ...], ...],
+        weights: str | None,
+        seed: int,
+        model: Path | None,
+        preprocessing: Preprocessing | None,
+        float16: bool,
+        train_per_class: int | None,
+        split_seed: int,
+        views: str | None,
+        address: str | None,
+        num_workers: int,
+        cpus_per_worker: float,
+        gpus_per_worker: float,
+        workers_write: bool,
+        **settings,
+    ) -> BuildConfig:
+        """The config of ``fstore build``'s options, as click hands them over: ``layers`` as
+        the repeated ``--layer`` lists, ``weights`` as its text, ``views`` as ``--views``'
+        text; ``settings`` are the options that are fields already (provider, batch_size,
+        workers, pool, decode, threads, shard_size, engine, precision)."""
+        from fstore.export.layers import parse_layers
+        from fstore.images.views import parse_views
+        from fstore.store import default_store_path
+
+        names = tuple(name for item in layers for name in item)
+        if names and model is None:
+            names = tuple(layer.name for layer in parse_layers(names))
+        return cls(
+            store=store or default_store_path(),
+            images=images,
+            layers=names or None,
+            weights=WeightsSource.parse(weights, seed) if weights else None,
+            model=model,
+            preprocessing=preprocessing,
+            dtype="float16" if float16 else "float32",
+            split=SplitSpec("random", train_per_class, split_seed) if train_per_class else None,
+            ray=RayOptions(
+                address=address,
+                num_workers=num_workers,
+                cpus_per_worker=cpus_per_worker,
+                gpus_per_worker=gpus_per_worker,
+                workers_write=workers_write,
+            ),
+            views=parse_views(views or ""),
+            **settings,
+        )

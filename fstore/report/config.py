@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fstore.classifiers.svm import DEFAULT_C
 from fstore.errors import FstoreError
 from fstore.export.weights import WeightsSource
-from fstore.images.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing, for_options
 from fstore.images.views import parse_views
 
 #: Layers a VGG16 report stores when none are given: fc6, fc7 for the layer study, logits for
@@ -55,7 +56,7 @@ class ReportConfig:
     weights: WeightsSource | None = None
     input_size: int = 224
     layers: tuple[str, ...] | None = None
-    C: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+    C: tuple[float, ...] = DEFAULT_C
     cv: int = 5
     pca: float = 0.95
     hidden: tuple[int, ...] = (512,)
@@ -118,5 +119,30 @@ class ReportConfig:
         return self.weights or WeightsSource("imagenet")
 
     def vgg16_preprocessing(self) -> Preprocessing:
-        """torchvision's ImageNet preprocessing scaled to ``input_size`` (224 → 256/224)."""
-        return Preprocessing(resize=round(self.input_size * 256 / 224), crop=self.input_size)
+        """torchvision's ImageNet preprocessing scaled to ``input_size``."""
+        return for_options(self.input_size)
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        images: Path,
+        weights: str,
+        seed: int,
+        model: Path | None,
+        c_grid: tuple[float, ...],
+        no_cache: bool,
+        **settings,
+    ) -> ReportConfig:
+        """The config of ``fstore report``'s options, as click hands them over: ``weights`` as
+        its text (ignored with a ``model``), ``c_grid`` as ``--C``, ``no_cache``;
+        ``settings`` are the options that are fields already."""
+        return cls(
+            images=images,
+            model=model,
+            weights=None if model else WeightsSource.parse(weights, seed),
+            C=tuple(c_grid),
+            seed=seed,
+            use_cache=not no_cache,
+            **settings,
+        )

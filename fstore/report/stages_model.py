@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from fstore.errors import FstoreError
 from fstore.images.discover import SplitSpec
 from fstore.report.context import Context
@@ -169,27 +167,17 @@ def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
 
 def precision(ctx: Context, folder: Path) -> dict:
     """Per variant: SVM test accuracy beside fp32's (same options) and feature cosine."""
-    from fstore.classifiers.svm import train_svm
-    from fstore.export.precision import compare_features
+    from fstore.classifiers.fidelity import compare_variant
     from fstore.report.stages_classifiers import svm_options
     from fstore.store import load_features
 
     base = ctx.features
-    fp32 = ctx.results["svm"]["svm"]["accuracy_mean"]  # the svm stage's run, same options
     rows = {}
     for name in ctx.config.precisions:
         logger.info(f"  {name}: features of {len(base.keys)} images with the {name} model")
-        fs = load_features(_variant_store(ctx, name, folder), ctx.main_layer)
-        order = {k: i for i, k in enumerate(fs.keys)}
-        aligned = fs.subset(np.array([order[k] for k in base.keys]))
-        cosine = compare_features({base.layer: base.X}, {base.layer: aligned.X})[base.layer]
-        accuracy = train_svm(aligned, svm_options(ctx)).accuracy_mean
-        rows[name] = {
-            "accuracy": accuracy,
-            "fp32_accuracy": fp32,
-            "change_points": 100.0 * (accuracy - fp32),
-            **cosine,
-        }
+        variant = load_features(_variant_store(ctx, name, folder), ctx.main_layer)
+        fp32 = ctx.results["svm"]["svm"]["accuracy_mean"]  # the svm stage's, same options
+        rows[name] = compare_variant(base, variant, svm_options(ctx), fp32_accuracy=fp32)
         for leftover in folder.glob(f"{name}.h5*"):
             _remove(leftover)
     return {"layer": ctx.main_layer, "variants": rows}

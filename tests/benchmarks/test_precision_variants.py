@@ -230,7 +230,7 @@ def test_choose_images_is_deterministic_and_excludes(bench_folder: Path) -> None
 def test_accuracy_change_trains_the_same_svm(
     bench_model, int8_variant, bench_folder: Path, bench_prep: Preprocessing
 ) -> None:
-    from fstore.benchmarks.fidelity import accuracy_change
+    from fstore.classifiers.fidelity import accuracy_change
 
     same = accuracy_change(bench_model.path, bench_model.path, bench_folder, bench_prep)
     assert same["change_points"] == 0.0 and same["n_train"] == 9 and same["n_test"] == 9
@@ -239,7 +239,7 @@ def test_accuracy_change_trains_the_same_svm(
     )
     assert other["n_train"] == 6 and other["n_test"] == 6
     assert other["change_points"] == pytest.approx(
-        100 * (other["other_accuracy"] - other["fp32_accuracy"])
+        100 * (other["accuracy"] - other["fp32_accuracy"])
     )
 
 

@@ -31,8 +31,8 @@ def conv1_model(isolated_cache: Path) -> Path:
 @pytest.fixture
 def cli():
     """The inspection commands on fstore's group, which turns ``FstoreError`` into one line."""
-    from fstore.cli import FstoreGroup
     from fstore.cli.inspection import activations, predict
+    from fstore.cli.options import FstoreGroup
 
     return FstoreGroup("fstore", commands=[predict, activations])
 

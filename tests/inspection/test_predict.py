@@ -216,7 +216,7 @@ import fstore.cli.inspection
 heavy = [m for m in ("torch", "onnxruntime", "h5py", "sklearn", "matplotlib") if m in sys.modules]
 assert not heavy, heavy
 from click.testing import CliRunner
-from fstore.cli import FstoreGroup
+from fstore.cli.options import FstoreGroup
 from fstore.cli.inspection import activations, predict
 cli = FstoreGroup("fstore", commands=[predict, activations])
 r = CliRunner().invoke(cli, ["predict", {str(images[0])!r}, "--model", {str(small_model.path)!r},

@@ -168,7 +168,7 @@ def test_an_extension_adds_rows_and_rewrites_no_earlier_shard(config_for, tmp_pa
 def test_a_deleted_image_is_reported_and_leaves_the_store(
     config_for, tmp_path, image_folder, capsys
 ):
-    from fstore.cli import _print_build_report
+    from fstore.cli.build import _print_build_report
 
     store = tmp_path / "s.h5"
     build(config_for(image_folder))

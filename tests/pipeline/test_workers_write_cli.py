@@ -8,8 +8,9 @@ import pytest
 from click.testing import CliRunner
 from helpers import make_image_folder, write_noop_model
 
-from fstore.cli import _build_config, cli
+from fstore.cli import cli
 from fstore.pipeline import write
+from fstore.pipeline.config import BuildConfig
 from fstore.store import load_features, sidecar
 from fstore.store.verify import verify
 
@@ -17,8 +18,9 @@ from fstore.store.verify import verify
 def config_of(*args: str):
     """The ``BuildConfig`` that ``fstore build ARGS`` would run."""
     params = cli.commands["build"].make_context("build", list(args)).params
-    options = {k: v for k, v in params.items() if k not in ("images", "quiet", "as_json")}
-    return _build_config(params["images"], options)
+    skipped = ("images", "quiet", "as_json", "size", "resize", "mean", "std")
+    options = {k: v for k, v in params.items() if k not in skipped}
+    return BuildConfig.from_options(images=params["images"], preprocessing=None, **options)
 
 
 def test_workers_write_reaches_ray_options_and_help_says_when():

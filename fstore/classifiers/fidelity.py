@@ -1,10 +1,10 @@
-"""How faithful a precision variant is, measured above the layers it needs.
+"""How faithful a precision variant is: its features' cosine to fp32's, and the change in
+linear-SVM test accuracy they make.
 
-The cosine fidelity of a variant against fp32 is recorded at export
-(:mod:`fstore.export.precision`). This module adds what needs the feature store and the
-classifiers: the change in linear-SVM test accuracy on a labelled folder
-(:func:`accuracy_change`), and :func:`fidelity_report`, the step ``fstore export`` runs after
-making a variant.
+:func:`compare_variant` is the one computation; ``fstore export`` (:func:`fidelity_report`),
+``fstore bench`` (:func:`accuracy_change`) and the report's precision section all call it. The
+cosine recorded at export (:mod:`fstore.export.precision`) is measured on calibration-like
+images; this module needs labels, so it lives above the classifiers.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,10 @@ from fstore.pipeline.run import extract_features
 from fstore.runtime.metadata import read_model_info
 from fstore.runtime.weights import WeightsSource
 from fstore.store import FeatureSet
+
+if TYPE_CHECKING:
+    from fstore.classifiers.protocol import SplitProtocol
+    from fstore.classifiers.svm import SvmOptions
 
 logger = logging.getLogger(__name__)
 
@@ -58,20 +63,59 @@ def _labelled_images(folder: Path, per_class: int | None, seed: int) -> _Labelle
     return _Labelled([item.path for item in chosen], keys, classes, split_layout)
 
 
-def _svm_accuracy(feature_set: FeatureSet, split: np.ndarray, split_layout: bool, seed: int):
+def _svm_options(feature_set: FeatureSet, split_layout: bool, seed: int):
+    """The SVM options and protocol for a labelled folder: its own split where it has one,
+    else one random half of each class."""
     from fstore.classifiers.protocol import SplitProtocol
-    from fstore.classifiers.svm import SvmOptions, train_svm
+    from fstore.classifiers.svm import SvmOptions
 
     y, n_classes = feature_set.y, len(feature_set.classes)
     smallest = int(np.bincount(y).min())
     protocol = None
     if split_layout:
-        train_counts = int(np.bincount(y[split == "train"], minlength=n_classes).min())
+        train_counts = int(np.bincount(y[feature_set.split == "train"], minlength=n_classes).min())
     else:
         protocol = SplitProtocol(splits=1, per_class=max(1, smallest // 2), seed=seed)
         train_counts = max(1, smallest // 2)
-    options = SvmOptions(cv=max(2, min(5, train_counts)), seed=seed)
-    return train_svm(feature_set, options, protocol)
+    return SvmOptions(cv=max(2, min(5, train_counts)), seed=seed), protocol
+
+
+def compare_variant(
+    fp32: FeatureSet,
+    variant: FeatureSet,
+    options: SvmOptions,
+    protocol: SplitProtocol | None = None,
+    fp32_accuracy: float | None = None,
+) -> dict:
+    """The variant's features against fp32's, image by image (matched by key): mean and min
+    cosine, max relative error, and the same linear SVM (``options``, ``protocol``) trained on
+    each. ``fp32_accuracy`` is fp32's test accuracy when it was already trained with those
+    options.
+
+    Returns ``fp32_accuracy``, ``accuracy`` (fractions), ``change_points`` (the variant's
+    minus fp32's, in percentage points), the train and test counts and the cosine figures.
+    """
+    from fstore.classifiers.svm import train_svm
+    from fstore.export.precision import compare_features
+
+    order = {k: i for i, k in enumerate(variant.keys)}
+    missing = [k for k in fp32.keys if k not in order]
+    if missing:
+        raise DatasetError(f"the variant has no features of {missing[0]} ({len(missing)} missing)")
+    aligned = variant.subset(np.array([order[k] for k in fp32.keys]))
+    cosine = compare_features({fp32.layer: fp32.X}, {fp32.layer: aligned.X})[fp32.layer]
+    if fp32_accuracy is None:
+        fp32_accuracy = train_svm(fp32, options, protocol).accuracy_mean
+    run = train_svm(aligned, options, protocol)
+    return {
+        "layer": fp32.layer,
+        "fp32_accuracy": fp32_accuracy,
+        "accuracy": run.accuracy_mean,
+        "change_points": 100.0 * (run.accuracy_mean - fp32_accuracy),
+        "n_train": run.fits[0].n_train,
+        "n_test": run.fits[0].evaluation.n_test,
+        **cosine,
+    }
 
 
 def _features(model: Path, data: _Labelled, layer: str | None, prep, provider: str):
@@ -82,10 +126,9 @@ def _features(model: Path, data: _Labelled, layer: str | None, prep, provider: s
     keys = [data.keys[p] for p in good]
     y = np.array([data.classes.index(class_of(k, data.split_layout)) for k in keys], np.int64)
     split = np.array([folder_split(k, data.split_layout) for k in keys], dtype=object)
-    fs = FeatureSet(
+    return FeatureSet(
         layers[0], feats[layers[0]], y, np.asarray(keys, dtype=object), split, tuple(data.classes)
     )
-    return fs, split
 
 
 def accuracy_change(
@@ -105,26 +148,18 @@ def accuracy_change(
     whose split is then used; otherwise half of each class trains, drawn with ``seed``).
     ``per_class`` keeps at most that many images per class and split, to bound the time.
     The SVM is fstore's (:func:`fstore.classifiers.svm.train_svm`: grid search over C with
-    stratified CV), run with the same seed on both. Returns accuracies (fractions) and
-    ``change_points``, the other model's accuracy minus fp32's, in percentage points.
+    stratified CV), run with the same seed on both. Returns :func:`compare_variant`'s figures
+    and how the folder was split.
     Progress goes to this module's logger.
     """
     data = _labelled_images(folder, per_class, seed)
-    accuracies, counts = {}, {}
+    features = {}
     for name, model in (("fp32", Path(fp32_model)), ("other", Path(other_model))):
         logger.info("SVM fidelity: features of %d images with the %s model", len(data.paths), name)
-        fs, split = _features(model, data, layer, preprocessing, provider)
-        run = _svm_accuracy(fs, split, data.split_layout, seed)
-        accuracies[name] = run.accuracy_mean
-        counts = {"n_train": run.fits[0].n_train, "n_test": run.fits[0].evaluation.n_test}
-    return {
-        "layer": fs.layer,
-        "fp32_accuracy": accuracies["fp32"],
-        "other_accuracy": accuracies["other"],
-        "change_points": 100.0 * (accuracies["other"] - accuracies["fp32"]),
-        "split": "folders" if data.split_layout else f"random (seed {seed})",
-        **counts,
-    }
+        features[name] = _features(model, data, layer, preprocessing, provider)
+    options, protocol = _svm_options(features["fp32"], data.split_layout, seed)
+    change = compare_variant(features["fp32"], features["other"], options, protocol)
+    return {**change, "split": "folders" if data.split_layout else f"random (seed {seed})"}
 
 
 @dataclass(frozen=True)
@@ -141,7 +176,7 @@ class FidelityReport:
             s = self.svm
             out.append(
                 f"SVM test accuracy on {s['layer']}: fp32 {s['fp32_accuracy']:.1%}, "
-                f"{self.precision} {s['other_accuracy']:.1%} ({s['change_points']:+.1f} points)"
+                f"{self.precision} {s['accuracy']:.1%} ({s['change_points']:+.1f} points)"
             )
         return out
 
