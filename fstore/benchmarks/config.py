@@ -121,8 +121,6 @@ class BenchConfig:
     def from_options(cls, *, full: bool, weights: str, seed: int, **given) -> BenchConfig:
         """The config of ``fstore bench``'s options: the quick run's defaults, or ``full``'s,
         under the options given (``None`` is an option not given); ``weights`` as its text."""
-        if given.get("images") is not None and given.get("synthetic") is not None:
-            raise FstoreError("give --images or --synthetic, not both")
         chosen = {k: v for k, v in given.items() if v is not None}
         return cls(**{**(FULL if full else {}), **chosen,
                       "weights": WeightsSource.parse(weights, seed), "seed": seed})  # fmt: skip

@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fstore.benchmarks import systems as sy
-from fstore.benchmarks import views
+from fstore.benchmarks import systems, views
 from fstore.benchmarks.config import BenchConfig
 from fstore.benchmarks.eager import LoaderOptions
 from fstore.benchmarks.result import (
@@ -35,7 +34,7 @@ from fstore.benchmarks.result import (
     notes_for,
 )
 from fstore.benchmarks.statistics import BASELINE, add_fractions, add_ratios
-from fstore.images.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing, for_options
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +61,8 @@ class Plan:
     precisions: tuple[str, ...]
     threads: int
     prep: Preprocessing
-    systems: list[sy.System]
-    pipeline: list[sy.System]
+    systems: list[systems.System]
+    pipeline: list[systems.System]
 
 
 @dataclass
@@ -74,9 +73,9 @@ class Prepared:
     image_set: Any
     warm_set: Any
     models: dict[str, Path]
-    specs: dict[str, sy.BackendSpec]
-    e2e_specs: dict[str, sy.EndToEndSpec]
-    pipeline_specs: dict[str, sy.EndToEndSpec]
+    specs: dict[str, systems.BackendSpec]
+    e2e_specs: dict[str, systems.EndToEndSpec]
+    pipeline_specs: dict[str, systems.EndToEndSpec]
     probe: Any = None  # variants.Probe, when VGG16 runs
     inputs: np.ndarray | None = None
 
@@ -87,14 +86,14 @@ def plan(config: BenchConfig) -> Plan:
     from fstore.runtime.providers import resolve_provider
 
     provider = resolve_provider(config.provider)
-    precisions = tuple(config.precisions or sy.default_precisions(provider))
+    precisions = tuple(config.precisions or systems.default_precisions(provider))
     return Plan(
         provider=provider,
         precisions=precisions,
         threads=config.threads or usable_cores(),
-        prep=sy.preprocessing_for(config.input_size),
+        prep=for_options(config.input_size),
         systems=[],
-        pipeline=sy.pipeline_systems(config.workers) if "pipeline" in config.views else [],
+        pipeline=systems.pipeline_systems(config.workers) if "pipeline" in config.views else [],
     )
 
 
@@ -124,7 +123,7 @@ def export_models(config: BenchConfig, p: Plan, stages: list[Stage]) -> dict[str
 
 def _vgg16_specs(
     config: BenchConfig, p: Plan, run: Prepared, stages: list[Stage]
-) -> tuple[dict[str, sy.BackendSpec], Any]:
+) -> tuple[dict[str, systems.BackendSpec], Any]:
     """Each VGG16 system's backend spec, and the probe that chose the eager variant.
 
     Eager systems load the weights saved into the work folder.
@@ -147,19 +146,19 @@ def _vgg16_specs(
         "preprocessing": p.prep,
     }
 
-    def eager(variant: str) -> sy.BackendSpec:
-        return sy.BackendSpec("eager", state, variant=variant, **common)
+    def eager(variant: str) -> systems.BackendSpec:
+        return systems.BackendSpec("eager", state, variant=variant, **common)
 
     with timed(stages, "eager variant probe"):
         batch = model_inputs(run.image_set, PROBE_BATCH, p.prep)
         probe = probe_variants(lambda v: eager(v).make(), candidates(p.provider), batch)
     specs = {BASELINE: eager("fp32"), "eager-best": eager(probe.chosen)}
     for precision, path in run.models.items():
-        specs[f"ort-{precision}"] = sy.BackendSpec("ort", path, variant=precision, **common)
+        specs[f"ort-{precision}"] = systems.BackendSpec("ort", path, variant=precision, **common)
     return specs, probe
 
 
-def pipeline_specs(p: Plan, work: Path, loader: LoaderOptions) -> dict[str, sy.EndToEndSpec]:
+def pipeline_specs(p: Plan, work: Path, loader: LoaderOptions) -> dict[str, systems.EndToEndSpec]:
     """The pipeline systems' specs; the no-op ONNX model is written into ``work``."""
     from fstore.benchmarks.pipeline import NOOP_OUTPUT, write_noop_model
 
@@ -172,23 +171,25 @@ def pipeline_specs(p: Plan, work: Path, loader: LoaderOptions) -> dict[str, sy.E
         "preprocessing": p.prep,
     }
     return {
-        "loader-noop": sy.EndToEndSpec(sy.BackendSpec("noop", None, **common), loader),
-        "build-noop": sy.EndToEndSpec(sy.BackendSpec("ort", pixels, **common), loader),
-        "build-noop-norm": sy.EndToEndSpec(sy.BackendSpec("ort", normalised, **common), loader),
+        "loader-noop": systems.EndToEndSpec(systems.BackendSpec("noop", None, **common), loader),
+        "build-noop": systems.EndToEndSpec(systems.BackendSpec("ort", pixels, **common), loader),
+        "build-noop-norm": systems.EndToEndSpec(
+            systems.BackendSpec("ort", normalised, **common), loader
+        ),
     }
 
 
 def prepare(config: BenchConfig, p: Plan, work: Path, stages: list[Stage]) -> Prepared:
     """The images (and a few to warm up on), the ONNX models, the eager variant and every
     system's spec."""
-    from fstore.benchmarks import inputs as inp
+    from fstore.benchmarks.inputs import prepare_images
 
     with timed(stages, "images"):
-        image_set = inp.prepare_images(
+        image_set = prepare_images(
             work, p.prep, config.images, config.synthetic, config.limit, config.seed
         )
         warm = min(image_set.count, config.e2e_batch)
-        warm_set = inp.prepare_images(
+        warm_set = prepare_images(
             work / "warm", p.prep, image_set.root, limit=warm, seed=config.seed
         )
     # DataLoader workers start as they would in this process, also in a measuring one
@@ -206,7 +207,7 @@ def prepare(config: BenchConfig, p: Plan, work: Path, stages: list[Stage]) -> Pr
     if config.runs_vgg16:
         run.models = export_models(config, p, stages)
         run.specs, run.probe = _vgg16_specs(config, p, run, stages)
-    run.e2e_specs = {sid: sy.EndToEndSpec(spec, loader) for sid, spec in run.specs.items()}
+    run.e2e_specs = {sid: systems.EndToEndSpec(spec, loader) for sid, spec in run.specs.items()}
     run.pipeline_specs = pipeline_specs(p, work, loader) if p.pipeline else {}
     return run
 
@@ -215,7 +216,7 @@ def vgg16_systems(config: BenchConfig, p: Plan, run: Prepared) -> Plan:
     """The plan with its VGG16 systems, the eager variant chosen by the probe among them."""
     if not config.runs_vgg16:
         return p
-    return replace(p, systems=sy.make_systems(p.provider, p.precisions, run.probe.chosen))
+    return replace(p, systems=systems.make_systems(p.provider, p.precisions, run.probe.chosen))
 
 
 def measure_peaks(config: BenchConfig, p: Plan, stages: list[Stage]) -> dict[str, dict]:
@@ -260,7 +261,7 @@ def _new_result(
         provider=p.provider,
         layer=config.layer,
         input_size=config.input_size,
-        macs_per_image=sy.macs_up_to(config.layer, config.input_size),
+        macs_per_image=systems.macs_up_to(config.layer, config.input_size),
         peaks=peaks,
         systems=p.systems + p.pipeline,
         images={
@@ -313,7 +314,7 @@ def run_whole_views(config: BenchConfig, p: Plan, run: Prepared, result: BenchRe
     from fstore.benchmarks.inputs import warm_file_cache
 
     warm_file_cache(run.image_set)
-    for view, systems, specs in (
+    for view, timed_systems, specs in (
         ("e2e", p.systems, run.e2e_specs),
         ("pipeline", p.pipeline, run.pipeline_specs),
     ):
@@ -324,7 +325,7 @@ def run_whole_views(config: BenchConfig, p: Plan, run: Prepared, result: BenchRe
         how = views.Rounds(view, config.e2e_batch, config.e2e_repeats, workdir, run.warm_set)
         with timed(result.stages, f"{view} view"):
             rows, first = views.whole_runs(
-                systems, {sid: spec.run for sid, spec in specs.items()}, run.image_set, how
+                timed_systems, {sid: spec.run for sid, spec in specs.items()}, run.image_set, how
             )
         if view == "e2e":
             result.e2e_rows = rows

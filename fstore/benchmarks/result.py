@@ -27,7 +27,7 @@ class Stage:
 
 @dataclass
 class BenchResult:
-    """Everything one benchmark run measured; :mod:`fstore.benchmarks.report` writes it."""
+    """Everything one benchmark run measured; :mod:`fstore.benchmarks.summary` writes it."""
 
     started: str
     seconds: float

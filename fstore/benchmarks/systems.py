@@ -52,11 +52,6 @@ def macs_up_to(layer: str, input_size: int) -> int:
     return sum(lay.macs(input_size) for lay in LAYERS[: deepest + 1])
 
 
-def preprocessing_for(input_size: int) -> Preprocessing:
-    """The standard preprocessing scaled to ``input_size`` (224 → resize 256, crop 224)."""
-    return Preprocessing(resize=round(input_size * 256 / 224), crop=input_size)
-
-
 def default_precisions(provider: str) -> tuple[str, ...]:
     return ("fp32", "fp16") if provider == "cuda" else ("fp32", "int8")
 

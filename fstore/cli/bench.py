@@ -34,7 +34,7 @@ def _defaults(name: str) -> str:
 
 
 def _summary(result) -> list[str]:  # result: BenchResult
-    from fstore.benchmarks.report import stage_line
+    from fstore.benchmarks.summary import stage_line
 
     lines = []
     for r in result.all_rows:
@@ -212,8 +212,10 @@ def bench(out: Path, quiet: bool, as_json: bool, full: bool, **options) -> None:
           --precision fp32,int8 --views model,e2e
     """
     from fstore.benchmarks.harness import run_bench
-    from fstore.benchmarks.report import write_report
+    from fstore.benchmarks.summary import write_report
 
+    if options["images"] is not None and options["synthetic"] is not None:
+        raise click.BadParameter("give --images or --synthetic, not both")
     config = BenchConfig.from_options(full=full, **options)
     use_stderr_logging(quiet)
     result = run_bench(config)

@@ -259,7 +259,7 @@ def _print_per_class(classes, accuracies) -> None:
 
 def _print_run(run: TrainingRun, paths: dict[str, Path], as_json: bool) -> None:
     if as_json:
-        from fstore.classifiers.report import to_json
+        from fstore.classifiers.outputs import to_json
 
         click.echo(to_json({**run.to_dict(), "files": {k: str(v) for k, v in paths.items()}}))
         return
@@ -306,8 +306,8 @@ def svm(
       # 10 random splits of 100 training images per class: mean ± std
       fstore train svm --splits 10 --per-class 100
     """
+    from fstore.classifiers.outputs import write_run
     from fstore.classifiers.protocol import make_splits
-    from fstore.classifiers.report import write_run
     from fstore.classifiers.svm import SvmOptions, train_svm, unconverged_line
     from fstore.classifiers.transforms import parse_pca
 
@@ -399,7 +399,7 @@ def head(
       fstore train head --store lite1.h5 --layer pooled --hidden 1024,256
     """
     from fstore.classifiers.head import HeadOptions, train_head
-    from fstore.classifiers.report import write_run
+    from fstore.classifiers.outputs import write_run
     from fstore.classifiers.transforms import parse_pca
 
     options = HeadOptions(
@@ -462,8 +462,8 @@ def pca_command(
       # only the 100 leading components (faster on wide layers)
       fstore train pca --store lite1.h5 --layer pooled --components 100
     """
+    from fstore.classifiers.outputs import to_json, variance_figure
     from fstore.classifiers.pca import PcaOptions, pca_profile
-    from fstore.classifiers.report import to_json, variance_figure
 
     options = PcaOptions(components=components, variance=variance, scale=scale)
     profile = pca_profile(_load(store, layer), options)
@@ -533,7 +533,7 @@ def study_layers_command(
       fstore study layers --store lite1.h5
       fstore study layers --store lite1.h5 --layers pooled,logits --C 0.1,1
     """
-    from fstore.classifiers.report import study_figure, to_json, write_json
+    from fstore.classifiers.outputs import study_figure, to_json, write_json
     from fstore.classifiers.study import study_layers
     from fstore.classifiers.svm import SvmOptions
 
@@ -587,7 +587,7 @@ def zeroshot(store: Path | None, mapping: Path | None, out: Path, as_json: bool)
       fstore zeroshot --store lite1.h5
       fstore zeroshot --store lite1.h5 --json
     """
-    from fstore.classifiers.report import confusion_figure, to_json, write_json
+    from fstore.classifiers.outputs import confusion_figure, to_json, write_json
     from fstore.classifiers.zeroshot import load_mapping, zeroshot_store
 
     result = zeroshot_store(_store(store), load_mapping(mapping))

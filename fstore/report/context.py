@@ -11,8 +11,8 @@ import numpy as np
 from fstore.classifiers.improvements import CLASS_OUTPUTS
 from fstore.images.preprocess import Preprocessing
 from fstore.images.views import SEPARATOR
-from fstore.report.cache import StageCache
 from fstore.report.config import ReportConfig
+from fstore.report.stage_cache import StageCache
 from fstore.store import FeatureSet
 
 

@@ -9,7 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
-from fstore.report import sections as sec
+from fstore.report import sections
 
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;
@@ -31,23 +31,25 @@ nav a{margin-right:.8em}.muted{color:#777;font-size:13px}
 def _summary_blocks(data: dict) -> list:
     s = data["summary"]
     rows = [
-        ["SVM (all features)", sec.pct(s["svm_accuracy"])],
-        ["linear head", sec.pct(s["linear_head_accuracy"])],
-        ["MLP head", sec.pct(s["mlp_head_accuracy"])],
+        ["SVM (all features)", sections.pct(s["svm_accuracy"])],
+        ["linear head", sections.pct(s["linear_head_accuracy"])],
+        ["MLP head", sections.pct(s["mlp_head_accuracy"])],
         [
             "PCA components for 90 / 95 / 99 %",
             " / ".join(str(v) for v in s["pca_components"].values()),
         ],
-        ["SVM on PCA features", sec.pct(s["pca_svm_accuracy"])],
+        ["SVM on PCA features", sections.pct(s["pca_svm_accuracy"])],
     ]
     if "zeroshot_accuracy" in s:
-        rows.append(["zero-shot (covered classes)", sec.pct(s["zeroshot_accuracy"])])
+        rows.append(["zero-shot (covered classes)", sections.pct(s["zeroshot_accuracy"])])
     if "splits" in s:
         k = s["splits"]
-        rows.append([f"{k['k']} random splits", f"{sec.pct(k['mean'])} ± {sec.pct(k['std'])}"])
+        rows.append(
+            [f"{k['k']} random splits", f"{sections.pct(k['mean'])} ± {sections.pct(k['std'])}"]
+        )
     best = s["best_improvement"]
     rows.append(
-        [f"best improvement: {best['name']}", f"{sec.pct(best['accuracy'])} "
+        [f"best improvement: {best['name']}", f"{sections.pct(best['accuracy'])} "
          f"({best['change_points']:+.2f} points)"]
     )  # fmt: skip
     for name in ("int8", "fp16"):
@@ -115,16 +117,20 @@ def section_list(data: dict) -> list[tuple[str, str, list]]:
     s = data["sections"]
     return [
         ("summary", "Summary", _summary_blocks(data)),
-        ("network", "Network", sec.network(s["network"])),
-        ("predictions", "Sample predictions", sec.predictions(s["predictions"])),
-        ("activations", "Activation maps", sec.activations(s["activations"])),
-        ("classifiers", "Classifiers", sec.svm(s["svm"], data["classes"]) + sec.heads(s["heads"])),
-        ("pca", "PCA", sec.pca(s["pca"], s["svm"])),
-        ("layers", "Layer study", sec.layers(s["layers"])),
-        ("zeroshot", "Zero-shot", sec.zeroshot(s["zeroshot"])),
-        ("splits", "K random splits", sec.splits(s["splits"])),
-        ("improvements", "Improvements", sec.improvements(s["improvements"])),
-        ("precision", "Precision", sec.precision(s["precision"])),
+        ("network", "Network", sections.network(s["network"])),
+        ("predictions", "Sample predictions", sections.predictions(s["predictions"])),
+        ("activations", "Activation maps", sections.activations(s["activations"])),
+        (
+            "classifiers",
+            "Classifiers",
+            sections.svm(s["svm"], data["classes"]) + sections.heads(s["heads"]),
+        ),
+        ("pca", "PCA", sections.pca(s["pca"], s["svm"])),
+        ("layers", "Layer study", sections.layers(s["layers"])),
+        ("zeroshot", "Zero-shot", sections.zeroshot(s["zeroshot"])),
+        ("splits", "K random splits", sections.splits(s["splits"])),
+        ("improvements", "Improvements", sections.improvements(s["improvements"])),
+        ("precision", "Precision", sections.precision(s["precision"])),
         ("provenance", "Provenance", _provenance_blocks(data["provenance"])),
     ]
 
@@ -215,7 +221,7 @@ def to_markdown(data: dict, figures: Path) -> str:
 
 def write_outputs(data: dict, out: Path) -> dict[str, Path]:
     """Write ``report.json``, ``report.html`` and ``report.md`` (with ``figures/``) into ``out``."""
-    from fstore.classifiers.report import write_json
+    from fstore.classifiers.outputs import write_json
     from fstore.fsutil import atomic_write_bytes
 
     out.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fstore.report import improvements as imp
-from fstore.report import stages_classifiers as clf
-from fstore.report import stages_model as net
-from fstore.report.cache import StageCache, digest
+from fstore.report import stages_classifiers, stages_improvements, stages_model
 from fstore.report.config import ReportConfig
 from fstore.report.context import Context
+from fstore.report.stage_cache import StageCache, digest
 
 logger = logging.getLogger(__name__)
 
@@ -24,25 +22,30 @@ logger = logging.getLogger(__name__)
 #: which decide the improvements tried). Order matters: ``precision`` reads the ``svm`` stage's
 #: accuracy.
 STAGES: tuple[tuple[str, str, Callable[[Context, Path], dict], tuple[str, ...]], ...] = (
-    ("network", "Network", net.network, ("weights", "input_size")),
-    ("predictions", "Sample predictions", net.predictions, ("samples",)),
-    ("activations", "Activation maps", net.activations, ("samples",)),
-    ("svm", "Classifiers: SVM", clf.svm, ("C", "cv", "seed", "pca")),
-    ("heads", "Classifiers: heads", clf.heads, ("hidden", "seed")),
-    ("pca", "PCA", clf.pca, ("pca",)),
-    ("layers", "Layer study", clf.layers, ("C", "cv", "seed")),
-    ("zeroshot", "Zero-shot", clf.zeroshot, ("mapping",)),
-    ("splits", "K random splits", clf.splits, ("C", "cv", "seed", "splits", "per_class")),
+    ("network", "Network", stages_model.network, ("weights", "input_size")),
+    ("predictions", "Sample predictions", stages_model.predictions, ("samples",)),
+    ("activations", "Activation maps", stages_model.activations, ("samples",)),
+    ("svm", "Classifiers: SVM", stages_classifiers.svm, ("C", "cv", "seed", "pca")),
+    ("heads", "Classifiers: heads", stages_classifiers.heads, ("hidden", "seed")),
+    ("pca", "PCA", stages_classifiers.pca, ("pca",)),
+    ("layers", "Layer study", stages_classifiers.layers, ("C", "cv", "seed")),
+    ("zeroshot", "Zero-shot", stages_classifiers.zeroshot, ("mapping",)),
+    (
+        "splits",
+        "K random splits",
+        stages_classifiers.splits,
+        ("C", "cv", "seed", "splits", "per_class"),
+    ),
     (
         "improvements",
         "Improvements",
-        imp.improvements,
+        stages_improvements.improvements,
         ("C", "cv", "seed", "splits", "per_class", "cost_images", "stored_layers"),
     ),
     (
         "precision",
         "Precision",
-        net.precision,
+        stages_model.precision,
         ("C", "cv", "seed", "precisions", "calibration_count"),
     ),
 )
@@ -57,7 +60,7 @@ class Report:
     seconds: float
 
 
-def build_store(config: ReportConfig) -> dict:
+def build_report_store(config: ReportConfig) -> dict:
     """Build (or resume, or extend) the report's store with the library's ``build``."""
     from fstore.pipeline.config import BuildConfig
     from fstore.pipeline.model import build
@@ -128,7 +131,7 @@ def run_report(config: ReportConfig) -> Report:
 
     start = time.perf_counter()
     logger.info(f"[0/{len(STAGES)}] build: {config.store_path}")
-    built = build_store(config)
+    built = build_report_store(config)
     ctx = make_context(config)
     for index, stage in enumerate(STAGES, start=1):
         ctx.results[stage[0]] = run_stage(ctx, index, stage)

@@ -30,7 +30,7 @@ def _summary(run) -> dict:
 def svm(ctx: Context, folder: Path) -> dict:
     """The C grid with CV, test accuracy, per-class accuracy, confusion; and the same SVM on
     PCA features (``train_svm`` with ``pca``: its ``baseline`` is the SVM on all features)."""
-    from fstore.classifiers.report import write_run
+    from fstore.classifiers.outputs import write_run
     from fstore.classifiers.svm import train_svm
 
     run = train_svm(ctx.features, svm_options(ctx, pca=ctx.config.pca))
@@ -102,8 +102,8 @@ def heads(ctx: Context, folder: Path) -> dict:
 
 def pca(ctx: Context, folder: Path) -> dict:
     """Explained variance per component and cumulative; components for 90/95/99 %."""
+    from fstore.classifiers.outputs import variance_figure
     from fstore.classifiers.pca import PcaOptions, pca_profile
-    from fstore.classifiers.report import variance_figure
 
     profile = pca_profile(ctx.features, PcaOptions(variance=ctx.config.pca))
     variance_figure(folder / "pca.png", profile)
@@ -114,7 +114,7 @@ def pca(ctx: Context, folder: Path) -> dict:
 def layers(ctx: Context, folder: Path) -> dict:
     """Per stored layer of the network (not its views): dimension, SVM test accuracy and fit
     time."""
-    from fstore.classifiers.report import study_figure
+    from fstore.classifiers.outputs import study_figure
     from fstore.classifiers.study import study_layers
 
     result = study_layers(ctx.store, ctx.plain_layers, svm_options(ctx))
@@ -124,7 +124,7 @@ def layers(ctx: Context, folder: Path) -> dict:
 
 def zeroshot(ctx: Context, folder: Path) -> dict:
     """Zero-shot accuracy over the covered classes, per class, and the uncovered classes."""
-    from fstore.classifiers.report import confusion_figure
+    from fstore.classifiers.outputs import confusion_figure
     from fstore.classifiers.zeroshot import load_mapping, zeroshot_store
 
     if "logits" not in ctx.layers:

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import make_image_folder
 
-from fstore.benchmarks.systems import preprocessing_for
-from fstore.images.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing, for_options
 
 BENCH_LAYER = "pool5"
 BENCH_SIZE = 32
@@ -21,7 +20,7 @@ BENCH_SIZE = 32
 
 @pytest.fixture(scope="session")
 def bench_prep() -> Preprocessing:
-    return preprocessing_for(BENCH_SIZE)
+    return for_options(BENCH_SIZE)
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ def test_pipeline_view_alone_reports_both_systems_without_vgg16(
 ) -> None:
     from fstore.benchmarks.config import BenchConfig
     from fstore.benchmarks.harness import run_bench
-    from fstore.benchmarks.report import markdown
+    from fstore.benchmarks.summary import markdown
     from fstore.export import weights
 
     def no_vgg16(*args, **kwargs):

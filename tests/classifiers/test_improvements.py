@@ -131,7 +131,7 @@ def test_a_row_trains_with_its_own_scaling_and_no_splits_without_a_protocol(view
 
 
 def test_figure_draws_every_row_with_its_error_bar(view_store, tmp_path):
-    from fstore.classifiers.report import improvements_figure
+    from fstore.classifiers.outputs import improvements_figure
 
     rows = [Improvement(("pooled",)), Improvement(("pooled@flip",), "power")]
     result = try_improvements(view_store, rows, OPTIONS, SplitProtocol(2, 6, 0))

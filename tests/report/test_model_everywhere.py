@@ -15,8 +15,8 @@ SMALL_OPTIONS = ["--size", "32", "--resize", "37"]
 def test_classify_applies_a_classifier_trained_on_a_model_store(
     split_folder: Path, external_model: Path, tmp_path: Path
 ):
+    from fstore.classifiers.outputs import write_run
     from fstore.classifiers.predict import classify_images
-    from fstore.classifiers.report import write_run
     from fstore.classifiers.svm import SvmOptions, train_svm
     from fstore.pipeline.config import BuildConfig
     from fstore.pipeline.model import build

@@ -1,4 +1,4 @@
-"""``fstore verify`` and ``fstore compact`` on the command line, and the scale benchmark's run."""
+"""``fstore verify`` and ``fstore compact`` on the command line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 from click.testing import CliRunner
 from store_helpers import synthetic_store
 
-from fstore.benchmarks import scale
 from fstore.cli import cli
 from fstore.store import sidecar
 from fstore.store.layout import shard_path
@@ -31,13 +30,6 @@ def test_verify_and_compact_commands(tmp_path):
     ]
     read = runner.invoke(cli, ["train", "svm", "--store", str(store), "--layer", "f"])
     assert read.exit_code != 0 and "missing" in read.output and "Traceback" not in read.output
-
-
-def test_scale_benchmark_measures_a_small_store(tmp_path):
-    (point,) = scale.run([300], tmp_path)
-    assert point.images == 300 and point.read_under_256_files == "right"
-    assert point.files == 2 and point.build_images_per_second > 0  # 256 + 44 rows
-    assert "| 300 |" in scale.table([point])
 
 
 def test_info_and_verify_say_a_store_is_unfinished(tmp_path):

@@ -86,7 +86,7 @@ def improvements(ctx: Context, folder: Path) -> dict:
     the store's split, mean ± std over the K random splits, change against the baseline, build
     cost and training seconds; one bar chart."""
     from fstore.classifiers.improvements import improvements_for, try_improvements
-    from fstore.classifiers.report import improvements_figure
+    from fstore.classifiers.outputs import improvements_figure
     from fstore.report.stages_classifiers import split_protocol, svm_options
 
     candidates = improvements_for(ctx.layers, ctx.main_layer)

@@ -57,6 +57,6 @@ class StageCache:
 
     def save(self, folder: Path, result: dict) -> None:
         """Write ``result`` last, so an entry without it is never taken for a finished one."""
-        from fstore.classifiers.report import to_json
+        from fstore.classifiers.outputs import to_json
 
         atomic_write_bytes(folder / RESULT, to_json(result).encode())

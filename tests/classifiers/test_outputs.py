@@ -7,15 +7,15 @@ import json
 import numpy as np
 from PIL import Image
 
-from fstore.classifiers.pca import PcaOptions, pca_profile
-from fstore.classifiers.protocol import SplitProtocol
-from fstore.classifiers.report import (
+from fstore.classifiers.outputs import (
     confusion_figure,
     study_figure,
     to_json,
     variance_figure,
     write_run,
 )
+from fstore.classifiers.pca import PcaOptions, pca_profile
+from fstore.classifiers.protocol import SplitProtocol
 from fstore.classifiers.study import study_feature_sets
 from fstore.classifiers.svm import SvmOptions, train_svm
 

@@ -7,7 +7,7 @@ and the number of files; then the time of a build that adds 1 % more images and 
 its shard commits took. ``--catalog N`` instead simulates a catalog of N rows (generated keys
 and segment files, no images): commit, a 1 % extension, open, a 10,000-key lookup, a streamed
 layer and the view.
-Run it with ``python -m fstore.benchmarks.scale 10000 100000``.
+Run it with ``python scripts/benchmarks/scale.py 10000 100000``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fstore.fsutil import peak_rss_mib
 from fstore.images.preprocess import Preprocessing
 from fstore.pipeline.config import BuildConfig
 from fstore.pipeline.pipeline import build
@@ -361,10 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps([asdict(p) for p in points], indent=1))
     else:
         print(table(points))
-    print(
-        f"load average {os.getloadavg()[0]:.2f}; peak RSS "
-        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
-    )
+    print(f"load average {os.getloadavg()[0]:.2f}; peak memory {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ fstore: ``train_svm`` (its solver chosen by a probe, or ``--solver``). scikit-le
 ``GridSearchCV(Pipeline(Normalizer, SVC(kernel="linear")), n_jobs=-1)`` with the same folds,
 refit on all training rows. Both over the same C grid and folds; the store's split.
 
-    .venv/bin/python scripts/svm_speed.py --store /tmp/svm/fc7.h5 --layer fc7
-    .venv/bin/python scripts/svm_speed.py --synthetic 1500x4096      # no store needed
-    .venv/bin/python scripts/svm_speed.py --store S --layer pooled --no-reference
+    .venv/bin/python scripts/benchmarks/svm_speed.py --store /tmp/svm/fc7.h5 --layer fc7
+    .venv/bin/python scripts/benchmarks/svm_speed.py --synthetic 1500x4096      # no store needed
+    .venv/bin/python scripts/benchmarks/svm_speed.py --store S --layer pooled --no-reference
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from fstore.classifiers.svm import DEFAULT_C, SvmOptions, train_svm
+from fstore.fsutil import peak_rss_mib
 from fstore.store import FeatureSet
 
 
@@ -99,7 +100,7 @@ def main() -> None:
             f"speed-up {ref_seconds / seconds:.1f}x; accuracy difference "
             f"{100 * (run.accuracy_mean - ref_accuracy):+.2f} points"
         )
-    print(f"loadavg after {os.getloadavg()}")
+    print(f"loadavg after {os.getloadavg()}; peak memory {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Decode throughput of fstore's reader: exact vs fast, threads vs worker processes writing
 into shared memory, on the same images and cores.
 
-    PYTHONPATH=$PWD python scripts/decode_speed.py FOLDER [--limit 600] [--workers N]
+    PYTHONPATH=$PWD python scripts/benchmarks/decode_speed.py FOLDER [--limit 600] [--workers N]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fstore.fsutil import peak_rss_mib
 from fstore.images.discover import scan
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import ImageReader
@@ -81,6 +82,7 @@ def main() -> None:
     for pool in ("threads", "processes"):
         ratio = results["fast", pool] / results["exact", pool]
         print(f"  fast / exact ({pool}): {ratio:.2f}")
+    print(f"peak memory {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import pytest
 from fstore.benchmarks import statistics as st
 from fstore.benchmarks import systems as sy
 from fstore.benchmarks import views
-from fstore.benchmarks.report import FILES, markdown, write_report
 from fstore.benchmarks.result import BenchResult, Stage, evaluate_targets
+from fstore.benchmarks.summary import FILES, markdown, write_report
 
 
 class Fake:
