@@ -7,35 +7,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fstore.export.layers import LAYER_NAMES
 from fstore.images.preprocess import Preprocessing
 
 #: 32x32 inputs keep every layer (fc6 included, through the adaptive pool) fast on 2 cores.
 #: The same as ``--size 32`` / ``--input-size 32`` on the command line (resize 256/224 of 32).
 SMALL = Preprocessing(resize=37, crop=32)
-ALL_LAYERS = (
-    "conv1_1",
-    "conv1_2",
-    "pool1",
-    "conv2_1",
-    "conv2_2",
-    "pool2",
-    "conv3_1",
-    "conv3_2",
-    "conv3_3",
-    "pool3",
-    "conv4_1",
-    "conv4_2",
-    "conv4_3",
-    "pool4",
-    "conv5_1",
-    "conv5_2",
-    "conv5_3",
-    "pool5",
-    "fc6",
-    "fc7",
-    "logits",
-    "prob",
-)
+#: Every layer of the VGG16 table, from its one home (tests/export/test_layers.py checks the
+#: table against torchvision's modules).
+ALL_LAYERS = tuple(LAYER_NAMES)
 
 
 def random_image(rng: np.random.Generator, size: tuple[int, int], mode: str = "RGB") -> Image.Image:

@@ -300,7 +300,7 @@ def options_named(flag: str) -> list[tuple[str, click.Option]]:
 
 def test_choices_are_the_library_constants():
     from fstore.benchmarks.config import BENCH_PROVIDERS
-    from fstore.classifiers.svm import DEFAULT_C, SvmOptions
+    from fstore.classifiers.svm_options import DEFAULT_C, SvmOptions
     from fstore.classifiers.transforms import SCALES
     from fstore.runtime.metadata import PRECISIONS
     from fstore.runtime.providers import PROVIDERS

@@ -69,8 +69,44 @@ def test_no_test_folder_is_hidden_from_collection(pytestconfig):
     tests = Path(__file__).resolve().parent
     patterns = pytestconfig.getini("norecursedirs")
     folders = {p.parent for p in tests.rglob("test_*.py")} - {tests}
-    assert any(folder.name == "build" for folder in folders)  # the case that once hid itself
+    assert any(fnmatch.fnmatch("build", p) for p in ("build", *patterns))  # pytest's default
     for folder in folders:
         hidden = [p for part in folder.relative_to(tests).parts for p in patterns
                   if fnmatch.fnmatch(part, p)]  # fmt: skip
         assert not hidden, f"{folder} matches norecursedirs {hidden}: its tests never run"
+
+
+def _homes(pattern: str, root: Path = PACKAGE) -> list[str]:
+    """``path:line`` of every line of the package's code that matches ``pattern``."""
+    import re
+
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if re.search(pattern, code):
+                found.append(f"{path.relative_to(root.parent)}:{number}")
+    return found
+
+
+#: A fact and the pattern that finds a definition of it in code.
+ONE_HOME = {
+    "the image extensions": r"""["']\.jpeg["']""",
+    "the ImageNet resize rule (256/224 of the crop)": r"\*\s*256\s*/\s*224|256\s*/\s*224\s*\*",
+    "the default C grid": r"0\.001,\s*0\.01,\s*0\.1",
+}
+
+
+@pytest.mark.parametrize("fact", ONE_HOME)
+def test_each_fact_is_defined_once(fact: str) -> None:
+    homes = _homes(ONE_HOME[fact])
+    assert len(homes) == 1, f"{fact} is defined in {len(homes)} places: {homes}"
+
+
+def test_the_one_home_scan_finds_a_second_definition(tmp_path) -> None:
+    copy = tmp_path / "fstore"
+    copy.mkdir()
+    (copy / "a.py").write_text('EXT = (".jpg", ".jpeg")\n')
+    (copy / "b.py").write_text('SUFFIXES = (".jpeg",)  # a second list\n')
+    (copy / "c.py").write_text('# ".jpeg" in a comment is no definition\n')
+    assert len(_homes(ONE_HOME["the image extensions"], copy)) == 2

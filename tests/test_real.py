@@ -138,7 +138,8 @@ def test_svm_grid_equals_scikit_learn_on_fstore_features(report):
     from sklearn.preprocessing import Normalizer
     from sklearn.svm import SVC
 
-    from fstore.classifiers.svm import SvmOptions, train_svm
+    from fstore.classifiers.svm import train_svm
+    from fstore.classifiers.svm_options import SvmOptions
     from fstore.store import load_features
 
     config, _ = report

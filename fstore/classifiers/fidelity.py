@@ -28,7 +28,7 @@ from fstore.store import FeatureSet
 
 if TYPE_CHECKING:
     from fstore.classifiers.protocol import SplitProtocol
-    from fstore.classifiers.svm import SvmOptions
+    from fstore.classifiers.svm_options import SvmOptions
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _svm_options(feature_set: FeatureSet, split_layout: bool, seed: int):
     """The SVM options and protocol for a labelled folder: its own split where it has one,
     else one random half of each class."""
     from fstore.classifiers.protocol import SplitProtocol
-    from fstore.classifiers.svm import SvmOptions
+    from fstore.classifiers.svm_options import SvmOptions
 
     y, n_classes = feature_set.y, len(feature_set.classes)
     smallest = int(np.bincount(y).min())

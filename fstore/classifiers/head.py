@@ -14,7 +14,7 @@ each epoch the validation loss is measured, and training stops when it has not i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy.special import softmax
@@ -264,7 +264,7 @@ class HeadOptions:
     validation_fraction: float = 0.1
     seed: int = 0
     threads: int | None = 1
-    scale: str = "standard"  # 37.8 % vs 30.2 % with l2 on 15-Scene fc7 (random weights)
+    scale: str = "standard"  # more accurate than l2 for the head (docs/performance.md)
     pca: int | float | None = None
 
     def __post_init__(self) -> None:
@@ -276,17 +276,11 @@ class HeadOptions:
             raise ClassifierError(f"bad head option: {exc}") from None
 
     def estimator(self) -> TorchHeadClassifier:
-        return TorchHeadClassifier(
-            hidden=self.hidden,
-            epochs=self.epochs,
-            patience=self.patience,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            batch_size=self.batch_size,
-            validation_fraction=self.validation_fraction,
-            random_state=self.seed,
-            threads=self.threads,
-        )
+        """The unfitted head: every field that is one of its parameters, ``seed`` as its
+        ``random_state``."""
+        names = TorchHeadClassifier._get_param_names()
+        given = {f.name: getattr(self, f.name) for f in fields(self) if f.name in names}
+        return TorchHeadClassifier(**given, random_state=self.seed)
 
 
 def head_pipeline(options: HeadOptions):  # -> sklearn.pipeline.Pipeline

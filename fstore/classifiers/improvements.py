@@ -18,7 +18,8 @@ from pathlib import Path
 from fstore.classifiers.combine import JOIN, load_layers
 from fstore.classifiers.evaluation import TrainingRun, options_dict
 from fstore.classifiers.protocol import SplitProtocol
-from fstore.classifiers.svm import SvmOptions, train_svm
+from fstore.classifiers.svm import train_svm
+from fstore.classifiers.svm_options import SvmOptions
 from fstore.errors import ClassifierError
 from fstore.images.views import MAX, SEPARATOR, split_layers
 

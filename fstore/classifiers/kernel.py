@@ -32,7 +32,7 @@ from fstore.classifiers.search import (
 )
 
 if TYPE_CHECKING:
-    from fstore.classifiers.svm import SvmOptions
+    from fstore.classifiers.svm_options import SvmOptions
 
 
 class GramSVC(ClassifierMixin, BaseEstimator):

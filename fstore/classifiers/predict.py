@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fstore.classifiers.persist import SavedClassifier, load_classifier
 from fstore.errors import ClassifierError
-from fstore.images.discover import IMAGE_EXTENSIONS
+from fstore.images.discover import image_files
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,7 @@ def expand_images(paths: list[Path]) -> list[Path]:
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            out.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                )
-            )
+            out.extend(image_files(path))
         elif path.exists():
             out.append(path)
         else:

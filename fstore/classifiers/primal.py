@@ -15,7 +15,7 @@ import numpy as np
 from fstore.classifiers.search import Search, best_C, cv_table, folds, transform_pipeline
 
 if TYPE_CHECKING:
-    from fstore.classifiers.svm import SvmOptions
+    from fstore.classifiers.svm_options import SvmOptions
 
 
 def svm_pipeline(options: SvmOptions, C: float = 1.0):  # -> sklearn.pipeline.Pipeline

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from fstore.classifiers.svm import SvmOptions
+    from fstore.classifiers.svm_options import SvmOptions
 
 
 @dataclass

@@ -23,7 +23,7 @@ import numpy as np
 from fstore.classifiers.search import folds, row_wise, transform_pipeline
 
 if TYPE_CHECKING:
-    from fstore.classifiers.svm import SvmOptions
+    from fstore.classifiers.svm_options import SvmOptions
 
 PROBE_ROWS = 300
 TOO_QUICK_S = 1.0

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from fstore.classifiers.evaluation import options_dict
 from fstore.classifiers.protocol import SplitProtocol
-from fstore.classifiers.svm import SvmOptions, convergence_counts, train_svm
+from fstore.classifiers.svm import convergence_counts, train_svm
+from fstore.classifiers.svm_options import SvmOptions
 from fstore.errors import ClassifierError
 from fstore.store import FeatureSet
 

@@ -15,54 +15,14 @@ run by hand on the same arrays. No torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from fstore.classifiers.evaluation import TrainingRun, run_splits
 from fstore.classifiers.protocol import SplitProtocol
-from fstore.classifiers.transforms import check_pca, check_pca_fits, check_scale
+from fstore.classifiers.svm_options import SvmOptions
+from fstore.classifiers.transforms import check_pca_fits
 from fstore.errors import ClassifierError
 from fstore.store import FeatureSet
-
-DEFAULT_C = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
-SOLVERS = ("auto", "kernel", "primal")
-
-
-@dataclass(frozen=True)
-class SvmOptions:
-    """How ``fstore train svm`` trains.
-
-    Attributes:
-        C: the grid of regularisation values searched.
-        cv: number of stratified folds.
-        scale: ``standard``, ``l2``, ``power`` or ``none`` (see :mod:`.transforms`).
-        pca: components (int), variance fraction (float in (0, 1)) or None.
-        seed: seed of the fold shuffling, of ``LinearSVC`` and of a randomized PCA.
-        max_iter: the primal solver's ``LinearSVC`` iteration limit (scikit-learn's default,
-            1000); the kernel solver runs to its tolerance.
-        solver: ``kernel``, ``primal`` or ``auto`` (timed on a sample, :mod:`.solver`).
-    """
-
-    C: tuple[float, ...] = DEFAULT_C
-    cv: int = 5
-    # l2 by default: LinearSVC converges far faster on l2-normalised features than on
-    # standard-scaled ones (docs/performance.md).
-    scale: str = "l2"
-    pca: int | float | None = None
-    seed: int = 0
-    max_iter: int = 1000
-    solver: str = "auto"
-
-    def __post_init__(self) -> None:
-        if not self.C or any(c <= 0 for c in self.C):
-            raise ClassifierError(f"--C needs positive values, e.g. 0.01,0.1,1; got {self.C}")
-        if self.cv < 2:
-            raise ClassifierError(f"--cv must be at least 2, not {self.cv}")
-        if self.solver not in SOLVERS:
-            raise ClassifierError(f"unknown solver {self.solver!r}; choose from {SOLVERS}")
-        check_scale(self.scale)
-        check_pca(self.pca)
 
 
 def _check_folds(y: np.ndarray, options: SvmOptions, classes: tuple[str, ...]) -> None:

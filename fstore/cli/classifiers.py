@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fstore.classifiers.svm import SOLVERS
+from fstore.classifiers.svm_options import SOLVERS
 from fstore.cli.options import (
     CommaList,
     FstoreCommand,
@@ -308,7 +308,8 @@ def svm(
     """
     from fstore.classifiers.outputs import write_run
     from fstore.classifiers.protocol import make_splits
-    from fstore.classifiers.svm import SvmOptions, train_svm, unconverged_line
+    from fstore.classifiers.svm import train_svm, unconverged_line
+    from fstore.classifiers.svm_options import SvmOptions
     from fstore.classifiers.transforms import parse_pca
 
     options = SvmOptions(
@@ -535,7 +536,7 @@ def study_layers_command(
     """
     from fstore.classifiers.outputs import study_figure, to_json, write_json
     from fstore.classifiers.study import study_layers
-    from fstore.classifiers.svm import SvmOptions
+    from fstore.classifiers.svm_options import SvmOptions
 
     options = SvmOptions(
         C=c_grid, cv=cv, scale=scale, seed=common.seed, max_iter=max_iter, solver=solver

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from fstore.classifiers.svm import DEFAULT_C, SvmOptions
+from fstore.classifiers.svm_options import DEFAULT_C, SvmOptions
 from fstore.classifiers.transforms import SCALES
 from fstore.errors import FstoreError
 from fstore.runtime.providers import PROVIDERS

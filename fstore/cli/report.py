@@ -29,7 +29,7 @@ from fstore.report.config import PRECISIONS as REPORT_PRECISIONS
 _folder = click.Path(path_type=Path)
 
 #: Every option of ``fstore report`` but the model's, in --help order.
-_report_options = option_group(
+_REPORT_OPTIONS = (
     click.option("--out", type=_folder, default=Path("report"), show_default=True,
                  help="Folder for report.html, report.md, report.json and figures/."),
     click.option("--store", type=_folder, default=None,
@@ -67,6 +67,7 @@ _report_options = option_group(
     click.option("--no-cache", is_flag=True, help="Recompute every stage."),
     click.option("--quiet", "-q", is_flag=True, help="No progress lines."),
 )  # fmt: skip
+_report_options = option_group(*_REPORT_OPTIONS)
 
 #: The network: VGG16 (its weights and input side) or any ONNX ``--model`` with its
 #: preprocessing.

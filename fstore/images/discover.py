@@ -184,6 +184,12 @@ def discover(root: Path) -> Discovery:
     return found
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (by extension, hidden entries skipped), sorted, in any
+    layout: the files ``predict`` and ``classify`` take from a folder."""
+    return sorted(Path(item.path) for item in _walk(Path(folder)).items)
+
+
 def scan(root: Path) -> list[ImageItem]:
     """The images of :func:`discover`, without the skipped entries."""
     return discover(root).items

@@ -20,13 +20,12 @@ from fstore.errors import ModelError
 from fstore.export.layers import NUM_CLASSES
 from fstore.export.weights import WeightsSource
 from fstore.images.decode import ImageDecodeError
+from fstore.images.discover import image_files
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import ImageReader
 from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
 from fstore.runtime.metadata import ModelInfo
 
-#: Extensions of the files taken from a folder given to ``predict`` (case-insensitive).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 PREDICT_OUTPUTS = ("logits", "prob")
 #: torchvision's ImageNet preprocessing at 224 pixels.
 IMAGENET_PREPROCESSING = Preprocessing()
@@ -124,11 +123,7 @@ def find_images(inputs: Iterable[Path]) -> list[Path | PredictFailure]:
     for path in inputs:
         path = Path(path)
         if path.is_dir():
-            images = sorted(
-                p for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )  # fmt: skip
+            images = image_files(path)
             found.extend(images or [PredictFailure(path, "folder holds no image files")])
         elif path.exists():
             found.append(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fstore.classifiers.svm import DEFAULT_C
+from fstore.classifiers.svm_options import DEFAULT_C
 from fstore.errors import FstoreError
 from fstore.export.weights import WeightsSource
 from fstore.images.preprocess import Preprocessing, for_options

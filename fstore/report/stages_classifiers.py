@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 def svm_options(ctx: Context, pca: float | None = None):  # -> SvmOptions
-    from fstore.classifiers.svm import SvmOptions
+    from fstore.classifiers.svm_options import SvmOptions
 
     config = ctx.config
     return SvmOptions(C=config.C, cv=config.cv, seed=config.seed, pca=pca)

@@ -18,7 +18,8 @@ import warnings
 
 import numpy as np
 
-from fstore.classifiers.svm import DEFAULT_C, SvmOptions, train_svm
+from fstore.classifiers.svm import train_svm
+from fstore.classifiers.svm_options import DEFAULT_C, SvmOptions
 from fstore.fsutil import peak_rss_mib
 from fstore.store import FeatureSet
 

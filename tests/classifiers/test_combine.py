@@ -59,7 +59,8 @@ def test_train_svm_on_combined_layers_with_power_scale(tiny_store, tmp_path):
     clf = load_classifier(out / "classifier.skops")
     both = load_layers(tiny_store, "fc6,fc7")
     assert clf.layer == "fc6+fc7" and clf.n_features == 40
-    from fstore.classifiers.svm import SvmOptions, train_svm
+    from fstore.classifiers.svm import train_svm
+    from fstore.classifiers.svm_options import SvmOptions
 
     run = train_svm(both, SvmOptions(C=(0.1, 1.0), cv=3, scale="power"))
     assert np.array_equal(clf.predict_features(both), run.fits[0].model.predict(both.X))

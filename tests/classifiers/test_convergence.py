@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from synthetic_features import gaussian_classes, write_feature_sets
 
 from fstore.classifiers.convergence import summary
-from fstore.classifiers.svm import SvmOptions, grid_search, train_svm, unconverged_line
+from fstore.classifiers.svm import grid_search, train_svm, unconverged_line
+from fstore.classifiers.svm_options import SvmOptions
 from fstore.cli.classifiers import study, train
 
 RAW = ("ConvergenceWarning", "failed to converge")

@@ -133,3 +133,16 @@ def test_head_options_are_checked():
         HeadOptions(validation_fraction=1.5)
     with pytest.raises(ClassifierError):
         HeadOptions(epochs=0)
+
+
+def test_head_options_build_the_estimator_with_its_own_defaults():
+    from dataclasses import fields
+
+    options = HeadOptions()
+    head = options.estimator()
+    defaults = TorchHeadClassifier().get_params()
+    shared = {f.name for f in fields(HeadOptions)} & set(defaults)
+    assert shared >= {"hidden", "epochs", "patience", "lr", "batch_size", "threads"}
+    assert {k: getattr(options, k) for k in shared} == {k: defaults[k] for k in shared}
+    assert head.get_params() == defaults  # seed 0 is random_state 0
+    assert HeadOptions(seed=7, lr=0.5).estimator().get_params()["random_state"] == 7

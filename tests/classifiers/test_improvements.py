@@ -15,7 +15,8 @@ from fstore.classifiers.improvements import (
     try_improvements,
 )
 from fstore.classifiers.protocol import SplitProtocol
-from fstore.classifiers.svm import SvmOptions, train_svm
+from fstore.classifiers.svm import train_svm
+from fstore.classifiers.svm_options import SvmOptions
 from fstore.errors import ClassifierError
 
 SCALES = "scales:240+320"

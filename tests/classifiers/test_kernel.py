@@ -16,7 +16,8 @@ from synthetic_features import gaussian_classes
 from fstore.classifiers.kernel import GramSVC, gram
 from fstore.classifiers.persist import classifier_from_run, load_classifier, save_classifier
 from fstore.classifiers.protocol import SplitProtocol
-from fstore.classifiers.svm import SvmOptions, grid_search, train_svm
+from fstore.classifiers.svm import grid_search, train_svm
+from fstore.classifiers.svm_options import SvmOptions
 
 GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 

@@ -17,7 +17,8 @@ from fstore.classifiers.outputs import (
 from fstore.classifiers.pca import PcaOptions, pca_profile
 from fstore.classifiers.protocol import SplitProtocol
 from fstore.classifiers.study import study_feature_sets
-from fstore.classifiers.svm import SvmOptions, train_svm
+from fstore.classifiers.svm import train_svm
+from fstore.classifiers.svm_options import SvmOptions
 
 
 def is_png(path) -> bool:

@@ -19,7 +19,8 @@ from fstore.classifiers.persist import (
     save_classifier,
 )
 from fstore.classifiers.protocol import SplitProtocol
-from fstore.classifiers.svm import SvmOptions, train_svm
+from fstore.classifiers.svm import train_svm
+from fstore.classifiers.svm_options import SvmOptions
 from fstore.errors import ClassifierError
 
 

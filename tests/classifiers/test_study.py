@@ -6,7 +6,8 @@ import pytest
 from synthetic_features import gaussian_classes
 
 from fstore.classifiers.study import study_feature_sets, study_layers
-from fstore.classifiers.svm import SvmOptions, train_svm
+from fstore.classifiers.svm import train_svm
+from fstore.classifiers.svm_options import SvmOptions
 from fstore.errors import ClassifierError
 
 OPTIONS = SvmOptions(C=(0.1, 1.0), cv=3)

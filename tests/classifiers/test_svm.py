@@ -13,7 +13,8 @@ from sklearn.svm import LinearSVC
 from synthetic_features import gaussian_classes
 
 from fstore.classifiers.protocol import SplitProtocol
-from fstore.classifiers.svm import SvmOptions, train_svm
+from fstore.classifiers.svm import train_svm
+from fstore.classifiers.svm_options import SvmOptions
 from fstore.classifiers.transforms import parse_pca
 from fstore.errors import ClassifierError
 

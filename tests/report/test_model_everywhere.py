@@ -17,7 +17,8 @@ def test_classify_applies_a_classifier_trained_on_a_model_store(
 ):
     from fstore.classifiers.outputs import write_run
     from fstore.classifiers.predict import classify_images
-    from fstore.classifiers.svm import SvmOptions, train_svm
+    from fstore.classifiers.svm import train_svm
+    from fstore.classifiers.svm_options import SvmOptions
     from fstore.pipeline.config import BuildConfig
     from fstore.pipeline.model import build
     from fstore.store import load_features

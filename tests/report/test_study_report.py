@@ -74,7 +74,8 @@ def test_page_has_every_section_and_only_embedded_figures(vgg16_report):
 
 
 def test_numbers_are_the_librarys_own(vgg16_report):
-    from fstore.classifiers.svm import SvmOptions, train_svm
+    from fstore.classifiers.svm import train_svm
+    from fstore.classifiers.svm_options import SvmOptions
     from fstore.classifiers.zeroshot import zeroshot_store
     from fstore.export.inspect import inspect_vgg16
     from fstore.store import load_features
@@ -183,7 +184,8 @@ def test_improvements_section_is_train_svm_on_each_rows_layers(vgg16_report):
 
     from fstore.classifiers.combine import load_layers
     from fstore.classifiers.protocol import SplitProtocol
-    from fstore.classifiers.svm import SvmOptions, train_svm
+    from fstore.classifiers.svm import train_svm
+    from fstore.classifiers.svm_options import SvmOptions
 
     config, report = vgg16_report
     section = report.data["sections"]["improvements"]
