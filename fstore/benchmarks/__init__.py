@@ -11,5 +11,5 @@
 * :mod:`.inputs`: the benchmark's images (a folder, a subset of one, or generated pictures).
 * :mod:`.machine`: what the machine is, its measured GEMM peak, and peak-memory tracking.
 * :mod:`.harness`: :func:`~fstore.benchmarks.harness.run_bench`, the views composed.
-* :mod:`.result` and :mod:`.report`: what was measured, targets, Markdown, JSON and a chart.
+* :mod:`.result` and :mod:`.summary`: what was measured, targets, Markdown, JSON and a chart.
 """

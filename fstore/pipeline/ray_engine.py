@@ -7,9 +7,8 @@ at the same path on every node (a shared filesystem). By default actors return t
 to the driver, which alone writes shard files (temporary name, fsync, rename) and the index, so
 the store needs no shared filesystem and ends exactly as a local build would leave it.
 
-The driver's write stage takes 230-270 MB/s of features into shards and index (measured on
-the 2-core development machine: README "Scaling out with Ray"), 14,000-16,600 fc7 images/s,
-which 2 to 3 GPU workers at 5,000-11,000 images/s each already exceed. With
+One driver writing every shard becomes the limit once a few GPU workers feed it (its write rate
+is in docs/performance.md). With
 ``RayOptions(workers_write=True)`` each actor writes its own shard file into the store, which
 must then sit on storage every node sees at the same path, the same way (temporary name, fsync,
 rename), and returns only the shard's metadata; the driver commits the index alone.

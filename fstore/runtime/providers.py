@@ -1,8 +1,8 @@
 """Which ONNX Runtime execution providers fstore uses, and how each is configured.
 
 * ``cpu``: the CPU provider, one intra-op pool over the usable cores.
-* ``cuda``: the CUDA provider with cuDNN's exhaustive algorithm search and ``prefer_nhwc``
-  (measured on an H100: fp32 5,070 → 6,911 images/s, fp16 8,015 → 11,447; see the README).
+* ``cuda``: the CUDA provider with cuDNN's exhaustive algorithm search and ``prefer_nhwc``,
+  both faster for convolutions in fp32 and fp16 (docs/gpu.md has the figures).
   TensorRT is never put in front of it: an onnxruntime-gpu wheel lists TensorRT as available
   whether or not its libraries are installed, and a session that lists it then prints an
   "EP Error" banner and falls back.
@@ -129,9 +129,7 @@ def session_options(threads: int | None = None):  # -> ort.SessionOptions
     options.enable_mem_pattern = True
     options.enable_cpu_mem_arena = True
     options.log_severity_level = 3
-    # Idle intra-op threads sleep instead of spinning: spinning took the cores the decode
-    # threads need (a no-op build of 15-Scene used 5.0 instead of 3.6 CPU-s on 2 cores), and a
-    # real model's ops are long enough not to notice (EfficientNet-Lite1, CPU: 111-118 images/s
-    # either way).
+    # Idle intra-op threads sleep instead of spinning: spinning takes the cores the decode
+    # threads need, and a real model's ops are long enough not to notice (docs/performance.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
