@@ -525,6 +525,10 @@ from fstore.cli.store import compact, verify  # noqa: E402
 
 for _command in (report, verify, compact):
     cli.add_command(_command)
+from fstore.cli.quality import audit, duplicates, index, map_, neighbors  # noqa: E402, I001
+
+for _command in (neighbors, index, duplicates, audit, map_):
+    cli.add_command(_command)
 
 
 def main() -> None:
