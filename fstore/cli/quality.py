@@ -174,9 +174,6 @@ def duplicates(store, layer, k, min_similarity, no_verify, use_index, as_json) -
     "--folds", default=5, show_default=True, type=click.IntRange(min=2), help="k of k-fold."
 )
 @click.option(
-    "--C", "C", default=1.0, show_default=True, type=float, help="Logistic regression's C."
-)
-@click.option(
     "--split",
     type=click.Choice(["train", "test", "all"]),
     default="train",
@@ -191,7 +188,7 @@ def duplicates(store, layer, k, min_similarity, no_verify, use_index, as_json) -
     help="Rows printed (all with --json).",
 )
 @_json
-def audit(store, layer, folds, C, split, top, as_json) -> None:
+def audit(store, layer, folds, split, top, as_json) -> None:
     """Suspected label errors: out-of-fold logistic regression, then cleanlab.
 
     Prints rank, key, given class, suggested class and score (low: suspicious).
@@ -205,7 +202,7 @@ def audit(store, layer, folds, C, split, top, as_json) -> None:
     from fstore.quality.audit import AuditOptions
     from fstore.quality.audit import audit as run_audit
 
-    result = run_audit(_store(store), layer, AuditOptions(folds=folds, C=C, split=split))
+    result = run_audit(_store(store), layer, AuditOptions(folds=folds, split=split))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

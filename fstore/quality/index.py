@@ -175,7 +175,10 @@ def build_index(
     }  # fmt: skip
     atomic_write_bytes(meta_file, json.dumps(meta, indent=1).encode())
     seconds = time.perf_counter() - t0
-    return IndexReport(str(faiss_file), layer, kind, action, len(keys), len(added), seconds)
+    return IndexReport(
+        path=str(faiss_file), layer=layer, kind=kind, action=action, rows=len(keys),
+        added=len(added), seconds=seconds,
+    )  # fmt: skip
 
 
 @dataclass

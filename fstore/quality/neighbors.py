@@ -216,6 +216,6 @@ def neighbors(
             Neighbor(r + 1, rows.keys[fi], rows.classes[fi], rows.split[fi], float(si))
             for r, (si, fi) in enumerate(kept)
         )
-        results.append(QueryResult(name, own >= 0, hits))
+        results.append(QueryResult(name, bool(own >= 0), hits))
     method = "index" if use_index else "exact"
     return NeighborResult(str(store), layer, k, method, tuple(results))

@@ -29,16 +29,25 @@ def feature_store(path: Path, X: np.ndarray, labels=None, split=None, layer: str
 
 
 def photo(seed: int, side: int = 200) -> Image.Image:
-    """A grey picture with structure at several scales (smooth shapes, edges, texture), as a
-    photograph has, so that keypoints and band-pass pixels have something to hold."""
+    """A grey picture with structure at several scales (smooth shading, texture, hard-edged
+    shapes and lines), as a photograph has, so that keypoints and band-pass pixels have
+    something to hold."""
+    from PIL import ImageDraw
+
     rng = np.random.default_rng(seed)
     img = np.zeros((side, side), np.float32)
-    for cells, weight in ((4, 90), (12, 50), (40, 30)):
+    for cells, weight in ((4, 80), (16, 40), (50, 25)):
         small = Image.fromarray(rng.uniform(0, 255, (cells, cells)).astype(np.float32), "F")
         img += weight / 255 * np.asarray(small.resize((side, side), Image.BICUBIC))
-    yy, xx = np.mgrid[:side, :side]
-    for _ in range(6):  # hard-edged shapes give corners
-        cx, cy, r = rng.uniform(0, side, 2).tolist() + [rng.uniform(8, 30)]
-        img[(np.abs(xx - cx) < r) & (np.abs(yy - cy) < r * 0.6)] += rng.uniform(-60, 60)
-    grey = np.clip(img - img.min(), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey).convert("RGB")
+    picture = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    for _ in range(30):
+        x, y = rng.uniform(0, side, 2)
+        w, h = rng.uniform(5, 35, 2)
+        shade = int(rng.integers(0, 256))
+        shape = (draw.rectangle, draw.ellipse, draw.line)[int(rng.integers(3))]
+        if shape is draw.line:
+            draw.line((x, y, x + w * 2, y - h), fill=shade, width=int(rng.integers(1, 4)))
+        else:
+            shape((x, y, x + w, y + h), fill=shade)
+    return picture.convert("RGB")
