@@ -48,6 +48,10 @@ cli.help = (cli.help or "").format(layers=", ".join(LAYER_NAMES))
 for _command in (export, inspect, build, info, verify, compact, train, study, zeroshot,
                  classify, predict, activations, report, bench):  # fmt: skip
     cli.add_command(_command)
+from fstore.cli.quality import audit, duplicates, index, map_, neighbors  # noqa: E402, I001
+
+for _command in (neighbors, index, duplicates, audit, map_):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -1,0 +1,123 @@
+"""``audit``: training images whose given class is probably wrong.
+
+Out-of-fold predicted probabilities (stratified k-fold on the training split; standardised
+features, then logistic regression, since the SVM gives no probabilities) go to cleanlab's
+confident learning (``find_label_issues``), which ranks the images whose given class the
+other folds' model finds least likely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fstore.errors import ClassifierError
+from fstore.quality import require
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """``folds`` for the out-of-fold probabilities, ``C`` of the logistic regression,
+    ``split`` the rows audited (``train``, ``test`` or ``all``)."""
+
+    folds: int = 5
+    C: float = 1.0
+    split: str = "train"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LabelIssue:
+    """One suspected label error: ``score`` is cleanlab's label quality (low: suspicious)."""
+
+    rank: int
+    key: str
+    given: str
+    suggested: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("rank", "key", "given", "suggested", "score")}
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """Ranked suspected label errors, and the out-of-fold probabilities they come from
+    (``keys`` the rows audited, ``probabilities`` their (N, classes) out-of-fold values)."""
+
+    store: str
+    layer: str
+    classes: tuple[str, ...]
+    issues: tuple[LabelIssue, ...]
+    keys: np.ndarray
+    probabilities: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {
+            "store": self.store,
+            "layer": self.layer,
+            "audited": len(self.keys),
+            "issues": [i.to_dict() for i in self.issues],
+        }
+
+
+def estimator(options: AuditOptions):
+    """The probabilistic linear model: standardised features, then logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=options.C, max_iter=2000))
+
+
+def out_of_fold(X: np.ndarray, y: np.ndarray, options: AuditOptions) -> np.ndarray:
+    """Each row's class probabilities from a model that did not see it (stratified k-fold)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    folds = StratifiedKFold(options.folds, shuffle=True, random_state=options.seed)
+    return cross_val_predict(estimator(options), X, y, cv=folds, method="predict_proba")
+
+
+def _labelled(features, store: Path, split: str):
+    if split != "all":
+        features = features.subset(features.split == split)
+    used = np.unique(features.y)
+    if not len(features.keys) or len(used) < 2 or "" in np.asarray(features.classes)[used]:
+        where = "" if split == "all" else f" in its {split} split"
+        raise ClassifierError(
+            f"store {store} has no class labels{where} (audit needs images in at least two "
+            "class folders)"
+        )
+    counts = np.bincount(features.y)[used]
+    return features, used, counts
+
+
+def audit(
+    store: Path | str, layer: str | None = None, options: AuditOptions = AuditOptions()
+) -> AuditResult:
+    """Suspected label errors of a store's (training) images, most suspicious first."""
+    from fstore.store import load_features
+
+    require("cleanlab")
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    store = Path(store)
+    features, used, counts = _labelled(load_features(store, layer), store, options.split)
+    if counts.min() < options.folds:
+        raise ClassifierError(
+            f"audit needs at least {options.folds} images of each class (--folds)"
+        )
+    y = np.searchsorted(used, features.y)  # classes present, numbered 0..c-1
+    probs = out_of_fold(features.X, y, options)
+    ranked = find_label_issues(y, probs, return_indices_ranked_by="self_confidence")
+    scores = get_label_quality_scores(y, probs, method="self_confidence")
+    names = np.asarray(features.classes, dtype=object)[used]
+    issues = tuple(
+        LabelIssue(r + 1, str(features.keys[i]), str(names[y[i]]), str(names[probs[i].argmax()]),
+                   float(scores[i]))
+        for r, i in enumerate(ranked)
+    )  # fmt: skip
+    return AuditResult(str(store), features.layer, tuple(names), issues, features.keys, probs)

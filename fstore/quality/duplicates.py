@@ -1,0 +1,186 @@
+"""``duplicates``: exact copies (the catalog's sha256) and near-duplicates, grouped into
+clusters, each labelled: ``within-train`` / ``within-test`` (one split), ``leak`` (train and
+test) and ``conflict`` (more than one class); a cluster can be both a leak and a conflict.
+
+Near-duplicates are found in two steps, never through an N×N matrix:
+
+1. candidates: each row's ``k`` nearest neighbours (exact search streamed by shard, or the
+   faiss index beside the store) with cosine at least ``min_similarity``;
+2. verification of each candidate pair on its images (:mod:`fstore.quality.verify`), since no
+   cosine threshold alone separates an edited copy from another photo of the same room.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fstore.quality.rows import StoreRows, store_rows
+
+
+@dataclass(frozen=True)
+class DuplicateOptions:
+    """``k`` neighbours per row and ``min_similarity`` make the candidates; ``verify`` checks
+    them on the images (off: every candidate counts); ``use_index`` takes candidates from the
+    index that ``fstore index`` built."""
+
+    k: int = 5
+    min_similarity: float = 0.75
+    verify: bool = True
+    use_index: bool = False
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Keys that are copies of each other, sorted; ``exact``: all byte-identical."""
+
+    keys: tuple[str, ...]
+    labels: tuple[str, ...]
+    classes: tuple[str, ...]
+    splits: tuple[str, ...]
+    exact: bool
+
+    def to_dict(self) -> dict:
+        return {
+            "keys": list(self.keys),
+            "labels": list(self.labels),
+            "classes": list(self.classes),
+            "splits": list(self.splits),
+            "exact": self.exact,
+        }
+
+
+@dataclass(frozen=True)
+class DuplicateResult:
+    """What :func:`duplicates` returns: ``exact`` the clusters of byte-identical images,
+    ``clusters`` every cluster (exact and near copies joined), and how many candidate pairs
+    were checked and accepted."""
+
+    store: str
+    layer: str
+    exact: tuple[Cluster, ...]
+    clusters: tuple[Cluster, ...]
+    candidates: int
+    verified: int
+    seconds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "store": self.store,
+            "layer": self.layer,
+            "exact": [c.to_dict() for c in self.exact],
+            "clusters": [c.to_dict() for c in self.clusters],
+            "candidates": self.candidates,
+            "verified": self.verified,
+            "seconds": self.seconds,
+        }
+
+    def leaked_test_keys(self) -> list[str]:
+        """Test images with a copy in the training split (to leave out of a test score)."""
+        return sorted(
+            key for c in self.clusters if "leak" in c.labels for key, s in zip(c.keys, c.splits)
+            if s == "test"
+        )  # fmt: skip
+
+
+def cluster_labels(classes: set[str], splits: set[str]) -> tuple[str, ...]:
+    labels = (
+        ["leak"]
+        if {"train", "test"} <= splits
+        else [f"within-{s or 'unsplit'}" for s in sorted(splits)]
+    )
+    return tuple(labels + (["conflict"] if len(classes) > 1 else []))
+
+
+def _clusters(rows: StoreRows, pairs: np.ndarray, exact: bool) -> tuple[Cluster, ...]:
+    """Connected components of the pairs (rows ``(p, 2)``), as labelled clusters."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if not len(pairs):
+        return ()
+    n = len(rows)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    members = np.unique(pairs)
+    out = []
+    for comp in np.unique(label[members]):
+        at = sorted(members[label[members] == comp], key=lambda i: rows.keys[i])
+        classes, splits = [str(rows.classes[i]) for i in at], [str(rows.split[i]) for i in at]
+        labels = cluster_labels(set(classes), set(splits))
+        out.append(
+            Cluster(
+                tuple(str(rows.keys[i]) for i in at), labels, tuple(classes), tuple(splits), exact
+            )
+        )
+    return tuple(sorted(out, key=lambda c: c.keys))
+
+
+def exact_pairs(rows: StoreRows) -> np.ndarray:
+    """Pairs of rows whose images have the same sha256 (each with the group's first row)."""
+    sha = rows.sha256.astype(str)
+    order = np.argsort(sha, kind="stable")
+    pairs = []
+    for run in np.split(order, np.flatnonzero(sha[order][1:] != sha[order][:-1]) + 1):
+        if len(run) > 1 and sha[run[0]]:
+            pairs += [(run[0], other) for other in run[1:]]
+    return np.array(pairs, np.int64).reshape(-1, 2)
+
+
+def candidate_pairs(store: Path, layer: str, rows: StoreRows, options: DuplicateOptions):
+    """Each row's ``k`` nearest rows at cosine ≥ ``min_similarity``: unique pairs ``(p, 2)``
+    (lower row first) and their similarities, one batch of queries at a time."""
+    from fstore.quality.index import open_index
+    from fstore.quality.neighbors import exact_search, stream_unit_rows
+
+    index = open_index(store, layer, rows) if options.use_index else None
+    found: dict[tuple[int, int], float] = {}
+    for first, X in stream_unit_rows(store, layer):
+        if index is not None:
+            sims, hits = index.search(X, options.k + 1)
+        else:
+            sims, hits = exact_search(store, layer, X, options.k + 1)
+        own = first + np.arange(len(X))[:, None]
+        keep = (sims >= options.min_similarity) & (hits != own) & (hits >= 0)
+        for a, b, s in zip(np.broadcast_to(own, hits.shape)[keep], hits[keep], sims[keep]):
+            found[(min(a, b), max(a, b))] = float(s)
+    pairs = np.array(sorted(found), np.int64).reshape(-1, 2)
+    return pairs, np.array([found[tuple(p)] for p in pairs], np.float32)
+
+
+def duplicates(
+    store: Path | str, layer: str | None = None, options: DuplicateOptions = DuplicateOptions()
+) -> DuplicateResult:
+    """Exact and near-duplicate clusters of a store's images, labelled (see the module)."""
+    from fstore.quality.verify import Verifier
+    from fstore.store import read_manifest
+    from fstore.store.reads import pick_layer
+
+    store, t0 = Path(store), time.perf_counter()
+    layer = pick_layer(store, read_manifest(store, required=True), layer)
+    rows = store_rows(store)
+    same = exact_pairs(rows)
+    pairs, _ = candidate_pairs(store, layer, rows, options)
+    t1 = time.perf_counter()
+    identical = {tuple(sorted(p)) for p in same.tolist()}
+    identical |= {
+        (a, b) for a, b in pairs.tolist() if rows.sha256[a] and rows.sha256[a] == rows.sha256[b]
+    }
+    todo = [p for p in pairs.tolist() if tuple(p) not in identical]
+    if options.verify and todo:
+        check = Verifier()
+        todo = [
+            (a, b)
+            for a, b in todo
+            if check(rows.image(rows.keys[a]), rows.image(rows.keys[b])).copy
+        ]
+    accepted = np.array(todo, np.int64).reshape(-1, 2)
+    seconds = {"candidates": t1 - t0, "verify": time.perf_counter() - t1}
+    return DuplicateResult(
+        str(store), layer, _clusters(rows, same, True),
+        _clusters(rows, np.concatenate([same, accepted]), False),
+        candidates=len(pairs), verified=len(accepted), seconds=seconds,
+    )  # fmt: skip

@@ -1,0 +1,72 @@
+"""What the quality tools need to know about a store's rows, read from its catalog without the
+features: keys in the store's order, class, split, sha256, and the catalog's version."""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fstore.errors import StoreError
+from fstore.store import read_manifest
+from fstore.store.catalog import ORDER, ROWS_QUERY, connect, version
+
+
+@dataclass(frozen=True)
+class StoreRows:
+    """The stored rows of a store, in the order ``load_features`` gives them."""
+
+    store: Path
+    keys: np.ndarray  # object array of str
+    classes: np.ndarray  # object array: each row's class name ("" where unlabelled)
+    split: np.ndarray  # "train", "test" or ""
+    sha256: np.ndarray  # "" where the store did not record one (write_arrays)
+    version: int
+    image_root: str
+    files_digest: str  # the sha256 of the shard files' sha256: changes with any row's data
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def position(self) -> dict[str, int]:
+        """key → row in this order."""
+        return {k: i for i, k in enumerate(self.keys)}
+
+    def image(self, key: str) -> Path:
+        """The image file of ``key``; a store built from arrays has none."""
+        if not self.image_root:
+            raise StoreError(f"store {self.store} was written from arrays: it has no image files")
+        return Path(self.image_root) / key
+
+
+def store_rows(store: Path | str) -> StoreRows:
+    """Keys, classes, splits and sha256 of every stored row, in the store's order."""
+    store = Path(store)
+    manifest = read_manifest(store, required=True)
+    with closing(connect(store)) as con:
+        rows = con.execute(f"{ROWS_QUERY} {ORDER}").fetchall()
+        sha = dict(con.execute("SELECT key, COALESCE(sha256, '') FROM images"))
+        catalog_version = version(con)
+        files = sorted(con.execute("SELECT sha256 FROM files"))
+    keys = np.array([r[1] for r in rows], dtype=object)
+    return StoreRows(
+        store=store,
+        keys=keys,
+        classes=np.array([r[2] for r in rows], dtype=object),
+        split=np.array([r[3] for r in rows], dtype=object),
+        sha256=np.array([sha[k] for k in keys], dtype=object),
+        version=catalog_version,
+        image_root=manifest.image_root,
+        files_digest=hashlib.sha256(repr(files).encode()).hexdigest(),
+    )
+
+
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32), so that a dot product is the cosine; a zero row
+    stays zero (similarity 0 to everything)."""
+    X = np.asarray(X, np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1).astype(np.float32)
