@@ -19,6 +19,7 @@ from fstore.cli.classifiers import classify, study, train, zeroshot
 from fstore.cli.export import export, inspect
 from fstore.cli.inspection import activations, predict
 from fstore.cli.options import FstoreGroup
+from fstore.cli.quality import audit, duplicates, index, map_, neighbors
 from fstore.cli.report import report
 from fstore.cli.store import compact, info, verify
 from fstore.export.layers import LAYER_NAMES
@@ -46,11 +47,8 @@ cli.help = (cli.help or "").format(layers=", ".join(LAYER_NAMES))
 
 # in the order of the README's command table
 for _command in (export, inspect, build, info, verify, compact, train, study, zeroshot,
-                 classify, predict, activations, report, bench):  # fmt: skip
-    cli.add_command(_command)
-from fstore.cli.quality import audit, duplicates, index, map_, neighbors  # noqa: E402, I001
-
-for _command in (neighbors, index, duplicates, audit, map_):
+                 classify, predict, activations, neighbors, index, duplicates, audit, map_,
+                 report, bench):  # fmt: skip
     cli.add_command(_command)
 
 
