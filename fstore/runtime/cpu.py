@@ -36,16 +36,27 @@ def is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
+def _this_cpu() -> str | None:
+    """The text of ``/proc/cpuinfo``; ``None`` where there is none."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+
+
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str] | None:
-    """The instruction-set flags of ``cpuinfo`` (the text of ``/proc/cpuinfo``, read when
-    ``None``), less what ``FSTORE_CPU=avx2`` hides; ``None`` where they cannot be read."""
+    """The instruction-set flags in ``cpuinfo`` (the text of a ``/proc/cpuinfo``), or this
+    CPU's, less what ``FSTORE_CPU=avx2`` hides; ``None`` where they cannot be read. The switch
+    applies to this CPU only: a text given is read as it is."""
+    mode = cpu_mode()
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
+        cpuinfo = _this_cpu()
+        if cpuinfo is None:
             return None
+    elif mode == "avx2":
+        mode = "native"
     flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split()}
-    if cpu_mode() == "avx2":
+    if mode == "avx2":
         flags = {f for f in flags if not f.startswith(_BEYOND_AVX2)}
     return frozenset(flags)
 
