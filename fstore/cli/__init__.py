@@ -469,6 +469,7 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
     """
     from dataclasses import asdict
 
+    from fstore.fsutil import printable
     from fstore.store import default_store_path, store_info
 
     result = store_info(store or default_store_path())
@@ -481,10 +482,12 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
     )
     if result.incomplete:
         click.echo(result.incomplete)
+    if result.stale_view:
+        click.echo(f"warning: {result.stale_view}", err=True)
     click.echo(f"images:     {result.images} from {result.image_root}")
     click.echo(
         f"classes:    {len(result.classes)}: "
-        + ", ".join(f"{c} ({n})" for c, n in result.class_counts.items())
+        + printable(", ".join(f"{c} ({n})" for c, n in result.class_counts.items()))
     )
     click.echo("splits:     " + ", ".join(f"{k} {v}" for k, v in result.splits.items()))
     for layer, meta in result.layers.items():
@@ -511,7 +514,8 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
     )
     if show_errors:
         for e in result.errors:
-            click.echo(f"  {e['key']}: {e['reason']}" + (" (stored)" if e["stored"] else ""))
+            line = f"  {e['key']}: {e['reason']}" + (" (stored)" if e["stored"] else "")
+            click.echo(printable(line))
 
 
 from fstore.cli.bench import bench  # noqa: E402

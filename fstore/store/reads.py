@@ -17,6 +17,43 @@ from fstore.store.catalog import ORDER, ROWS_QUERY, connect
 from fstore.store.layout import Manifest, open_h5, read_manifest, sidecar, store_bytes
 
 
+def view_problem(store: Path, con: sqlite3.Connection, version: bool = True) -> str:
+    """Why the view ``fstore.h5`` does not serve what the catalog holds ('' when it does): it
+    is missing, does not open, or was written for another catalog version, another catalog
+    (one lost and built again) or another store folder (the store was moved or copied, and its
+    sources name the old folder). A few attributes are read: cheap enough for every read.
+    ``version``: False for an unfinished store, whose view the build that finishes it writes."""
+    import h5py
+
+    try:
+        with h5py.File(store, "r") as f:
+            seen = {k: f.attrs.get(k) for k in ("catalog_version", "catalog_id", "sidecar")}
+    except FileNotFoundError:
+        return "is missing"
+    except OSError:
+        return "does not open"
+    if seen["sidecar"] != sidecar(store).name:
+        return (
+            f"names the shards of {seen['sidecar']}/, not {sidecar(store).name}/ (the store was "
+            "moved or copied): plain h5py would read other files, or NaN"
+        )
+    if seen["catalog_id"] != catalog.catalog_id(con):
+        return "was written for another catalog (one lost and built again)"
+    if version and seen["catalog_version"] != catalog.version(con):
+        return "is older than the catalog (a build or compaction was stopped before writing it)"
+    return ""
+
+
+def stale_view(store: Path, con: sqlite3.Connection) -> str:
+    """The line saying that the view ``fstore.h5`` does not serve this catalog ('' when it
+    does): fstore's own reads go through the catalog, but plain h5py reads the view."""
+    what = view_problem(store, con)
+    if not what:
+        return ""
+    fix = f"fstore verify --repair --store {store} (or the next fstore build) rewrites it"
+    return f"the view {store} {what}; {fix}"
+
+
 @dataclass(frozen=True)
 class FeatureSet:
     """One layer's features read from a store: ``X`` float32 ``(N, D)`` (conv maps flattened),
@@ -159,6 +196,7 @@ class StoreInfo:
     size_bytes: int
     failed_shards: list[dict] = field(default_factory=list)
     incomplete: str = ""  # the line saying that a build is unfinished
+    stale_view: str = ""  # the line saying that the view does not serve the catalog
 
 
 _INFO = {
@@ -178,6 +216,7 @@ def store_info(store: Path) -> StoreInfo:
     manifest = read_manifest(store, required=True)
     with closing(connect(store)) as con:
         n, q = catalog.counts(con), {k: con.execute(v).fetchall() for k, v in _INFO.items()}
+        stale = stale_view(store, con)
     class_counts, done = dict(q["class_counts"]), n["planned"] - n["pending"]
     todo = (
         f"incomplete: {done} of {n['planned']} planned images; run the same fstore build to finish"
@@ -192,5 +231,5 @@ def store_info(store: Path) -> StoreInfo:
         errors=[{"key": k, "reason": r, "stored": bool(s)} for k, r, s in q["errors"]],
         provenance=manifest.provenance, size_bytes=store_bytes(store),
         failed_shards=[{"shard": s, "reason": r, "images": k} for s, r, k in q["failed"]],
-        incomplete=todo if n["pending"] else "",
+        incomplete=todo if n["pending"] else "", stale_view=stale,
     )  # fmt: skip
