@@ -28,6 +28,7 @@ from fstore.cli.options import (
 )
 from fstore.export.layers import LAYER_NAMES
 from fstore.export.precision import AUTO
+from fstore.images.reader import MAX_IMAGE_BYTES
 from fstore.pipeline.read import POOLS
 from fstore.runtime.metadata import PRECISIONS
 
@@ -328,6 +329,13 @@ def inspect(weights: str | None, seed: int, input_size: int, as_json: bool) -> N
     "crops after resizing the short side to A, B); SET-max stores the maximum instead. The model "
     "runs --batch-size times the views at once. Default: the store's.",
 )
+@click.option(
+    "--max-image-bytes",
+    default=MAX_IMAGE_BYTES,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Image files larger than this are recorded as bad without being read.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
@@ -357,16 +365,18 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
       # the same store, its shards computed by two Ray actors
       fstore build --engine ray --num-workers 2
     """
+    from fstore.cli.store import stop_on_signals
     from fstore.pipeline.model import build as run_build
 
     config = _build_config(images, options)
     use_stderr_logging(quiet)
     try:
-        report = run_build(config, progress=False if quiet else None)
-    except KeyboardInterrupt:
+        with stop_on_signals():  # SIGTERM and SIGHUP stop a build as Ctrl-C does
+            report = run_build(config, progress=False if quiet else None)
+    except KeyboardInterrupt as exc:
         raise click.ClickException(
-            f"interrupted: every finished shard of {config.store} is committed; run the same "
-            "fstore build to resume"
+            f"interrupted{f' by {exc}' if str(exc) else ''}: every finished shard of "
+            f"{config.store} is committed; run the same fstore build to resume"
         ) from None
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -414,6 +424,7 @@ def _build_config(images: Path | None, o: dict):
         ),
         decode=o["decode"],
         views=parse_views(o["views"] or ""),
+        max_image_bytes=o["max_image_bytes"],
     )
 
 

@@ -7,13 +7,33 @@ into one line on stderr. Nothing heavy is imported at module level.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from fstore.cli.options import FstoreCommand, store_option
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM (how a batch scheduler preempts a job) and SIGHUP (a closed terminal) raise
+    ``KeyboardInterrupt`` in the main thread, as Ctrl-C does: a build then stops with its
+    finished shards committed and says how to resume, instead of dying silently."""
+
+    def interrupt(signum: int, frame) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in old.items():
+            signal.signal(number, handler)
 
 
 def _store(store: Path | None) -> Path:

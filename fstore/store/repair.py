@@ -62,6 +62,13 @@ def repair_store(
     return done
 
 
+def catalog_lost(store: Path) -> bool:
+    """Whether the catalog is gone while shard files remain (a build then rebuilds it first,
+    rather than computing every image again)."""
+    folder = sidecar(store)
+    return not (folder / "catalog.sqlite").exists() and any((folder / "shards").glob("*.h5"))
+
+
 def _read_index(path: Path) -> tuple[list[str], ShardRecord]:
     """A shard file's keys and record (a file without one is taken as one shard of its name,
     whose images' files the next build hashes again)."""
