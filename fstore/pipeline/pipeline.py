@@ -49,7 +49,7 @@ from fstore.pipeline.read import Work, default_workers
 from fstore.pipeline.run import RunOptions, StageTimes, layer_dims, probe_shapes, run_local
 from fstore.pipeline.write import Writer
 from fstore.store import layout as st
-from fstore.store.catalog import connect
+from fstore.store.catalog import DAMAGE, connect
 from fstore.store.compact import clean_store, compact_locked
 from fstore.store.lock import StoreLock, prepare_store
 from fstore.store.repair import catalog_lost, rebuild_catalog
@@ -352,11 +352,18 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
 
 def _fill_locked(job: _Job, manifest: st.Manifest | None) -> None:
     """Clean what an interrupted writer left, then fill the store (whose lock is held)."""
-    with closing(connect(job.config.store, write=True)) as con:
-        removed = clean_store(job.config.store, con)
-        if removed:
-            logger.info("removed %d file(s) left by an interrupted build", removed)
-        _fill(job, manifest, con)
+    store = job.config.store
+    with closing(connect(store, write=True)) as con:
+        try:
+            removed = clean_store(store, con)
+            if removed:
+                logger.info("removed %d file(s) left by an interrupted build", removed)
+            _fill(job, manifest, con)
+        except DAMAGE as exc:
+            raise StoreError(
+                f"store {store} is damaged: its catalog does not read ({exc}); run: fstore "
+                f"verify --repair --store {store}, which rebuilds it from the shard files"
+            ) from None
 
 
 def build(

@@ -40,6 +40,9 @@ CROSS JOIN shards s ON s.name = i.shard WHERE i.row IS NOT NULL AND s.file IS NO
 """
 ORDER = "ORDER BY i.pos, i.key"
 
+#: What reading a damaged catalog raises: SQLite's errors, and text that is not UTF-8.
+DAMAGE = (sqlite3.DatabaseError, UnicodeDecodeError)
+
 #: SQLite's page cache for a writer, in KiB: large B-trees are updated in place, not re-read.
 CACHE_KIB = 256 * 1024
 
@@ -66,7 +69,7 @@ def connect(store: Path, write: bool = False) -> sqlite3.Connection:
         if write:  # the catalog's identity, which its view records (see catalog_id)
             with con:
                 con.execute("INSERT OR IGNORE INTO meta VALUES ('id', ?)", (uuid.uuid4().hex,))
-    except sqlite3.DatabaseError as exc:
+    except DAMAGE as exc:
         error = fault_error(exc, store) if write else exc
         try:  # SQLite says only "unable to open database file"; the OS says why
             os.close(os.open(path, os.O_RDONLY))

@@ -85,6 +85,14 @@ class FeatureSet:
         return self.subset(self.split == "test")
 
 
+def damaged_catalog(store: Path, exc: Exception) -> StoreError:
+    """The one line for a catalog that SQLite cannot read through."""
+    return StoreError(
+        f"store {store} is damaged: its catalog does not read ({exc}); run: fstore verify "
+        f"--repair --store {store}, which rebuilds it from the shard files"
+    )
+
+
 def pick_layer(store: Path, manifest: Manifest, layer: str | None) -> str:
     """``layer`` if the store has it; without one, the store's only layer, else ``fc7``."""
     layers = manifest.layers
@@ -131,7 +139,7 @@ def _feature_set(store: Path, manifest: Manifest, layer: str, t: dict) -> Featur
                 # one block read (at most the file) beats HDF5's point selections
                 first = int(src.min())
                 X[at] = f["features"][layer][first : int(src.max()) + 1][src - first]
-            except (OSError, KeyError, ValueError) as exc:
+            except (OSError, KeyError, ValueError, IndexError) as exc:
                 raise StoreError(
                     f"store {store} is damaged: shard {name} does not read ({exc}); run: "
                     f"fstore verify --store {store}, then fstore build to recompute it"
@@ -151,8 +159,11 @@ def load_features(
     store = Path(store)
     manifest = read_manifest(store, required=True)
     layer = pick_layer(store, manifest, layer)
-    with closing(connect(store)) as con:
-        table = _table(con)
+    try:
+        with closing(connect(store)) as con:
+            table = _table(con)
+    except catalog.DAMAGE as exc:
+        raise damaged_catalog(store, exc) from None
     if rows is not None:
         picked = np.arange(len(table["keys"]))[rows]
         table.update({k: table[k][picked] for k in ("keys", "labels", "split", "file", "row")})
@@ -171,7 +182,13 @@ def iter_features(
     layer = pick_layer(store, manifest, layer)
     after, classes, page = (-1, ""), None, f"AND (i.pos, i.key) > (?, ?) {ORDER} LIMIT ?"
     with closing(connect(store)) as con:
-        while len((t := _table(con, page, (*after, batch_rows), classes))["keys"]):
+        while True:
+            try:
+                t = _table(con, page, (*after, batch_rows), classes)
+            except catalog.DAMAGE as exc:
+                raise damaged_catalog(store, exc) from None
+            if not len(t["keys"]):
+                return
             after, classes = (int(t["pos"][-1]), t["keys"][-1]), t["classes"]
             yield _feature_set(store, manifest, layer, t)
 
@@ -214,9 +231,12 @@ def store_info(store: Path) -> StoreInfo:
     """Summarise a store: images, classes, splits, layers, provenance, errors, size."""
     store = Path(store)
     manifest = read_manifest(store, required=True)
-    with closing(connect(store)) as con:
-        n, q = catalog.counts(con), {k: con.execute(v).fetchall() for k, v in _INFO.items()}
-        stale = stale_view(store, con)
+    try:
+        with closing(connect(store)) as con:
+            n, q = catalog.counts(con), {k: con.execute(v).fetchall() for k, v in _INFO.items()}
+            stale = stale_view(store, con)
+    except catalog.DAMAGE as exc:
+        raise damaged_catalog(store, exc) from None
     class_counts, done = dict(q["class_counts"]), n["planned"] - n["pending"]
     todo = (
         f"incomplete: {done} of {n['planned']} planned images; run the same fstore build to finish"

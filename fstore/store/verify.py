@@ -227,7 +227,7 @@ def check(store: Path, manifest: Manifest, values: bool = True) -> VerifyReport:
         con = connect(store)
         with closing(con):
             infos, n = files(con), counts(con)
-    except (StoreError, sqlite3.DatabaseError) as exc:
+    except (StoreError, *catalog.DAMAGE) as exc:
         report.problems.append(Problem("catalog", f"does not read ({exc})", "catalog"))
         return report
     report.files, report.rows, report.pending = len(infos), n["stored"], n["pending"]
@@ -239,7 +239,7 @@ def check(store: Path, manifest: Manifest, values: bool = True) -> VerifyReport:
             # an unfinished store's view is written by the build that finishes it
             view = view_problem(store, con, version=not report.pending)
             view = view or (not report.pending and view_content_problem(store, con))
-        except sqlite3.DatabaseError as exc:
+        except catalog.DAMAGE as exc:
             report.problems.append(Problem("catalog", f"does not read ({exc})", "catalog"))
             return report
     if view:
