@@ -75,8 +75,9 @@ def verify(store: Path | None, repair: bool, no_values: bool, as_json: bool) -> 
 
     \b
       fstore verify
-      # rebuild a damaged catalog, rewrite a stale view; then build to recompute
-      fstore verify --repair && fstore build
+      # rebuild a damaged catalog, rewrite a stale view (then fstore build recomputes
+      # what was set aside)
+      fstore verify --repair
       fstore verify --store lite1.h5 --no-values --json
     """  # fmt: skip
     from fstore.fsutil import printable

@@ -8,9 +8,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).parents[2] / "scripts" / "benchmarks" / "corruption.py"
 
 
+@pytest.mark.slow  # 10 s on the shared 2-core machine (load 5)
 def test_ten_seeded_faults_are_each_harmless_detected_or_refused(tmp_path):
     spec = importlib.util.spec_from_file_location("corruption", SCRIPT)
     corruption = importlib.util.module_from_spec(spec)
