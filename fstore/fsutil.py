@@ -43,6 +43,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     commit_file(tmp, path)
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (a newline, an escape sequence) and other unprintable
+    ones written as Python escapes (``\\n``, ``\\x1b``), so that a file name prints as what it
+    is, on one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def name_text(name: str) -> str:
+    """A file name as UTF-8 text: the bytes that are not UTF-8 (which ``os`` keeps as lone
+    surrogates) written as ``\\xNN``, so that the name can be stored and printed."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
+
+
 def json_ready(value: Any) -> Any:
     """``value`` as plain JSON data: NumPy arrays and scalars to Python, tuples to lists, paths
     to strings, dict keys to strings, NaN and infinities to None (JSON has no NaN)."""

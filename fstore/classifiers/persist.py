@@ -10,11 +10,18 @@
 Both record the store's provenance (``model_sha256`` of the ONNX model that computed the
 features, preprocessing, layer), and :meth:`SavedClassifier.predict` refuses features that
 come from another model.
+
+Both are sealed: the file's sha256 is written into the file itself (the zip comment of a
+``.skops``, a metadata entry of a ``.safetensors``), computed with those 64 digits as zeros.
+A file with any byte changed (a truncated copy, a flipped bit, an edited ``classes``) is
+refused; a damaged classifier cannot be repaired, only trained again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +35,11 @@ from fstore.store import FeatureSet
 
 FORMAT = "fstore-classifier"
 #: 2: the head's scaling and PCA are the scikit-learn objects, saved with skops.
-FORMAT_VERSION = 2
+#: 3: the file is sealed with its sha256.
+FORMAT_VERSION = 3
+_SEAL = b"fstore-sha256:"
+_UNSEALED = _SEAL + b"0" * 64
+_SEALED = re.compile(re.escape(_SEAL) + rb"[0-9a-f]{64}")
 SUFFIXES = {"svm": ".skops", "head": ".safetensors"}
 _TRANSFORM = "transform.skops"
 #: fstore's own estimator types that a saved classifier may hold, trusted by name: skops
@@ -198,20 +209,59 @@ def _header(clf: SavedClassifier) -> dict[str, str]:
     }
 
 
-def _check_header(header: dict[str, str], path: Path) -> None:
+def _retrain(kind: str | None) -> str:
+    return f"train it again with fstore train {kind if kind in SUFFIXES else 'svm'}"
+
+
+def _check_header(header: dict[str, str], path: Path, data: bytes) -> None:
     if header.get("format") != FORMAT:
         raise ClassifierError(f"{path} is not an fstore classifier")
-    version = int(header.get("format_version", "0"))
+    try:
+        version = int(header.get("format_version", "0"))
+    except ValueError:
+        version = 0
+    kind = header.get("kind")
     if version > FORMAT_VERSION:
         raise ClassifierError(f"{path} was saved by a newer fstore; upgrade fstore to use it")
-    if header.get("kind") == "head" and version < FORMAT_VERSION:
+    if version < FORMAT_VERSION:
+        what = "a head" if kind == "head" else "a classifier"
         raise ClassifierError(
-            f"{path} is a head saved by an older fstore (format {version}); "
-            "train it again with fstore train head"
+            f"{path} is {what} saved by an older fstore (format {version}); {_retrain(kind)}"
         )
+    if not _seal_holds(data):
+        raise ClassifierError(_damaged(path, kind, "its sha256 does not match its bytes"))
 
 
-def _from_header(header: dict[str, str], model: Any) -> SavedClassifier:
+def _damaged(path: Path, kind: str | None, why: str) -> str:
+    return f"classifier {path} is damaged ({why}); it cannot be repaired: {_retrain(kind)}"
+
+
+def _seal(path: Path) -> None:
+    """Write the file's sha256 in place of the zeros it was saved with."""
+    data = path.read_bytes()
+    assert data.count(_UNSEALED) == 1, "a classifier file is saved with one seal"
+    digest = hashlib.sha256(data).hexdigest().encode()
+    with open(path, "r+b") as f:
+        f.seek(data.index(_UNSEALED) + len(_SEAL))
+        f.write(digest)
+
+
+def _seal_holds(data: bytes) -> bool:
+    seals = _SEALED.findall(data)
+    if len(seals) != 1:
+        return False
+    digest = seals[0][len(_SEAL) :]
+    return hashlib.sha256(data.replace(seals[0], _UNSEALED)).hexdigest().encode() == digest
+
+
+def _from_header(header: dict[str, str], model: Any, path: Path) -> SavedClassifier:
+    try:
+        return _parse_header(header, model)
+    except (KeyError, ValueError, TypeError) as exc:  # sealed, yet not what fstore writes
+        raise ClassifierError(_damaged(path, header.get("kind"), repr(exc))) from None
+
+
+def _parse_header(header: dict[str, str], model: Any) -> SavedClassifier:
     return SavedClassifier(
         kind=header["kind"],
         layer=header["layer"],
@@ -235,57 +285,79 @@ def save_classifier(clf: SavedClassifier, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path_for(path)
     if clf.kind == "svm":
+        import zipfile
+
         import skops.io as sio
 
         sio.dump({**_header(clf), "model": clf.model}, tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.comment = _UNSEALED
     elif clf.kind == "head":
         from safetensors.numpy import save_file
 
-        save_file(head_tensors(clf.model), str(tmp), metadata=_header(clf))
+        header = {**_header(clf), "seal": _UNSEALED.decode()}
+        save_file(head_tensors(clf.model), str(tmp), metadata=header)
     else:
         raise ValueError(f"unknown classifier kind {clf.kind!r}")
+    _seal(tmp)
     commit_file(tmp, path)
     return path
 
 
 def load_classifier(path: Path) -> SavedClassifier:
-    """Read a classifier written by :func:`save_classifier`; untrusted content is refused."""
+    """Read a classifier written by :func:`save_classifier`; untrusted content is refused, and
+    so is a damaged file (one line saying to train it again)."""
     path = Path(path)
     if not path.is_file():
         raise ClassifierError(f"no classifier file at {path} (train one with fstore train svm)")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic == b"PK\x03\x04":  # a zip archive: skops
-        return _load_skops(path)
-    return _load_safetensors(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ClassifierError(f"cannot read classifier {path}: {exc.strerror}") from None
+    if data[:4] == b"PK\x03\x04":  # a zip archive: skops
+        return _load_skops(path, data)
+    return _load_safetensors(path, data)
 
 
-def _load_skops(path: Path) -> SavedClassifier:
+def _load_skops(path: Path, data: bytes) -> SavedClassifier:
     import skops.io as sio
 
-    _refuse_untrusted(sio.get_untrusted_types(file=path), path)
     try:
-        data = sio.load(path, trusted=FSTORE_TYPES)
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # noqa: BLE001 - any failure means a damaged archive
+        raise ClassifierError(_damaged(path, "svm", type(exc).__name__)) from None
+    _refuse_untrusted(untrusted, path)
+    try:
+        loaded = sio.loads(data, trusted=FSTORE_TYPES)
     except Exception as exc:  # noqa: BLE001 - any failure means an unreadable file
-        raise ClassifierError(f"cannot read classifier {path}: {exc}") from None
-    if not isinstance(data, dict) or "model" not in data:
+        raise ClassifierError(_damaged(path, "svm", f"{type(exc).__name__}: {exc}")) from None
+    if not isinstance(loaded, dict) or "model" not in loaded:
         raise ClassifierError(f"{path} is not an fstore classifier")
-    header = {k: v for k, v in data.items() if k != "model"}
-    _check_header(header, path)
-    return _from_header(header, data["model"])
+    header = {k: v for k, v in loaded.items() if k != "model"}
+    _check_header(header, path, data)
+    return _from_header(header, loaded["model"], path)
 
 
-def _load_safetensors(path: Path) -> SavedClassifier:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.numpy import load_file
+def _load_safetensors(path: Path, data: bytes) -> SavedClassifier:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
 
     try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="np") as f:
-            header = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ClassifierError(f"{path} is not a classifier file fstore can read: {exc}") from None
+        tensors = load(data)
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__")
+    except (SafetensorError, ValueError, TypeError, AttributeError) as exc:
+        raise ClassifierError(
+            f"{path} is not a classifier file fstore can read ({exc}); if it was one, it is "
+            f"damaged and cannot be repaired: {_retrain('head')}"
+        ) from None
+    header = header if isinstance(header, dict) else {}
     if header.get("kind") != "head":
         raise ClassifierError(f"{path} is not an fstore classifier")
-    _check_header(header, path)
-    return _from_header(header, head_from_tensors(tensors, path))
+    _check_header(header, path, data)
+    try:
+        model = head_from_tensors(tensors, path)
+    except ClassifierError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - sealed, yet not what fstore writes
+        raise ClassifierError(_damaged(path, "head", f"{type(exc).__name__}: {exc}")) from None
+    return _from_header(header, model, path)

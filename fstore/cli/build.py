@@ -6,7 +6,10 @@ Nothing heavy is imported at module level.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -21,8 +24,26 @@ from fstore.cli.options import (
     use_stderr_logging,
 )
 from fstore.export.precision import AUTO
+from fstore.images.reader import MAX_IMAGE_BYTES
 from fstore.pipeline.read import POOLS
 from fstore.runtime.metadata import PRECISIONS
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM (how a batch scheduler preempts a job) and SIGHUP (a closed terminal) raise
+    ``KeyboardInterrupt`` in the main thread, as Ctrl-C does: a build then stops with its
+    finished shards committed and says how to resume, instead of dying silently."""
+
+    def interrupt(signum: int, frame) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in old.items():
+            signal.signal(number, handler)
 
 
 @click.command(cls=FstoreCommand)
@@ -152,6 +173,13 @@ from fstore.runtime.metadata import PRECISIONS
     "crops after resizing the short side to A, B); SET-max stores the maximum instead. The model "
     "runs --batch-size times the views at once. Default: the store's.",
 )
+@click.option(
+    "--max-image-bytes",
+    default=MAX_IMAGE_BYTES,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Image files larger than this are recorded as bad without being read.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
@@ -187,11 +215,12 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
     config = BuildConfig.from_options(images=images, **options)
     use_stderr_logging(quiet)
     try:
-        report = build_store(config, progress=False if quiet else None)
-    except KeyboardInterrupt:
+        with stop_on_signals():
+            report = build_store(config, progress=False if quiet else None)
+    except KeyboardInterrupt as exc:
         raise click.ClickException(
-            f"interrupted: every finished shard of {config.store} is committed; run the same "
-            "fstore build to resume"
+            f"interrupted{f' by {exc}' if str(exc) else ''}: every finished shard of "
+            f"{config.store} is committed; run the same fstore build to resume"
         ) from None
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

@@ -6,7 +6,6 @@ what comes back. Nothing heavy is imported at module level.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +18,18 @@ def _store(store: Path | None) -> Path:
     from fstore.store import default_store_path
 
     return store or default_store_path()
+
+
+def _folder_keys(store: Path):
+    """The keys of the store's image folder, for a catalog rebuilt from its shards; None where
+    the store has no folder (written from arrays) or the folder is gone."""
+    from fstore.images.discover import discover
+    from fstore.store import read_manifest
+
+    root = Path(read_manifest(store, required=True).image_root or "")
+    if not str(root) or not root.is_dir():
+        return None
+    return {item.key for item in discover(root).items}
 
 
 @click.command(cls=FstoreCommand)
@@ -37,6 +48,7 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
     """
     from dataclasses import asdict
 
+    from fstore.fsutil import printable
     from fstore.store import default_store_path, store_info
 
     result = store_info(store or default_store_path())
@@ -49,10 +61,12 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
     )
     if result.incomplete:
         click.echo(result.incomplete)
+    if result.stale_view:
+        click.echo(f"warning: {result.stale_view}", err=True)
     click.echo(f"images:     {result.images} from {result.image_root}")
     click.echo(
         f"classes:    {len(result.classes)}: "
-        + ", ".join(f"{c} ({n})" for c, n in result.class_counts.items())
+        + printable(", ".join(f"{c} ({n})" for c, n in result.class_counts.items()))
     )
     click.echo("splits:     " + ", ".join(f"{k} {v}" for k, v in result.splits.items()))
     for layer, meta in result.layers.items():
@@ -79,7 +93,8 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
     )
     if show_errors:
         for e in result.errors:
-            click.echo(f"  {e['key']}: {e['reason']}" + (" (stored)" if e["stored"] else ""))
+            line = f"  {e['key']}: {e['reason']}" + (" (stored)" if e["stored"] else "")
+            click.echo(printable(line))
 
 
 @click.command(cls=FstoreCommand)
@@ -87,39 +102,50 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
 @click.option(
     "--repair",
     is_flag=True,
-    help="Move damaged shard files aside, so the next build recomputes them.",
+    help="Fix what can be fixed in place: rebuild a damaged catalog from the shard files, set "
+    "damaged shard files aside (the next build recomputes them), delete temporary files, "
+    "rewrite the view.",
 )
 @click.option("--no-values", is_flag=True, help="Skip the NaN/Inf scan of the features.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def verify(store: Path | None, repair: bool, no_values: bool, as_json: bool) -> None:
-    """Check every shard: present, size and sha256 as recorded, row counts, no NaN or Inf.
+    """Check the catalog against every shard file (keys, rows, classes, splits), each file's
+    size, sha256 and values, the view fstore.h5, and leftover temporary files.
 
-    Exits with status 1 when something is wrong.
+    Exits with status 1, the first problem and its repair on stderr, when something is wrong.
 
     Examples:
 
     \b
       fstore verify
-      # move damaged files aside; the next build recomputes their images
+      # rebuild a damaged catalog, rewrite a stale view (then fstore build recomputes
+      # what was set aside)
       fstore verify --repair
       fstore verify --store lite1.h5 --no-values --json
     """  # fmt: skip
+    from fstore.fsutil import printable
     from fstore.store.verify import verify as run_verify
 
-    report = run_verify(_store(store), values=not no_values, repair=repair)
+    path = _store(store)
+    report = run_verify(
+        path, values=not no_values, repair=repair, folder_keys=lambda: _folder_keys(path)
+    )
     if as_json:
         click.echo(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
     else:
+        for action in report.repaired:
+            click.echo(f"repaired: {action}")
         for problem in report.problems:
-            click.echo(f"damaged: {problem.file}: {problem.what}")
+            click.echo(f"problem: {printable(problem.file)}: {printable(problem.what)}")
         for name in report.unlisted:
             click.echo(
                 f"not in the catalog: {name} (left by an interrupted build; the next build "
                 "deletes it)"
             )
-        click.echo(report.summary())
+        if report.ok:
+            click.echo(report.summary())
     if not report.ok:
-        sys.exit(1)
+        raise click.ClickException(printable(report.summary()))
 
 
 @click.command(cls=FstoreCommand)

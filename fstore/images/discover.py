@@ -18,9 +18,8 @@ import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from fstore.errors import DatasetError
+from fstore.fsutil import name_text, printable
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ def _walk(root: Path) -> Discovery:
         except OSError:
             continue
         for entry in listed:
-            name = entry.name
+            name = name_text(entry.name)
             if name.startswith("."):
                 continue
             if _is_image_name(name):
@@ -168,8 +167,10 @@ def discover(root: Path) -> Discovery:
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
     found = _walk(root)
+    found.items.sort(key=lambda it: it.key)
+    _drop_twins(found)
     for key, reason in sorted(found.skipped.items()):
-        logger.warning("skipped %s: %s", key, reason)
+        logger.warning("skipped %s: %s", printable(key), reason)
     if not found.items:
         raise DatasetError(
             f"no images in {root} (expected <class>/<image> or train|test/<class>/<image>)"
@@ -179,8 +180,9 @@ def discover(root: Path) -> Discovery:
     misplaced = [it.key for it in found.items if it.key.count("/") + 1 < depth]
     if misplaced:
         where = "train|test/<class>/" if split_layout else "<class>/"
-        raise DatasetError(f"image {misplaced[0]} is not inside a class folder ({where}<image>)")
-    found.items.sort(key=lambda it: it.key)
+        raise DatasetError(
+            f"image {printable(misplaced[0])} is not inside a class folder ({where}<image>)"
+        )
     return found
 
 
@@ -190,35 +192,17 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(Path(item.path) for item in _walk(Path(folder)).items)
 
 
+def _drop_twins(found: Discovery) -> None:
+    """A name that is not UTF-8 is stored as text with ``\\xNN`` escapes; should another file
+    bear that very text as its name, the second of the two is skipped, with the reason."""
+    items = found.items
+    twins = [i for i in range(1, len(items)) if items[i].key == items[i - 1].key]
+    for i in reversed(twins):
+        why = "its name, with the bytes that are not UTF-8 escaped, is another file's"
+        found.skipped[items[i].key + " (2)"] = why
+        del items[i]
+
+
 def scan(root: Path) -> list[ImageItem]:
     """The images of :func:`discover`, without the skipped entries."""
     return discover(root).items
-
-
-def class_of(key: str, split_layout: bool) -> str:
-    parts = key.split("/")
-    return parts[1] if split_layout else parts[0]
-
-
-def folder_split(key: str, split_layout: bool) -> str:
-    return key.split("/")[0] if split_layout else ""
-
-
-def assign_splits(
-    keys: list[str], class_names: list[str], spec: SplitSpec, split_layout: bool
-) -> np.ndarray:
-    """The split of each key (``train``, ``test`` or ``""``), deterministic for ``spec``."""
-    if spec.method == "folders":
-        return np.array([folder_split(k, split_layout) for k in keys], dtype=object)
-    split = np.full(len(keys), "", dtype=object)
-    if spec.method == "none":
-        return split
-    rng = np.random.default_rng(spec.seed)
-    names = np.asarray(class_names, dtype=object)
-    order = np.argsort(np.asarray(keys, dtype=object), kind="stable")
-    for name in sorted(set(class_names)):
-        members = order[names[order] == name]
-        chosen = rng.permutation(len(members))[: spec.train_per_class]
-        split[members] = "test"
-        split[members[chosen]] = "train"
-    return split

@@ -24,6 +24,14 @@ from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
 from fstore.images.views import ViewPlan, view_crops
 
+#: Files larger than this are recorded as bad without being read (``--max-image-bytes``): a
+#: 50-megapixel JPEG is about 25 MB, and every decode worker holds one file's bytes.
+MAX_IMAGE_BYTES = 64 * 2**20
+
+
+class TooLarge(OSError):
+    """A file larger than the reader's limit."""
+
 
 @dataclass
 class Decoded:
@@ -39,8 +47,9 @@ class Decoded:
     seconds: float = 0.0
 
 
-def read_bytes(path: Path) -> tuple[bytes, int]:
-    """The file's bytes and its mtime (ns); a FIFO or other non-file raises ``OSError``.
+def read_bytes(path: Path, limit: int = MAX_IMAGE_BYTES) -> tuple[bytes, int]:
+    """The file's bytes and its mtime (ns); a FIFO or other non-file raises ``OSError``, a
+    file over ``limit`` bytes :class:`TooLarge` (having read at most ``limit + 1`` bytes).
 
     Opened non-blocking, so a FIFO that appears after discovery cannot hang the reader.
     """
@@ -49,8 +58,13 @@ def read_bytes(path: Path) -> tuple[bytes, int]:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise TooLarge(info.st_size)
         with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(), info.st_mtime_ns
+            data = f.read(limit + 1)  # a file that grew since the stat stops here
+        if len(data) > limit:
+            raise TooLarge(len(data))
+        return data, info.st_mtime_ns
     finally:
         os.close(fd)
 
@@ -65,15 +79,21 @@ def file_sha256(path: Path) -> str:
 
 
 class ImageReader:
-    """Reads images for a model: ``preprocessing``, the decode ``mode`` (exact or fast) and
-    the ``views`` to cut from each decoded picture (``None``: the plain crop alone)."""
+    """Reads images for a model: ``preprocessing``, the decode ``mode`` (exact or fast), the
+    ``views`` to cut from each decoded picture (``None``: the plain crop alone), and the
+    largest file it reads (``max_bytes``)."""
 
     def __init__(
-        self, preprocessing: Preprocessing, mode: str = "exact", views: ViewPlan | None = None
+        self,
+        preprocessing: Preprocessing,
+        mode: str = "exact",
+        views: ViewPlan | None = None,
+        max_bytes: int = MAX_IMAGE_BYTES,
     ) -> None:
         self.preprocessing = preprocessing
         self.mode = check_mode(mode)
         self.views = views
+        self.max_bytes = max_bytes
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -94,10 +114,12 @@ class ImageReader:
         """Read, hash and decode one image (into ``out`` if given); never raises for a bad file."""
         start = time.perf_counter()
         try:
-            data, mtime = read_bytes(item.path)
+            data, mtime = read_bytes(item.path, self.max_bytes)
         except OSError as exc:
             size, mtime = file_stat(item.path)
             reason = f"unreadable: {exc.strerror or exc}"
+            if isinstance(exc, TooLarge):
+                reason = f"too large: {size} bytes, more than --max-image-bytes {self.max_bytes}"
             return Decoded(item, None, "", size, mtime, reason, seconds=time.perf_counter() - start)
         decoded = Decoded(item, None, hashlib.sha256(data).hexdigest(), len(data), mtime)
         try:

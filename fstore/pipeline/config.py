@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fstore.images.discover import SplitSpec
 from fstore.images.preprocess import Preprocessing
+from fstore.images.reader import MAX_IMAGE_BYTES
 from fstore.pipeline.ray_engine import RayOptions
 from fstore.runtime.weights import WeightsSource
 
@@ -41,6 +42,7 @@ class BuildConfig:
         views: view sets (``flip``, ``crops5``, ``scales:A+B``; see
             :mod:`fstore.images.views`): each layer ``L`` is also stored as ``L@V``, its mean
             over the views of set ``V``. Empty: the store's.
+        max_image_bytes: larger image files are recorded as bad without being read.
     """
 
     store: Path
@@ -62,6 +64,7 @@ class BuildConfig:
     decode: str | None = None
     pool: str = "threads"
     views: tuple[str, ...] = ()
+    max_image_bytes: int = MAX_IMAGE_BYTES
 
     @classmethod
     def from_options(

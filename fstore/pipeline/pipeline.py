@@ -17,6 +17,7 @@ remembers, or (through :func:`fstore.pipeline.model.build`) a VGG16 export.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
@@ -48,9 +49,10 @@ from fstore.pipeline.read import Work, default_workers
 from fstore.pipeline.run import RunOptions, StageTimes, layer_dims, probe_shapes, run_local
 from fstore.pipeline.write import Writer
 from fstore.store import layout as st
-from fstore.store.catalog import connect
+from fstore.store.catalog import DAMAGE, connect
 from fstore.store.compact import clean_store, compact_locked
 from fstore.store.lock import StoreLock, prepare_store
+from fstore.store.repair import catalog_lost, rebuild_catalog
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +276,8 @@ def _compute(job: _Job, recipe: StoreRecipe, work: Work, writer: Writer, backend
     config, report = job.config, job.report
     if config.engine == "local":
         options = RunOptions(config.batch_size, report.workers, recipe.decode, job.progress,
-                             config.pool, views=job.views)  # fmt: skip
+                             config.pool, views=job.views,
+                             max_image_bytes=config.max_image_bytes)  # fmt: skip
         report.absorb(run_local(work, backend, recipe.preprocessing, options, writer))
         return
     from fstore.pipeline import ray_engine
@@ -347,6 +350,22 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
     report.shards_written = writer.shards_written
 
 
+def _fill_locked(job: _Job, manifest: st.Manifest | None) -> None:
+    """Clean what an interrupted writer left, then fill the store (whose lock is held)."""
+    store = job.config.store
+    with closing(connect(store, write=True)) as con:
+        try:
+            removed = clean_store(store, con)
+            if removed:
+                logger.info("removed %d file(s) left by an interrupted build", removed)
+            _fill(job, manifest, con)
+        except DAMAGE as exc:
+            raise StoreError(
+                f"store {store} is damaged: its catalog does not read ({exc}); run: fstore "
+                f"verify --repair --store {store}, which rebuilds it from the shard files"
+            ) from None
+
+
 def build(
     config: BuildConfig, model: ResolvedModel | None = None, progress: bool | None = None
 ) -> BuildReport:
@@ -370,12 +389,18 @@ def build(
         model = resolve_file_model(path, config, manifest)
     report = BuildReport(str(config.store), "", model.layers, skipped=found.skipped,
                          workers=config.workers or default_workers())  # fmt: skip
+    new = not st.sidecar(config.store).exists()
     prepare_store(config.store)
-    with StoreLock(config.store), closing(connect(config.store, write=True)) as con:
-        removed = clean_store(config.store, con)
-        if removed:
-            logger.info("removed %d file(s) left by an interrupted build", removed)
-        _fill(_Job(config, images, found.items, model, report, progress), manifest, con)
+    try:
+        with StoreLock(config.store):
+            if manifest is not None and catalog_lost(config.store):
+                keys = {item.key for item in found.items}
+                logger.warning(rebuild_catalog(config.store, manifest, keys))
+            _fill_locked(_Job(config, images, found.items, model, report, progress), manifest)
+    except BaseException:
+        if new and st.read_manifest(config.store) is None:  # refused before it held anything
+            shutil.rmtree(st.sidecar(config.store), ignore_errors=True)
+        raise
     report.seconds = time.perf_counter() - start
     report.peak_rss_mib = peak_rss_mib()
     report.store_bytes = st.store_bytes(config.store)

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from fstore import __version__
 from fstore.errors import StoreError
-from fstore.images.discover import ImageItem, SplitSpec, assign_splits, class_of, is_split_layout
+from fstore.images.discover import ImageItem, SplitSpec, is_split_layout
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import file_sha256, file_stat
 from fstore.pipeline.read import Work
 from fstore.runtime.metadata import ModelInfo
 from fstore.store import catalog
 from fstore.store import layout as st
+from fstore.store.labels import key_labels
 
 
 @dataclass(frozen=True)
@@ -161,13 +162,6 @@ def shard_name(generation: int, index: int) -> str:
     return f"g{generation:06d}-s{index:06d}"
 
 
-def _labels(keys: list[str], manifest: st.Manifest) -> tuple[list[str], list[str]]:
-    """The class and split of every image in the folder, decided at plan time (a random split
-    draws over each whole class)."""
-    classes = [class_of(k, manifest.split_layout) for k in keys]
-    return classes, assign_splits(keys, classes, SplitSpec(**manifest.split), manifest.split_layout)
-
-
 def plan_work(
     store: Path, con, root: Path, items: list[ImageItem], shard_size: int, manifest: st.Manifest
 ) -> Plan:
@@ -191,7 +185,8 @@ def plan_work(
             todo.append(i)
     in_folder = set(keys)
     removed = [key for key in known if key not in in_folder]
-    classes, split = _labels(keys, manifest) if todo or removed else ([], [])
+    labels = todo or removed  # a random split draws over each whole class
+    classes, split = key_labels(keys, manifest.split_layout, manifest.split) if labels else ([], [])
     moved = [(s, k) for k, s in zip(keys, split) if k in known and known[k][4] != s]
     last = con.execute("SELECT MAX(name) FROM shards").fetchone()[0]
     generation = int(last[1:7]) + 1 if last else 1  # see shard_name

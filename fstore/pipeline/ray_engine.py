@@ -31,7 +31,7 @@ from fstore.errors import MissingDependencyError
 from fstore.images.preprocess import Preprocessing
 from fstore.images.views import plan_views
 from fstore.pipeline.read import Progress
-from fstore.store.shards import ShardRows, write_shard
+from fstore.store.shards import ShardRows, shard_record, write_shard
 
 NAMESPACE = "fstore"
 logger = logging.getLogger(__name__)
@@ -138,7 +138,8 @@ class ShardWorker:
 def _write_here(name: str, rows: ShardRows, target: ShardTarget) -> tuple:
     """Write one shard file into the store from a worker; (rows without features, FileInfo)
     for the driver, which commits it."""
-    info = write_shard(Path(target.store), f"{name}.h5", rows.keys, rows.features, target.dtype)
+    info = write_shard(Path(target.store), f"{name}.h5", rows.keys, rows.features, target.dtype,
+                       shard_record(name, rows))  # fmt: skip
     return replace(rows, features={}), info
 
 

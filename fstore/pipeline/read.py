@@ -24,7 +24,7 @@ import numpy as np
 
 from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
-from fstore.images.reader import Decoded, ImageReader
+from fstore.images.reader import MAX_IMAGE_BYTES, Decoded, ImageReader
 from fstore.images.views import ViewPlan
 
 logger = logging.getLogger(__name__)
@@ -184,12 +184,14 @@ def iter_batches(
     ahead: int = 4,
     pool: str = "threads",
     views: ViewPlan | None = None,
+    max_bytes: int = MAX_IMAGE_BYTES,
 ) -> Iterator[Batch]:
     """Decode ``work`` in a pool of ``workers`` threads or processes (``pool``), in order, up to
     ``ahead`` batches before the consumer. ``workers`` defaults to :func:`default_workers`.
     ``views``: cut these views from each decoded image (``None``: the plain crop alone).
+    ``max_bytes``: larger files are recorded as bad, unread.
     """
-    reader = ImageReader(preprocessing, decode, views)
+    reader = ImageReader(preprocessing, decode, views, max_bytes)
     # buffers: ``ahead`` queued, one being put, one being decoded, two held by the consumer
     shape = (ahead + 4, batch_size) + reader.shape
     out: queue.Queue = queue.Queue(maxsize=ahead)

@@ -16,6 +16,7 @@ import numpy as np
 
 from fstore.images.discover import ImageItem
 from fstore.images.preprocess import Preprocessing
+from fstore.images.reader import MAX_IMAGE_BYTES
 from fstore.images.views import SEPARATOR, ViewPlan, plan_views, split_layers, view_layers
 from fstore.pipeline.read import Batch, Progress, Work, iter_batches
 from fstore.pipeline.write import Writer
@@ -122,7 +123,8 @@ def layer_dims(manifest: st.Manifest) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How the local run stage reads: batch size, decode workers and decode mode."""
+    """How the local run stage reads: batch size, decode workers, decode mode, the largest
+    image file read."""
 
     batch_size: int
     workers: int | None
@@ -130,6 +132,7 @@ class RunOptions:
     progress: bool | None = None
     pool: str = "threads"
     views: ViewPlan | None = None
+    max_image_bytes: int = MAX_IMAGE_BYTES
 
 
 class _Feed:
@@ -212,6 +215,7 @@ def run_local(work: Work, backend, preprocessing: Preprocessing, options: RunOpt
         options.decode,
         pool=options.pool,
         views=options.views,
+        max_bytes=options.max_image_bytes,
     )
     try:
         for batch, output in stream_batches(batches, backend, assembler.times):

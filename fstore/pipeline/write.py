@@ -19,7 +19,7 @@ from pathlib import Path
 from fstore.store import catalog
 from fstore.store.catalog import FileInfo
 from fstore.store.layout import Manifest
-from fstore.store.shards import ShardRows, write_shard
+from fstore.store.shards import ShardRows, shard_record, write_shard
 
 
 class Writer:
@@ -62,10 +62,9 @@ class Writer:
         self.queue.put(job)
 
     def _write(self, name: str, rows: ShardRows) -> None:
-        dtype = self.manifest.dtype
-        self._commit(
-            name, rows, write_shard(self.store, f"{name}.h5", rows.keys, rows.features, dtype)
-        )
+        dtype, record = self.manifest.dtype, shard_record(name, rows)
+        info = write_shard(self.store, f"{name}.h5", rows.keys, rows.features, dtype, record)
+        self._commit(name, rows, info)
 
     def _commit(self, name: str, rows: ShardRows, info: FileInfo) -> None:
         notes = {e["key"]: e["reason"] for e in rows.errors}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS images (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS images_order ON images(pos, key);
 CREATE INDEX IF NOT EXISTS images_shard ON images(shard);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 #: Stored rows in order: the image's features are in ``file`` at ``row``. CROSS JOIN keeps
@@ -37,6 +39,9 @@ SELECT i.pos, i.key, i.class, i.split, s.file, s.start + i.row FROM images i
 CROSS JOIN shards s ON s.name = i.shard WHERE i.row IS NOT NULL AND s.file IS NOT NULL
 """
 ORDER = "ORDER BY i.pos, i.key"
+
+#: What reading a damaged catalog raises: SQLite's errors, and text that is not UTF-8.
+DAMAGE = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 #: SQLite's page cache for a writer, in KiB: large B-trees are updated in place, not re-read.
 CACHE_KIB = 256 * 1024
@@ -61,7 +66,10 @@ def connect(store: Path, write: bool = False) -> sqlite3.Connection:
             uri = f"{path.resolve().as_uri()}?{how}"
             con = sqlite3.connect(uri, uri=True, isolation_level=None)
         con.execute("SELECT 1 FROM images LIMIT 1")
-    except sqlite3.DatabaseError as exc:
+        if write:  # the catalog's identity, which its view records (see catalog_id)
+            with con:
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('id', ?)", (uuid.uuid4().hex,))
+    except DAMAGE as exc:
         error = fault_error(exc, store) if write else exc
         try:  # SQLite says only "unable to open database file"; the OS says why
             os.close(os.open(path, os.O_RDONLY))
@@ -90,6 +98,31 @@ def transaction(con: sqlite3.Connection, store: Path) -> Iterator[sqlite3.Connec
 def version(con: sqlite3.Connection) -> int:
     """How many transactions changed the catalog (SQLite's ``user_version``)."""
     return con.execute("PRAGMA user_version").fetchone()[0]
+
+
+def get_meta(con: sqlite3.Connection, name: str) -> str:
+    """A value of the ``meta`` table ('' when absent, or in a catalog without the table)."""
+    try:
+        row = con.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+    except sqlite3.OperationalError:  # a catalog written before the table existed
+        return ""
+    return row[0] if row else ""
+
+
+def set_meta(con: sqlite3.Connection, store: Path, name: str, value: str) -> None:
+    """Record a fact about the store's files that is not part of its rows: it does not count
+    as a change in :func:`version` (the view that it describes stays current)."""
+    try:
+        with con:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+    except sqlite3.DatabaseError as exc:
+        raise fault_error(exc, store) from None
+
+
+def catalog_id(con: sqlite3.Connection) -> str:
+    """A random name given to a catalog when it is created: a view written for another
+    catalog (one deleted and built again, or another store's) does not match it."""
+    return get_meta(con, "id")
 
 
 @dataclass(frozen=True)

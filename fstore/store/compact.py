@@ -1,6 +1,7 @@
 """Compaction: consecutive small shard files copied whole into a segment, which one catalog
-transaction then lists in their place; the old files are deleted after it. A kill at any
-moment leaves a catalog that points at files that exist (docs/store.md)."""
+transaction then lists in their place; the old files are deleted once the view names the
+segments. A kill at any moment leaves a catalog, and a view, that point at files that exist
+(docs/store.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from fstore.errors import StoreError
 from fstore.store.catalog import connect, files, transaction
 from fstore.store.layout import Manifest, open_h5, read_manifest, shard_path, sidecar
 from fstore.store.lock import StoreLock
-from fstore.store.shards import refresh_view, write_shard
+from fstore.store.shards import ShardRecord, read_record, refresh_view, write_shard
 from fstore.store.verify import file_problem, set_aside
 
 logger = logging.getLogger(__name__)
@@ -40,18 +41,37 @@ class CompactReport:
     seconds: float
 
 
+def leftovers(store: Path) -> list[Path]:
+    """Temporary files an interrupted writer left: in the store's folders, and the view's
+    beside the store."""
+    folder = sidecar(store)
+    return [
+        *store.parent.glob(f".{glob_escape(store.name)}.*.tmp"),
+        *folder.glob(".*.tmp"),
+        *(folder / "shards").glob(".*.tmp"),
+    ]
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 def clean_store(store: Path, con: sqlite3.Connection) -> int:
-    """Before a build or compaction: set damaged files aside (their shards are computed again)
+    """Before a build or compaction: set damaged files aside (their shards are computed again),
+    rewrite a view that no longer matches the catalog (so that it names only files that stay),
     and delete what an interrupted writer left (temporaries, files the catalog does not list).
     Returns how many files went."""
     damaged = [info.name for info in files(con).values() if file_problem(store, info, deep=False)]
     if damaged:
         logger.warning("shard files missing or changed, to compute again: %s", ", ".join(damaged))
         set_aside(store, con, damaged)
-    listed, folder = set(files(con)), sidecar(store)
+    manifest = read_manifest(store)
+    if manifest is not None:
+        refresh_view(store, con, manifest)
+    listed = set(files(con))
     doomed = [
-        *folder.glob(".*.tmp"),
-        *(p for p in (folder / "shards").iterdir() if p.name not in listed),
+        *leftovers(store),
+        *(p for p in (sidecar(store) / "shards").glob("*.h5") if p.name not in listed),
     ]
     for path in doomed:
         path.unlink(missing_ok=True)
@@ -79,17 +99,24 @@ def plan_compaction(con: sqlite3.Connection, segment_rows: int, max_small: int) 
 
 
 def merge(store: Path, con: sqlite3.Connection, manifest: Manifest, group: list[str]) -> int:
-    """Copy the files of ``group`` whole into one segment and point their shards at it."""
+    """Copy the files of ``group`` whole into one segment and point their shards at it; the
+    caller deletes the old files once the view no longer names them."""
     keys, features, offsets = [], {layer: [] for layer in manifest.layers}, {}
+    record: ShardRecord | None = ShardRecord()
     for name in group:
         with open_h5(shard_path(store, name), f"shard {name}", store) as f:
             offsets[name] = len(keys)
             keys.extend(f["keys"].asstr()[()])
             for layer in manifest.layers:
                 features[layer].append(f["features"][layer][()])
+            part = read_record(f)
+        if record is not None and part is not None:
+            record.extend(part)
+        else:  # a file written without a record: the segment has none either
+            record = None
     segment = f"m{group[0].removesuffix('.h5')}-{len(group)}.h5"
     joined = {layer: np.concatenate(parts) for layer, parts in features.items()}
-    info = write_shard(store, segment, keys, joined, manifest.dtype)
+    info = write_shard(store, segment, keys, joined, manifest.dtype, record)
     with transaction(con, store):
         con.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", astuple(info))
         con.executemany(
@@ -97,8 +124,6 @@ def merge(store: Path, con: sqlite3.Connection, manifest: Manifest, group: list[
             ((segment, offset, name) for name, offset in offsets.items()),
         )
         con.executemany("DELETE FROM files WHERE name = ?", ((n,) for n in group))
-    for name in group:
-        shard_path(store, name).unlink(missing_ok=True)
     logger.info("compacted %d files (%d rows) into %s", len(group), info.rows, segment)
     return info.rows
 
@@ -117,6 +142,8 @@ def compact_locked(
     groups = plan_compaction(con, segment_rows, max_small)
     copied = sum(merge(store, con, manifest, group) for group in groups)
     refresh_view(store, con, manifest)
+    for name in (name for group in groups for name in group):
+        shard_path(store, name).unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     return CompactReport(before, len(files(con)), len(groups), copied, seconds)
 

@@ -59,8 +59,14 @@ def read_manifest(store: Path, required: bool = False) -> Manifest | None:
                 f"no store at {store} (build one with: fstore build IMAGES --layer fc7)"
             )
         return None
-    d = json.loads(path.read_text())
-    if d.get("format") != FORMAT:
+    try:
+        d = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise StoreError(
+            f"store {store} has an unreadable manifest {path} ({exc}); build it again into a "
+            "new store (--store)"
+        ) from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise StoreError(f"{path} is not an fstore store manifest")
     if d.get("format_version") != FORMAT_VERSION:
         raise StoreError(

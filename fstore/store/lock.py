@@ -38,6 +38,18 @@ class StoreLock:
         self.file.close()  # which releases the lock
 
 
+def is_locked(store: Path) -> bool:
+    """Whether a writer holds the store's lock now."""
+    try:
+        with open(sidecar(store) / "lock") as file:
+            fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no lock file: no writer ever held it
+        return False
+    return False
+
+
 def prepare_store(store: Path) -> None:
     """Make the store's folders (not the folder it goes in), or say in one line why not."""
     if store.is_dir():

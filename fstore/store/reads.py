@@ -17,6 +17,43 @@ from fstore.store.catalog import ORDER, ROWS_QUERY, connect
 from fstore.store.layout import Manifest, open_h5, read_manifest, sidecar, store_bytes
 
 
+def view_problem(store: Path, con: sqlite3.Connection, version: bool = True) -> str:
+    """Why the view ``fstore.h5`` does not serve what the catalog holds ('' when it does): it
+    is missing, does not open, or was written for another catalog version, another catalog
+    (one lost and built again) or another store folder (the store was moved or copied, and its
+    sources name the old folder). A few attributes are read: cheap enough for every read.
+    ``version``: False for an unfinished store, whose view the build that finishes it writes."""
+    import h5py
+
+    try:
+        with h5py.File(store, "r") as f:
+            seen = {k: f.attrs.get(k) for k in ("catalog_version", "catalog_id", "sidecar")}
+    except FileNotFoundError:
+        return "is missing"
+    except OSError:
+        return "does not open"
+    if seen["sidecar"] != sidecar(store).name:
+        return (
+            f"names the shards of {seen['sidecar']}/, not {sidecar(store).name}/ (the store was "
+            "moved or copied): plain h5py would read other files, or NaN"
+        )
+    if seen["catalog_id"] != catalog.catalog_id(con):
+        return "was written for another catalog (one lost and built again)"
+    if version and seen["catalog_version"] != catalog.version(con):
+        return "is older than the catalog (a build or compaction was stopped before writing it)"
+    return ""
+
+
+def stale_view(store: Path, con: sqlite3.Connection) -> str:
+    """The line saying that the view ``fstore.h5`` does not serve this catalog ('' when it
+    does): fstore's own reads go through the catalog, but plain h5py reads the view."""
+    what = view_problem(store, con)
+    if not what:
+        return ""
+    fix = f"fstore verify --repair --store {store} (or the next fstore build) rewrites it"
+    return f"the view {store} {what}; {fix}"
+
+
 @dataclass(frozen=True)
 class FeatureSet:
     """One layer's features read from a store: ``X`` float32 ``(N, D)`` (conv maps flattened),
@@ -46,6 +83,14 @@ class FeatureSet:
     @property
     def test(self) -> FeatureSet:
         return self.subset(self.split == "test")
+
+
+def damaged_catalog(store: Path, exc: Exception) -> StoreError:
+    """The one line for a catalog that SQLite cannot read through."""
+    return StoreError(
+        f"store {store} is damaged: its catalog does not read ({exc}); run: fstore verify "
+        f"--repair --store {store}, which rebuilds it from the shard files"
+    )
 
 
 def pick_layer(store: Path, manifest: Manifest, layer: str | None) -> str:
@@ -94,7 +139,7 @@ def _feature_set(store: Path, manifest: Manifest, layer: str, t: dict) -> Featur
                 # one block read (at most the file) beats HDF5's point selections
                 first = int(src.min())
                 X[at] = f["features"][layer][first : int(src.max()) + 1][src - first]
-            except (OSError, KeyError, ValueError) as exc:
+            except (OSError, KeyError, ValueError, IndexError) as exc:
                 raise StoreError(
                     f"store {store} is damaged: shard {name} does not read ({exc}); run: "
                     f"fstore verify --store {store}, then fstore build to recompute it"
@@ -114,8 +159,11 @@ def load_features(
     store = Path(store)
     manifest = read_manifest(store, required=True)
     layer = pick_layer(store, manifest, layer)
-    with closing(connect(store)) as con:
-        table = _table(con)
+    try:
+        with closing(connect(store)) as con:
+            table = _table(con)
+    except catalog.DAMAGE as exc:
+        raise damaged_catalog(store, exc) from None
     if rows is not None:
         picked = np.arange(len(table["keys"]))[rows]
         table.update({k: table[k][picked] for k in ("keys", "labels", "split", "file", "row")})
@@ -134,7 +182,13 @@ def iter_features(
     layer = pick_layer(store, manifest, layer)
     after, classes, page = (-1, ""), None, f"AND (i.pos, i.key) > (?, ?) {ORDER} LIMIT ?"
     with closing(connect(store)) as con:
-        while len((t := _table(con, page, (*after, batch_rows), classes))["keys"]):
+        while True:
+            try:
+                t = _table(con, page, (*after, batch_rows), classes)
+            except catalog.DAMAGE as exc:
+                raise damaged_catalog(store, exc) from None
+            if not len(t["keys"]):
+                return
             after, classes = (int(t["pos"][-1]), t["keys"][-1]), t["classes"]
             yield _feature_set(store, manifest, layer, t)
 
@@ -159,6 +213,7 @@ class StoreInfo:
     size_bytes: int
     failed_shards: list[dict] = field(default_factory=list)
     incomplete: str = ""  # the line saying that a build is unfinished
+    stale_view: str = ""  # the line saying that the view does not serve the catalog
 
 
 _INFO = {
@@ -176,8 +231,12 @@ def store_info(store: Path) -> StoreInfo:
     """Summarise a store: images, classes, splits, layers, provenance, errors, size."""
     store = Path(store)
     manifest = read_manifest(store, required=True)
-    with closing(connect(store)) as con:
-        n, q = catalog.counts(con), {k: con.execute(v).fetchall() for k, v in _INFO.items()}
+    try:
+        with closing(connect(store)) as con:
+            n, q = catalog.counts(con), {k: con.execute(v).fetchall() for k, v in _INFO.items()}
+            stale = stale_view(store, con)
+    except catalog.DAMAGE as exc:
+        raise damaged_catalog(store, exc) from None
     class_counts, done = dict(q["class_counts"]), n["planned"] - n["pending"]
     todo = (
         f"incomplete: {done} of {n['planned']} planned images; run the same fstore build to finish"
@@ -192,5 +251,5 @@ def store_info(store: Path) -> StoreInfo:
         errors=[{"key": k, "reason": r, "stored": bool(s)} for k, r, s in q["errors"]],
         provenance=manifest.provenance, size_bytes=store_bytes(store),
         failed_shards=[{"shard": s, "reason": r, "images": k} for s, r, k in q["failed"]],
-        incomplete=todo if n["pending"] else "",
+        incomplete=todo if n["pending"] else "", stale_view=stale,
     )  # fmt: skip

@@ -1,13 +1,15 @@
-"""The HDF5 files a store writes, each built in memory and written whole: shard files (``keys``
-and ``features/<layer>``), the view ``fstore.h5`` (a virtual dataset per layer over them, for
-plain h5py, rewritten when the catalog changed), and a whole store written from arrays."""
+"""The HDF5 files a store writes, each built in memory and written whole: shard files (``keys``,
+``features/<layer>`` and ``record``, what the catalog holds of their images), the view
+``fstore.h5`` (a virtual dataset per layer over them, for plain h5py, rewritten when it no
+longer matches the catalog), and a whole store written from arrays."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from fstore.errors import StoreError
 from fstore.store import catalog
 from fstore.store.catalog import FileInfo, connect, files, transaction
 from fstore.store.layout import Manifest, h5_bytes, shard_path, sidecar, write_file, write_manifest
-from fstore.store.reads import _table
+from fstore.store.reads import _table, view_problem
 
 
 @dataclass
@@ -33,14 +35,60 @@ class ShardRows:
     errors: list[dict] = field(default_factory=list)
 
 
-def write_shard(store: Path, name: str, keys: list[str], features: dict, dtype: str) -> FileInfo:
+@dataclass
+class ShardRecord:
+    """What the catalog holds of a file's images, kept in the file (dataset ``record``, JSON)
+    so that a lost or damaged catalog can be rebuilt from the shard files alone.
+
+    ``shards``: ``[name, first row, rows]`` of each shard the file holds, in row order;
+    ``rows``: per row ``[pos, sha256, size, mtime_ns, warning or None]``; ``bad``: per image
+    that has no row ``[key, shard, reason, sha256, size, mtime_ns]``.
+    """
+
+    shards: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+    bad: list = field(default_factory=list)
+
+    def extend(self, other: ShardRecord) -> None:
+        """Append ``other``, the record of the rows that follow these."""
+        at = len(self.rows)
+        self.shards += [[name, start + at, rows] for name, start, rows in other.shards]
+        self.rows += other.rows
+        self.bad += other.bad
+
+
+def shard_record(name: str, rows: ShardRows, pos: list[int] | None = None) -> ShardRecord:
+    """The record of one computed shard (``pos``: each row's position, 0 for a build)."""
+    notes = {e["key"]: e["reason"] for e in rows.errors if e["stored"]}
+    pos = pos or [0] * len(rows.keys)
+    return ShardRecord(
+        [[name, 0, len(rows.keys)]],
+        [[p, sha, size, mtime, notes.get(key)] for p, key, sha, size, mtime
+         in zip(pos, rows.keys, rows.sha256, rows.size, rows.mtime_ns)],
+        [[e["key"], name, e["reason"], e["sha256"], e["size"], e["mtime_ns"]]
+         for e in rows.errors if not e["stored"]],
+    )  # fmt: skip
+
+
+def read_record(f) -> ShardRecord | None:
+    """The record of an open shard file; None for a file written without one."""
+    if "record" not in f:
+        return None
+    return ShardRecord(**json.loads(f["record"][()]))
+
+
+def write_shard(store: Path, name: str, keys: list[str], features: dict, dtype: str,
+                record: ShardRecord | None = None) -> FileInfo:  # fmt: skip
     """Write a shard (or segment) file atomically; returns what the catalog records of it."""
     import h5py
 
     def fill(f) -> None:
-        f.create_dataset("keys", data=np.array(keys, dtype=object), dtype=h5py.string_dtype())
+        string = h5py.string_dtype()
+        f.create_dataset("keys", data=np.array(keys, dtype=object), dtype=string)
         for layer, values in features.items():
             f.create_dataset(f"features/{layer}", data=np.asarray(values, dtype=dtype))
+        if record is not None:
+            f.create_dataset("record", data=json.dumps(asdict(record)), dtype=string)
 
     data, path = h5_bytes(fill), shard_path(store, name)
     write_file(path, data, store)
@@ -66,7 +114,7 @@ def write_arrays(
     manifest = Manifest(
         image_root="",
         split_layout=True,
-        split={"method": "folders" if all(split) else "none", "train_per_class": 0, "seed": 0},
+        split={"method": "given", "train_per_class": 0, "seed": 0},
         layers=tuple(features),
         shapes={layer: tuple(int(d) for d in np.shape(v)[1:]) for layer, v in features.items()},
         dtype=dtype,
@@ -77,7 +125,10 @@ def write_arrays(
     write_manifest(store, manifest)
     flat = {layer: np.asarray(v).reshape(len(keys), -1) for layer, v in features.items()}
     name = "g000001-s000000"  # one shard, as the first shard of a build is named
-    info = write_shard(store, f"{name}.h5", full_keys, flat, dtype)
+    n = len(full_keys)
+    rows = ShardRows(full_keys, [""] * n, [0] * n, [0] * n, flat)
+    record = shard_record(name, rows, pos=list(range(n)))
+    info = write_shard(store, f"{name}.h5", full_keys, flat, dtype, record)
     with closing(connect(store, write=True)) as con:
         with transaction(con, store):
             rows = zip(full_keys, class_per_row, split)
@@ -90,17 +141,16 @@ def write_arrays(
     return store
 
 
-def refresh_view(store: Path, con: sqlite3.Connection, manifest: Manifest) -> bool:
-    """Rewrite ``fstore.h5`` if the catalog changed since it was written; True if it was."""
+def refresh_view(
+    store: Path, con: sqlite3.Connection, manifest: Manifest, force: bool = False
+) -> bool:
+    """Rewrite ``fstore.h5`` unless it serves what the catalog holds (``force``: anyway);
+    True if it was rewritten. Its sha256 goes into the catalog for ``fstore verify``."""
     import h5py
 
-    version = catalog.version(con)
-    try:
-        with h5py.File(store, "r") as f:
-            if f.attrs.get("catalog_version") == version:
-                return False
-    except OSError:  # no view yet, or a damaged one
-        pass
+    if not force and not view_problem(store, con):
+        return False
+    version, identity = catalog.version(con), catalog.catalog_id(con)
     t, sizes, string = _table(con), files(con), h5py.string_dtype()
     n, file, row = len(t["keys"]), t["file"], t["row"]
     # each run of consecutive rows of one file is one mapping of a virtual dataset
@@ -108,7 +158,7 @@ def refresh_view(store: Path, con: sqlite3.Connection, manifest: Manifest) -> bo
     runs = list(zip(np.r_[0, breaks], np.r_[breaks, n])) if n else []
 
     def fill(f) -> None:
-        f.attrs["catalog_version"] = version
+        f.attrs.update(catalog_version=version, catalog_id=identity, sidecar=sidecar(store).name)
         f.create_dataset("manifest", data=manifest.to_json(), dtype=string)
         f.create_dataset("classes", data=np.array(t["classes"], dtype=object), dtype=string)
         for name in "keys", "split":
@@ -118,11 +168,14 @@ def refresh_view(store: Path, con: sqlite3.Connection, manifest: Manifest) -> bo
             dim = int(np.prod(shape))
             layout = h5py.VirtualLayout(shape=(n, dim), dtype=manifest.dtype)
             for start, end in runs:
+                # relative to the view's own folder, where HDF5 looks first (docs/store.md)
                 path, rows = f"{sidecar(store).name}/shards/{file[start]}", sizes[file[start]].rows
                 source = h5py.VirtualSource(path, f"features/{layer}", shape=(rows, dim))
                 layout[start:end] = source[row[start] : row[start] + end - start]
             dataset = f.create_virtual_dataset(f"features/{layer}", layout, fillvalue=np.nan)
             dataset.attrs["shape"] = np.asarray(shape, np.int64)
 
-    write_file(store, h5_bytes(fill), store)
+    data = h5_bytes(fill)
+    write_file(store, data, store)
+    catalog.set_meta(con, store, "view_sha256", hashlib.sha256(data).hexdigest())
     return True

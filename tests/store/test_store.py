@@ -259,3 +259,46 @@ def test_load_features_enters_at_most_8_functions_of_fstore(store):
         sys.setprofile(None)
     assert ("reads.py", "load_features") in entered
     assert len(entered) <= 8, sorted(entered)
+
+
+def view_rows(store: Path) -> tuple[list, np.ndarray]:
+    """What plain h5py reads through the view."""
+    with h5py.File(store, "r") as f:
+        return list(f["keys"].asstr()[()]), f["features/f"][()]
+
+
+@pytest.mark.parametrize("point", ["catalog", "view"])
+def test_the_view_never_reads_nan_after_kill_9_during_compaction(store, point):
+    before = snapshot(store)
+    script = f"""
+import contextlib, os, signal
+from pathlib import Path
+from fstore.store import compact as c
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if {point!r} == "catalog":  # the catalog lists the first segment, the view is the old one
+    transaction = c.transaction
+    @contextlib.contextmanager
+    def then_die(*args):
+        with transaction(*args) as con:
+            yield con
+        die()
+    c.transaction = then_die
+else:  # every segment is listed, the view is about to be written (its second refresh)
+    real, calls = c.refresh_view, []
+    c.refresh_view = lambda *a, **k: die() if calls.append(1) or len(calls) > 1 else real(*a, **k)
+c.compact(Path({str(store)!r}), segment_rows=64, max_small=1)
+"""
+    proc = subprocess.run([sys.executable, "-c", script])
+    assert proc.returncode == -signal.SIGKILL
+    keys, X = view_rows(store)  # the old view: every source it names is still there
+    assert keys == before[0] and not np.isnan(X).any()
+    np.testing.assert_array_equal(X, before[1])
+    report = verify(store)
+    assert not report.ok and report.problems[0].kind == "view", report.problems
+    assert verify(store, repair=True).ok
+    keys, X = view_rows(store)
+    assert keys == before[0]
+    np.testing.assert_array_equal(X, before[1])

@@ -23,10 +23,10 @@ def test_verify_and_compact_commands(tmp_path):
     shard_path(store, name).unlink()
     bad = runner.invoke(cli, ["verify", "--store", str(store)])
     assert bad.exit_code == 1
-    assert bad.output.splitlines() == [
-        f"damaged: {name}: missing",
-        f"1 problem(s) in {name}; run fstore verify --repair --store {store}, then fstore build "
-        f"--store {store} to recompute them",
+    assert bad.stdout.splitlines() == [f"problem: {name}: missing"]
+    assert bad.stderr.splitlines() == [
+        f"Error: {name}: missing; run: fstore verify --repair --store {store}, then fstore build "
+        f"--store {store}"
     ]
     read = runner.invoke(cli, ["train", "svm", "--store", str(store), "--layer", "f"])
     assert read.exit_code != 0 and "missing" in read.output and "Traceback" not in read.output
@@ -49,4 +49,5 @@ def test_info_and_verify_say_a_store_is_unfinished(tmp_path):
     assert "incomplete: 40 of 45 planned images; run the same fstore build to finish" in info.output
     assert "images:     40 " in info.output
     check = runner.invoke(cli, ["verify", "--store", str(store)])
-    assert check.exit_code == 1 and check.output.startswith("incomplete: 5 planned images")
+    assert check.exit_code == 1 and check.stderr.startswith("Error: incomplete: 5 planned images")
+    assert check.stdout == ""

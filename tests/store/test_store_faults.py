@@ -193,8 +193,8 @@ def test_an_image_changed_while_being_read(config_for, images, tmp_path, monkeyp
     new_bytes, old_bytes = buffer.getvalue(), target.read_bytes()
     real_read, changed = reader.read_bytes, []
 
-    def read_then_change(path: Path):
-        data, mtime = real_read(path)
+    def read_then_change(path: Path, *limit):
+        data, mtime = real_read(path, *limit)
         if path == target and not changed:
             if how == "replaced":
                 (target.parent / "tmp.part").write_bytes(new_bytes)
