@@ -23,6 +23,7 @@ import argparse
 import json
 import shutil
 import sqlite3
+import sys
 import tempfile
 import traceback
 from collections import Counter
@@ -31,11 +32,14 @@ from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
-from fstore.benchmarks.scale import noop_model, tiny_images
 
 from fstore.cli import cli
 from fstore.errors import FstoreError
 from fstore.store import load_features, sidecar, store_info
+
+# the sibling benchmark's store makers, found beside this file when it is imported by path too
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale import noop_model, tiny_images  # noqa: E402
 
 STORE_FAULTS = ("catalog bytes", "catalog row", "shard bytes", "view bytes")
 CLASSIFIER_FAULTS = ("classifier bytes", "classifier truncated", "classifier classes")
