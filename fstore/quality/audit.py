@@ -77,7 +77,9 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, options: AuditOptions) -> np.ndarr
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     folds = StratifiedKFold(options.folds, shuffle=True, random_state=options.seed)
-    return cross_val_predict(estimator(options), X, y, cv=folds, method="predict_proba")
+    # folds in parallel processes, each with one BLAS thread: half the time of one process
+    # whose BLAS threads fight over the cores (docs/performance.md)
+    return cross_val_predict(estimator(options), X, y, cv=folds, method="predict_proba", n_jobs=-1)
 
 
 def _labelled(features, store: Path, split: str):

@@ -56,8 +56,9 @@ def draw(result: MapResult, out: Path, marked: dict[str, set[str]]) -> None:
         ax.scatter(*result.xy[at].T, s=4, color=cmap(i), label=name or "(none)", alpha=0.7)
     for (name, keys), marker in zip(marked.items(), ("o", "x", "^")):
         at = np.isin(result.keys, list(keys))
-        ax.scatter(*result.xy[at].T, s=28, marker=marker, facecolors="none" if marker == "o"
-                   else "black", edgecolors="black", linewidths=0.8, label=name)  # fmt: skip
+        # an open circle shows the class colour inside it; a cross has no face
+        style = {"facecolors": "none", "edgecolors": "black"} if marker == "o" else {"c": "black"}
+        ax.scatter(*result.xy[at].T, s=28, marker=marker, linewidths=0.8, label=name, **style)
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(f"t-SNE of {result.layer}")
     ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2)
