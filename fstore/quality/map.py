@@ -67,6 +67,25 @@ def draw(result: MapResult, out: Path, marked: dict[str, set[str]]) -> None:
     plt.close(fig)
 
 
+def marks(store: Path | str, layer: str | None, warn=print) -> dict[str, set[str]]:
+    """The keys to mark: every image in a duplicate cluster, every suspected label error
+    (results cached beside the store); what ``duplicates`` or ``audit`` refuses is not
+    marked, and ``warn`` says why in one line."""
+    from fstore.errors import FstoreError
+    from fstore.quality.cache import cached_audit_issues, cached_duplicates
+
+    out: dict[str, set[str]] = {}
+    try:
+        out["duplicates"] = {k for c in cached_duplicates(store, layer).clusters for k in c.keys}
+    except FstoreError as exc:  # e.g. a store written from arrays: no images to verify
+        warn(f"no duplicates marked: {exc}")
+    try:
+        out["label errors"] = {i["key"] for i in cached_audit_issues(store, layer)}
+    except FstoreError as exc:
+        warn(f"no label errors marked: {exc}")
+    return out
+
+
 def layer_map(
     store: Path | str,
     layer: str | None = None,
