@@ -159,7 +159,9 @@ def main() -> None:
         run["labels"] = label_figures(store, truth["flipped"])
         run["load_average"] = os.getloadavg()
         thumbnails(images, run["duplicates"]["other_sample"][:24], args.out / f"seed{seed}")
-        print(json.dumps({k: v for k, v in run.items()}, default=str)[:2000], flush=True)
+        brief = {**run, "duplicates": {k: v for k, v in run["duplicates"].items()
+                                       if k not in ("other_sample", "missed")}}  # fmt: skip
+        print(json.dumps(brief, default=str), flush=True)
         runs.append(run)
     mean = {
         name: float(np.mean([get(r) for r in runs]))
