@@ -278,6 +278,13 @@ def _print_run(run: TrainingRun, paths: dict[str, Path], as_json: bool) -> None:
 @store_option
 @layer_option
 @svm_search_options
+@click.option(
+    "--exclude-leaks",
+    is_flag=True,
+    help="Leave out of the test score the test images with a copy in the training split "
+    "(exact or verified near copies, as fstore duplicates finds them; cached beside the "
+    "store). The training rows stay the same.",
+)
 @run_options("svm")
 def svm(
     store: Path | None,
@@ -287,6 +294,7 @@ def svm(
     max_iter: int,
     scale: str,
     solver: str,
+    exclude_leaks: bool,
     common: RunArgs,
 ) -> None:
     """Linear SVM: grid search over C with stratified k-fold CV, refit, test.
@@ -305,6 +313,8 @@ def svm(
       fstore train svm --pca 0.95
       # 10 random splits of 100 training images per class: mean ± std
       fstore train svm --splits 10 --per-class 100
+      # test accuracy without the test images that are copies of training images
+      fstore train svm --store lite1.h5 --layer pooled --exclude-leaks
     """
     from fstore.classifiers.outputs import write_run
     from fstore.classifiers.protocol import make_splits
@@ -322,6 +332,8 @@ def svm(
         solver=solver,
     )
     fs = _load(store, layer)
+    if exclude_leaks:
+        fs = _without_leaks(fs, _store(store), layer, common)
     make_splits(fs, common.protocol)  # a split it cannot train on is refused before the fits
     click.echo(
         f"svm on {fs.layer}: {len(options.C)} C values x {cv} folds "
@@ -331,6 +343,26 @@ def svm(
     run = train_svm(fs, options, common.protocol)
     _print_run(run, write_run(run, common.out), common.as_json)
     _echo_unconverged(unconverged_line(run))
+
+
+def _without_leaks(fs: FeatureSet, store: Path, layer: str | None, common: RunArgs):
+    """``fs`` without its leaked test images (one line on stderr says how many)."""
+    from fstore.errors import ClassifierError
+    from fstore.quality.leaks import exclude_leaks
+
+    if common.protocol is not None:
+        raise ClassifierError(
+            "--exclude-leaks applies to the store's train/test split, not to --splits"
+        )
+    # the duplicates' candidates come from one stored layer: the first one asked for
+    first = layer.split(",")[0] if layer else None
+    click.echo("finding test images copied in the training split ...", err=True)
+    result = exclude_leaks(fs, store, first)
+    click.echo(
+        f"--exclude-leaks: {len(result.excluded)} leaked test images left out of the score",
+        err=True,
+    )
+    return result.features
 
 
 def _echo_unconverged(line: str | None) -> None:

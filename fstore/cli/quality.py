@@ -223,18 +223,27 @@ def audit(store, layer, folds, split, top, as_json) -> None:
     help="PNG to draw.",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="t-SNE's seed.")
+@click.option(
+    "--no-marks",
+    is_flag=True,
+    help="Do not mark duplicates and suspected label errors (they cost a duplicates and an "
+    "audit run the first time; the results are cached beside the store).",
+)
 @_json
-def map_(store, layer, output, seed, as_json) -> None:
-    """A 2-D t-SNE map of a layer, coloured by class, drawn as a PNG.
+def map_(store, layer, output, seed, no_marks, as_json) -> None:
+    """A 2-D t-SNE map of a layer, coloured by class, drawn as a PNG, with the duplicates
+    (circles) and suspected label errors (crosses) marked.
 
     Examples:
 
     \b
       fstore map --store lite1.h5 --layer pooled -o map.png
+      fstore map --no-marks
     """  # fmt: skip
-    from fstore.quality.map import layer_map
+    from fstore.quality.map import layer_map, marks
 
-    result = layer_map(_store(store), layer, out=output, seed=seed)
+    marked = {} if no_marks else marks(_store(store), layer, warn=lambda t: click.echo(t, err=True))
+    result = layer_map(_store(store), layer, out=output, marked=marked, seed=seed)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
         return

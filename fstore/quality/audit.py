@@ -16,6 +16,9 @@ import numpy as np
 from fstore.errors import ClassifierError
 from fstore.quality import require
 
+#: Feature values (rows × features) from which the folds run in parallel processes.
+PARALLEL_FROM = 1_000_000
+
 
 @dataclass(frozen=True)
 class AuditOptions:
@@ -77,7 +80,13 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, options: AuditOptions) -> np.ndarr
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     folds = StratifiedKFold(options.folds, shuffle=True, random_state=options.seed)
-    return cross_val_predict(estimator(options), X, y, cv=folds, method="predict_proba")
+    # folds in parallel processes, each with one BLAS thread: half the time of one process
+    # whose BLAS threads fight over the cores (docs/performance.md); for small data the
+    # processes' start costs more than the folds
+    jobs = -1 if np.asarray(X).size >= PARALLEL_FROM else None
+    return cross_val_predict(
+        estimator(options), X, y, cv=folds, method="predict_proba", n_jobs=jobs
+    )
 
 
 def _labelled(features, store: Path, split: str):

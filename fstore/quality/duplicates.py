@@ -25,12 +25,13 @@ from fstore.quality.rows import StoreRows, store_rows
 class DuplicateOptions:
     """``k`` neighbours per row and ``min_similarity`` make the candidates; ``verify`` checks
     them on the images (off: every candidate counts); ``use_index`` takes candidates from the
-    index that ``fstore index`` built."""
+    index that ``fstore index`` built; ``workers`` threads verify (0: one per core)."""
 
     k: int = 5
     min_similarity: float = 0.75
     verify: bool = True
     use_index: bool = False
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,13 @@ class Cluster:
             "splits": list(self.splits),
             "exact": self.exact,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Cluster:
+        return cls(
+            tuple(d["keys"]), tuple(d["labels"]), tuple(d["classes"]), tuple(d["splits"]),
+            bool(d["exact"]),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,14 @@ class DuplicateResult:
             "verified": self.verified,
             "seconds": self.seconds,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DuplicateResult:
+        return cls(
+            d["store"], d["layer"], tuple(map(Cluster.from_dict, d["exact"])),
+            tuple(map(Cluster.from_dict, d["clusters"])), d["candidates"], d["verified"],
+            dict(d["seconds"]),
+        )  # fmt: skip
 
     def leaked_test_keys(self) -> list[str]:
         """Test images with a copy in the training split (to leave out of a test score)."""
@@ -171,12 +187,9 @@ def duplicates(
     }
     todo = [p for p in pairs.tolist() if tuple(p) not in identical]
     if options.verify and todo:
-        check = Verifier()
-        todo = [
-            (a, b)
-            for a, b in todo
-            if check(rows.image(rows.keys[a]), rows.image(rows.keys[b])).copy
-        ]
+        images = [(rows.image(rows.keys[a]), rows.image(rows.keys[b])) for a, b in todo]
+        verdicts = Verifier().verify_pairs(images, options.workers)
+        todo = [p for p, v in zip(todo, verdicts) if v.copy]
     accepted = np.array(todo, np.int64).reshape(-1, 2)
     seconds = {"candidates": t1 - t0, "verify": time.perf_counter() - t1}
     return DuplicateResult(

@@ -56,14 +56,34 @@ def draw(result: MapResult, out: Path, marked: dict[str, set[str]]) -> None:
         ax.scatter(*result.xy[at].T, s=4, color=cmap(i), label=name or "(none)", alpha=0.7)
     for (name, keys), marker in zip(marked.items(), ("o", "x", "^")):
         at = np.isin(result.keys, list(keys))
-        ax.scatter(*result.xy[at].T, s=28, marker=marker, facecolors="none" if marker == "o"
-                   else "black", edgecolors="black", linewidths=0.8, label=name)  # fmt: skip
+        # an open circle shows the class colour inside it; a cross has no face
+        style = {"facecolors": "none", "edgecolors": "black"} if marker == "o" else {"c": "black"}
+        ax.scatter(*result.xy[at].T, s=28, marker=marker, linewidths=0.8, label=name, **style)
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(f"t-SNE of {result.layer}")
     ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
+
+
+def marks(store: Path | str, layer: str | None, warn=print) -> dict[str, set[str]]:
+    """The keys to mark: every image in a duplicate cluster, every suspected label error
+    (results cached beside the store); what ``duplicates`` or ``audit`` refuses is not
+    marked, and ``warn`` says why in one line."""
+    from fstore.errors import FstoreError
+    from fstore.quality.cache import cached_audit_issues, cached_duplicates
+
+    out: dict[str, set[str]] = {}
+    try:
+        out["duplicates"] = {k for c in cached_duplicates(store, layer).clusters for k in c.keys}
+    except FstoreError as exc:  # e.g. a store written from arrays: no images to verify
+        warn(f"no duplicates marked: {exc}")
+    try:
+        out["label errors"] = {i["key"] for i in cached_audit_issues(store, layer)}
+    except FstoreError as exc:
+        warn(f"no label errors marked: {exc}")
+    return out
 
 
 def layer_map(

@@ -11,6 +11,10 @@ edit) is accepted by the pixel check alone, before any keypoint is computed.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,16 +55,35 @@ def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
 
 
 class Verifier:
-    """Verifies pairs of images, keeping each image's grey picture and keypoints once."""
+    """Verifies pairs of images, keeping each image's grey picture, its band-pass picture and
+    its keypoints once. Calls may come from several threads (OpenCV releases the GIL): each
+    thread has its own ORB detector and matcher; the per-image results are shared."""
 
     def __init__(self) -> None:
         import cv2
 
         self._cv2 = cv2
-        self._orb = cv2.ORB_create(nfeatures=500)
-        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        self._local = threading.local()
         self._grey: dict[Path, np.ndarray] = {}
+        self._band: dict[Path, np.ndarray] = {}
         self._kp: dict[Path, tuple] = {}
+
+    def _tools(self) -> tuple:
+        """This thread's ORB detector and matcher (OpenCV's objects are not shared)."""
+        if not hasattr(self._local, "orb"):
+            cv2 = self._cv2
+            self._local.orb = cv2.ORB_create(nfeatures=500)
+            self._local.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        return self._local.orb, self._local.matcher
+
+    def verify_pairs(self, pairs: Iterable[tuple[Path, Path]], workers: int = 0) -> list[Verdict]:
+        """The verdict of each pair, checked by ``workers`` threads (0: one per core)."""
+        pairs = list(pairs)
+        workers = workers or os.cpu_count() or 1
+        if workers == 1 or len(pairs) < 2:
+            return [self(a, b) for a, b in pairs]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(lambda p: self(*p), pairs, chunksize=16))
 
     def grey(self, path: Path) -> np.ndarray:
         if path not in self._grey:
@@ -71,28 +94,34 @@ class Verifier:
             self._grey[path] = cv2.resize(img, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
         return self._grey[path]
 
+    def band(self, path: Path) -> np.ndarray:
+        if path not in self._band:
+            self._band[path] = _band(self._cv2, self.grey(path).astype(np.float32))
+        return self._band[path]
+
     def keypoints(self, path: Path) -> tuple:
         if path not in self._kp:
-            kp, desc = self._orb.detectAndCompute(self.grey(path), None)
+            kp, desc = self._tools()[0].detectAndCompute(self.grey(path), None)
             self._kp[path] = (np.float32([k.pt for k in kp]), desc)
         return self._kp[path]
 
     def __call__(self, a: Path, b: Path) -> Verdict:
         cv2 = self._cv2
-        ga, gb = self.grey(a).astype(np.float32), self.grey(b).astype(np.float32)
-        direct = _ncc(_band(cv2, ga), _band(cv2, gb))
+        band_a = self.band(a)
+        direct = _ncc(band_a, self.band(b))
         if direct >= MIN_NCC:
             return Verdict(True, direct, 0)
         transform, inliers = self._fit(a, b)
         if transform is None:
             return Verdict(False, direct, inliers)
+        gb = self.grey(b).astype(np.float32)
         warped = cv2.warpAffine(gb, transform, (SIDE, SIDE), flags=cv2.INTER_LINEAR)
         inside = cv2.warpAffine(np.ones_like(gb), transform, (SIDE, SIDE)) > 0.99
         # away from the overlap's border (and from black corners a rotation left in B)
         inside = cv2.erode(inside.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
         inside &= cv2.erode((warped > 0).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
         # the overlap must cover most of A: a copy is not a small part of another picture
-        ncc = _ncc(_band(cv2, ga), _band(cv2, warped), inside) if inside.mean() > 0.5 else 0.0
+        ncc = _ncc(band_a, _band(cv2, warped), inside) if inside.mean() > 0.5 else 0.0
         return Verdict(ncc >= MIN_NCC, max(ncc, direct), inliers)
 
     def _fit(self, a: Path, b: Path) -> tuple[np.ndarray | None, int]:
@@ -100,7 +129,7 @@ class Verifier:
         (pa, da), (pb, db) = self.keypoints(a), self.keypoints(b)
         if da is None or db is None or len(da) < 2 or len(db) < 2:
             return None, 0
-        pairs = self._matcher.knnMatch(db, da, k=2)
+        pairs = self._tools()[1].knnMatch(db, da, k=2)
         good = [m for m, *n in pairs if n and m.distance < 0.8 * n[0].distance]
         if len(good) < MIN_INLIERS:
             return None, len(good)

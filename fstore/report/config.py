@@ -46,6 +46,8 @@ class ReportConfig:
         cost_images: images of the sample each view set's build cost is measured on.
         seed, provider, batch_size, threads: as for ``build`` and ``train``.
         use_cache: reuse cached stages (``False`` recomputes every stage).
+        exclude_leaks: leave the test images with a copy in the training split out of every
+            section's test rows (the Data quality section gives the accuracy both ways).
     """
 
     images: Path
@@ -73,6 +75,7 @@ class ReportConfig:
     batch_size: int = 32
     threads: int | None = None
     use_cache: bool = True
+    exclude_leaks: bool = False
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.precisions if p not in PRECISIONS]

@@ -26,6 +26,7 @@ class Context:
         manifest: the store's manifest (layers, shapes, provenance, fingerprint).
         cache: where stages are cached.
         results: the results of the stages run so far, by stage name.
+        excluded: test keys left out of ``features`` (``--exclude-leaks``).
     """
 
     config: ReportConfig
@@ -33,6 +34,7 @@ class Context:
     manifest: object  # fstore.store.Manifest
     cache: StageCache
     results: dict = field(default_factory=dict)
+    excluded: tuple[str, ...] = ()
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -67,11 +69,19 @@ class Context:
         return Path(self.manifest.image_root)
 
     @cached_property
-    def features(self) -> FeatureSet:
-        """The main layer's features, read once."""
+    def all_features(self) -> FeatureSet:
+        """The main layer's features, every row, read once."""
         from fstore.store import load_features
 
         return load_features(self.store, self.main_layer)
+
+    @cached_property
+    def features(self) -> FeatureSet:
+        """The main layer's features the sections use: without the ``excluded`` test rows."""
+        fs = self.all_features
+        if not self.excluded:
+            return fs
+        return fs.subset(~np.isin(fs.keys.astype(str), np.array(self.excluded, dtype=str)))
 
     def sample_images(self) -> list[Path]:
         """The first test image of each class (all rows without a test split), up to

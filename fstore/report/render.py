@@ -40,6 +40,11 @@ def _summary_blocks(data: dict) -> list:
         ],
         ["SVM on PCA features", sections.pct(s["pca_svm_accuracy"])],
     ]
+    if "svm_accuracy_without_leaks" in s:
+        rows.append(
+            [f"SVM without the {s['leaked_test_images']} leaked test images",
+             sections.pct(s["svm_accuracy_without_leaks"])]
+        )  # fmt: skip
     if "zeroshot_accuracy" in s:
         rows.append(["zero-shot (covered classes)", sections.pct(s["zeroshot_accuracy"])])
     if "splits" in s:
@@ -131,6 +136,7 @@ def section_list(data: dict) -> list[tuple[str, str, list]]:
         ("splits", "K random splits", sections.splits(s["splits"])),
         ("improvements", "Improvements", sections.improvements(s["improvements"])),
         ("precision", "Precision", sections.precision(s["precision"])),
+        ("quality", "Data quality", sections.quality(s["quality"])),
         ("provenance", "Provenance", _provenance_blocks(data["provenance"])),
     ]
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fstore.report import stages_classifiers, stages_improvements, stages_model
+from fstore.report import stages_classifiers, stages_improvements, stages_model, stages_quality
 from fstore.report.config import ReportConfig
 from fstore.report.context import Context
 from fstore.report.stage_cache import StageCache, digest
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 #: (name, title, function, the options it depends on; ``stored_layers`` is the store's layers,
 #: which decide the improvements tried). Order matters: ``precision`` reads the ``svm`` stage's
-#: accuracy.
+#: accuracy, ``quality`` its classifier.
 STAGES: tuple[tuple[str, str, Callable[[Context, Path], dict], tuple[str, ...]], ...] = (
     ("network", "Network", stages_model.network, ("weights", "input_size")),
     ("predictions", "Sample predictions", stages_model.predictions, ("samples",)),
@@ -47,6 +47,12 @@ STAGES: tuple[tuple[str, str, Callable[[Context, Path], dict], tuple[str, ...]],
         "Precision",
         stages_model.precision,
         ("C", "cv", "seed", "precisions", "calibration_count"),
+    ),
+    (
+        "quality",
+        "Data quality",
+        stages_quality.quality,
+        ("C", "cv", "seed", "pca", "exclude_leaks"),
     ),
 )
 
@@ -92,6 +98,10 @@ def make_context(config: ReportConfig) -> Context:
     manifest = read_manifest(store)
     cache = StageCache(sidecar(store) / "report", "", config.use_cache)
     ctx = Context(config, store, manifest, cache)
+    if config.exclude_leaks:
+        from fstore.quality.leaks import leaked_test_keys
+
+        ctx.excluded = leaked_test_keys(store, ctx.main_layer)
     fs = ctx.features
     rows = digest([fs.keys.tolist(), fs.y.tolist(), fs.split.tolist(), list(fs.classes)])
     ctx.cache = StageCache(cache.root, digest([manifest.fingerprint, rows]), config.use_cache)
@@ -161,6 +171,10 @@ def summary(data: dict) -> dict:
         "pca_components": s["pca"]["thresholds"],
         "pca_svm_accuracy": s["svm"]["pca_svm"]["accuracy_mean"],
     }
+    leak = s["quality"]["leak"]
+    if leak.get("available") and leak["accuracy_without"] is not None:
+        out["svm_accuracy_without_leaks"] = leak["accuracy_without"]
+        out["leaked_test_images"] = leak["leaked"]
     if s["zeroshot"].get("available"):
         out["zeroshot_accuracy"] = s["zeroshot"]["accuracy"]
     if s["splits"].get("available"):

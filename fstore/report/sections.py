@@ -302,3 +302,74 @@ def improvements(s: dict) -> list:
         ),
         ("img", _fig(s, "chart"), "improvements"),
     ]
+
+
+def quality(s: dict) -> list:
+    d, leak, errors = s["duplicates"], s["leak"], s["label_errors"]
+    labels = "; ".join(f"{n} {name}" for name, n in sorted(d["labels"].items()))
+    exact = "; ".join(f"{n} {name}" for name, n in sorted(d["exact_labels"].items()))
+    blocks = [
+        (
+            "p",
+            f"Duplicates on {s['layer']}: **{d['exact_pairs']} byte-identical pairs** "
+            f"(same sha256) in {d['exact_clusters']} clusters ({exact or 'none'}); with the "
+            f"verified near copies **{d['clusters']} clusters**, {d['cross_split']} of them "
+            f"across train and test ({labels or 'none'}). Candidates: each image's nearest "
+            f"neighbours ({d['candidates']} pairs); {d['verified']} near pairs verified on "
+            "the images (ORB keypoints, a RANSAC similarity, pixel agreement).",
+        ),
+        ("thumbs", [
+            (_fig(s, f"cluster{i}"), f"{', '.join(c['labels'])}: " + "; ".join(
+                f"{k} ({split or '-'}, {cls or '-'})"
+                for k, split, cls in zip(c["keys"], c["splits"], c["classes"])))
+            for i, c in enumerate(s["shown_clusters"])
+        ]),
+    ]  # fmt: skip
+    if leak.get("available"):
+        note = (
+            "The other sections leave them out (--exclude-leaks)."
+            if leak["excluded_from_sections"]
+            else "The other sections count them (--exclude-leaks leaves them out)."
+        )
+        blocks.append(
+            (
+                "p",
+                f"Leakage: {leak['leaked']} of the {leak['test_images']} test images have a "
+                f"copy in the training split. The SVM's test accuracy: "
+                f"**{pct(leak['accuracy_all'])} with them, {pct(leak['accuracy_without'])} "
+                f"without them** (on the leaked images alone {pct(leak['accuracy_on_leaked'])})"
+                f"; same model, only the test set differs. {note}",
+            )
+        )
+    else:
+        blocks.append(("p", f"Leakage: not available: {leak.get('reason')}"))
+    if errors.get("available"):
+        blocks.append(
+            (
+                "p",
+                f"Suspected label errors: **{errors['count']}** of the {errors['audited']} "
+                "training images (out-of-fold logistic regression, then cleanlab's confident "
+                f"learning), the first {len(errors['top'])} below, each beside the training "
+                "image most typical of its suggested class.",
+            )
+        )
+        blocks.append(("table", ["rank", "image", "given", "suggested", "score", "example"], [
+            [str(i["rank"]), i["key"], i["given"], i["suggested"], f"{i['score']:.4f}",
+             i["example"]] for i in errors["top"]
+        ]))  # fmt: skip
+        blocks.append(("thumbs", [
+            (_fig(s, f"issue{n}"), f"{i['rank']}. {i['key']}: given {i['given']}; suggested "
+             f"{i['suggested']} (right: {i['example']})")
+            for n, i in enumerate(errors["top"])
+        ]))  # fmt: skip
+    else:
+        blocks.append(("p", f"Suspected label errors: not available: {errors.get('reason')}"))
+    blocks.append(
+        (
+            "p",
+            f"t-SNE map of {s['layer']} ({s['map_seconds']:.1f} s), coloured by class; "
+            "circles: duplicates, crosses: suspected label errors.",
+        )
+    )
+    blocks.append(("img", _fig(s, "map"), "t-SNE map"))
+    return blocks

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from quality_synthetic import clustered, feature_store
@@ -109,3 +110,26 @@ def test_image_queries_go_through_the_store_model(tmp_path, config_for, image_fo
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
     one_line_error(*run("neighbors", bad, "--store", built, "--layer", "fc7"), "does not decode")
+
+
+@pytest.mark.slow  # t-SNE and an audit: about 9 s on the shared 2-core machine
+def test_map_marks_label_errors_and_says_why_duplicates_are_not(tmp_path):
+    """A store written from arrays has no images to verify copies on: the map is drawn with
+    the audit's suspected label errors marked, and one line says why duplicates are not."""
+    pytest.importorskip("cleanlab")
+    from fstore.quality.audit import audit
+    from fstore.quality.map import marks
+
+    X = clustered(60, 16, 2, seed=3, spread=0.2)
+    labels = np.where(X[:, 0] > np.median(X[:, 0]), "a", "b")
+    store = feature_store(tmp_path / "s.h5", X, labels=labels)
+    out = tmp_path / "map.png"
+    result = CliRunner().invoke(cli, ["map", "--store", str(store), "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "no duplicates marked" in result.stderr and "from arrays" in result.stderr
+    assert out.stat().st_size > 0
+    assert len(json.loads(result.stdout)["points"]) == 60
+    said = []
+    marked = marks(store, None, warn=said.append)
+    assert marked["label errors"] == {i.key for i in audit(store).issues}
+    assert "duplicates" not in marked and len(said) == 1

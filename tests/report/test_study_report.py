@@ -28,6 +28,7 @@ SECTIONS = (
     "K random splits",
     "Improvements",
     "Precision",
+    "Data quality",
     "Provenance",
 )
 FAST = dict(
@@ -109,7 +110,7 @@ def test_second_run_reuses_every_stage_and_a_changed_option_only_its_stages(vgg1
     assert again.data["summary"] == first.data["summary"]
     changed = run_report(replace(config, C=(1.0,)))
     fresh = {name for name, s in changed.data["sections"].items() if not s["cached"]}
-    assert fresh == {"svm", "layers", "splits", "improvements", "precision"}
+    assert fresh == {"svm", "layers", "splits", "improvements", "precision", "quality"}
 
 
 def test_external_model_report(
@@ -162,7 +163,7 @@ def test_cli_report_reuses_the_stages_and_prints_the_page(vgg16_report, split_fo
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(str(config.out / "report.html"))
-    assert result.stderr.count(": cached (") == 11
+    assert result.stderr.count(": cached (") == 12
 
 
 def test_cli_report_model_without_preprocessing_is_one_line(
