@@ -76,6 +76,7 @@ def tiny_store_path(tmp_path: Path) -> Path:
     return write_arrays(tmp_path / "s.h5", features, keys, labels, ["train", "test"] * 2, {})
 
 
+@pytest.mark.slow
 def test_mission_command_reuses_the_store_folder(store_model, tmp_path, monkeypatch):
     images = tmp_path / "images"
     make_image_folder(images, {"a": 3, "b": 3})

@@ -27,6 +27,7 @@ PER_SPLIT = 20
 
 pytestmark = [
     pytest.mark.real,
+    pytest.mark.slow,  # its fixture builds a Lite1 store of 600 images
     pytest.mark.skipif(
         not (MODEL.is_file() and DATA.is_dir()),
         reason=f"needs {MODEL} and {DATA} (the shared folder beside the clone)",

@@ -25,7 +25,15 @@ def _specs(bench_model, eager_state: Path, bench_prep) -> dict:
     }
 
 
-@pytest.mark.parametrize("system", ["eager-fp32", "eager-best", "ort-fp32", "noop"])
+@pytest.mark.parametrize(
+    "system",
+    [  # the eager systems load VGG16 in torch: seconds
+        pytest.param("eager-fp32", marks=pytest.mark.slow),
+        pytest.param("eager-best", marks=pytest.mark.slow),
+        "ort-fp32",
+        "noop",
+    ],
+)
 def test_each_backend_implements_the_protocol(
     system: str, bench_model, eager_state: Path, bench_prep, uint8_batch: np.ndarray
 ) -> None:

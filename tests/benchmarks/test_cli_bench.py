@@ -47,6 +47,7 @@ def test_importing_the_command_imports_nothing_heavy() -> None:
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_tiny_bench_writes_three_outputs(bench_model, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     out = tmp_path / "bench"

@@ -15,6 +15,9 @@ from helpers import make_image_folder
 
 from fstore.cli.classifiers import classify, train
 
+# each builds a store or a report: seconds to minutes (pytest -m slow)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def built_store(tmp_path: Path, config_for) -> Path:

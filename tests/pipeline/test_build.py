@@ -185,6 +185,7 @@ def test_a_deleted_image_is_reported_and_leaves_the_store(
     assert "1 image no longer in the folder, dropped from the store" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_mixing_models_is_refused(config_for, tmp_path, image_folder):
     build(config_for(image_folder))
     with pytest.raises(StoreError, match="another model"):

@@ -24,6 +24,9 @@ from fstore.pipeline.model import build
 from fstore.pipeline.ray_engine import RayOptions, ShardFailure, compute_shards
 from fstore.store import load_features, sidecar, store_info
 
+# each builds a store or a report: seconds to minutes (pytest -m slow)
+pytestmark = pytest.mark.slow
+
 ray = pytest.importorskip("ray")
 
 

@@ -80,6 +80,7 @@ def images(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_kill_9_at_several_points_then_resume_gives_identical_store(store_model, tmp_path, images):
     reference = tmp_path / "reference.h5"
     subprocess.run(build_cmd(images, reference), check=True, timeout=300)

@@ -161,6 +161,7 @@ def test_crops5_of_a_constant_image_equals_the_plain_view(config_for, tmp_path, 
         np.testing.assert_allclose(crops, plain, rtol=FEATURE_RTOL, atol=FEATURE_ATOL)
 
 
+@pytest.mark.slow
 def test_view_layers_are_the_mean_over_views_run_by_hand(config_for, store_model, tmp_path, images):
     report = build(config_for(images, views=VIEWS, decode="exact"))
     assert report.views == VIEWS
@@ -186,6 +187,7 @@ def test_plain_layers_of_a_store_with_views_equal_a_plain_build(config_for, tmp_
         np.testing.assert_allclose(views, plain, rtol=FEATURE_RTOL, atol=FEATURE_ATOL)
 
 
+@pytest.mark.slow
 def test_interrupted_build_with_views_resumes_to_the_same_features(
     config_for, tmp_path, images, monkeypatch
 ):
@@ -213,6 +215,7 @@ def test_interrupted_build_with_views_resumes_to_the_same_features(
         np.testing.assert_allclose(done.X, ref.X, rtol=FEATURE_RTOL, atol=FEATURE_ATOL)
 
 
+@pytest.mark.slow
 def test_views_a_store_was_not_built_with_are_refused_like_layers(config_for, tmp_path, images):
     build(config_for(images, views=("flip",)))
     with pytest.raises(StoreError, match="build another store"):
@@ -223,6 +226,7 @@ def test_views_a_store_was_not_built_with_are_refused_like_layers(config_for, tm
         build(config_for(images, store=plain, views=("flip",)))
 
 
+@pytest.mark.slow
 def test_ray_worker_computes_the_view_layers_of_a_local_build(config_for, store_model, images):
     """The Ray actor's class, called in this process: the same rows as the local engine."""
     from fstore.pipeline.ray_engine import ShardWorker
@@ -290,6 +294,7 @@ def test_lite1_view_layers_through_the_cli_are_the_mean_over_views_by_hand(tmp_p
             np.testing.assert_allclose(got, expected[layer], rtol=LITE1_RTOL, atol=LITE1_ATOL)
 
 
+@pytest.mark.slow
 def test_features_outside_a_store_name_view_layers_too(config_for, store_model, tmp_path, images):
     """``classify`` computes a classifier's layers with ``extract_features``; a view layer
     comes out as the build stored it."""

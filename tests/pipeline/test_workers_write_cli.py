@@ -37,6 +37,7 @@ def test_workers_write_reaches_ray_options_and_help_says_when():
     )
 
 
+@pytest.mark.slow
 def test_workers_write_on_local_ray_through_the_cli(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     images = tmp_path / "images"

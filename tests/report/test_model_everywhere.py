@@ -9,6 +9,9 @@ import pytest
 from click.testing import CliRunner
 from helpers import SMALL
 
+# each builds a store or a report: seconds to minutes (pytest -m slow)
+pytestmark = pytest.mark.slow
+
 SMALL_OPTIONS = ["--size", "32", "--resize", "37"]
 
 

@@ -16,6 +16,9 @@ from fstore.export.weights import WeightsSource
 from fstore.report import ReportConfig, run_report
 from fstore.report.render import section_list
 
+# each builds a store or a report: seconds to minutes (pytest -m slow)
+pytestmark = pytest.mark.slow
+
 SECTIONS = (
     "Summary",
     "Network",

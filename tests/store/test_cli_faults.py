@@ -83,6 +83,7 @@ def in_namespace(script: str) -> None:
                    check=True, timeout=600)  # fmt: skip
 
 
+@pytest.mark.slow
 @needs_mounts
 def test_a_full_disk_at_every_size_is_one_line_and_resumes(setup, tmp_path):
     images, model, reference = setup
@@ -206,6 +207,7 @@ def test_sigint_is_one_line_and_the_same_command_resumes(setup, tmp_path):
     assert_resumed(store, reference, images, model)
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_20_trials_gives_the_uninterrupted_store(setup, tmp_path):
     """20 trials, each killing a build twice at a random moment, then letting it finish."""
     images, model, reference = setup

@@ -60,6 +60,7 @@ def failing_commit(monkeypatch, code: int, where: str, after: int) -> None:
         (errno.EACCES, "view", "the store's folder is not writable while writing"),
     ],
 )
+@pytest.mark.slow
 def test_a_write_fault_is_one_line_and_the_next_build_resumes(
     config_for, images, reference, tmp_path, monkeypatch, code, where, words
 ):
@@ -123,6 +124,7 @@ def _can_mount_tmpfs() -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare and a user-namespace tmpfs")
 def test_a_real_full_disk_then_resume(config_for, images, reference, tmp_path, store_model):
     """A 200 KiB tmpfs fills during the build; after it grows the same command resumes."""
@@ -143,6 +145,7 @@ def test_a_real_full_disk_then_resume(config_for, images, reference, tmp_path, s
     assert_same_store(reference, out / "s.h5")
 
 
+@pytest.mark.slow
 def test_compaction_between_incremental_builds_changes_nothing(config_for, images, tmp_path):
     """Two stores see the same builds (then a changed and a new image); one is compacted in
     between: the same rows, in the same order, read back from segments and shards."""
@@ -173,6 +176,7 @@ def _rows_by_key(store: Path, layer: str = "fc7") -> dict[str, tuple[str, np.nda
     return {k: (sha[k], x) for k, x in zip(fs.keys, fs.X)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["replaced", "rewritten in place"])
 def test_an_image_changed_while_being_read(config_for, images, tmp_path, monkeypatch, how):
     """The file is rewritten right after the reader took its bytes: the row is the version
@@ -231,6 +235,7 @@ def test_an_image_changed_while_being_read(config_for, images, tmp_path, monkeyp
     assert build(config_for(images, store=store)).images_computed == 0
 
 
+@pytest.mark.slow
 def test_a_shard_changed_in_place_is_recomputed_and_a_touched_one_kept(
     config_for, images, reference, tmp_path
 ):
@@ -253,6 +258,7 @@ def test_a_shard_changed_in_place_is_recomputed_and_a_touched_one_kept(
     assert build(config_for(images, store=store)).images_computed == 0
 
 
+@pytest.mark.slow
 def test_rows_keep_the_folders_order_whatever_the_history(config_for, images, tmp_path):
     """A changed image in the middle, a new class between two others, a deleted image and a
     compaction between builds: the rows come back in the folder's order, with the features and
