@@ -248,7 +248,7 @@ def precision_options(calibration_default: str):
 
 def weights_source(weights: str, seed: int):
     """Parse ``--weights``/``--seed`` into a ``WeightsSource``."""
-    from fstore.export.weights import WeightsSource
+    from fstore.runtime.weights_source import WeightsSource
 
     return WeightsSource.parse(weights, seed)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from fstore.export.layers import DEFAULT_INPUT_SIZE, LAYERS
-from fstore.export.weights import WeightsSource, load_vgg16
+from fstore.export.weights_loader import load_vgg16
+from fstore.runtime.weights_source import WeightsSource
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ import numpy as np
 
 from fstore.errors import ModelError
 from fstore.export.layers import NUM_CLASSES
-from fstore.export.weights import WeightsSource
 from fstore.images.decode import ImageDecodeError
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import ImageReader
 from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
 from fstore.runtime.metadata import ModelInfo
+from fstore.runtime.weights_source import WeightsSource
 
 #: Extensions of the files taken from a folder given to ``predict`` (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")

@@ -8,7 +8,7 @@ from pathlib import Path
 from fstore.images.discover import SplitSpec
 from fstore.images.preprocess import Preprocessing
 from fstore.pipeline.ray_engine import RayOptions
-from fstore.runtime.weights import WeightsSource
+from fstore.runtime.weights_source import WeightsSource
 
 DTYPES = ("float32", "float16")
 #: The decode mode of a new store when none is asked for (see the README's speed section).

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 from fstore.errors import FstoreError
-from fstore.export.weights import WeightsSource
 from fstore.images.discover import discover
 from fstore.pipeline.config import BuildConfig
 from fstore.pipeline.pipeline import (
@@ -24,6 +23,7 @@ from fstore.pipeline.pipeline import (
 )
 from fstore.pipeline.pipeline import build as build_store
 from fstore.pipeline.plan import ResolvedModel
+from fstore.runtime.weights_source import WeightsSource
 from fstore.store import layout as st
 
 __all__ = ["build", "resolve_vgg16"]

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fstore.errors import FstoreError
-from fstore.export.weights import WeightsSource
 from fstore.images.preprocess import Preprocessing
 from fstore.images.views import parse_views
+from fstore.runtime.weights_source import WeightsSource
 
 #: Layers a VGG16 report stores when none are given: fc6, fc7 for the layer study, logits for
 #: the zero-shot section.

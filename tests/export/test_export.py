@@ -18,10 +18,13 @@ from helpers import ALL_LAYERS, SMALL, random_image
 from fstore import __version__
 from fstore.errors import OutputPathError, WeightsError
 from fstore.export.layers import parse_layers
-from fstore.export.onnx_export import export, read_model_info, relative_error, truncated_vgg16
-from fstore.export.weights import WeightsSource, load_vgg16
+from fstore.export.onnx_export import export, truncated_vgg16
+from fstore.export.result import relative_error
+from fstore.export.weights_loader import load_vgg16
 from fstore.images.preprocess import Preprocessing, resize_and_crop, to_rgb
+from fstore.runtime.metadata import read_model_info
 from fstore.runtime.prefix import NODE_PREFIX
+from fstore.runtime.weights_source import WeightsSource
 
 torch = pytest.importorskip("torch")
 

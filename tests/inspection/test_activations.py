@@ -11,7 +11,6 @@ from PIL import Image
 from fstore.errors import OutputPathError, UnknownLayerError
 from fstore.export import cache
 from fstore.export.layers import get_layer
-from fstore.export.weights import WeightsSource
 from fstore.inspection.featuremaps import (
     InspectionError,
     activations,
@@ -20,6 +19,7 @@ from fstore.inspection.featuremaps import (
     normalise_maps,
 )
 from fstore.inspection.figures import activation_figure, filter_figure, save_figure
+from fstore.runtime.weights_source import WeightsSource
 
 
 def eager_maps(model, layer: str, x: np.ndarray) -> np.ndarray:

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from inspection_helpers import eager_input, relative_error, write_image
 
 from fstore.errors import ModelError
-from fstore.export.weights import WeightsSource
 from fstore.inspection.prediction import PredictFailure, Prediction, Predictor, find_images, predict
+from fstore.runtime.weights_source import WeightsSource
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from helpers import SMALL, make_image_folder, random_image
 from PIL import Image
 
 from fstore.errors import DatasetError, FstoreError, OutputPathError, StoreError, UnknownLayerError
-from fstore.export.weights import WeightsSource
 from fstore.images.discover import SplitSpec
 from fstore.pipeline.model import build
+from fstore.runtime.weights_source import WeightsSource
 from fstore.store import load_features, store_info, write_arrays
 
 
@@ -25,7 +25,7 @@ def eager_features(paths: list[Path], layers: tuple[str, ...]) -> dict[str, np.n
 
     from fstore.export.layers import parse_layers
     from fstore.export.onnx_export import truncated_vgg16
-    from fstore.export.weights import load_vgg16
+    from fstore.export.weights_loader import load_vgg16
 
     model, _ = load_vgg16(WeightsSource("random", seed=0))
     module = truncated_vgg16(model, parse_layers(layers))
