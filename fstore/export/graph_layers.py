@@ -55,14 +55,14 @@ class GraphLayer:
 
     Attributes:
         name: its module path (the node's qualified name).
-        op: the fx operation (``call_module``, ``call_function``, ``call_method``).
+        kind: what computes it: the module's class (``Conv2d``) or the function (``add``).
         shape: output shape of one image, batch excluded (before any token reduction).
         params: parameters of the node's module (0 for functions).
         macs: multiply-adds of the node for one image.
     """
 
     name: str
-    op: str
+    kind: str
     shape: tuple[int, ...]
     params: int
     macs: int
@@ -165,6 +165,12 @@ def _params(node, modules: dict, gm, seen: set[int]) -> int:
     return count
 
 
+def _kind(node, modules: dict) -> str:
+    if node.op == "call_module":
+        return type(modules[node.target]).__name__
+    return getattr(node.target, "__name__", str(node.target))
+
+
 def _attr(gm, target: str):
     value = gm
     for part in target.split("."):
@@ -194,7 +200,8 @@ def _run_nodes(gm, qualnames: dict, input_size: int) -> tuple[list[GraphLayer], 
                 return out
             if isinstance(out, torch.Tensor) and out.dim() >= 2 and out.shape[0] == 1:
                 shape = tuple(int(s) for s in out.shape[1:])
-                layers.append(GraphLayer(name, node.op, shape, pending["params"], pending["macs"]))
+                kind = _kind(node, modules)
+                layers.append(GraphLayer(name, kind, shape, pending["params"], pending["macs"]))
                 pending.update(macs=0, params=0)
             return out
 

@@ -264,3 +264,18 @@ def test_timm_transforms_equal_fstore_preprocessing_on_pil():
     image = random_image(np.random.default_rng(0), (500, 333))
     ours = preprocess(image, default_preprocessing(arch))
     assert np.abs(ours - transform(image).numpy()).max() <= 1e-5
+
+
+def test_inspect_resnet50_counts_every_parameter_once():
+    from fstore.export.inspect import inspect_arch
+
+    result = inspect_arch("resnet50", input_size=64)
+    reference = torchvision.models.resnet50()
+    assert result.total_params == sum(p.numel() for p in reference.parameters()) == 25_557_032
+    rows = {row.name: row for row in result.rows}
+    assert rows["conv1"].params == 64 * 3 * 7 * 7 and rows["conv1"].module == "Conv2d"
+    assert rows["conv1"].macs == 32 * 32 * 64 * 3 * 7 * 7  # 64 px: a 32x32 output
+    assert rows["fc"].macs == 2048 * 1000 and rows["fc"].output_shape == (1000,)
+    assert rows["layer4.2.relu_2"].output_shape == (2048, 2, 2)
+    assert result.aliases["pooled"] == "flatten" and result.arch == "resnet50"
+    assert result.fc_params_share == pytest.approx(2_049_000 / 25_557_032)
