@@ -23,8 +23,10 @@ class BuildConfig:
         store: the index file (``fstore.h5``).
         images: the image folder; ``None`` to reuse the one recorded in the store.
         layers: layers to store; ``None`` to reuse the store's.
-        weights: VGG16 weights; ``None`` for the store's (or ImageNet for a new store).
-        model: an ONNX file to use instead of exporting VGG16 (remembered by the store).
+        weights: the network's weights; ``None`` for the store's (or ImageNet for a new store).
+        model: an ONNX file to use instead of exporting a network (remembered by the store).
+        arch: the network to export (``vgg16``, ``resnet50``, ``timm:NAME``; see
+            :mod:`fstore.export.architectures`); ``None`` for the store's, else VGG16.
         preprocessing: for a ``model`` without fstore metadata.
         provider: ``cpu``, ``cuda`` or ``auto``.
         batch_size: images per model run.
@@ -48,6 +50,7 @@ class BuildConfig:
     layers: tuple[str, ...] | None = None
     weights: WeightsSource | None = None
     model: Path | None = None
+    arch: str | None = None
     preprocessing: Preprocessing | None = None
     provider: str = "auto"
     batch_size: int = 32

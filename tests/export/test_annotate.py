@@ -49,7 +49,8 @@ def test_annotated_copy_equals_the_original_with_its_flags(foreign, tmp_path):
     make_image_folder(images, {"a": 3, "b": 3}, size=(50, 44))
     out = annotate(foreign, PREP, tmp_path / "annotated.onnx", images).path
     info = read_model_info(out)
-    assert info.preprocessing == PREP and info.arch == "onnx" and info.layers == ("pooled", "logits")
+    assert info.preprocessing == PREP and info.arch == "onnx"
+    assert info.layers == ("pooled", "logits")
     assert info.shapes == {"pooled": (8,), "logits": (5,)}
     assert has_prefix(onnx.load(str(out)))
     # independently of annotate's own check: the float model fed the NumPy normalisation

@@ -310,18 +310,25 @@ def test_a_model_of_another_input_size_is_one_line(tmp_path, image_folder):
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp16"])
-def test_a_precision_for_a_given_model_is_one_line_not_ignored(tmp_path, image_folder, precision):
+def test_a_precision_for_a_given_model_builds_that_variant_and_keeps_it(
+    tmp_path, image_folder, precision
+):
+    """A foreign file at int8/fp16: annotated with its flags, the variant derived, the store
+    says so, and a resume without --precision keeps the variant."""
     from click.testing import CliRunner
     from helpers import write_noop_model
 
     from fstore.cli import cli
+    from fstore.store.layout import read_manifest
 
     model = write_noop_model(tmp_path / "noop32.onnx", size=32)
     store = tmp_path / "s.h5"
     args = ["build", str(image_folder), "--store", str(store), "--model", str(model),
             "--size", "32", "--provider", "cpu", "--precision", precision, "--quiet"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 1, result.output
-    assert f"--precision {precision} applies to VGG16 exports" in result.output
-    assert len(result.output.strip().splitlines()) == 1
-    assert not store.exists()
+    assert result.exit_code == 0, result.output
+    provenance = read_manifest(store).provenance
+    assert provenance["precision"] == precision and provenance["model_path"] != str(model)
+    again = CliRunner().invoke(cli, ["build", "--store", str(store), "--provider", "cpu"])
+    assert again.exit_code == 0, again.output
+    assert read_manifest(store).provenance["precision"] == precision
