@@ -16,7 +16,9 @@ ONNX Runtime, its version and the calibration images are written into the model'
   as long as they stay within 5 % of the model's multiply-adds (``leading``: on
   EfficientNet-Lite1 the stem and the first block's depthwise and pointwise convolutions,
   4.0 % of 600 M); and each output's head, from the last weighted node to the output, so the
-  features themselves are not rounded to 256 levels.
+  features themselves are not rounded to 256 levels; and layer norms and softmaxes
+  (``norms``), whose ranges in a Vision Transformer a few outlying values decide (a network
+  without them, such as EfficientNet-Lite1, quantizes as before).
 
 Why this recipe and not another (every variant tried on EfficientNet-Lite1 over 15-Scene,
 with their cosines, SVM changes and speeds) is recorded in docs/performance.md, "int8 recipe
@@ -60,7 +62,10 @@ INT8_FORMATS = ("u8s8", "u8u8")
 #: Nodes with a weight that int8 changes (the stem and head roles look for these).
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 #: Roles of nodes :class:`Int8Recipe` can keep in float32 (see :func:`float_nodes`).
-FLOAT_ROLES = ("stem", "leading", "head", "depthwise")
+FLOAT_ROLES = ("stem", "leading", "head", "depthwise", "norms")
+#: The ``norms`` role: operators whose int8 ranges a few outlying values decide in a
+#: transformer (layer norms and the attention's softmax); they hold no weights to shrink.
+NORM_OPS = frozenset({"LayerNormalization", "Softmax"})
 PROP_CALIBRATION = "fstore.calibration"
 PROP_PRECISION = "fstore.precision"
 
@@ -84,7 +89,7 @@ class Int8Recipe:
     per_channel: bool = True
     reduce_range: bool = False
     min_real_range: float | None = None
-    keep_float: tuple[str, ...] = ("leading", "head")
+    keep_float: tuple[str, ...] = ("leading", "head", "norms")
     leading_macs: float = 0.05
 
     def __post_init__(self) -> None:
@@ -232,7 +237,8 @@ def float_nodes(model, roles: Sequence[str], leading_macs: float = 0.05) -> list
 
     ``stem``: the first weighted node; ``leading``: the first weighted nodes, the stem
     included, within ``leading_macs`` of the model's multiply-adds; ``head``: each output back
-    to its last weighted node; ``depthwise``: every grouped convolution.
+    to its last weighted node; ``depthwise``: every grouped convolution; ``norms``: layer
+    norms and softmaxes (:data:`NORM_OPS`).
     """
     initializers = {init.name for init in model.graph.initializer}
     names = prefix_node_names(model)
@@ -244,6 +250,8 @@ def float_nodes(model, roles: Sequence[str], leading_macs: float = 0.05) -> list
         names += _heads(model, initializers)
     if "depthwise" in roles:
         names += _depthwise(model)
+    if "norms" in roles:
+        names += [node.name for node in model.graph.node if node.op_type in NORM_OPS]
     return list(dict.fromkeys(names))
 
 

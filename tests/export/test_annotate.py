@@ -65,6 +65,20 @@ def test_annotated_copy_equals_the_original_with_its_flags(foreign, tmp_path):
         assert np.abs(g - w).max() <= 1e-5 * max(1.0, np.abs(w).max())
 
 
+def test_an_annotated_model_has_int8_and_fp16_variants(foreign, tmp_path):
+    from fstore.export.precision import export_variant, read_fidelity
+
+    images = tmp_path / "images"
+    make_image_folder(images, {"a": 8, "b": 8}, size=(50, 44))
+    base = annotate(foreign, PREP, tmp_path / "annotated.onnx")
+    for precision in ("int8", "fp16"):
+        variant = export_variant(base, precision, calibration=images, calibration_count=6)
+        rows = read_fidelity(variant.path)["layers"]
+        assert variant.info.precision == precision and variant.info.arch == "onnx"
+        assert set(rows) == {"pooled", "logits"}
+        assert min(row["mean_cosine"] for row in rows.values()) >= 0.99
+
+
 def test_annotating_twice_or_at_the_wrong_size_is_one_line(foreign, tmp_path):
     out = annotate(foreign, PREP, tmp_path / "a.onnx").path
     with pytest.raises(ModelError, match="already takes uint8"):
