@@ -126,6 +126,7 @@ def test_auto_without_calibration_images_stays_fp32(base):
 # --------------------------------------------------------------------------- builds
 
 
+@pytest.mark.slow
 def test_build_from_an_architecture_resumes_with_it(tmp_path):
     from fstore.pipeline.config import BuildConfig
     from fstore.pipeline.model import build

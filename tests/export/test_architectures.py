@@ -130,6 +130,7 @@ def test_resnet_stages_pooled_and_logits_equal_eager():
     )
 
 
+@pytest.mark.slow
 def test_timm_vit_tokens_are_reduced_by_their_name():
     arch = resolve_arch("timm:test_vit")
     prep = default_preprocessing(arch)
