@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from helpers import ALL_LAYERS, SMALL, make_image_folder, random_image  # noqa: F401
 
-from fstore.export.weights import WeightsSource
 from fstore.images.preprocess import Preprocessing
 from fstore.pipeline.config import BuildConfig
+from fstore.runtime.weights_source import WeightsSource
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,7 +42,7 @@ def small_model(isolated_cache: Path):
     """
     pytest.importorskip("torch")
     from fstore.export.onnx_export import export
-    from fstore.export.weights import WeightsSource
+    from fstore.runtime.weights_source import WeightsSource
 
     return export(ALL_LAYERS, WeightsSource("random", seed=0), preprocessing=SMALL)
 

@@ -35,6 +35,7 @@ def test_json_ready_turns_numpy_paths_and_nan_into_json():
         json_text({"x": object()})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's VmHWM")
 def test_peak_memory_is_the_process_own_not_its_parents():
     """A child spawned by a large parent reports its own peak (``ru_maxrss`` would report the

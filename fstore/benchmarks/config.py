@@ -12,8 +12,8 @@ from pathlib import Path
 from fstore.errors import FstoreError
 from fstore.export.calibration import DEFAULT_CALIBRATION_COUNT
 from fstore.export.layers import get_layer
-from fstore.export.weights import WeightsSource
 from fstore.runtime.metadata import PRECISIONS
+from fstore.runtime.weights_source import WeightsSource
 
 VIEWS = ("model", "e2e", "pipeline")
 #: Views that run VGG16; the pipeline view runs a no-op model and never loads it.

@@ -131,7 +131,7 @@ def _vgg16_specs(
     from fstore.benchmarks.eager import EagerBackend, candidates, save_state_dict
     from fstore.benchmarks.inputs import model_inputs
     from fstore.benchmarks.variants import PROBE_BATCH, probe_variants
-    from fstore.export.weights import load_vgg16
+    from fstore.export.weights_loader import load_vgg16
 
     logger.info("loading eager VGG16 (%s)", config.weights.origin)
     with timed(stages, "eager weights"):
@@ -391,7 +391,7 @@ def run_bench(config: BenchConfig, workdir: Path | None = None) -> BenchResult:
     folder under ``workdir`` (the system's temporary folder by default), removed at the end.
     Progress goes to this package's loggers.
     """
-    from fstore.export.weights import require_torch
+    from fstore.export.architectures import require_torch
 
     config.check()
     require_torch()  # the eager side is half of every view

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fstore.errors import DatasetError
-from fstore.export.onnx_export import ExportResult, export
+from fstore.export.onnx_export import export
 from fstore.export.precision import describe_fidelity, read_fidelity
+from fstore.export.result import ExportResult
 from fstore.images.discover import is_split_layout, scan
 from fstore.images.preprocess import Preprocessing
 from fstore.pipeline.run import extract_features
 from fstore.runtime.metadata import read_model_info
-from fstore.runtime.weights import WeightsSource
+from fstore.runtime.weights_source import WeightsSource
 from fstore.store import FeatureSet
 from fstore.store.labels import class_of, folder_split
 

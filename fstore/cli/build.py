@@ -92,6 +92,12 @@ def stop_on_signals() -> Iterator[None]:
 )
 @store_option
 @click.option(
+    "--arch",
+    default=None,
+    help="The network to export and run: vgg16, a torchvision name or timm:NAME "
+    "(fstore inspect --arch NAME lists its layers). Default: the store's, else vgg16.",
+)
+@click.option(
     "--weights",
     default=None,
     help="'imagenet', 'random' (with --seed) or PATH. Default: the store's, "
@@ -199,6 +205,9 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
       fstore build ../shared/data/scene15 --store lite1.h5 \\
           --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
           --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+      # a torchvision network cut at its pre-logits features
+      fstore build ../shared/data/scene15 --store resnet50.h5 --arch resnet50 \\
+          --layer pooled --weights random
       # test-time views too: pooled@flip, pooled@crops5, pooled@scales:240+320
       fstore build ../shared/data/scene15 --store lite1-views.h5 \\
           --model ../shared/models/efficientnet_lite1.onnx --layer pooled \\

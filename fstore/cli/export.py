@@ -1,4 +1,4 @@
-"""``fstore export`` and ``fstore inspect``: the network as ONNX, and its layers.
+"""``fstore export`` and ``fstore inspect``: a network as ONNX, and its layers.
 
 Each command parses its options, calls one library function of :mod:`fstore.export`, then
 prints what comes back. Nothing heavy is imported at module level.
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from fstore.cli.options import (
     CommaList,
     FstoreCommand,
-    input_size_option,
     precision_options,
-    preprocessing_for,
+    preprocessing_options,
     seed_option,
     use_stderr_logging,
     weights_option,
@@ -24,18 +24,49 @@ from fstore.cli.options import (
 )
 from fstore.runtime.metadata import PRECISIONS
 
+if TYPE_CHECKING:
+    from fstore.images.preprocess import PreprocessingFlags
+
+
+arch_option = click.option(
+    "--arch",
+    default="vgg16",
+    show_default=True,
+    help="The network: vgg16, a torchvision model name (resnet50, convnext_tiny, vit_b_16, ...) "
+    "or timm:NAME (needs timm).",
+)
+#: ``--input-size`` for networks whose weights bring their own: ``None`` keeps theirs.
+arch_input_size_option = click.option(
+    "--input-size",
+    default=None,
+    type=click.IntRange(min=16),
+    help="Input side in pixels (the centre crop) [default: the weights' own; VGG16 224]; "
+    "resize keeps the weights' ratio.",
+)
+
 
 @click.command(cls=FstoreCommand)
+@arch_option
 @click.option(
     "--layers",
-    required=True,
     type=CommaList(str),
-    help="Comma-separated layers to output, e.g. fc7 or fc7,pool5.",
+    default=None,
+    help="Comma-separated layers to output, as inspect lists them (fc7,pool5; layer3, pooled, "
+    "logits, stage2 ...). Not with --onnx.",
 )
 @weights_option
 @seed_option
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset.")
-@input_size_option
+@arch_input_size_option
+@click.option(
+    "--onnx",
+    "foreign",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Annotate this ONNX image model instead: a uint8 input and its preprocessing "
+    "(--size/--resize/--mean/--std) in its metadata, checked against it; needs -o.",
+)
+@preprocessing_options
 @click.option(
     "-o",
     "--output",
@@ -53,11 +84,14 @@ from fstore.runtime.metadata import PRECISIONS
 )
 @precision_options("generated pictures")
 def export(
-    layers: tuple[str, ...],
+    arch: str,
+    layers: tuple[str, ...] | None,
     weights: str,
     seed: int,
     opset: int,
-    input_size: int,
+    input_size: int | None,
+    foreign: Path | None,
+    preprocessing: PreprocessingFlags | None,
     output: Path | None,
     no_cache: bool,
     precision: str,
@@ -65,7 +99,11 @@ def export(
     calibration_count: int,
     fidelity_images: Path | None,
 ) -> None:
-    """Export VGG16 truncated at LAYERS to ONNX and verify it against eager PyTorch.
+    """Export a network (VGG16 by default) truncated at LAYERS to ONNX and verify it against
+    eager PyTorch; or annotate an ONNX file (--onnx) so that it carries its preprocessing.
+
+    The model's preprocessing (size, resize, crop, interpolation, mean, std) is written into
+    its metadata: build, report, predict and classify read it from there.
 
     Examples:
 
@@ -74,20 +112,33 @@ def export(
       fstore export --layers fc7 --weights random --seed 0 -o vgg16-fc7.onnx
       # fc7 and pool5 with torchvision's ImageNet weights (downloads them)
       fstore export --layers fc7,pool5 --weights imagenet -o vgg16-fc7-pool5.onnx
+      # ResNet-50's stages and its pre-logits features, small and random
+      fstore export --arch resnet50 --layers stage3,pooled --weights random --input-size 64 \\
+          -o resnet50.onnx
       # int8 for the CPU, calibrated on 64 training images; fidelity printed
       fstore export --layers fc7 --weights random --precision int8 \\
           --calibration ../shared/data/scene15/train
+      # EfficientNet-Lite1 from ONNX, its preprocessing carried from now on
+      fstore export --onnx ../shared/models/efficientnet_lite1.onnx --size 240 --resize 274 \\
+          --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 -o lite1.onnx
     """
+    use_stderr_logging()
+    if foreign is not None:
+        _annotate(foreign, preprocessing, output, layers)
+        return
+    if not layers:
+        raise click.UsageError("give --layers (fstore inspect --arch NAME lists them), or --onnx")
+    if preprocessing is not None:
+        raise click.UsageError("--size/--resize/--mean/--std go with --onnx; use --input-size")
     from fstore.export.onnx_export import export as run_export
 
-    use_stderr_logging()
-    preprocessing = preprocessing_for(input_size)
     result = run_export(
         layers,
         weights_source(weights, seed),
+        arch=arch,
         opset=opset,
         output=output,
-        preprocessing=preprocessing,
+        input_size=input_size,
         use_cache=not no_cache,
         precision=precision,
         calibration=calibration,
@@ -103,7 +154,21 @@ def export(
             click.echo(line)
 
 
+def _annotate(foreign: Path, preprocessing, output: Path | None, layers) -> None:
+    from fstore.export.annotate import annotate
+
+    if output is None or preprocessing is None or layers:
+        raise click.UsageError("--onnx needs -o and its preprocessing (--size ...), not --layers")
+    result = annotate(foreign, preprocessing.standalone(), output)
+    worst = max(result.errors.values()) if result.errors else 0.0
+    click.echo(
+        f"{result.path}: {foreign.name} with a uint8 input and its preprocessing; outputs "
+        f"{', '.join(result.info.layers)}; 1 - cosine to the original at most {worst:.1e}"
+    )
+
+
 @click.command(cls=FstoreCommand)
+@arch_option
 @click.option(
     "--weights",
     default=None,
@@ -111,10 +176,11 @@ def export(
     "instead of the architecture alone.",
 )
 @seed_option
-@input_size_option
+@arch_input_size_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def inspect(weights: str | None, seed: int, input_size: int, as_json: bool) -> None:
-    """VGG16's layers: output shape, parameters and multiply-adds, with totals.
+def inspect(arch: str, weights: str | None, seed: int, input_size: int | None, as_json: bool):
+    """A network's layers: output shape, parameters and multiply-adds, with totals, and the
+    aliases (pooled, logits, stageN) that export and build take.
 
     Examples:
 
@@ -122,23 +188,30 @@ def inspect(weights: str | None, seed: int, input_size: int, as_json: bool) -> N
       fstore inspect
       fstore inspect --input-size 320
       fstore inspect --weights random --json
+      fstore inspect --arch resnet50
     """
-    from fstore.export.inspect import inspect_vgg16
+    from fstore.export.inspect import inspect_arch
 
     source = weights_source(weights, seed) if weights else None
-    result = inspect_vgg16(source, input_size)
+    result = inspect_arch(arch, source, input_size)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    click.echo(f"{'layer':<8} {'module':<14} {'output':>16} {'params':>13} {'MACs':>15}")
+    width = max(8, *(len(row.name) for row in result.rows))
+    click.echo(f"{'layer':<{width}} {'module':<14} {'output':>16} {'params':>13} {'MACs':>15}")
     for row in result.rows:
         shape = "x".join(map(str, row.output_shape))
-        click.echo(f"{row.name:<8} {row.module:<14} {shape:>16} {row.params:>13,} {row.macs:>15,}")
+        click.echo(
+            f"{row.name:<{width}} {row.module:<14} {shape:>16} {row.params:>13,} {row.macs:>15,}"
+        )
+    for alias, layer in result.aliases.items():
+        click.echo(f"alias: {alias} = {layer}")
     click.echo(
         f"total parameters: {result.total_params:,} "
-        f"({result.fc_params_share:.1%} in fc6, fc7 and fc8)"
+        f"({result.fc_params_share:.1%} in fully connected layers)"
     )
+    size = result.input_size
     click.echo(
-        f"multiply-adds per {input_size}x{input_size} image: {result.total_macs:,} "
+        f"multiply-adds per {size}x{size} image: {result.total_macs:,} "
         f"({result.total_macs / 1e9:.2f} GMAC)"
     )

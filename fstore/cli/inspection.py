@@ -26,7 +26,7 @@ from fstore.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from fstore.images.preprocess import Preprocessing
+    from fstore.images.preprocess import PreprocessingFlags
 
 model_option = click.option(
     "--model",
@@ -72,7 +72,7 @@ def predict(
     weights: str,
     seed: int,
     model: Path | None,
-    preprocessing: Preprocessing | None,
+    preprocessing: PreprocessingFlags | None,
     classes_spec: str | None,
     input_size: int,
     provider: str,
@@ -104,7 +104,7 @@ def predict(
             model,
             provider,
             classes=class_names(classes_spec),
-            preprocessing=preprocessing,
+            preprocessing=preprocessing.standalone() if preprocessing else None,
         )
     else:
         use_stderr_logging()  # the export's progress, on first use

@@ -263,7 +263,7 @@ def precision_options(calibration_default: str):
 
 def weights_source(weights: str, seed: int):
     """Parse ``--weights``/``--seed`` into a ``WeightsSource``."""
-    from fstore.export.weights import WeightsSource
+    from fstore.runtime.weights_source import WeightsSource
 
     return WeightsSource.parse(weights, seed)
 
@@ -275,20 +275,18 @@ def preprocessing_for(input_size: int):
     return for_options(input_size)
 
 
-def _preprocessing(size, resize, mean, std):
-    from fstore.images.preprocess import for_options
-
-    return for_options(size, resize, mean, std)
-
-
 def preprocessing_options(command: Callable) -> Callable:
     """``--size``, ``--resize``, ``--mean`` and ``--std``, handed to the command as one
-    ``preprocessing`` argument: a ``Preprocessing``, or ``None`` when none of them is given
-    (the model's own preprocessing then applies)."""
+    ``preprocessing`` argument: the ``PreprocessingFlags`` given, or ``None`` when none of them
+    is (the model's own preprocessing then applies). Flags, not a ``Preprocessing``, so that a
+    model's own preprocessing is checked against what the user typed, not against defaults."""
 
     @functools.wraps(command)
     def collect(*args, size, resize, mean, std, **kwargs):
-        return command(*args, preprocessing=_preprocessing(size, resize, mean, std), **kwargs)
+        from fstore.images.preprocess import PreprocessingFlags
+
+        flags = PreprocessingFlags(size, resize, mean, std)
+        return command(*args, preprocessing=flags if flags.given else None, **kwargs)
 
     return option_group(
         click.option("--size", type=int, default=None,

@@ -16,46 +16,13 @@ ONNX Runtime, its version and the calibration images are written into the model'
   as long as they stay within 5 % of the model's multiply-adds (``leading``: on
   EfficientNet-Lite1 the stem and the first block's depthwise and pointwise convolutions,
   4.0 % of 600 M); and each output's head, from the last weighted node to the output, so the
-  features themselves are not rounded to 256 levels.
+  features themselves are not rounded to 256 levels; and layer norms and softmaxes
+  (``norms``), whose ranges in a Vision Transformer a few outlying values decide (a network
+  without them, such as EfficientNet-Lite1, quantizes as before).
 
-EfficientNet-Lite1, ``pooled``, 64 calibration images of 15-Scene's training split,
-onnxruntime 1.32, AVX-512 VNNI CPU. Cosine to fp32 over all 4,485 images (mean / min) and the
-change in linear-SVM test accuracy (fp32 90.05 %):
-
-======================================================  ===============  ==========
-variant                                                 cosine           SVM points
-======================================================  ===============  ==========
-min/max, every node int8                                0.985 / 0.912    +0.17
-percentile 99.999, every node int8                      0.986 / 0.908
-min/max, stem and head float                            0.990 / 0.927
-percentile, stem and head float                         0.9905 / 0.9381
-**this recipe** (percentile, leading 5 % and head)      0.9956 / 0.9713  -0.17
-this recipe, U8U8 weights                               0.9953 / 0.9779
-entropy ranges                                          0.91 on a fifth
-depthwise convolutions float                            0.977
-======================================================  ===============  ==========
-
-Keeping nodes float, one group at a time, on 256 random 15-Scene images (percentile ranges;
-stem and head float in every row; cosine mean / min):
-
-====================================================  ===============
-also float                                            cosine
-====================================================  ===============
-nothing                                               0.9903 / 0.9569
-first block (``blocks.0``: depthwise, pointwise)      0.9955 / 0.9791
-only its depthwise / only its pointwise convolution   0.9946 / 0.9715, 0.9839 / 0.9290
-any one later stage (``blocks.1`` … ``blocks.6``)     0.9901–0.9921 / 0.9519–0.9669
-leading 10 % / 15 % / 20 % of the multiply-adds        0.9961 / 0.9806, 0.9962 / 0.9837,
-                                                      0.9964 / 0.9879
-leading 5 % and every projection (``conv_pwl``)        0.9889 / 0.9395
-leading 5 %, with percentile 99.99 / 99.9999          0.9957 / 0.9788, 0.9952 / 0.9783
-leading 5 %, with min/max ranges                      0.9952 / 0.9812
-leading 5 %, with 128 calibration images              0.9955 / 0.9714
-leading 5 %, the residual Adds or removable Clips     unchanged
-====================================================  ===============
-
-Model-only speed against fp32 in one run (batch 32, 2 threads, load 6–9): leading 5 %
-1.86×, 10 % 1.26×, 20 % 0.82×; U8U8 weights on this VNNI CPU 0.38×.
+Why this recipe and not another (every variant tried on EfficientNet-Lite1 over 15-Scene,
+with their cosines, SVM changes and speeds) is recorded in docs/performance.md, "int8 recipe
+ablation": it kept the highest cosine to fp32 of the variants that still ran faster than fp32.
 """
 
 from __future__ import annotations
@@ -93,7 +60,10 @@ INT8_FORMATS = ("u8s8", "u8u8")
 #: Nodes with a weight that int8 changes (the stem and head roles look for these).
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 #: Roles of nodes :class:`Int8Recipe` can keep in float32 (see :func:`float_nodes`).
-FLOAT_ROLES = ("stem", "leading", "head", "depthwise")
+FLOAT_ROLES = ("stem", "leading", "head", "depthwise", "norms")
+#: The ``norms`` role: operators whose int8 ranges a few outlying values decide in a
+#: transformer (layer norms and the attention's softmax); they hold no weights to shrink.
+NORM_OPS = frozenset({"LayerNormalization", "Softmax"})
 PROP_CALIBRATION = "fstore.calibration"
 PROP_PRECISION = "fstore.precision"
 
@@ -117,7 +87,7 @@ class Int8Recipe:
     per_channel: bool = True
     reduce_range: bool = False
     min_real_range: float | None = None
-    keep_float: tuple[str, ...] = ("leading", "head")
+    keep_float: tuple[str, ...] = ("leading", "head", "norms")
     leading_macs: float = 0.05
 
     def __post_init__(self) -> None:
@@ -147,7 +117,7 @@ class Int8Recipe:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-#: The recipe measured best on EfficientNet-Lite1 over 15-Scene (see the module's docstring).
+#: The recipe measured best on EfficientNet-Lite1 over 15-Scene (docs/performance.md).
 DEFAULT_RECIPE = Int8Recipe()
 
 
@@ -261,7 +231,8 @@ def float_nodes(model, roles: Sequence[str], leading_macs: float = 0.05) -> list
 
     ``stem``: the first weighted node; ``leading``: the first weighted nodes, the stem
     included, within ``leading_macs`` of the model's multiply-adds; ``head``: each output back
-    to its last weighted node; ``depthwise``: every grouped convolution.
+    to its last weighted node; ``depthwise``: every grouped convolution; ``norms``: layer
+    norms and softmaxes (:data:`NORM_OPS`).
     """
     initializers = {init.name for init in model.graph.initializer}
     names = prefix_node_names(model)
@@ -273,6 +244,8 @@ def float_nodes(model, roles: Sequence[str], leading_macs: float = 0.05) -> list
         names += _heads(model, initializers)
     if "depthwise" in roles:
         names += _depthwise(model)
+    if "norms" in roles:
+        names += [node.name for node in model.graph.node if node.op_type in NORM_OPS]
     return list(dict.fromkeys(names))
 
 

@@ -1,9 +1,14 @@
-"""VGG16 → ONNX, truncated at the requested layers, verified against eager PyTorch, cached.
+"""A network → ONNX, truncated at the requested layers, verified against eager PyTorch, cached.
 
-The graph has one input (``image``: uint8 NHWC RGB pixels, dynamic batch, normalised inside by
-the prefix of :mod:`fstore.runtime.prefix`) and one output per requested layer, named as in
-:mod:`fstore.export.layers`. Nothing past the deepest requested layer is computed. Torch is
-imported lazily: :func:`ensure_model` returns a cached model without it.
+The network is VGG16 (the default, its layers named as in :mod:`fstore.export.layers`) or any
+architecture of :mod:`fstore.export.architectures` (torchvision, ``timm:NAME``), cut at its own
+node names or aliases (:mod:`fstore.export.graph_layers`). The graph has one input (``image``:
+uint8 NHWC RGB pixels, dynamic batch, normalised inside by the prefix of
+:mod:`fstore.runtime.prefix`) and one output per requested layer, named as requested. Nothing
+past the deepest requested layer is computed. The preprocessing the weights take (size, resize,
+interpolation, mean, std) is written into the model's metadata, so commands that run it need
+no preprocessing flags. Torch is imported lazily: :func:`ensure_model` returns a cached model
+without it.
 
 :func:`export` reads as its steps: a cached model is reused (:func:`_cached`); otherwise the
 weights are loaded, the truncated module exported with its prefix (:func:`_write_onnx`) and
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,15 +29,16 @@ import numpy as np
 
 from fstore import __version__
 from fstore.errors import ModelError
-from fstore.export import cache
-from fstore.export.layers import LAYERS, Layer, parse_layers
-from fstore.export.precision import (
-    AUTO,
-    AUTO_MIN_COSINE,
-    auto_candidate,
-    export_variant,
-    fidelity_holds,
+from fstore.export.architectures import (
+    VGG16,
+    Architecture,
+    class_names,
+    default_preprocessing,
+    resolve_arch,
 )
+from fstore.export.layers import LAYERS, Layer, parse_layers
+from fstore.export.model_cache import alias_key, lookup_alias, model_key, model_path, record_alias
+from fstore.export.precision import choose_auto, export_variant
 from fstore.export.result import (
     ExportResult,
     check_writable,
@@ -39,30 +46,19 @@ from fstore.export.result import (
     relative_error,
     save_model,
 )
-from fstore.export.weights import WeightsSource, load_vgg16
+from fstore.export.weights_loader import imagenet_origin, load_model
 from fstore.images.preprocess import Preprocessing, to_float
 from fstore.runtime.metadata import (
     PRECISIONS,
     ModelInfo,
-    read_metadata_props,
     read_model_info,
     write_props,
 )
 from fstore.runtime.prefix import IMAGE_INPUT, add_prefix
+from fstore.runtime.weights_source import WeightsSource
 
 if TYPE_CHECKING:
     import torch
-
-__all__ = [
-    "PRECISIONS",
-    "ExportResult",
-    "ensure_model",
-    "export",
-    "read_metadata_props",
-    "read_model_info",
-    "relative_error",
-    "truncated_vgg16",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -142,15 +138,44 @@ def verify(
     return {name: relative_error(g, e.numpy()) for name, g, e in zip(layer_names, got, expected)}
 
 
-def _class_names() -> tuple[str, ...]:
+@dataclass(frozen=True)
+class Cut:
+    """A network cut at the requested layers: the module to export and what it outputs."""
+
+    module: torch.nn.Module
+    names: tuple[str, ...]
+    shapes: dict[str, tuple[int, ...]]
+    classes: tuple[str, ...] | None
+
+
+def _cut_vgg16(model, layers: Sequence[str], prep: Preprocessing) -> Cut:
     from torchvision.models import VGG16_Weights
 
-    return tuple(VGG16_Weights.IMAGENET1K_V1.meta["categories"])
+    chosen = parse_layers(layers)
+    names = tuple(layer.name for layer in chosen)
+    classes = None
+    if {"logits", "prob"} & set(names):
+        classes = tuple(VGG16_Weights.IMAGENET1K_V1.meta["categories"])
+    shapes = {layer.name: layer.output_shape(prep.crop) for layer in chosen}
+    return Cut(truncated_vgg16(model, chosen), names, shapes, classes)
 
 
-def _write_onnx(
-    module: torch.nn.Module, layers: tuple[Layer, ...], info: ModelInfo, path: Path
-) -> None:
+def cut(arch: Architecture, model, layers: Sequence[str], prep: Preprocessing) -> Cut:
+    """``model`` (an ``arch``) truncated at ``layers``; unknown names are a one-line error."""
+    if arch.family == "vgg16":
+        return _cut_vgg16(model, layers, prep)
+    from fstore.export.graph_layers import layer_table, truncate
+
+    table = layer_table(arch, model, prep.crop)
+    chosen = table.select(tuple(layers))
+    logits = table.aliases.get("logits")
+    head = [c for c in chosen if c.node == logits and c.reduce is None]
+    classes = class_names(arch, head[0].shape[0]) if head and len(head[0].shape) == 1 else None
+    shapes = {c.name: c.shape for c in chosen}
+    return Cut(truncate(model, table, chosen), tuple(shapes), shapes, classes)
+
+
+def _write_onnx(module: torch.nn.Module, info: ModelInfo, path: Path) -> None:
     """Export ``module`` (float NCHW input), add the uint8 prefix and the metadata, save."""
     import torch
 
@@ -161,7 +186,7 @@ def _write_onnx(
         (x,),
         None,
         input_names=[INPUT_NAME],
-        output_names=[lay.name for lay in layers],
+        output_names=list(info.layers),
         dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
         opset_version=info.opset,
         dynamo=True,
@@ -176,31 +201,37 @@ def _write_onnx(
     write_props(path, {p.key: p.value for p in model.metadata_props})
 
 
-def _model_info(
-    chosen: tuple[Layer, ...], weights: WeightsSource, sha: str, opset: int, prep: Preprocessing
-) -> ModelInfo:
-    names = tuple(layer.name for layer in chosen)
-    return ModelInfo(
-        layers=names,
-        shapes={layer.name: layer.output_shape(prep.crop) for layer in chosen},
-        preprocessing=prep,
-        weights_origin=weights.origin,
-        weights_sha256=sha,
-        precision="fp32",
-        opset=opset,
-        classes=_class_names() if {"logits", "prob"} & set(names) else None,
-        fstore_version=__version__,
-    )
+def _layer_key(arch: Architecture, layers: Sequence[str]) -> tuple[str, ...]:
+    """The layers as the cache names them: VGG16's in forward order, others' sorted (their
+    order is known only once the network is traced)."""
+    if arch.family == "vgg16":
+        return tuple(layer.name for layer in parse_layers(layers))
+    return tuple(sorted(set([layers] if isinstance(layers, str) else layers)))
 
 
-def _cached(
-    weights: WeightsSource, names: tuple[str, ...], opset: int, prep: Preprocessing
-) -> ExportResult | None:
+@dataclass(frozen=True)
+class Fp32Request:
+    """What decides a verified fp32 export."""
+
+    arch: Architecture
+    layers: tuple[str, ...]
+    weights: WeightsSource
+    opset: int
+    preprocessing: Preprocessing
+
+
+def _cached_path(request: Fp32Request, sha: str) -> Path:
+    arch, prep = request.arch, request.preprocessing
+    key = model_key(arch.name, sha, _layer_key(arch, request.layers), request.opset, "fp32", prep)
+    return model_path(key, arch.name)
+
+
+def _cached(request: Fp32Request) -> ExportResult | None:
     """The fp32 model already in the cache for these weights, when their alias is known."""
-    sha = cache.lookup_alias(weights.alias())
+    sha = lookup_alias(alias_key(request.arch.name, request.weights.alias()))
     if sha is None:
         return None
-    path = cache.model_path(cache.model_key(sha, names, opset, "fp32", prep))
+    path = _cached_path(request, sha)
     if not path.is_file():
         return None
     logger.info("using cached model %s", path)
@@ -223,88 +254,122 @@ def _check(path: Path, module, names: tuple[str, ...], prep: Preprocessing) -> d
     return errors
 
 
-def export_fp32(
-    chosen: tuple[Layer, ...],
-    weights: WeightsSource,
-    opset: int,
-    prep: Preprocessing,
-    use_cache: bool = True,
-) -> ExportResult:
-    """The verified fp32 model for these layers: from the cache, or exported now."""
-    names = tuple(layer.name for layer in chosen)
-    hit = _cached(weights, names, opset, prep) if use_cache else None
+def _origin(arch: Architecture, weights: WeightsSource) -> str:
+    return imagenet_origin(arch) if weights.kind == "imagenet" else weights.origin
+
+
+def export_fp32(request: Fp32Request, use_cache: bool = True) -> ExportResult:
+    """The verified fp32 model for ``request``: from the cache, or exported now."""
+    hit = _cached(request) if use_cache else None
     if hit is not None:
         return hit
     start = time.perf_counter()
-    logger.info("loading VGG16 weights (%s)", weights.origin)
-    model, sha = load_vgg16(weights)
-    cache.record_alias(weights.alias(), sha)
-    path = cache.model_path(cache.model_key(sha, names, opset, "fp32", prep))
-    info = _model_info(chosen, weights, sha, opset, prep)
-    module = truncated_vgg16(model, chosen)
+    arch, prep = request.arch, request.preprocessing
+    logger.info("loading %s weights (%s)", arch.name, request.weights.origin)
+    model, sha = load_model(arch, request.weights)
+    record_alias(alias_key(arch.name, request.weights.alias()), sha)
+    network = cut(arch, model, request.layers, prep)
+    path = _cached_path(request, sha)
+    info = ModelInfo(
+        layers=network.names,
+        shapes=network.shapes,
+        preprocessing=prep,
+        weights_origin=_origin(arch, request.weights),
+        weights_sha256=sha,
+        precision="fp32",
+        opset=request.opset,
+        classes=network.classes,
+        fstore_version=__version__,
+        arch=arch.name,
+    )
     if not (use_cache and path.is_file()):
-        logger.info("exporting %s (opset %d, fp32)", ", ".join(names), opset)
+        logger.info("exporting %s of %s (opset %d, fp32)", ", ".join(info.layers), arch.name,
+                    request.opset)  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_onnx(module, chosen, info, path)
-    errors = _check(path, module, names, prep)
+        _write_onnx(network.module, info, path)
+    errors = _check(path, network.module, network.names, prep)
     return ExportResult(path, info, errors, time.perf_counter() - start, False)
+
+
+@dataclass(frozen=True)
+class VariantOptions:
+    """How a precision variant is made and chosen: the int8 calibration folder and count,
+    and the provider ``auto`` decides for."""
+
+    calibration: Path | None = None
+    calibration_count: int = 64
+    provider: str = "cpu"
 
 
 def export(
     layers: str | Sequence[str],
     weights: WeightsSource,
     *,
+    arch: str | Architecture = VGG16,
     opset: int = DEFAULT_OPSET,
     precision: str = "fp32",
-    preprocessing: Preprocessing = Preprocessing(),
+    preprocessing: Preprocessing | None = None,
+    input_size: int | None = None,
     output: Path | None = None,
     use_cache: bool = True,
     calibration: Path | None = None,
     calibration_count: int = 64,
     provider: str = "cpu",
 ) -> ExportResult:
-    """Export VGG16 truncated at ``layers`` to ONNX and verify it against eager PyTorch.
+    """Export ``arch`` truncated at ``layers`` to ONNX and verify it against eager PyTorch.
 
-    The model lands in the cache (see :mod:`fstore.export.cache`) and, if ``output`` is given,
-    is copied there. A model already cached is reused without export or torch (unless the weights
-    must be loaded to learn their hash). Raises ``ModelError`` when verification fails.
-    ``precision`` is ``fp32``, ``int8``, ``fp16`` or ``auto``: fp16 on ``provider`` cuda or
-    tensorrt, int8 on the CPU (calibrated on ``calibration``), wherever the variant's measured
-    fidelity holds, else fp32 (see :func:`fstore.export.precision.auto_candidate` and
-    :func:`~fstore.export.precision.fidelity_holds`). ``calibration`` is an image folder for
-    int8 ranges and variant fidelity. Progress goes to the ``fstore.export`` logger.
+    ``preprocessing`` is what the model is exported for; by default the architecture's own
+    weights' (:func:`~fstore.export.architectures.default_preprocessing`), at ``input_size``
+    pixels when given. The model lands in the cache (see :mod:`fstore.export.model_cache`) and,
+    if ``output`` is given, is copied there. A model already cached is reused without export
+    (unless the weights must be loaded to learn their hash). Raises ``ModelError`` when
+    verification fails. ``precision`` is ``fp32``, ``int8``, ``fp16`` or ``auto`` (see
+    :func:`fstore.export.precision.choose_auto`, for ``provider``); int8 is calibrated on
+    ``calibration_count`` images of the folder ``calibration``.
+    Progress goes to the ``fstore.export`` logger.
     """
-    chosen = parse_layers(layers)
+    from fstore.export.precision import AUTO
+
     if precision not in (*PRECISIONS, AUTO):
         raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    arch = resolve_arch(arch)
+    if arch.family == "vgg16":
+        parse_layers(layers)  # a bad name is reported before anything loads
     if output is not None:
         check_writable(output)
-    base = export_fp32(chosen, weights, opset, preprocessing, use_cache)
-    wanted = auto_candidate(provider, calibration) if precision == AUTO else precision
-    if wanted == "fp32":
-        return deliver(base, output)
-    variant = export_variant(
+    prep = preprocessing or default_preprocessing(arch, input_size)
+    names = (layers,) if isinstance(layers, str) else tuple(layers)
+    base = export_fp32(Fp32Request(arch, names, weights, opset, prep), use_cache)
+    variant = VariantOptions(calibration, calibration_count, provider)
+    return deliver(derive(base, precision, variant, use_cache), output)
+
+
+def derive(
+    base: ExportResult, precision: str, options: VariantOptions, use_cache: bool = True
+) -> ExportResult:
+    """``base`` (a verified fp32 model) at ``precision``; ``auto`` chooses by fidelity and
+    speed on ``options.provider``."""
+    from fstore.export.precision import AUTO
+
+    if precision == AUTO:
+        return choose_auto(base, options.provider, options.calibration, options.calibration_count)
+    return export_variant(
         base,
-        wanted,
-        calibration=calibration,
-        calibration_count=calibration_count,
+        precision,
+        calibration=options.calibration,
+        calibration_count=options.calibration_count,
         use_cache=use_cache,
     )
-    if precision == AUTO and not fidelity_holds(variant):
-        logger.info("auto: %s fidelity below %s, using fp32", wanted, AUTO_MIN_COSINE)
-        return deliver(base, output)
-    if precision == AUTO:
-        logger.info("auto: %s, its fidelity reaches %s on every layer", wanted, AUTO_MIN_COSINE)
-    return deliver(variant, output)
 
 
 def ensure_model(
     layers: str | Sequence[str],
     weights: WeightsSource,
-    preprocessing: Preprocessing = Preprocessing(),
+    preprocessing: Preprocessing | None = None,
     precision: str = "fp32",
     calibration: Path | None = None,
     provider: str = "cpu",
+    arch: str | Architecture = VGG16,
 ) -> Path:
     """The cached model for these layers and weights, exporting it first if needed.
 
@@ -313,6 +378,7 @@ def ensure_model(
     return export(
         layers,
         weights,
+        arch=arch,
         preprocessing=preprocessing,
         precision=precision,
         calibration=calibration,

@@ -14,9 +14,13 @@ Fidelity is measured against the fp32 model on the same pixels: per layer, the c
 similarity between the two models' features of each image (mean and minimum) and the largest
 relative error. :func:`export_variant` records the calibration and the fidelity in the model's
 ONNX metadata (``fstore.calibration``, ``fstore.fidelity``), so a cached variant still says how
-faithful it is (:func:`read_fidelity`). ``--precision auto`` takes a variant only where that
-record holds (:func:`fidelity_holds`). The change in SVM accuracy on a labelled folder is
-measured above this layer, by :mod:`fstore.classifiers.fidelity`.
+faithful it is (:func:`read_fidelity`). ``--precision auto`` (:func:`choose_auto`) takes a
+variant only where that record holds (:func:`fidelity_holds`) and where it is clearly faster
+than fp32 on this machine: one batch of each is timed, and the variant must be
+:data:`AUTO_SPEEDUP` times as fast, a margin that load on a shared machine does not flip (on a
+CPU without VNNI int8 can be slower than fp32). The timings are written beside the variant
+(:func:`speed_path`). The change in SVM accuracy on a labelled folder is measured above this
+layer, by :mod:`fstore.classifiers.fidelity`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 from fstore.errors import DatasetError, ModelError
-from fstore.export import cache
 from fstore.export.calibration import (
     DEFAULT_CALIBRATION_COUNT,
     calibration_fingerprint,
@@ -46,6 +49,7 @@ from fstore.export.int8 import (
     int8_format,
     quantize_int8,
 )
+from fstore.export.model_cache import model_key, model_path
 from fstore.export.result import (
     ExportResult,
     deliver,
@@ -53,7 +57,7 @@ from fstore.export.result import (
     save_model,
     set_props,
 )
-from fstore.fsutil import commit_file, tmp_path_for
+from fstore.fsutil import atomic_write_bytes, commit_file, tmp_path_for
 from fstore.images.preprocess import Preprocessing
 from fstore.runtime.metadata import (
     PRECISIONS,
@@ -78,6 +82,10 @@ AUTO_MIN_COSINE = 0.999
 #: The variant ``auto`` tries on each provider (int8 needs calibration images, see
 #: :func:`auto_candidate`).
 AUTO_VARIANTS = {"cuda": "fp16", "tensorrt": "fp16", "cpu": "int8"}
+#: How many times as fast as fp32 a variant must run one batch for ``auto`` to take it.
+AUTO_SPEEDUP = 1.25
+#: Images in the batch ``auto`` times, and the runs of it (the fastest counts).
+AUTO_BATCH, AUTO_RUNS = 16, 3
 
 _PROP_FIDELITY = "fstore.fidelity"
 
@@ -323,8 +331,10 @@ def _cached_or_derived(base, precision, calibration, request, use_cache) -> Expo
     info = base.info
     chosen = _calibration_images(calibration, precision, request)
     tag = variant_tag(precision, chosen, request)
-    key = cache.model_key(info.weights_sha256, info.layers, info.opset, tag, info.preprocessing)
-    path = cache.model_path(key)
+    key = model_key(
+        info.arch, info.weights_sha256, info.layers, info.opset, tag, info.preprocessing
+    )
+    path = model_path(key, info.arch)
     if use_cache and path.is_file():
         logger.info("using cached %s model %s", precision, path)
         return ExportResult(path, read_model_info(path), {}, 0.0, True)
@@ -345,3 +355,86 @@ def _cached_or_derived(base, precision, calibration, request, use_cache) -> Expo
     errors = {layer: row["max_relative_error"] for layer, row in rows.items()}
     seconds = time.perf_counter() - start
     return ExportResult(path, replace(info, precision=precision), errors, seconds, False)
+
+
+# --------------------------------------------------------------------------- auto
+
+
+def time_models(
+    models: dict[str, Path], provider: str, pixels: np.ndarray, runs: int = AUTO_RUNS
+) -> dict[str, float]:
+    """Seconds of the fastest of ``runs`` runs of each model on ``pixels``, after a warm-up.
+
+    The models' runs alternate, so a burst of load falls on both rather than on one.
+    """
+    backends = {name: OrtBackend.open(Path(path), provider) for name, path in models.items()}
+    best = {name: float("inf") for name in models}
+    for backend in backends.values():
+        backend.run(pixels)
+    for _ in range(runs):
+        for name, backend in backends.items():
+            start = time.perf_counter()
+            backend.run(pixels)
+            best[name] = min(best[name], time.perf_counter() - start)
+    for backend in backends.values():
+        backend.close()
+    return best
+
+
+def speed_path(model: Path) -> Path:
+    """Where ``auto`` records the timings that decided for or against a variant."""
+    return Path(model).with_suffix(".auto.json")
+
+
+def _decide(
+    base: ExportResult, variant: ExportResult, precision: str, provider: str
+) -> tuple[bool, str]:
+    """Whether ``variant`` is clearly faster than ``base`` (fp32) on ``provider``, and why."""
+    pixels = synthetic_pixels(AUTO_BATCH, base.info.preprocessing, seed=2)
+    seconds = time_models({"fp32": base.path, precision: variant.path}, provider, pixels)
+    speedup = seconds["fp32"] / seconds[precision]
+    faster = speedup >= AUTO_SPEEDUP
+    record = {
+        "provider": provider,
+        "batch": AUTO_BATCH,
+        "seconds": seconds,
+        "speedup": speedup,
+        "required": AUTO_SPEEDUP,
+        "int8_format": int8_format(),
+        "chosen": precision if faster else "fp32",
+    }
+    atomic_write_bytes(speed_path(variant.path), json.dumps(record, indent=1).encode())
+    timing = (
+        f"{speedup:.2f}x fp32's speed on {provider} ({seconds[precision] * 1e3:.0f} vs "
+        f"{seconds['fp32'] * 1e3:.0f} ms per batch of {AUTO_BATCH}; {AUTO_SPEEDUP}x required)"
+    )
+    return faster, timing
+
+
+def choose_auto(
+    base: ExportResult,
+    provider: str,
+    calibration: Path | None,
+    calibration_count: int = DEFAULT_CALIBRATION_COUNT,
+) -> ExportResult:
+    """``--precision auto``: the provider's variant (:func:`auto_candidate`) where its fidelity
+    holds and it runs one batch at least :data:`AUTO_SPEEDUP` times as fast as ``base``, else
+    ``base``. One log line says what was chosen and why."""
+    candidate = auto_candidate(provider, calibration)
+    if candidate == "fp32":
+        logger.info("auto: fp32 (no images to calibrate int8 on, or no faster variant here)")
+        return base
+    variant = export_variant(
+        base, candidate, calibration=calibration, calibration_count=calibration_count
+    )
+    if not fidelity_holds(variant):
+        logger.info("auto: fp32, %s's fidelity is below mean cosine %s", candidate, AUTO_MIN_COSINE)
+        return base
+    faster, timing = _decide(base, variant, candidate, provider)
+    if not faster:
+        logger.info("auto: fp32, %s is not clearly faster: %s", candidate, timing)
+        return base
+    logger.info(
+        "auto: %s, fidelity >= %s on every layer and %s", candidate, AUTO_MIN_COSINE, timing
+    )
+    return variant

@@ -1,8 +1,9 @@
 """Image preprocessing identical to torchvision's ImageNet transforms, in Pillow and NumPy.
 
-``Resize(256)`` (bilinear, antialiased: Pillow's own filter, which torchvision calls for PIL
-images), ``CenterCrop(224)``, ``ToTensor()`` and ``Normalize(mean, std)``, without torch.
-The tests compare this module with torchvision on images of many sizes and modes.
+``Resize(256)`` (bilinear or bicubic, antialiased: Pillow's own filters, which torchvision, and
+timm through it, call for PIL images), ``CenterCrop(224)``, ``ToTensor()`` and
+``Normalize(mean, std)``, without torch. The tests compare this module with torchvision and
+timm on images of many sizes and modes.
 
 Decoders hand over ``uint8`` crops; :func:`to_float` is the NumPy reference of the last two
 steps (``ToTensor`` + ``Normalize``) on a whole ``(N, H, W, 3)`` batch, the math that the
@@ -12,18 +13,17 @@ model's uint8 input prefix reproduces.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from PIL import Image
 
+from fstore.errors import FstoreError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: Fields that earlier versions wrote into every preprocessing JSON and that no longer exist:
-#: ``antialias`` was never read (Pillow's bilinear filter is antialiased). Dropped on parsing;
-#: hashed back by :meth:`Preprocessing.fingerprint_fields`, so stores and cached models made
-#: before keep their fingerprints and cache keys.
-RETIRED_FIELDS = {"antialias": True}
+#: Resampling filters of ``Resize``, as Pillow applies them (antialiased) on PIL images.
+FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class Preprocessing:
         resize: length of the short side after resizing (aspect ratio kept).
         crop: side of the centre crop, which is the network's input size.
         mean, std: per-channel normalisation applied after scaling pixels to [0, 1].
-        interpolation: resampling filter; only ``bilinear`` (antialiased, as Pillow does it).
+        interpolation: resampling filter of the resize, ``bilinear`` or ``bicubic`` (both
+            antialiased, as Pillow does them and torchvision calls them on PIL images).
         channels: channel order of the input tensor.
     """
 
@@ -46,8 +47,11 @@ class Preprocessing:
     channels: str = "RGB"
 
     def __post_init__(self) -> None:
-        if self.interpolation != "bilinear":
-            raise ValueError(f"unsupported interpolation {self.interpolation!r}")
+        if self.interpolation not in FILTERS:
+            raise ValueError(
+                f"unsupported interpolation {self.interpolation!r}; "
+                f"choose from {', '.join(FILTERS)}"
+            )
         if self.crop > self.resize:
             raise ValueError(f"crop ({self.crop}) must not exceed resize ({self.resize})")
 
@@ -55,14 +59,21 @@ class Preprocessing:
         return json.dumps(asdict(self), sort_keys=True)
 
     def fingerprint_fields(self) -> dict:
-        """The fields as store fingerprints and model cache keys hash them (with the retired
-        ones, at the only value they ever had)."""
-        return {**json.loads(self.to_json()), **RETIRED_FIELDS}
+        """The fields as store fingerprints and model cache keys hash them."""
+        return asdict(self)
 
     @classmethod
     def from_json(cls, text: str) -> Preprocessing:
-        """Parse :meth:`to_json`'s text, also as earlier versions wrote it (retired fields)."""
-        data = {k: v for k, v in json.loads(text).items() if k not in RETIRED_FIELDS}
+        """Parse :meth:`to_json`'s text; fields this version does not know are a one-line error
+        (a record written by an earlier fstore)."""
+        data = json.loads(text)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise FstoreError(
+                "a preprocessing record has fields this fstore does not know "
+                f"({', '.join(unknown)}): it was written by an earlier fstore; build a new "
+                "store (--store) or export the model again"
+            )
         data["mean"] = tuple(data["mean"])
         data["std"] = tuple(data["std"])
         return cls(**data)
@@ -111,7 +122,7 @@ def resize_and_crop(image: Image.Image, spec: Preprocessing) -> Image.Image:
     """``Resize(spec.resize)`` then ``CenterCrop(spec.crop)``, as torchvision does on PIL."""
     new_size = resized_size(image.size, spec)
     if new_size != image.size:
-        image = image.resize(new_size, Image.Resampling.BILINEAR)
+        image = image.resize(new_size, FILTERS[spec.interpolation])
     left, top = crop_offsets(image.size, spec)
     return image.crop((left, top, left + spec.crop, top + spec.crop))
 
@@ -147,6 +158,93 @@ def to_float(batch: np.ndarray, spec: Preprocessing) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class PreprocessingFlags:
+    """What ``--size/--resize/--mean/--std/--interpolation`` said; ``None`` where not given."""
+
+    size: int | None = None
+    resize: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
+    def standalone(self) -> Preprocessing | None:
+        """The preprocessing the flags ask for alone; ``None`` if none was given.
+
+        ``resize`` defaults to 256/224 of the crop, as in the ImageNet recipe; the rest to
+        torchvision's ImageNet values.
+        """
+        if not self.given:
+            return None
+        crop = self.size or 224
+        return Preprocessing(
+            resize=self.resize or round(crop * 256 / 224),
+            crop=crop,
+            mean=self.mean or IMAGENET_MEAN,
+            std=self.std or IMAGENET_STD,
+            interpolation=self.interpolation or "bilinear",
+        )
+
+    def contradictions(self, carried: Preprocessing) -> list[str]:
+        """``--flag value`` (the model's value) for each given flag that differs from
+        ``carried``."""
+        pairs = {
+            "size": (self.size, carried.crop),
+            "resize": (self.resize, carried.resize),
+            "mean": (self.mean, carried.mean),
+            "std": (self.std, carried.std),
+            "interpolation": (self.interpolation, carried.interpolation),
+        }
+        return [
+            f"--{flag} {_flag_text(given)} (the model's: {_flag_text(own)})"
+            for flag, (given, own) in pairs.items()
+            if given is not None and not _same(given, own)
+        ]
+
+
+def _flag_text(value) -> str:
+    return ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else str(value)
+
+
+def _same(given, own) -> bool:
+    if isinstance(own, tuple):
+        return np.allclose(np.asarray(given, float), np.asarray(own, float), rtol=0, atol=1e-6)
+    return given == own
+
+
+def resolve_preprocessing(
+    carried: Preprocessing | None, flags: PreprocessingFlags | None = None, model: str = "model"
+) -> Preprocessing | None:
+    """The preprocessing a model runs with: its own (``carried``, from its metadata), which
+    flags may repeat but never change, else the flags' alone (``None`` without either).
+
+    A flag that contradicts the model's own preprocessing is a one-line ``FstoreError``: it is
+    never a silent override, nor silently ignored.
+    """
+    flags = flags or PreprocessingFlags()
+    if carried is None:
+        return flags.standalone()
+    wrong = flags.contradictions(carried)
+    if wrong:
+        raise FstoreError(
+            f"{model} carries its own preprocessing ({describe(carried)}); "
+            f"{'; '.join(wrong)} contradicts it: leave the flag out"
+        )
+    return carried
+
+
+def describe(spec: Preprocessing) -> str:
+    """``resize 274, crop 240, bilinear, mean 0.485,0.456,0.406, std 0.229,0.224,0.225``."""
+    return (
+        f"resize {spec.resize}, crop {spec.crop}, {spec.interpolation}, "
+        f"mean {_flag_text(spec.mean)}, std {_flag_text(spec.std)}"
+    )
+
+
 def for_options(
     size: int | None,
     resize: int | None = None,
@@ -157,12 +255,4 @@ def for_options(
 
     ``resize`` defaults to 256/224 of the crop, as in the ImageNet recipe.
     """
-    if all(v is None for v in (size, resize, mean, std)):
-        return None
-    crop = size or 224
-    return Preprocessing(
-        resize=resize or round(crop * 256 / 224),
-        crop=crop,
-        mean=mean or IMAGENET_MEAN,
-        std=std or IMAGENET_STD,
-    )
+    return PreprocessingFlags(size, resize, mean, std).standalone()

@@ -13,11 +13,11 @@ import numpy as np
 
 from fstore.errors import FstoreError, ModelError, UnknownLayerError
 from fstore.export.layers import LAYERS, Layer, get_layer
-from fstore.export.weights import WeightsSource
 from fstore.images.decode import ImageDecodeError
 from fstore.images.preprocess import Preprocessing, to_float
 from fstore.images.reader import ImageReader
 from fstore.runtime.metadata import ModelInfo
+from fstore.runtime.weights_source import WeightsSource
 
 #: Layers whose output is a (C, H, W) map, in forward order.
 SPATIAL_LAYERS: tuple[str, ...] = tuple(layer.name for layer in LAYERS if layer.is_spatial)

@@ -18,13 +18,13 @@ import numpy as np
 
 from fstore.errors import ModelError
 from fstore.export.layers import NUM_CLASSES
-from fstore.export.weights import WeightsSource
 from fstore.images.decode import ImageDecodeError
 from fstore.images.discover import image_files
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import ImageReader
 from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
 from fstore.runtime.metadata import ModelInfo
+from fstore.runtime.weights_source import WeightsSource
 
 PREDICT_OUTPUTS = ("logits", "prob")
 #: torchvision's ImageNet preprocessing at 224 pixels.
@@ -201,12 +201,13 @@ class Predictor:
         if info is None:
             return cls._load_external(probe, path, classes, preprocessing)
         outputs = tuple(name for name in PREDICT_OUTPUTS if name in probe.outputs)
-        if not outputs or info.classes is None:
+        if not outputs:
             raise ModelError(
                 f"{path} has no 'logits' or 'prob' output (its outputs are: "
                 f"{', '.join(probe.outputs)}); export one with: fstore export --layers logits,prob"
             )
-        info = replace(info, classes=classes or info.classes)
+        # an annotated ONNX file carries its preprocessing but no class names: ImageNet's
+        info = replace(info, classes=classes or info.classes or IMAGENET_CLASSES)
         if len(info.classes) != NUM_CLASSES:
             raise ModelError(f"{path} names {len(info.classes)} classes, expected {NUM_CLASSES}")
         return cls(replace(probe, outputs=outputs), path, info)

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fstore.images.discover import SplitSpec
-from fstore.images.preprocess import Preprocessing
+from fstore.images.preprocess import Preprocessing, PreprocessingFlags
 from fstore.images.reader import MAX_IMAGE_BYTES
 from fstore.pipeline.ray_engine import RayOptions
-from fstore.runtime.weights import WeightsSource
+from fstore.runtime.weights_source import WeightsSource
 
 DTYPES = ("float32", "float16")
 #: The decode mode of a new store when none is asked for (see the README's speed section).
@@ -24,8 +24,10 @@ class BuildConfig:
         store: the index file (``fstore.h5``).
         images: the image folder; ``None`` to reuse the one recorded in the store.
         layers: layers to store; ``None`` to reuse the store's.
-        weights: VGG16 weights; ``None`` for the store's (or ImageNet for a new store).
-        model: an ONNX file to use instead of exporting VGG16 (remembered by the store).
+        weights: the network's weights; ``None`` for the store's (or ImageNet for a new store).
+        model: an ONNX file to use instead of exporting a network (remembered by the store).
+        arch: the network to export (``vgg16``, ``resnet50``, ``timm:NAME``; see
+            :mod:`fstore.export.architectures`); ``None`` for the store's, else VGG16.
         preprocessing: for a ``model`` without fstore metadata.
         provider: ``cpu``, ``cuda`` or ``auto``.
         batch_size: images per model run.
@@ -43,6 +45,8 @@ class BuildConfig:
             :mod:`fstore.images.views`): each layer ``L`` is also stored as ``L@V``, its mean
             over the views of set ``V``. Empty: the store's.
         max_image_bytes: larger image files are recorded as bad without being read.
+        flags: the preprocessing options as typed (``preprocessing`` completes them): what a
+            model's own preprocessing is checked against.
     """
 
     store: Path
@@ -50,6 +54,7 @@ class BuildConfig:
     layers: tuple[str, ...] | None = None
     weights: WeightsSource | None = None
     model: Path | None = None
+    arch: str | None = None
     preprocessing: Preprocessing | None = None
     provider: str = "auto"
     batch_size: int = 32
@@ -65,6 +70,7 @@ class BuildConfig:
     pool: str = "threads"
     views: tuple[str, ...] = ()
     max_image_bytes: int = MAX_IMAGE_BYTES
+    flags: PreprocessingFlags | None = None
 
     @classmethod
     def from_options(
@@ -76,7 +82,7 @@ class BuildConfig:
         weights: str | None,
         seed: int,
         model: Path | None,
-        preprocessing: Preprocessing | None,
+        preprocessing: PreprocessingFlags | None,
         float16: bool,
         train_per_class: int | None,
         split_seed: int,
@@ -97,7 +103,7 @@ class BuildConfig:
         from fstore.store import default_store_path
 
         names = tuple(name for item in layers for name in item)
-        if names and model is None:
+        if names and model is None and settings.get("arch") in (None, "vgg16"):
             names = tuple(layer.name for layer in parse_layers(names))
         return cls(
             store=store or default_store_path(),
@@ -105,7 +111,8 @@ class BuildConfig:
             layers=names or None,
             weights=WeightsSource.parse(weights, seed) if weights else None,
             model=model,
-            preprocessing=preprocessing,
+            preprocessing=preprocessing.standalone() if preprocessing else None,
+            flags=preprocessing,
             dtype="float16" if float16 else "float32",
             split=SplitSpec("random", train_per_class, split_seed) if train_per_class else None,
             ray=RayOptions(

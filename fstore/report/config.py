@@ -7,9 +7,9 @@ from pathlib import Path
 
 from fstore.classifiers.svm_options import DEFAULT_C
 from fstore.errors import FstoreError
-from fstore.export.weights import WeightsSource
-from fstore.images.preprocess import Preprocessing, for_options
+from fstore.images.preprocess import Preprocessing, PreprocessingFlags, for_options
 from fstore.images.views import parse_views
+from fstore.runtime.weights_source import WeightsSource
 
 #: Layers a VGG16 report stores when none are given: fc6, fc7 for the layer study, logits for
 #: the zero-shot section.
@@ -83,10 +83,10 @@ class ReportConfig:
             raise FstoreError(
                 f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}"
             )
-        if self.model is not None and self.preprocessing is None:
+        if self.model is not None and self.preprocessing is None and not _carries(self.model):
             raise FstoreError(
-                "a --model needs its preprocessing: --size (and --resize, --mean, "
-                "--std as its documentation gives them)"
+                "a --model needs its preprocessing: --size (and --resize, --mean, --std as its "
+                "documentation gives them), or annotate it once: fstore export --onnx FILE ..."
             )
         if self.splits < 0 or self.samples < 0:
             raise FstoreError("--splits and --samples cannot be negative")
@@ -133,6 +133,7 @@ class ReportConfig:
         weights: str,
         seed: int,
         model: Path | None,
+        preprocessing: PreprocessingFlags | None,
         c_grid: tuple[float, ...],
         no_cache: bool,
         **settings,
@@ -143,9 +144,22 @@ class ReportConfig:
         return cls(
             images=images,
             model=model,
+            preprocessing=preprocessing.standalone() if preprocessing else None,
             weights=None if model else WeightsSource.parse(weights, seed),
             C=tuple(c_grid),
             seed=seed,
             use_cache=not no_cache,
             **settings,
         )
+
+
+def _carries(model: Path) -> bool:
+    """Whether ``model`` carries its preprocessing (an fstore export or an annotated file)."""
+    from fstore.errors import ModelError
+    from fstore.runtime.metadata import read_model_info
+
+    try:
+        read_model_info(model)
+    except ModelError:
+        return False
+    return True

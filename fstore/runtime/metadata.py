@@ -33,6 +33,8 @@ class ModelInfo:
         opset: ONNX opset.
         classes: the 1000 ImageNet class names when ``logits`` or ``prob`` is an output.
         fstore_version: version of fstore that exported it.
+        arch: the architecture (``vgg16``, ``resnet50``, ``timm:NAME``), or ``onnx`` for an
+            ONNX file fstore annotated.
     """
 
     layers: tuple[str, ...]
@@ -44,6 +46,7 @@ class ModelInfo:
     opset: int
     classes: tuple[str, ...] | None
     fstore_version: str
+    arch: str = "vgg16"
 
     def to_props(self) -> dict[str, str]:
         props = {
@@ -55,6 +58,7 @@ class ModelInfo:
             "precision": self.precision,
             "opset": str(self.opset),
             "fstore_version": self.fstore_version,
+            "arch": self.arch,
         }
         if self.classes is not None:
             props["classes"] = json.dumps(list(self.classes))
@@ -77,6 +81,7 @@ class ModelInfo:
             opset=int(p["opset"]),
             classes=classes,
             fstore_version=p["fstore_version"],
+            arch=p.get("arch", "vgg16"),
         )
 
 

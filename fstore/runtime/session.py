@@ -55,6 +55,24 @@ def captured_output() -> Iterator[list[str]]:
             caught.append(sink.read().decode(errors="replace"))
 
 
+#: ONNX Runtime 1.32's NCHWc layout pass crashes the process (a segmentation fault) on some
+#: float16 graphs on the CPU (a Vision Transformer's patch convolution); fp16 is for CUDA, and
+#: on the CPU it runs without that pass.
+_FP16_CPU_DISABLED = ("NchwcTransformer",)
+
+
+def _disabled_optimizers(model: str | bytes, provider: str) -> list[str]:
+    from fstore.runtime.metadata import read_props
+
+    if provider != "cpu" or not isinstance(model, str):
+        return []
+    try:
+        fp16 = read_props(Path(model)).get("fstore.precision") == "fp16"
+    except ModelError:
+        return []  # ONNX Runtime gives the reason when it loads the file
+    return list(_FP16_CPU_DISABLED) if fp16 else []
+
+
 def _create_session(model: str | bytes, provider: str, threads: int | None, label: str):
     import onnxruntime as ort
 
@@ -66,6 +84,7 @@ def _create_session(model: str | bytes, provider: str, threads: int | None, labe
                 sess_options=session_options(threads),
                 providers=provider_list(provider),
                 enable_fallback=0,  # fail instead of printing a banner and falling back
+                disabled_optimizers=_disabled_optimizers(model, provider),
             )
     except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors
         raise ModelError(f"cannot load ONNX model {label}: {str(exc).splitlines()[0]}") from None

@@ -28,7 +28,7 @@ def bench_model(isolated_cache: Path, bench_prep: Preprocessing):
     """The fp32 ``ExportResult`` of pool5 at 32x32 (exported once per session)."""
     pytest.importorskip("torch")
     from fstore.export.onnx_export import export
-    from fstore.export.weights import WeightsSource
+    from fstore.runtime.weights_source import WeightsSource
 
     return export((BENCH_LAYER,), WeightsSource("random", seed=0), preprocessing=bench_prep)
 
@@ -44,7 +44,8 @@ def bench_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def full_vgg16():
     pytest.importorskip("torch")
-    from fstore.export.weights import WeightsSource, load_vgg16
+    from fstore.export.weights_loader import load_vgg16
+    from fstore.runtime.weights_source import WeightsSource
 
     return load_vgg16(WeightsSource("random", seed=0))[0]
 

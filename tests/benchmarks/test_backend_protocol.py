@@ -62,7 +62,8 @@ def test_a_backend_without_the_protocol_is_told_apart() -> None:
 def test_eager_fp32_and_onnx_runtime_agree_on_uint8_batches(
     bench_model, eager_state: Path, bench_prep, uint8_batch: np.ndarray
 ) -> None:
-    from fstore.export.onnx_export import VERIFY_TOLERANCE, relative_error
+    from fstore.export.onnx_export import VERIFY_TOLERANCE
+    from fstore.export.result import relative_error
 
     specs = _specs(bench_model, eager_state, bench_prep)
     eager = specs["eager-fp32"].make().run(uint8_batch)["pool5"]

@@ -9,8 +9,9 @@ import pytest
 
 from fstore.benchmarks import machine
 from fstore.export.calibration import decode_inputs
-from fstore.export.onnx_export import VERIFY_TOLERANCE, relative_error
+from fstore.export.onnx_export import VERIFY_TOLERANCE
 from fstore.export.precision import compare_features
+from fstore.export.result import relative_error
 from fstore.fsutil import peak_rss_mib
 
 torch = pytest.importorskip("torch")

@@ -127,7 +127,7 @@ def test_the_command_hands_the_library_one_config(
     from fstore.benchmarks import harness
     from fstore.benchmarks.config import BenchConfig
     from fstore.errors import FstoreError
-    from fstore.export.weights import WeightsSource
+    from fstore.runtime.weights_source import WeightsSource
 
     seen = []
 

@@ -278,7 +278,7 @@ def test_the_store_records_the_precision(int8_variant, bench_folder: Path, tmp_p
 
 def _auto_export(bench_folder: Path, bench_prep: Preprocessing, calibration: Path | None):
     from fstore.export.onnx_export import export
-    from fstore.export.weights import WeightsSource
+    from fstore.runtime.weights_source import WeightsSource
 
     return export(
         ("pool5",),
@@ -320,9 +320,9 @@ def test_auto_on_cpu_without_calibration_images_keeps_fp32(
 def test_an_auto_build_records_the_precision_it_chose(
     bench_folder: Path, bench_prep: Preprocessing, tmp_path: Path, monkeypatch, threshold, expected
 ) -> None:
-    from fstore.export.weights import WeightsSource
     from fstore.pipeline.config import BuildConfig
     from fstore.pipeline.model import build
+    from fstore.runtime.weights_source import WeightsSource
     from fstore.store import store_info
 
     monkeypatch.setattr(prec, "AUTO_MIN_COSINE", threshold)  # cosine is at most 1: 1.5 fails

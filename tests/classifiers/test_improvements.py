@@ -100,6 +100,7 @@ def test_view_layers_with_a_plus_in_their_name_combine_as_hstack_of_unit_parts(v
     assert load_layers(view_store, pooled).layer == pooled  # one layer, as stored
 
 
+@pytest.mark.slow
 def test_each_row_is_train_svm_on_its_layers_with_its_scaling(view_store):
     from fstore.store import store_layers
 

@@ -18,10 +18,13 @@ from helpers import ALL_LAYERS, SMALL, random_image
 from fstore import __version__
 from fstore.errors import OutputPathError, WeightsError
 from fstore.export.layers import parse_layers
-from fstore.export.onnx_export import export, read_model_info, relative_error, truncated_vgg16
-from fstore.export.weights import WeightsSource, load_vgg16
+from fstore.export.onnx_export import export, truncated_vgg16
+from fstore.export.result import relative_error
+from fstore.export.weights_loader import load_vgg16
 from fstore.images.preprocess import Preprocessing, resize_and_crop, to_rgb
+from fstore.runtime.metadata import read_model_info
 from fstore.runtime.prefix import NODE_PREFIX
+from fstore.runtime.weights_source import WeightsSource
 
 torch = pytest.importorskip("torch")
 
@@ -64,6 +67,7 @@ def test_every_layer_matches_eager_on_small_input(small_model):
     np.testing.assert_allclose(got["prob"].sum(1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_graph_stops_at_the_deepest_layer(tmp_path):
     fc7 = export("fc7", RANDOM0, preprocessing=SMALL, output=tmp_path / "fc7.onnx")
     graph = onnx.load(str(fc7.path)).graph
@@ -110,6 +114,7 @@ def test_metadata_and_dynamic_batch(small_model, tmp_path):
     assert no_classes.info.classes is None
 
 
+@pytest.mark.slow
 def test_cache_is_reused_and_keyed_by_weights_content(tmp_path):
     first = export("pool2", RANDOM0, preprocessing=SMALL)
     again = export("pool2", RANDOM0, preprocessing=SMALL)
@@ -123,6 +128,7 @@ def test_cache_is_reused_and_keyed_by_weights_content(tmp_path):
     assert other.path != first.path
 
 
+@pytest.mark.slow
 def test_mismatched_and_unreadable_weights(tmp_path):
     model, _ = load_vgg16(RANDOM0)
     state = model.state_dict()

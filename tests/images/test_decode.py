@@ -50,6 +50,21 @@ def test_fast_stays_close_to_exact_on_large_jpegs(size, mode):
     assert np.abs(shifted.astype(int) - exact.astype(int)).mean() > 4
 
 
+@pytest.mark.parametrize("size", [(640, 480), (300, 520), (60, 50)])
+def test_bicubic_fast_holds_the_fast_decode_rule(size):
+    """Bicubic: large JPEGs within the tolerance of the bilinear test above; an enlarged
+    picture takes Pillow's bicubic resize, so it equals exact."""
+    spec = Preprocessing(resize=64, crop=56, interpolation="bicubic")
+    data = _jpeg(size)
+    exact, fast = decode_crop(data, spec, "exact")[0], decode_crop(data, spec, "fast")[0]
+    if min(size) <= spec.resize:
+        np.testing.assert_array_equal(fast, exact)
+    assert _cosine(fast, exact) >= 0.995
+    assert np.abs(fast.astype(int) - exact.astype(int)).mean() <= 4
+    bilinear = decode_crop(data, SPEC, "exact")[0]
+    assert np.abs(bilinear.astype(int) - exact.astype(int)).max() > 0
+
+
 @pytest.mark.parametrize("size", [(60, 50), (50, 61), (37, 90), (SPEC.resize, 80)])
 def test_fast_enlarging_matches_exact_within_one_level(size):
     """A picture only enlarged (short side <= ``resize``) is resized by OpenCV: torchvision's

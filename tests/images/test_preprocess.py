@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
 from helpers import random_image
 from PIL import Image
 
+from fstore.errors import FstoreError
 from fstore.images.decode import ImageDecodeError, decode
-from fstore.images.preprocess import Preprocessing, preprocess, to_rgb
+from fstore.images.preprocess import (
+    Preprocessing,
+    PreprocessingFlags,
+    preprocess,
+    resolve_preprocessing,
+    to_rgb,
+)
 from fstore.images.reader import ImageReader
 
 torchvision = pytest.importorskip("torchvision")
@@ -32,7 +40,9 @@ def reference(spec: Preprocessing):
     return transforms.Compose(
         [
             transforms.Resize(
-                spec.resize, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True
+                spec.resize,
+                interpolation=transforms.InterpolationMode(spec.interpolation),
+                antialias=True,
             ),
             transforms.CenterCrop(spec.crop),
             transforms.ToTensor(),
@@ -56,6 +66,17 @@ def test_matches_torchvision(size, mode):
     theirs = reference(spec)(rgb).numpy()
     assert ours.shape == (3, 224, 224) and ours.dtype == np.float32
     assert np.abs(ours - theirs).max() <= 1e-5
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_bicubic_matches_torchvision(size):
+    spec = Preprocessing(interpolation="bicubic")
+    image = random_image(np.random.default_rng(hash(size) % 1000), size)
+    ours = preprocess(image, spec)
+    assert np.abs(ours - reference(spec)(image).numpy()).max() <= 1e-5
+    bilinear = preprocess(image, Preprocessing())
+    if min(size) != spec.resize:  # the filters differ wherever the picture is resized
+        assert np.abs(ours - bilinear).max() > 1e-3
 
 
 def test_small_spec_matches_torchvision():
@@ -125,3 +146,42 @@ def test_truncated_and_bomb_raise():
     Image.new("1", (20000, 20000)).save(bomb, "PNG")
     with pytest.raises(ImageDecodeError, match="decompression bomb"):
         decode(bomb.getvalue())
+
+
+def test_a_record_with_an_unknown_field_is_one_line():
+    old = json.dumps({**json.loads(Preprocessing().to_json()), "antialias": True})
+    with pytest.raises(FstoreError, match="antialias.*earlier fstore") as info:
+        Preprocessing.from_json(old)
+    assert "\n" not in str(info.value)
+    assert Preprocessing.from_json(Preprocessing(interpolation="bicubic").to_json()) == (
+        Preprocessing(interpolation="bicubic")
+    )
+
+
+LITE1 = Preprocessing(resize=274, crop=240)
+
+
+def test_flags_that_repeat_the_model_are_accepted():
+    flags = PreprocessingFlags(size=240, resize=274, mean=(0.485, 0.456, 0.406))
+    assert resolve_preprocessing(LITE1, flags) == LITE1
+    assert resolve_preprocessing(LITE1, None) == LITE1
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (PreprocessingFlags(size=224), "--size 224 (the model's: 240)"),
+        (PreprocessingFlags(std=(0.5, 0.5, 0.5)), "--std 0.5,0.5,0.5"),
+        (PreprocessingFlags(interpolation="bicubic"), "--interpolation bicubic"),
+    ],
+)
+def test_flags_that_contradict_the_model_are_one_line(flags, named):
+    with pytest.raises(FstoreError) as info:
+        resolve_preprocessing(LITE1, flags, "lite1.onnx")
+    message = str(info.value)
+    assert named in message and "lite1.onnx carries" in message and "\n" not in message
+
+
+def test_flags_alone_follow_the_imagenet_recipe():
+    assert resolve_preprocessing(None, PreprocessingFlags(size=240)) == LITE1
+    assert resolve_preprocessing(None, PreprocessingFlags()) is None

@@ -12,7 +12,8 @@ from inspection_helpers import SMALL, write_image
 def eager_vgg16():
     """torchvision's VGG16 with the same random weights (seed 0) the ``small_model`` holds."""
     pytest.importorskip("torch")
-    from fstore.export.weights import WeightsSource, load_vgg16
+    from fstore.export.weights_loader import load_vgg16
+    from fstore.runtime.weights_source import WeightsSource
 
     model, _ = load_vgg16(WeightsSource("random", seed=0))
     return model
@@ -23,7 +24,7 @@ def conv1_model(isolated_cache: Path) -> Path:
     """The cached conv1_1-only export for random weights (seed 0) at 32x32: tiny and fast."""
     pytest.importorskip("torch")
     from fstore.export.onnx_export import ensure_model
-    from fstore.export.weights import WeightsSource
+    from fstore.runtime.weights_source import WeightsSource
 
     return ensure_model(("conv1_1",), WeightsSource("random", seed=0), SMALL)
 

@@ -9,9 +9,8 @@ from inspection_helpers import SMALL, eager_input, relative_error, write_image
 from PIL import Image
 
 from fstore.errors import OutputPathError, UnknownLayerError
-from fstore.export import cache
 from fstore.export.layers import get_layer
-from fstore.export.weights import WeightsSource
+from fstore.export.model_cache import alias_key, lookup_alias
 from fstore.inspection.featuremaps import (
     InspectionError,
     activations,
@@ -20,6 +19,7 @@ from fstore.inspection.featuremaps import (
     normalise_maps,
 )
 from fstore.inspection.figures import activation_figure, filter_figure, save_figure
+from fstore.runtime.weights_source import WeightsSource
 
 
 def eager_maps(model, layer: str, x: np.ndarray) -> np.ndarray:
@@ -147,7 +147,7 @@ def test_bad_layer_channels_and_image_are_one_line_errors(conv1_model, image, tm
         activations(broken, "conv1_1", model=conv1_model)
     with pytest.raises(InspectionError, match="cannot read image"):  # before any export
         activations(tmp_path / "absent.jpg", "conv1_1", weights=WeightsSource("random", seed=99))
-    assert cache.lookup_alias("random:seed=99") is None
+    assert lookup_alias(alias_key("vgg16", "random:seed=99")) is None
     result = CliRunner().invoke(
         cli, ["activations", str(image), "--layer", "fc7", "--model", str(conv1_model)]
     )

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from inspection_helpers import eager_input, relative_error, write_image
 
 from fstore.errors import ModelError
-from fstore.export.weights import WeightsSource
 from fstore.inspection.prediction import PredictFailure, Prediction, Predictor, find_images, predict
+from fstore.runtime.weights_source import WeightsSource
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +167,7 @@ def test_cli_json_reports_bad_files_and_exits_zero(cli, small_model, tmp_path):
     assert "skipped" in result.stderr and "empty.jpg: empty file" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_text_output_and_all_bad_exit_status(cli, small_model, images, tmp_path):
     runner = CliRunner()
     ok = runner.invoke(
@@ -208,6 +209,7 @@ def test_model_without_logits_is_a_one_line_error(cli, conv1_model, images):
     assert message.startswith("Error:") and len(message.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_predict_and_cli_module_need_no_torch(small_model, conv1_model, images, isolated_cache):
     """A given model (predict) and a cached one with an alias (activations) run without torch."""
     script = f"""

@@ -13,9 +13,9 @@ from helpers import SMALL, make_image_folder, random_image
 from PIL import Image
 
 from fstore.errors import DatasetError, FstoreError, OutputPathError, StoreError, UnknownLayerError
-from fstore.export.weights import WeightsSource
 from fstore.images.discover import SplitSpec
 from fstore.pipeline.model import build
+from fstore.runtime.weights_source import WeightsSource
 from fstore.store import load_features, store_info, write_arrays
 
 
@@ -25,7 +25,7 @@ def eager_features(paths: list[Path], layers: tuple[str, ...]) -> dict[str, np.n
 
     from fstore.export.layers import parse_layers
     from fstore.export.onnx_export import truncated_vgg16
-    from fstore.export.weights import load_vgg16
+    from fstore.export.weights_loader import load_vgg16
 
     model, _ = load_vgg16(WeightsSource("random", seed=0))
     module = truncated_vgg16(model, parse_layers(layers))
@@ -43,6 +43,7 @@ def eager_features(paths: list[Path], layers: tuple[str, ...]) -> dict[str, np.n
     return {name: o.reshape(len(paths), -1).numpy() for name, o in zip(layers, out)}
 
 
+@pytest.mark.slow
 def test_store_features_equal_eager_torchvision(config_for, tmp_path, image_folder):
     report = build(config_for(image_folder))
     assert report.images_computed == 12 and report.errors == 0
@@ -70,6 +71,7 @@ def test_plain_h5py_reads_the_store(config_for, tmp_path, image_folder):
     np.testing.assert_array_equal(fc7, load_features(tmp_path / "s.h5", "fc7").X)
 
 
+@pytest.mark.slow
 def test_split_layout_and_random_split(config_for, tmp_path):
     root = tmp_path / "scene"
     make_image_folder(root, {"a": 5, "b": 5}, prefix="train")
@@ -115,6 +117,7 @@ def bad_files(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_recorded_and_skipped(config_for, tmp_path, image_folder):
     expected = bad_files(image_folder)
     report = build(config_for(image_folder))
@@ -131,6 +134,7 @@ def test_bad_inputs_are_recorded_and_skipped(config_for, tmp_path, image_folder)
     assert report.images_computed == 0 and report.errors == 0
 
 
+@pytest.mark.slow
 def test_incremental_build_touches_only_new_and_changed(config_for, tmp_path, image_folder):
     store = tmp_path / "s.h5"
     build(config_for(image_folder))
@@ -152,6 +156,7 @@ def test_incremental_build_touches_only_new_and_changed(config_for, tmp_path, im
     assert build(config_for(image_folder)).images_computed == 0
 
 
+@pytest.mark.slow
 def test_an_extension_adds_rows_and_rewrites_no_earlier_shard(config_for, tmp_path, image_folder):
     from fstore.store import sidecar
 
@@ -165,6 +170,7 @@ def test_an_extension_adds_rows_and_rewrites_no_earlier_shard(config_for, tmp_pa
     assert {k: after[k] for k in before} == before and len(after) == len(before) + 1
 
 
+@pytest.mark.slow
 def test_a_deleted_image_is_reported_and_leaves_the_store(
     config_for, tmp_path, image_folder, capsys
 ):
@@ -311,18 +317,25 @@ def test_a_model_of_another_input_size_is_one_line(tmp_path, image_folder):
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp16"])
-def test_a_precision_for_a_given_model_is_one_line_not_ignored(tmp_path, image_folder, precision):
+def test_a_precision_for_a_given_model_builds_that_variant_and_keeps_it(
+    tmp_path, image_folder, precision
+):
+    """A foreign file at int8/fp16: annotated with its flags, the variant derived, the store
+    says so, and a resume without --precision keeps the variant."""
     from click.testing import CliRunner
     from helpers import write_noop_model
 
     from fstore.cli import cli
+    from fstore.store.layout import read_manifest
 
     model = write_noop_model(tmp_path / "noop32.onnx", size=32)
     store = tmp_path / "s.h5"
     args = ["build", str(image_folder), "--store", str(store), "--model", str(model),
             "--size", "32", "--provider", "cpu", "--precision", precision, "--quiet"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 1, result.output
-    assert f"--precision {precision} applies to VGG16 exports" in result.output
-    assert len(result.output.strip().splitlines()) == 1
-    assert not store.exists()
+    assert result.exit_code == 0, result.output
+    provenance = read_manifest(store).provenance
+    assert provenance["precision"] == precision and provenance["model_path"] != str(model)
+    again = CliRunner().invoke(cli, ["build", "--store", str(store), "--provider", "cpu"])
+    assert again.exit_code == 0, again.output
+    assert read_manifest(store).provenance["precision"] == precision

@@ -178,6 +178,7 @@ def test_view_layers_are_the_mean_over_views_run_by_hand(config_for, store_model
             np.testing.assert_allclose(fs.X, expected[layer], rtol=FEATURE_RTOL, atol=FEATURE_ATOL)
 
 
+@pytest.mark.slow
 def test_plain_layers_of_a_store_with_views_equal_a_plain_build(config_for, tmp_path, images):
     build(config_for(images, store=tmp_path / "plain.h5", decode="fast"))
     build(config_for(images, store=tmp_path / "views.h5", decode="fast", views=("flip",)))

@@ -28,7 +28,7 @@ def external_model(isolated_cache: Path, tmp_path_factory: pytest.TempPathFactor
     import onnx
 
     from fstore.export.onnx_export import ensure_model
-    from fstore.export.weights import WeightsSource
+    from fstore.runtime.weights_source import WeightsSource
 
     source = ensure_model(("fc7", "logits"), WeightsSource("random", seed=0), preprocessing=SMALL)
     from fstore.runtime.prefix import remove_prefix
@@ -47,7 +47,8 @@ def eager_conv1():
     pytest.importorskip("torch")
     import torch
 
-    from fstore.export.weights import WeightsSource, load_vgg16
+    from fstore.export.weights_loader import load_vgg16
+    from fstore.runtime.weights_source import WeightsSource
 
     model, _ = load_vgg16(WeightsSource("random", seed=0))
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from helpers import SMALL
 
-from fstore.export.weights import WeightsSource
 from fstore.report import ReportConfig
 from fstore.report.run import STAGES, build_report_store, make_context, run_stage
+from fstore.runtime.weights_source import WeightsSource
 
 LEAKED = ("test/coast/copy.jpg", "test/forest/copy.jpg")
 # a store build and the svm and quality stages, twice: minutes on the shared 2-core machine

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from helpers import SMALL
 
-from fstore.export.weights import WeightsSource
 from fstore.report import ReportConfig, run_report
 from fstore.report.render import section_list
+from fstore.runtime.weights_source import WeightsSource
 
 # each builds a store or a report: seconds to minutes (pytest -m slow)
 pytestmark = pytest.mark.slow

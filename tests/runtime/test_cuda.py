@@ -50,7 +50,7 @@ def test_fp16_on_cuda_keeps_its_fidelity(store_model, small_preprocessing):
     from fstore.export.onnx_export import export
     from fstore.export.precision import AUTO_MIN_COSINE, fidelity_holds
     from fstore.runtime.metadata import read_model_info
-    from fstore.runtime.weights import WeightsSource
+    from fstore.runtime.weights_source import WeightsSource
 
     info = read_model_info(store_model)
     fp16 = export(

@@ -10,7 +10,7 @@ import pytest
 from fstore.errors import ModelError
 from fstore.export.precision import auto_candidate
 from fstore.runtime.metadata import PRECISIONS, props_path, read_model_info, read_props
-from fstore.runtime.weights import WeightsSource
+from fstore.runtime.weights_source import WeightsSource
 
 
 @pytest.mark.parametrize(

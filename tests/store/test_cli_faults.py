@@ -108,6 +108,7 @@ def test_a_full_disk_at_every_size_is_one_line_and_resumes(setup, tmp_path):
     assert faulted[:3] == [100, 200, 300], faulted  # the store needs more than 300 KB
 
 
+@pytest.mark.slow
 @needs_mounts
 def test_a_read_only_folder_is_one_line_and_resumes(setup, tmp_path):
     images, model, reference = setup
@@ -132,6 +133,7 @@ def test_a_read_only_folder_is_one_line_and_resumes(setup, tmp_path):
     assert_same_store(reference, store, LAYERS)
 
 
+@pytest.mark.slow
 def test_a_missing_shard_is_one_line_and_the_build_recomputes_it(setup, tmp_path):
     images, model, reference = setup
     store = tmp_path / "s.h5"
@@ -142,6 +144,7 @@ def test_a_missing_shard_is_one_line_and_the_build_recomputes_it(setup, tmp_path
     assert_resumed(store, reference, images, model)
 
 
+@pytest.mark.slow
 def test_a_corrupted_shard_is_one_line_and_the_build_recomputes_it(setup, tmp_path):
     images, model, reference = setup
     store = tmp_path / "s.h5"
@@ -179,6 +182,7 @@ def _start_and_stop(images: Path, store: Path, model: Path, shards_on_disk: int)
     return proc
 
 
+@pytest.mark.slow
 def test_two_concurrent_builds_one_is_refused_in_one_line(setup, tmp_path):
     images, model, reference = setup
     store = tmp_path / "s.h5"
@@ -192,6 +196,7 @@ def test_two_concurrent_builds_one_is_refused_in_one_line(setup, tmp_path):
     assert_resumed(store, reference, images, model)
 
 
+@pytest.mark.slow
 def test_sigint_is_one_line_and_the_same_command_resumes(setup, tmp_path):
     images, model, reference = setup
     store = tmp_path / "s.h5"

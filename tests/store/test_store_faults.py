@@ -80,6 +80,7 @@ def test_a_write_fault_is_one_line_and_the_next_build_resumes(
     assert verify(store).ok
 
 
+@pytest.mark.slow
 def test_a_shard_deleted_or_truncated_between_builds_is_found_and_recomputed(
     config_for, images, reference, tmp_path
 ):

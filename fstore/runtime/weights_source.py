@@ -2,7 +2,7 @@
 
 Only the description lives here (parsing, provenance text and its inverse, cache alias), so the
 feature store can name and resume weights without torch; loading them is
-:func:`fstore.export.weights.load_vgg16`.
+:func:`fstore.export.weights_loader.load_model`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The content-addressed cache of exported models.
 
-A model is found by what determines its bytes: the weights' sha256, the layers, the opset, the
-precision and the preprocessing (recorded in the model's metadata; its crop is the input
-size; its input is uint8 pixels, see :mod:`fstore.runtime.prefix`). ``aliases.json`` maps a weights
-source that is cheap to name (``random:seed=0``, ``imagenet:...``, a file path with its size and
-mtime) to the weights' sha256, so a command whose model is cached never needs torch.
+A model is found by what determines its bytes: the architecture, the weights' sha256, the
+layers, the opset, the precision and the preprocessing (recorded in the model's metadata; its
+crop is the input size; its input is uint8 pixels, see :mod:`fstore.runtime.prefix`).
+``aliases.json`` maps an architecture and a weights source that is cheap to name
+(``resnet50|random:seed=0``, a file path with its size and mtime) to the weights' sha256, so
+a command whose model is cached never needs torch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fstore.runtime.prefix import PREFIX_VERSION
 
 
 def model_key(
+    arch: str,
     weights_sha256: str,
     layers: tuple[str, ...],
     opset: int,
@@ -29,6 +31,7 @@ def model_key(
     """The cache key of an exported model."""
     text = json.dumps(
         {
+            "arch": arch,
             "weights": weights_sha256,
             "layers": list(layers),
             "opset": opset,
@@ -41,8 +44,15 @@ def model_key(
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def model_path(key: str) -> Path:
-    return cache_dir() / "models" / f"vgg16-{key}.onnx"
+def model_path(key: str, arch: str = "vgg16") -> Path:
+    """The cached model's file, named by its architecture and key."""
+    slug = arch.replace(":", "-").replace("/", "-")
+    return cache_dir() / "models" / f"{slug}-{key}.onnx"
+
+
+def alias_key(arch: str, weights_alias: str) -> str:
+    """The alias of ``arch`` with weights named ``weights_alias``."""
+    return f"{arch}|{weights_alias}"
 
 
 def _aliases_path() -> Path:
