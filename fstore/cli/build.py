@@ -205,6 +205,8 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
       fstore build ../shared/data/scene15 --store lite1.h5 \\
           --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
           --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+      # an annotated ONNX model (fstore export --onnx) carries its preprocessing
+      fstore build ../shared/data/scene15 --store lite1.h5 --model lite1.onnx --layer pooled
       # a torchvision network cut at its pre-logits features
       fstore build ../shared/data/scene15 --store resnet50.h5 --arch resnet50 \\
           --layer pooled --weights random

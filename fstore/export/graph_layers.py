@@ -284,7 +284,9 @@ def layer_table(arch: Architecture, model: torch.nn.Module, input_size: int) -> 
     layers, total = _run_nodes(gm, qualnames, input_size)
     aliases = _aliases(arch, model, gm, qualnames, layers)
     count, has_cls = prefix_tokens(arch, model)
-    return LayerTable(arch, input_size, layers, aliases, total, count, has_cls)
+    return LayerTable(
+        arch, input_size, layers, aliases, total_params=total, prefix=count, has_cls=has_cls
+    )
 
 
 def _reduce(x, how: str | None, prefix: int):

@@ -106,8 +106,8 @@ def inspect_arch(
         total,
         linear / total if total else 0.0,
         sum(row.macs for row in rows),
-        size,
-        weights.origin if weights else None,
-        arch.name,
-        dict(table.aliases),
+        input_size=size,
+        weights_origin=weights.origin if weights else None,
+        arch=arch.name,
+        aliases=dict(table.aliases),
     )
