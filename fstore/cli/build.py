@@ -7,7 +7,6 @@ Nothing heavy is imported at module level.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import click
 from fstore.cli.options import (
     CommaList,
     FstoreCommand,
+    echo_json,
     preprocessing_options,
     provider_choice,
     seed_option,
@@ -234,8 +234,7 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
             f"{config.store} is committed; run the same fstore build to resume"
         ) from None
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-        return
+        return echo_json(report.to_dict())
     _print_build_report(report)
 
 

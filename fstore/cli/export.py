@@ -6,7 +6,6 @@ prints what comes back. Nothing heavy is imported at module level.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +14,7 @@ import click
 from fstore.cli.options import (
     CommaList,
     FstoreCommand,
+    echo_json,
     precision_options,
     preprocessing_options,
     seed_option,
@@ -195,8 +195,7 @@ def inspect(arch: str, weights: str | None, seed: int, input_size: int | None, a
     source = weights_source(weights, seed) if weights else None
     result = inspect_arch(arch, source, input_size)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-        return
+        return echo_json(result.to_dict())
     width = max(8, *(len(row.name) for row in result.rows))
     click.echo(f"{'layer':<{width}} {'module':<14} {'output':>16} {'params':>13} {'MACs':>15}")
     for row in result.rows:

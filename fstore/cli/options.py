@@ -145,6 +145,14 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
+def echo_json(data: Any) -> None:
+    """``--json``: ``data`` (a dataclass, or what ``json`` takes) as indented JSON."""
+    import json
+    from dataclasses import asdict, is_dataclass
+
+    click.echo(json.dumps(asdict(data) if is_dataclass(data) else data, indent=2))
+
+
 # --------------------------------------------------------------------------- options
 
 weights_option = click.option(

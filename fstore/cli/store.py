@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from fstore.cli.options import FstoreCommand, store_option
+from fstore.cli.options import FstoreCommand, echo_json, store_option
 
 
 def _store(store: Path | None) -> Path:
@@ -46,15 +46,13 @@ def info(store: Path | None, show_errors: bool, as_json: bool) -> None:
       fstore info --errors
       fstore info --store lite1.h5 --json
     """
-    from dataclasses import asdict
 
     from fstore.fsutil import printable
     from fstore.store import default_store_path, store_info
 
     result = store_info(store or default_store_path())
     if as_json:
-        click.echo(json.dumps(asdict(result), indent=2))
-        return
+        return echo_json(result)
     click.echo(
         f"store:      {result.path} ({result.size_bytes / 2**20:.1f} MiB, "
         f"{result.shards} shard files, {result.dtype})"
@@ -172,8 +170,7 @@ def compact(store: Path | None, segment_rows: int, as_json: bool) -> None:
 
     report = run_compact(_store(store), segment_rows=segment_rows, max_small=1)
     if as_json:
-        click.echo(json.dumps(asdict(report), indent=2))
-        return
+        return echo_json(report)
     click.echo(
         f"{report.files_before} files -> {report.files_after} ({report.segments_written} "
         f"segments written, {report.rows_copied} rows copied) in {report.seconds:.1f} s"
