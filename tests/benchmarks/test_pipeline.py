@@ -69,12 +69,12 @@ def test_pipeline_view_alone_reports_both_systems_without_vgg16(
     from fstore.benchmarks.config import BenchConfig
     from fstore.benchmarks.harness import run_bench
     from fstore.benchmarks.summary import markdown
-    from fstore.export import weights
+    from fstore.export import weights_loader
 
     def no_vgg16(*args, **kwargs):
         raise AssertionError("the pipeline view must not load VGG16")
 
-    monkeypatch.setattr(weights, "load_vgg16", no_vgg16)
+    monkeypatch.setattr(weights_loader, "load_vgg16", no_vgg16)
     config = BenchConfig(
         images=bench_folder,
         views=("pipeline",),

@@ -291,8 +291,24 @@ def _auto_export(bench_folder: Path, bench_prep: Preprocessing, calibration: Pat
     )
 
 
+@pytest.fixture
+def int8_clearly_faster(monkeypatch):
+    """auto's timing says the variant runs twice as fast, whatever this CPU does: these tests
+    hold the fidelity rule; tests/export/test_arch_weights.py holds the speed rule."""
+
+    def twice_as_fast(models, provider, pixels):
+        return {name: 1.0 if name == "fp32" else 0.5 for name in models}
+
+    monkeypatch.setattr(prec, "time_models", twice_as_fast)
+
+
 def test_auto_on_cpu_takes_int8_only_where_every_layer_reaches_the_rule(
-    int8_variant, bench_model, bench_folder: Path, bench_prep: Preprocessing, monkeypatch
+    int8_variant,
+    bench_model,
+    bench_folder: Path,
+    bench_prep: Preprocessing,
+    monkeypatch,
+    int8_clearly_faster,
 ) -> None:
     recorded = min(
         row["mean_cosine"] for row in prec.read_fidelity(int8_variant.path)["layers"].values()
@@ -318,7 +334,13 @@ def test_auto_on_cpu_without_calibration_images_keeps_fp32(
 
 @pytest.mark.parametrize(("threshold", "expected"), [(0.0, "int8"), (1.5, "fp32")])
 def test_an_auto_build_records_the_precision_it_chose(
-    bench_folder: Path, bench_prep: Preprocessing, tmp_path: Path, monkeypatch, threshold, expected
+    bench_folder: Path,
+    bench_prep: Preprocessing,
+    tmp_path: Path,
+    monkeypatch,
+    threshold,
+    expected,
+    int8_clearly_faster,
 ) -> None:
     from fstore.pipeline.config import BuildConfig
     from fstore.pipeline.model import build
