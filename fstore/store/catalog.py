@@ -66,7 +66,7 @@ def connect(store: Path, write: bool = False) -> sqlite3.Connection:
             uri = f"{path.resolve().as_uri()}?{how}"
             con = sqlite3.connect(uri, uri=True, isolation_level=None)
         con.execute("SELECT 1 FROM images LIMIT 1")
-        if write:  # the catalog's identity, which its view records (see catalog_id)
+        if write:  # the catalog's identity, which its view records (see identity)
             with con:
                 con.execute("INSERT OR IGNORE INTO meta VALUES ('id', ?)", (uuid.uuid4().hex,))
     except DAMAGE as exc:
@@ -119,10 +119,18 @@ def set_meta(con: sqlite3.Connection, store: Path, name: str, value: str) -> Non
         raise fault_error(exc, store) from None
 
 
-def catalog_id(con: sqlite3.Connection) -> str:
-    """A random name given to a catalog when it is created: a view written for another
-    catalog (one deleted and built again, or another store's) does not match it."""
-    return get_meta(con, "id")
+def identity(con: sqlite3.Connection) -> tuple[str, int]:
+    """The catalog's (id, :func:`version`), which its view records. The id is a random name
+    given to a catalog when it is created: a view written for another catalog (one deleted
+    and built again, or another store's) does not match it. One query, as every read asks."""
+    try:
+        found = con.execute(
+            "SELECT (SELECT value FROM meta WHERE name = 'id'), user_version "
+            "FROM pragma_user_version"
+        ).fetchone()
+    except sqlite3.OperationalError:  # a catalog written before the meta table existed
+        return "", version(con)
+    return found[0] or "", found[1]
 
 
 @dataclass(frozen=True)
