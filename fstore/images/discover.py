@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import stat
+from bisect import bisect_left
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -89,14 +90,46 @@ def is_split_layout(root: Path) -> bool:
 
 @dataclass
 class Discovery:
-    """What a folder holds: the images (sorted by key), and the entries skipped with a reason."""
+    """What a folder holds: per image, ``(key, size, mtime_ns)`` as the walk's one stat saw
+    them (-1 where it failed), sorted by key, and the entries skipped with a reason.
 
-    items: list[ImageItem]
+    Rows, not an object per image, so that a build with nothing to do compares them with its
+    catalog's in one comparison. An image's path is its key under ``root``, except where a
+    name on the way is not UTF-8 (``renamed``: key → path).
+    """
+
+    root: str
+    rows: list[tuple[str, int, int]]
     skipped: dict[str, str] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
+    #: the folders (as key prefixes: ``""``, ``"cat/"``...) that hold images
+    folders: set[str] = field(default_factory=set)
+
+    @property
+    def keys(self) -> list[str]:
+        return [row[0] for row in self.rows]
+
+    def path(self, key: str) -> str:
+        return self.renamed.get(key) or os.path.join(self.root, key)
+
+    def item(self, i: int) -> ImageItem:
+        key, size, mtime_ns = self.rows[i]
+        return ImageItem(key, self.path(key), size, mtime_ns)
+
+    @property
+    def items(self) -> list[ImageItem]:
+        """One :class:`ImageItem` per image, in key order."""
+        return [self.item(i) for i in range(len(self.rows))]
+
+    def index(self, key: str) -> int | None:
+        """Where ``key`` is in :attr:`rows` (None if the folder does not hold it)."""
+        i = bisect_left(self.rows, (key,))
+        return i if i < len(self.rows) and self.rows[i][0] == key else None
 
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))  # fmt: skip
+_SUFFIXES = tuple(IMAGE_EXTENSIONS)
 
 
 def _not_regular(mode: int) -> str:
@@ -108,51 +141,61 @@ def _not_regular(mode: int) -> str:
     return f"not a regular file: {kind}"
 
 
-def _is_image_name(name: str) -> bool:
-    dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
-
-
-def _visit(entry: os.DirEntry, key: str, found: Discovery) -> None:
-    """Record one entry named like an image, with the stat ``scandir`` keeps for it.
-
-    A broken link is left to the reader, which records it as unreadable.
-    """
-    try:
-        info = entry.stat()  # follows links; cached on the entry, the one stat of the file
-    except OSError:
-        found.items.append(ImageItem(key, entry.path))
-        return
-    if stat.S_ISREG(info.st_mode):
-        found.items.append(ImageItem(key, entry.path, info.st_size, info.st_mtime_ns))
-    else:
-        found.skipped[key] = _not_regular(info.st_mode)
-
-
 def _walk(root: Path) -> Discovery:
     """One ``os.scandir`` walk (hidden entries skipped, linked folders not followed, as
-    ``os.walk`` does), one stat per image-named entry."""
-    found = Discovery([])
-    pending = [(str(root), "")]
+    ``os.walk`` does) and one stat per image-named entry (``scandir`` keeps it, following
+    links); the rows come in no order.
+
+    A broken link is left to the reader, which records it as unreadable. This loop is most of
+    the cost of a build with nothing to do, so it is written flat: no call or object per entry
+    beyond its row.
+    """
+    found = Discovery(str(root), [])
+    rows, pending = found.rows, [(found.root, "", False)]
     while pending:
-        folder, prefix = pending.pop()
+        folder, prefix, renamed = pending.pop()
         try:
             with os.scandir(folder) as entries:
                 listed = list(entries)
         except OSError:
             continue
+        before = len(rows)
         for entry in listed:
-            name = name_text(entry.name)
+            name = entry.name
             if name.startswith("."):
                 continue
-            if _is_image_name(name):
-                _visit(entry, prefix + name, found)
+            escaped = renamed  # the key is not the path below a name that was escaped
+            if not name.isascii() and (text := name_text(name)) != name:
+                name, escaped = text, True
+            key = prefix + name
+            if name.lower().endswith(_SUFFIXES):  # hidden names, ".jpg" alone, left already
+                try:
+                    info = entry.stat()
+                except OSError:
+                    info = None
+                if info is None or stat.S_ISREG(info.st_mode):
+                    rows.append((key, info.st_size, info.st_mtime_ns) if info else (key, -1, -1))
+                    if escaped:
+                        found.renamed[key] = entry.path
+                    continue
+                found.skipped[key] = _not_regular(info.st_mode)
             try:
                 is_dir = entry.is_dir() and not entry.is_symlink()
             except OSError:
                 is_dir = False
             if is_dir:
-                pending.append((entry.path, prefix + name + "/"))
+                pending.append((entry.path, key + "/", escaped))
+        if len(rows) > before:
+            found.folders.add(prefix)
+    return found
+
+
+def _sorted(found: Discovery) -> Discovery:
+    """Sort the rows by key; should two keys be one text (see :func:`_drop_twins`), the file
+    whose name had to be escaped is skipped."""
+    found.rows.sort()
+    if found.renamed:
+        _drop_twins(found)
     return found
 
 
@@ -166,19 +209,17 @@ def discover(root: Path) -> Discovery:
         raise DatasetError(f"image folder {root} does not exist")
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
-    found = _walk(root)
-    found.items.sort(key=lambda it: it.key)
-    _drop_twins(found)
+    found = _sorted(_walk(root))
     for key, reason in sorted(found.skipped.items()):
         logger.warning("skipped %s: %s", printable(key), reason)
-    if not found.items:
+    if not found.rows:
         raise DatasetError(
             f"no images in {root} (expected <class>/<image> or train|test/<class>/<image>)"
         )
     split_layout = is_split_layout(root)
     depth = 3 if split_layout else 2
-    misplaced = [it.key for it in found.items if it.key.count("/") + 1 < depth]
-    if misplaced:
+    if any(prefix.count("/") + 1 < depth for prefix in found.folders):
+        misplaced = [key for key, _, _ in found.rows if key.count("/") + 1 < depth]
         where = "train|test/<class>/" if split_layout else "<class>/"
         raise DatasetError(
             f"image {printable(misplaced[0])} is not inside a class folder ({where}<image>)"
@@ -189,18 +230,31 @@ def discover(root: Path) -> Discovery:
 def image_files(folder: Path) -> list[Path]:
     """Every image file under ``folder`` (by extension, hidden entries skipped), sorted, in any
     layout: the files ``predict`` and ``classify`` take from a folder."""
-    return sorted(Path(item.path) for item in _walk(Path(folder)).items)
+    found, paths, taken = _walk(Path(folder)), [], set()
+    for key, _, _ in found.rows:  # of two files with one key, one was renamed: each its path
+        renamed = key in found.renamed and key not in taken
+        taken.add(key)
+        paths.append(found.renamed[key] if renamed else os.path.join(found.root, key))
+    return sorted(map(Path, paths))
 
 
 def _drop_twins(found: Discovery) -> None:
     """A name that is not UTF-8 is stored as text with ``\\xNN`` escapes; should another file
-    bear that very text as its name, the second of the two is skipped, with the reason."""
-    items = found.items
-    twins = [i for i in range(1, len(items)) if items[i].key == items[i - 1].key]
+    bear that very text as its name, the escaped one is skipped, with the reason (its row is
+    told from the other's by its stat)."""
+    rows = found.rows
+    twins = [i for i in range(1, len(rows)) if rows[i][0] == rows[i - 1][0]]
     for i in reversed(twins):
-        why = "its name, with the bytes that are not UTF-8 escaped, is another file's"
-        found.skipped[items[i].key + " (2)"] = why
-        del items[i]
+        key = rows[i][0]
+        try:
+            info = os.stat(found.renamed.pop(key))
+            seen = (key, info.st_size, info.st_mtime_ns)
+        except OSError:
+            seen = (key, -1, -1)
+        found.skipped[key + " (2)"] = (
+            "its name, with the bytes that are not UTF-8 escaped, is another file's"
+        )
+        del rows[i - 1 if rows[i - 1] == seen else i]
 
 
 def scan(root: Path) -> list[ImageItem]:

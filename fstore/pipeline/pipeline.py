@@ -26,7 +26,7 @@ from pathlib import Path
 from fstore.errors import FstoreError, ModelError, StoreError
 from fstore.fsutil import peak_rss_mib
 from fstore.images.decode import DECODE_MODES
-from fstore.images.discover import discover
+from fstore.images.discover import Discovery, discover
 from fstore.images.preprocess import Preprocessing
 from fstore.images.views import (
     SEPARATOR,
@@ -41,8 +41,10 @@ from fstore.pipeline.plan import (
     ResolvedModel,
     StoreRecipe,
     check_compatible,
+    model_sha256,
     new_manifest,
     plan_work,
+    recipe_manifest,
 )
 from fstore.pipeline.ray_engine import RayOptions
 from fstore.pipeline.read import Work, default_workers
@@ -230,45 +232,53 @@ def _load_backend(config: BuildConfig, model: ResolvedModel, preprocessing: Prep
     return backend
 
 
-def _settle_manifest(config: BuildConfig, manifest: st.Manifest | None, recipe: StoreRecipe,
-                     images: Path, views: tuple[str, ...]):  # fmt: skip
-    """Write a new store's manifest or check an old one; returns (manifest, backend or None).
-
-    Each view set's layers are stored layers like the model's: they are in the fingerprint,
-    and a store refuses view sets it was not built with as it refuses other layers.
-    """
-    backend, info, layers = None, recipe.model.info, recipe.model.layers
-    if manifest is None or info is None:  # a foreign model's output shapes need a run
-        backend = _load_backend(config, recipe.model, recipe.preprocessing)
-        layers = layers or tuple(backend.outputs)
-    if info is not None and all(layer in info.shapes for layer in layers):
-        shapes = {layer: tuple(info.shapes[layer]) for layer in layers}
-    else:
-        probed = probe_shapes(backend, recipe.preprocessing)
-        shapes = {layer: probed[layer] for layer in layers}
-    shapes = {name: shapes[name.partition(SEPARATOR)[0]] for name in view_layers(layers, views)}
-    provider = backend.provider if backend else ""
-    fresh = new_manifest(images, recipe, shapes, provider)
-    if manifest is None:
-        st.write_manifest(config.store, fresh)
-        return fresh, backend
-    check_compatible(config.store, manifest, fresh, config.images)
-    if config.split is not None and asdict(config.split) != manifest.split:
-        raise StoreError(f"store {config.store} was built with split {manifest.split}")
-    return manifest, backend
-
-
 @dataclass
 class _Job:
     """One build in progress: what it was asked, what it found, and what it reports."""
 
     config: BuildConfig
     images: Path
-    items: list
+    found: Discovery
     model: ResolvedModel
     report: BuildReport
     progress: bool | None
     views: ViewPlan | None = None
+
+
+def _settle_manifest(config: BuildConfig, manifest: st.Manifest | None, recipe: StoreRecipe,
+                     job: _Job, con):  # fmt: skip
+    """Write a new store's manifest or check an old one; returns (manifest, backend or None).
+
+    A new store records the provider, so its model is loaded; an existing one is checked
+    without loading it when it holds the layers asked for (a foreign model's shapes are then
+    the store's). Each view set's layers are stored layers like the model's: they are in the
+    fingerprint, and a store refuses view sets it was not built with as it refuses other layers.
+    """
+    backend, info, layers = None, recipe.model.info, recipe.model.layers
+    held = manifest is not None and bool(layers) and all(n in manifest.shapes for n in layers)
+    if manifest is None or (info is None and not held):
+        backend = _load_backend(config, recipe.model, recipe.preprocessing)
+        layers = layers or tuple(backend.outputs)
+    if info is not None and all(layer in info.shapes for layer in layers):
+        shapes = {layer: tuple(info.shapes[layer]) for layer in layers}
+    elif backend is None:
+        shapes = {layer: tuple(manifest.shapes[layer]) for layer in layers}
+    else:
+        probed = probe_shapes(backend, recipe.preprocessing)
+        shapes = {layer: probed[layer] for layer in layers}
+    views = requested_views(config, manifest)
+    shapes = {name: shapes[name.partition(SEPARATOR)[0]] for name in view_layers(layers, views)}
+    if manifest is None:
+        fresh = new_manifest(job.images, recipe, shapes, backend.provider)
+        st.write_manifest(config.store, fresh)
+        return fresh, backend
+    # an fstore export's fingerprint names its weights, a foreign model's its file's sha256
+    sha = "" if info is not None else model_sha256(con, config.store, manifest, recipe.model.path)
+    check_compatible(config.store, manifest, recipe_manifest(job.images, recipe, shapes, sha),
+                     config.images)  # fmt: skip
+    if config.split is not None and asdict(config.split) != manifest.split:
+        raise StoreError(f"store {config.store} was built with split {manifest.split}")
+    return manifest, backend
 
 
 def _compute(job: _Job, recipe: StoreRecipe, work: Work, writer: Writer, backend) -> None:
@@ -293,9 +303,13 @@ def _compute(job: _Job, recipe: StoreRecipe, work: Work, writer: Writer, backend
     )  # fmt: skip
 
 
-def _provider(config: BuildConfig, backend) -> str:
+def _provider(config: BuildConfig, manifest: st.Manifest, backend, pending: int) -> str:
+    """The provider that runs the model; with nothing to compute, ``auto`` is the one that
+    computed the store (finding out would import ONNX Runtime for nothing)."""
     if backend is not None:
         return backend.provider
+    if not pending and config.provider == "auto" and manifest.provenance.get("provider"):
+        return manifest.provenance["provider"]
     if config.engine == "local":
         from fstore.runtime.providers import resolve_provider
 
@@ -309,8 +323,8 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
     recipe = _recipe(config, manifest, model)
     views = requested_views(config, manifest)
     job.views = plan_views(views, recipe.preprocessing) if views else None
-    manifest, backend = _settle_manifest(config, manifest, recipe, job.images, views)
-    plan = plan_work(config.store, con, job.images, job.items, config.shard_size, manifest)
+    manifest, backend = _settle_manifest(config, manifest, recipe, job, con)
+    plan = plan_work(config.store, con, job.found, config.shard_size, manifest)
     work = plan.work
     report.images_total, report.images_done_before = work.total, work.done_before
     report.precision = manifest.provenance.get("precision", "unknown")
@@ -324,7 +338,7 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
         model = replace(model, layers=split_layers(manifest.layers)[0])
         count = len(job.views.views) if job.views else 1
         backend = _load_backend(config, model, recipe.preprocessing, count)
-    report.provider = _provider(config, backend)
+    report.provider = _provider(config, manifest, backend, work.pending)
     if work.pending:
         where = "" if config.engine == "local" else " (ray engine)"
         logger.info(
@@ -394,9 +408,9 @@ def build(
     try:
         with StoreLock(config.store):
             if manifest is not None and catalog_lost(config.store):
-                keys = {item.key for item in found.items}
+                keys = set(found.keys)
                 logger.warning(rebuild_catalog(config.store, manifest, keys))
-            _fill_locked(_Job(config, images, found.items, model, report, progress), manifest)
+            _fill_locked(_Job(config, images, found, model, report, progress), manifest)
     except BaseException:
         if new and st.read_manifest(config.store) is None:  # refused before it held anything
             shutil.rmtree(st.sidecar(config.store), ignore_errors=True)

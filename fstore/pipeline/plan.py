@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from fstore import __version__
 from fstore.errors import StoreError
-from fstore.images.discover import ImageItem, SplitSpec, is_split_layout
+from fstore.images.discover import Discovery, ImageItem, SplitSpec, is_split_layout
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import file_sha256, file_stat
 from fstore.pipeline.read import Work
@@ -91,12 +91,12 @@ def _provenance(recipe: StoreRecipe, model_sha: str, layers: tuple[str, ...], pr
     }
 
 
-def new_manifest(
-    images: Path, recipe: StoreRecipe, shapes: dict[str, tuple[int, ...]], provider: str
+def recipe_manifest(
+    images: Path, recipe: StoreRecipe, shapes: dict[str, tuple[int, ...]], model_sha: str
 ) -> st.Manifest:
-    """The manifest of a store built from ``images`` with ``recipe`` (outputs of ``shapes``)."""
+    """What a store built from ``images`` with ``recipe`` would be, without its provenance:
+    enough to check an existing store against (:func:`check_compatible`)."""
     layers = tuple(shapes)
-    model_sha = file_sha256(recipe.model.path)
     split_layout = is_split_layout(images)
     split = recipe.split or SplitSpec("folders" if split_layout else "none")
     return st.Manifest(
@@ -107,8 +107,35 @@ def new_manifest(
         shapes=shapes,
         dtype=recipe.dtype,
         fingerprint=fingerprint(recipe, model_sha, layers),
-        provenance=_provenance(recipe, model_sha, layers, provider),
     )
+
+
+def new_manifest(
+    images: Path, recipe: StoreRecipe, shapes: dict[str, tuple[int, ...]], provider: str
+) -> st.Manifest:
+    """The manifest of a new store built from ``images`` with ``recipe`` (outputs of
+    ``shapes``), with its provenance."""
+    model_sha = file_sha256(recipe.model.path)
+    manifest = recipe_manifest(images, recipe, shapes, model_sha)
+    return replace(manifest, provenance=_provenance(recipe, model_sha, manifest.layers, provider))
+
+
+def model_sha256(con, store: Path, manifest: st.Manifest, path: Path) -> str:
+    """The sha256 of the model file ``path``, checked against the store's.
+
+    The catalog keeps the path, size and mtime of the file whose sha256 the manifest records
+    (``meta`` ``model_stat``): while the file keeps them it is not read again, the rule that
+    images follow too. A stamp that does not match, whatever its text, only costs a hash.
+    """
+    stat = path.stat()
+    stamp = json.dumps([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    recorded = manifest.provenance.get("model_sha256", "")
+    if recorded and catalog.get_meta(con, "model_stat") == stamp:
+        return recorded
+    sha = file_sha256(path)
+    if sha == recorded:
+        catalog.set_meta(con, store, "model_stat", stamp)
+    return sha
 
 
 def check_compatible(store: Path, old: st.Manifest, new: st.Manifest, images: Path | None) -> None:
@@ -162,9 +189,57 @@ def shard_name(generation: int, index: int) -> str:
     return f"g{generation:06d}-s{index:06d}"
 
 
-def plan_work(
-    store: Path, con, root: Path, items: list[ImageItem], shard_size: int, manifest: st.Manifest
-) -> Plan:
+def _changes(con, found: Discovery) -> tuple[list[int], list[tuple], list[str]]:
+    """What the folder changed since the catalog's records: the indices (into ``found.rows``)
+    of images to compute, (size, mtime_ns, key) of images whose stat moved but not their
+    sha256, and the keys that left the folder.
+
+    An image whose key, size and mtime the catalog holds is up to date (or planned and
+    waiting). A folder that did not change is found so in one comparison of the rows, both in
+    key order (SQLite's binary order of UTF-8 text is the order of code points); otherwise two
+    set differences leave the other images, each then looked up alone.
+    """
+    held = catalog.stats(con)
+    if held == found.rows:
+        return [], [], []
+    fresh = set(found.rows).difference(held)
+    removed = sorted({row[0] for row in held}.difference(row[0] for row in found.rows))
+    candidates = sorted(found.index(key) for key, _, _ in fresh)
+    known = catalog.records(con, (found.rows[i][0] for i in candidates))
+    todo, touched = [], []
+    for i in candidates:
+        key = found.rows[i][0]
+        record = known.get(key)
+        if record is not None and record[3]:
+            continue  # planned and waiting: the shard it waits for reads it as it is then
+        same, stat = _up_to_date(found.item(i), record)
+        if stat is not None:
+            touched.append((*stat, key))
+        elif not same:
+            todo.append(i)
+    return todo, touched, removed
+
+
+def _moved(con, keys: list[str], split: list[str]) -> list[tuple[str, str]]:
+    """(split, key) of the images whose split the store's rule now gives otherwise."""
+    held = catalog.splits(con)
+    return [(s, k) for k, s in zip(keys, split) if k in held and held[k] != s]
+
+
+def _pending_work(con, found: Discovery) -> Work:
+    """Every shard not yet computed, with its images (as discovered, where the folder still
+    holds them)."""
+
+    def item(key: str) -> ImageItem:
+        i = found.index(key)
+        return ImageItem(key, Path(found.root) / key) if i is None else found.item(i)
+
+    shards = [(name, [item(k) for k in keys]) for name, keys in catalog.pending_shards(con)]
+    pending, total = sum(len(s) for _, s in shards), len(found.rows)
+    return Work(shards, max(0, total - pending), total)
+
+
+def plan_work(store: Path, con, found: Discovery, shard_size: int, manifest: st.Manifest) -> Plan:
     """Plan new and changed images into new shards, in one catalog transaction, and return
     every shard not yet computed (earlier plans' first: a killed build resumes them).
 
@@ -172,22 +247,11 @@ def plan_work(
     or else the same sha256. An image that left the folder leaves the store. The catalog
     changes only where the folder did, so the plan's transaction is as large as the change.
     """
-    known, keys = catalog.records(con), [it.key for it in items]
-    todo, touched = [], []  # todo: indices into items
-    for i, it in enumerate(items):
-        record = known.get(it.key)
-        if record is not None and (record[3] or record[:2] == (it.size, it.mtime_ns)):
-            continue  # planned and waiting, or the stat discovery kept matches the record
-        same, stat = _up_to_date(it, record)
-        if stat is not None:
-            touched.append((*stat, it.key))
-        elif not same:
-            todo.append(i)
-    in_folder = set(keys)
-    removed = [key for key in known if key not in in_folder]
+    todo, touched, removed = _changes(con, found)
     labels = todo or removed  # a random split draws over each whole class
+    keys = found.keys if labels else []
     classes, split = key_labels(keys, manifest.split_layout, manifest.split) if labels else ([], [])
-    moved = [(s, k) for k, s in zip(keys, split) if k in known and known[k][4] != s]
+    moved = _moved(con, keys, split) if labels else []
     last = con.execute("SELECT MAX(name) FROM shards").fetchone()[0]
     generation = int(last[1:7]) + 1 if last else 1  # see shard_name
     names = [shard_name(generation, n) for n in range((len(todo) + shard_size - 1) // shard_size)]
@@ -195,14 +259,9 @@ def plan_work(
         con.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE key = ?", touched)
         con.executemany("DELETE FROM images WHERE key = ?", ((k,) for k in removed))
         con.executemany("UPDATE images SET split = ? WHERE key = ?", moved)
-        planned = ((keys[i], classes[i], split[i], names[n // shard_size], items[i].size,
-                    items[i].mtime_ns) for n, i in enumerate(todo))  # fmt: skip
+        planned = []
+        for n, i in enumerate(todo):
+            key, size, mtime_ns = found.rows[i]
+            planned.append((key, classes[i], split[i], names[n // shard_size], size, mtime_ns))
         catalog.add_plan(con, names, planned)
-    pending_shards = catalog.pending_shards(con)
-    by_key = {it.key: it for it in items} if pending_shards else {}
-    shards = [
-        (name, [by_key.get(k) or ImageItem(k, root / k) for k in keys])
-        for name, keys in pending_shards
-    ]
-    pending = sum(len(s) for _, s in shards)
-    return Plan(Work(shards, max(0, len(items) - pending), len(items)), len(removed))
+    return Plan(_pending_work(con, found), len(removed))

@@ -1,13 +1,17 @@
 """The provenance fstore writes into an exported model's ONNX ``metadata_props``, and reads back.
 
-Reading needs only ``onnx`` (and not the weights), so ``build`` and ``predict`` run without torch.
-A cached model has a copy of its fstore metadata beside it (:func:`props_path`), so reading it
-does not parse hundreds of megabytes of weights.
+Reading needs neither ``onnx`` nor torch: the ``metadata_props`` are read from the model's
+protobuf encoding directly, stepping over its graph (weights included) without reading it, so
+``build`` and ``predict`` start fast. A cached model has a copy of its fstore metadata beside
+it (:func:`props_path`).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,15 +94,72 @@ def props_path(model: Path) -> Path:
     return Path(model).with_suffix(".meta.json")
 
 
-def read_metadata_props(path: Path) -> dict[str, str]:
-    """An ONNX file's ``metadata_props``, read without its weights."""
-    import onnx
+#: ``ModelProto.metadata_props``, and the key and value of each entry (onnx/onnx.proto).
+_METADATA_PROPS, _KEY, _VALUE = 14, 1, 2
+_FIXED = {1: 8, 5: 4}  # protobuf wire types of fixed width: their bytes
 
+
+def _varint(f) -> int:
+    value = shift = 0
+    while byte := f.read(1):
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint longer than 10 bytes")
+    raise ValueError("ends inside a varint")
+
+
+def _fields(f, end: int) -> Iterator[tuple[int, int]]:
+    """(field number, payload bytes) of each length-delimited field of the message that fills
+    ``f`` up to ``end``, with ``f`` at the payload; what the caller does not read is skipped.
+    Other fields are skipped; a field past ``end`` or of an unknown wire type is an error."""
+    while f.tell() < end:
+        tag = _varint(f)
+        number, wire = tag >> 3, tag & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            _varint(f)
+        elif wire in _FIXED:
+            f.seek(_FIXED[wire], os.SEEK_CUR)
+        elif wire == 2:
+            size = _varint(f)
+            start = f.tell()
+            if start + size > end:
+                raise ValueError(f"field {number} runs past the end ({start + size} > {end})")
+            yield number, size
+            f.seek(start + size)
+        else:
+            raise ValueError(f"wire type {wire} (groups are not used by ONNX)")
+    if f.tell() != end:
+        raise ValueError("the last field runs past the end")
+
+
+def _entry(data: bytes) -> tuple[str, str]:
+    """A ``StringStringEntryProto``: its key and value."""
+    parts, f = {_KEY: "", _VALUE: ""}, io.BytesIO(data)
+    for number, size in _fields(f, len(data)):
+        if number in parts:
+            parts[number] = f.read(size).decode()
+    return parts[_KEY], parts[_VALUE]
+
+
+def read_metadata_props(path: Path) -> dict[str, str]:
+    """An ONNX file's ``metadata_props``, read from its protobuf encoding without reading its
+    graph: every other top-level field, the weights included, is stepped over with a seek."""
+    props = {}
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf and OS errors alike
+        with open(path, "rb") as f:
+            end = os.fstat(f.fileno()).st_size
+            for number, size in _fields(f, end):
+                if number == _METADATA_PROPS:
+                    key, value = _entry(f.read(size))
+                    props[key] = value
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise ModelError(f"cannot read ONNX model {path}: {exc}") from None
-    return {p.key: p.value for p in model.metadata_props}
+    return props
 
 
 def read_props(path: Path) -> dict[str, str]:

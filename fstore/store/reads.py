@@ -3,6 +3,7 @@ then read once, one at a time, straight into the result (memory: one shard besid
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
@@ -15,6 +16,8 @@ from fstore.errors import StoreError
 from fstore.store import catalog
 from fstore.store.catalog import ORDER, ROWS_QUERY, connect
 from fstore.store.layout import Manifest, open_h5, read_manifest, sidecar, store_bytes
+
+logger = logging.getLogger(__name__)
 
 
 def view_problem(store: Path, con: sqlite3.Connection, version: bool = True) -> str:
@@ -37,21 +40,27 @@ def view_problem(store: Path, con: sqlite3.Connection, version: bool = True) -> 
             f"names the shards of {seen['sidecar']}/, not {sidecar(store).name}/ (the store was "
             "moved or copied): plain h5py would read other files, or NaN"
         )
-    if seen["catalog_id"] != catalog.catalog_id(con):
+    identity, current = catalog.identity(con)
+    if seen["catalog_id"] != identity:
         return "was written for another catalog (one lost and built again)"
-    if version and seen["catalog_version"] != catalog.version(con):
+    if version and seen["catalog_version"] != current:
         return "is older than the catalog (a build or compaction was stopped before writing it)"
     return ""
 
 
+#: What every read of a store says when its view does not serve the catalog: fstore's own
+#: reads go through the catalog, but plain h5py reads the view.
+STALE_VIEW = (
+    "the view {store} {what}; fstore verify --repair --store {store} (or the next fstore "
+    "build) rewrites it"
+)
+
+
 def stale_view(store: Path, con: sqlite3.Connection) -> str:
     """The line saying that the view ``fstore.h5`` does not serve this catalog ('' when it
-    does): fstore's own reads go through the catalog, but plain h5py reads the view."""
+    does)."""
     what = view_problem(store, con)
-    if not what:
-        return ""
-    fix = f"fstore verify --repair --store {store} (or the next fstore build) rewrites it"
-    return f"the view {store} {what}; {fix}"
+    return STALE_VIEW.format(store=store, what=what) if what else ""
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,8 @@ def load_features(
     try:
         with closing(connect(store)) as con:
             table = _table(con)
+            if what := view_problem(store, con):  # said, not refused: these rows are right
+                logger.warning(STALE_VIEW.format(store=store, what=what))
     except catalog.DAMAGE as exc:
         raise damaged_catalog(store, exc) from None
     if rows is not None:
@@ -182,6 +193,11 @@ def iter_features(
     layer = pick_layer(store, manifest, layer)
     after, classes, page = (-1, ""), None, f"AND (i.pos, i.key) > (?, ?) {ORDER} LIMIT ?"
     with closing(connect(store)) as con:
+        try:
+            if what := view_problem(store, con):
+                logger.warning(STALE_VIEW.format(store=store, what=what))
+        except catalog.DAMAGE as exc:
+            raise damaged_catalog(store, exc) from None
         while True:
             try:
                 t = _table(con, page, (*after, batch_rows), classes)

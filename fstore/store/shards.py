@@ -150,7 +150,7 @@ def refresh_view(
 
     if not force and not view_problem(store, con):
         return False
-    version, identity = catalog.version(con), catalog.catalog_id(con)
+    identity, version = catalog.identity(con)
     t, sizes, string = _table(con), files(con), h5py.string_dtype()
     n, file, row = len(t["keys"]), t["file"], t["row"]
     # each run of consecutive rows of one file is one mapping of a virtual dataset

@@ -138,6 +138,10 @@ def test_a_moved_store_is_noticed_and_its_view_rewritten_by_the_next_build(setup
     assert_fault("verify", "--store", str(moved), says="moved or copied")
     info = fstore("info", "--store", str(moved))
     assert info.returncode == 0 and "warning: the view" in info.stderr, info.stderr
+    key = str(load_features(reference, "pooled").keys[0])
+    near = fstore("neighbors", key, "--store", str(moved), "--layer", "pooled", "-k", "2")
+    assert near.returncode == 0 and "the view" in near.stderr, near.stdout + near.stderr
+    assert "moved or copied" in near.stderr and "Traceback" not in near.stderr
     subprocess.run(build_cmd(images, moved, model), check=True, timeout=300)
     assert_verifies(moved)
     assert_view_serves(moved, reference)
