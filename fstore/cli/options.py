@@ -19,6 +19,7 @@ import click
 from fstore.classifiers.svm_options import DEFAULT_C, SvmOptions
 from fstore.classifiers.transforms import SCALES
 from fstore.errors import FstoreError
+from fstore.export.calibration import DEFAULT_CALIBRATION_COUNT
 from fstore.runtime.providers import PROVIDERS
 
 # --------------------------------------------------------------------------- user errors
@@ -262,7 +263,7 @@ def precision_options(calibration_default: str):
     return option_group(
         click.option("--calibration", type=folder, default=None,
                      help=f"Images to calibrate int8 on (default: {calibration_default})."),
-        click.option("--calibration-count", default=64, show_default=True,
+        click.option("--calibration-count", default=DEFAULT_CALIBRATION_COUNT, show_default=True,
                      type=click.IntRange(min=1), help="Calibration images drawn."),
         click.option("--fidelity-images", type=folder, default=None,
                      help="Labelled folder: report the SVM test accuracy change vs fp32."),

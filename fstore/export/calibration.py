@@ -15,10 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fstore.errors import DatasetError
-from fstore.images.decode import ImageDecodeError
 from fstore.images.discover import scan
 from fstore.images.preprocess import Preprocessing, preprocess, resize_and_crop, to_float
-from fstore.images.reader import ImageReader
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -99,6 +97,10 @@ def synthetic_inputs(count: int, preprocessing: Preprocessing, seed: int = 0) ->
 
 
 def _crop(path: Path, preprocessing: Preprocessing) -> np.ndarray | None:
+    # the decoders (OpenCV, libjpeg-turbo) load here, not when a command's --help does
+    from fstore.images.decode import ImageDecodeError
+    from fstore.images.reader import ImageReader
+
     try:
         return ImageReader(preprocessing).decode(Path(path).read_bytes())[0]
     except (OSError, ImageDecodeError):

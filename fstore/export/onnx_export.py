@@ -36,6 +36,7 @@ from fstore.export.architectures import (
     default_preprocessing,
     resolve_arch,
 )
+from fstore.export.calibration import DEFAULT_CALIBRATION_COUNT
 from fstore.export.layers import LAYERS, Layer, parse_layers
 from fstore.export.model_cache import alias_key, lookup_alias, model_key, model_path, record_alias
 from fstore.export.precision import choose_auto, export_variant
@@ -297,7 +298,7 @@ class VariantOptions:
     and the provider ``auto`` decides for."""
 
     calibration: Path | None = None
-    calibration_count: int = 64
+    calibration_count: int = DEFAULT_CALIBRATION_COUNT
     provider: str = "cpu"
 
 
@@ -313,7 +314,7 @@ def export(
     output: Path | None = None,
     use_cache: bool = True,
     calibration: Path | None = None,
-    calibration_count: int = 64,
+    calibration_count: int = DEFAULT_CALIBRATION_COUNT,
     provider: str = "cpu",
 ) -> ExportResult:
     """Export ``arch`` truncated at ``layers`` to ONNX and verify it against eager PyTorch.

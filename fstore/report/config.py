@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fstore.classifiers.svm_options import DEFAULT_C
 from fstore.errors import FstoreError
+from fstore.export.calibration import DEFAULT_CALIBRATION_COUNT
 from fstore.images.preprocess import Preprocessing, PreprocessingFlags, for_options
 from fstore.images.views import parse_views
 from fstore.runtime.weights_source import WeightsSource
@@ -65,7 +66,7 @@ class ReportConfig:
     splits: int = 10
     per_class: int = 100
     precisions: tuple[str, ...] = PRECISIONS
-    calibration_count: int = 64
+    calibration_count: int = DEFAULT_CALIBRATION_COUNT
     mapping: Path | None = None
     samples: int = 15
     views: tuple[str, ...] | None = None
