@@ -16,10 +16,10 @@ import numpy as np
 
 from fstore.errors import StoreError
 from fstore.store.catalog import connect, files, transaction
+from fstore.store.files import file_problem, leftovers, set_aside
 from fstore.store.layout import Manifest, open_h5, read_manifest, shard_path, sidecar
 from fstore.store.lock import StoreLock
 from fstore.store.shards import ShardRecord, read_record, refresh_view, write_shard
-from fstore.store.verify import file_problem, set_aside
 
 logger = logging.getLogger(__name__)
 
@@ -39,21 +39,6 @@ class CompactReport:
     segments_written: int
     rows_copied: int
     seconds: float
-
-
-def leftovers(store: Path) -> list[Path]:
-    """Temporary files an interrupted writer left: in the store's folders, and the view's
-    beside the store."""
-    folder = sidecar(store)
-    return [
-        *store.parent.glob(f".{glob_escape(store.name)}.*.tmp"),
-        *folder.glob(".*.tmp"),
-        *(folder / "shards").glob(".*.tmp"),
-    ]
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def clean_store(store: Path, con: sqlite3.Connection) -> int:

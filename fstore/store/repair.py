@@ -19,12 +19,11 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 from fstore.store.catalog import FileInfo, connect, transaction
-from fstore.store.compact import leftovers
+from fstore.store.files import Problem, leftovers, set_aside, sha256
 from fstore.store.labels import key_labels
 from fstore.store.layout import Manifest, sidecar
 from fstore.store.lock import StoreLock
 from fstore.store.shards import ShardRecord, read_record, refresh_view
-from fstore.store.verify import Problem, set_aside, sha256
 
 
 @dataclass

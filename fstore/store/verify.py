@@ -15,8 +15,6 @@ can be fixed in place; the next build computes what it set aside.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -27,7 +25,8 @@ import numpy as np
 
 from fstore.errors import StoreError
 from fstore.store import catalog
-from fstore.store.catalog import FileInfo, connect, counts, files, transaction
+from fstore.store.catalog import FileInfo, connect, counts, files
+from fstore.store.files import Problem, file_problem, leftovers, sha256
 from fstore.store.labels import key_labels
 from fstore.store.layout import Manifest, read_manifest, shard_path, sidecar
 from fstore.store.lock import is_locked
@@ -36,16 +35,6 @@ from fstore.store.shards import ShardRecord, read_record
 
 #: Rows read at a time when checking values (bounded memory whatever the layer size).
 CHECK_ROWS = 4096
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong: where (``catalog``, ``view fstore.h5``, a shard file, a temporary
-    file), what, and its ``kind`` (catalog, file, view, leftover), which decides the repair."""
-
-    file: str
-    what: str
-    kind: str = "file"
 
 
 @dataclass
@@ -82,26 +71,6 @@ class VerifyReport:
                 f"{build} to finish"
             )
         return f"{done}ok: {self.files} files, {self.rows} rows; catalog, files and view checked"
-
-
-def sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def file_problem(store: Path, info: FileInfo, deep: bool = True) -> str:
-    """What is wrong with one file's bytes ('' when nothing): a stat, then a hash (without
-    ``deep``, only where the mtime moved: a touched file with the same bytes is fine)."""
-    path = shard_path(store, info.name)
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return "missing"
-    if stat.st_size != info.bytes:
-        return f"{stat.st_size} bytes, the catalog recorded {info.bytes} (truncated or replaced)"
-    if (deep or stat.st_mtime_ns != info.mtime_ns) and sha256(path) != info.sha256:
-        return "sha256 differs from the catalog's (the file was changed)"
-    return ""
 
 
 @dataclass
@@ -247,8 +216,6 @@ def check(store: Path, manifest: Manifest, values: bool = True) -> VerifyReport:
     folder = sidecar(store) / "shards"
     report.unlisted = sorted(p.name for p in folder.glob("*.h5") if p.name not in infos)
     if not is_locked(store):  # a writer at work has temporaries of its own
-        from fstore.store.compact import leftovers
-
         report.problems += [
             Problem(p.name, "a temporary file left by an interrupted writer", "leftover")
             for p in leftovers(store)
@@ -276,21 +243,3 @@ def verify(
     after = check(store, manifest, values)
     after.repaired, after.moved = done.actions, done.moved
     return after
-
-
-def set_aside(store: Path, con: sqlite3.Connection, names) -> list[str]:
-    """Move damaged files into ``damaged/`` and mark their shards as not computed; returns
-    the files moved (a missing one is only forgotten)."""
-    names = sorted(names)
-    with transaction(con, store):
-        for name in names:
-            shards = "SELECT name FROM shards WHERE file = ?"
-            con.execute(f"UPDATE images SET row = NULL WHERE shard IN ({shards})", (name,))
-            con.execute("UPDATE shards SET file = NULL, start = NULL WHERE file = ?", (name,))
-            con.execute("DELETE FROM files WHERE name = ?", (name,))
-    folder = sidecar(store) / "damaged"
-    moved = [name for name in names if shard_path(store, name).exists()]
-    for name in moved:
-        folder.mkdir(exist_ok=True)
-        os.replace(shard_path(store, name), folder / name)
-    return moved
