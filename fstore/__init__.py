@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 #: statement here would make every module that imports ``__version__`` load the whole library.
 _API = {
     "export_model": ("fstore.export.onnx_export", "export"),
-    "build_store": ("fstore.pipeline.model", "build"),
+    "build_store": ("fstore.pipeline.model", "build_store"),
     "load_features": ("fstore.store", "load_features"),
 }
 

@@ -347,7 +347,7 @@ def test_api_names_are_the_library_functions(monkeypatch):
     from fstore.pipeline import model
     from fstore.store import reads
 
-    assert fstore.build_store is model.build
+    assert fstore.build_store is model.build_store
     assert fstore.load_features is reads.load_features
     calls = []
     monkeypatch.setattr(onnx_export, "export", lambda *a, **k: calls.append((a, k)) or "model")

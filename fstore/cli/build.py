@@ -221,7 +221,7 @@ def build(images: Path | None, quiet: bool, as_json: bool, **options) -> None:
       fstore build --engine ray --num-workers 2
     """
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build as build_store
+    from fstore.pipeline.model import build_store
 
     config = BuildConfig.from_options(images=images, **options)
     use_stderr_logging(quiet)

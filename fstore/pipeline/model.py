@@ -1,7 +1,7 @@
 """The model a build runs: a ``--model`` file, the one the store remembers, or an export.
 
 :func:`build` is ``fstore build`` as one call: it resolves the model and hands it to
-:func:`fstore.pipeline.pipeline.build`. The model is
+:func:`fstore.pipeline.fill.fill_store`. The model is
 
 * a ``--model`` file (or the one the store remembers), run as given; at ``--precision int8`` or
   ``fp16`` its variant is derived first (a file without fstore metadata is annotated with the
@@ -23,22 +23,22 @@ from fstore.errors import FstoreError
 from fstore.images.discover import discover
 from fstore.images.preprocess import Preprocessing, PreprocessingFlags, resolve_preprocessing
 from fstore.pipeline.config import BuildConfig
-from fstore.pipeline.pipeline import (
+from fstore.pipeline.fill import (
     BuildReport,
     check_config,
     existing_manifest,
+    fill_store,
     given_model,
     image_folder,
     model_layers,
     requested_preprocessing,
 )
-from fstore.pipeline.pipeline import build as build_store
 from fstore.pipeline.plan import ResolvedModel
 from fstore.runtime.metadata import ModelInfo
 from fstore.runtime.weights_source import WeightsSource
 from fstore.store.layout import Manifest
 
-__all__ = ["build", "resolve_export", "resolve_given"]
+__all__ = ["build_store", "resolve_export", "resolve_given"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _variant(path, info, precision, config, layers) -> ResolvedModel:
     return ResolvedModel(variant.path, variant.info, layers, given=True)
 
 
-def build(config: BuildConfig, progress: bool | None = None) -> BuildReport:
+def build_store(config: BuildConfig, progress: bool | None = None) -> BuildReport:
     """Fill (or extend, or resume) the store ``config.store``; returns what was done.
 
     ``progress``: show a progress bar (``None``: only on a terminal).
@@ -172,4 +172,4 @@ def build(config: BuildConfig, progress: bool | None = None) -> BuildReport:
         model = resolve_export(config, manifest)
     else:
         model = resolve_given(path, config, manifest)
-    return build_store(config, model, progress)
+    return fill_store(config, model, progress)

@@ -21,8 +21,7 @@ from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import file_sha256, file_stat
 from fstore.pipeline.read import Work
 from fstore.runtime.metadata import ModelInfo
-from fstore.store import catalog
-from fstore.store import layout as st
+from fstore.store import catalog, layout
 from fstore.store.labels import key_labels
 
 
@@ -93,13 +92,13 @@ def _provenance(recipe: StoreRecipe, model_sha: str, layers: tuple[str, ...], pr
 
 def recipe_manifest(
     images: Path, recipe: StoreRecipe, shapes: dict[str, tuple[int, ...]], model_sha: str
-) -> st.Manifest:
+) -> layout.Manifest:
     """What a store built from ``images`` with ``recipe`` would be, without its provenance:
     enough to check an existing store against (:func:`check_compatible`)."""
     layers = tuple(shapes)
     split_layout = is_split_layout(images)
     split = recipe.split or SplitSpec("folders" if split_layout else "none")
-    return st.Manifest(
+    return layout.Manifest(
         image_root=str(images.resolve()),
         split_layout=split_layout,
         split=asdict(split),
@@ -112,7 +111,7 @@ def recipe_manifest(
 
 def new_manifest(
     images: Path, recipe: StoreRecipe, shapes: dict[str, tuple[int, ...]], provider: str
-) -> st.Manifest:
+) -> layout.Manifest:
     """The manifest of a new store built from ``images`` with ``recipe`` (outputs of
     ``shapes``), with its provenance."""
     model_sha = file_sha256(recipe.model.path)
@@ -120,7 +119,7 @@ def new_manifest(
     return replace(manifest, provenance=_provenance(recipe, model_sha, manifest.layers, provider))
 
 
-def model_sha256(con, store: Path, manifest: st.Manifest, path: Path) -> str:
+def model_sha256(con, store: Path, manifest: layout.Manifest, path: Path) -> str:
     """The sha256 of the model file ``path``, checked against the store's.
 
     The catalog keeps the path, size and mtime of the file whose sha256 the manifest records
@@ -138,7 +137,9 @@ def model_sha256(con, store: Path, manifest: st.Manifest, path: Path) -> str:
     return sha
 
 
-def check_compatible(store: Path, old: st.Manifest, new: st.Manifest, images: Path | None) -> None:
+def check_compatible(
+    store: Path, old: layout.Manifest, new: layout.Manifest, images: Path | None
+) -> None:
     """Refuse to add features made another way (model, layers, preprocessing, decode, dtype)."""
     if old.layers != new.layers:
         raise StoreError(
@@ -239,7 +240,9 @@ def _pending_work(con, found: Discovery) -> Work:
     return Work(shards, max(0, total - pending), total)
 
 
-def plan_work(store: Path, con, found: Discovery, shard_size: int, manifest: st.Manifest) -> Plan:
+def plan_work(
+    store: Path, con, found: Discovery, shard_size: int, manifest: layout.Manifest
+) -> Plan:
     """Plan new and changed images into new shards, in one catalog transaction, and return
     every shard not yet computed (earlier plans' first: a killed build resumes them).
 

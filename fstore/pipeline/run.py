@@ -20,7 +20,7 @@ from fstore.images.reader import MAX_IMAGE_BYTES
 from fstore.images.views import SEPARATOR, ViewPlan, plan_views, split_layers, view_layers
 from fstore.pipeline.read import Batch, Progress, Work, iter_batches
 from fstore.pipeline.write import Writer
-from fstore.store import layout as st
+from fstore.store import layout
 from fstore.store.shards import ShardRows
 
 
@@ -117,7 +117,7 @@ class ShardAssembler:
         return rows
 
 
-def layer_dims(manifest: st.Manifest) -> dict[str, int]:
+def layer_dims(manifest: layout.Manifest) -> dict[str, int]:
     return {layer: int(np.prod(shape)) for layer, shape in manifest.shapes.items()}
 
 

@@ -69,7 +69,7 @@ class Report:
 def build_report_store(config: ReportConfig) -> dict:
     """Build (or resume, or extend) the report's store with the library's ``build``."""
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
 
     common = dict(
         store=config.store_path,
@@ -87,7 +87,7 @@ def build_report_store(config: ReportConfig) -> dict:
             weights=config.vgg16_weights, preprocessing=config.vgg16_preprocessing(), **common
         )
     config.store_path.parent.mkdir(parents=True, exist_ok=True)
-    return build(build_config).to_dict()
+    return build_store(build_config).to_dict()
 
 
 def make_context(config: ReportConfig) -> Context:

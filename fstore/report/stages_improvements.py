@@ -36,7 +36,7 @@ def copy_sample(ctx: Context, count: int, out: Path) -> int:
 def _sample_build(ctx: Context, images: Path, store: Path, views: tuple[str, ...]) -> dict:
     """The library's build of the plain layers and ``views`` over ``images``; its report."""
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
 
     config = ctx.config
     options = dict(
@@ -53,7 +53,7 @@ def _sample_build(ctx: Context, images: Path, store: Path, views: tuple[str, ...
         model = dict(weights=config.vgg16_weights, preprocessing=config.vgg16_preprocessing())
     else:
         model = dict(model=config.model, preprocessing=ctx.preprocessing)
-    return build(BuildConfig(**model, **options)).to_dict()
+    return build_store(BuildConfig(**model, **options)).to_dict()
 
 
 def build_costs(ctx: Context, view_sets: list[tuple[str, ...]], folder: Path) -> dict[str, dict]:

@@ -121,7 +121,7 @@ def activations(ctx: Context, folder: Path) -> dict:
 def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
     """A store of the main layer computed by the ``precision`` variant of the model."""
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
 
     config = ctx.config
     store = folder / f"{precision}.h5"
@@ -135,7 +135,7 @@ def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
         split=SplitSpec(**ctx.manifest.split),
     )
     if config.model is None:
-        build(
+        build_store(
             BuildConfig(
                 weights=config.vgg16_weights,
                 preprocessing=config.vgg16_preprocessing(),
@@ -161,7 +161,7 @@ def _variant_store(ctx: Context, precision: str, folder: Path) -> Path:
         )
     else:
         convert_fp16(config.model, variant)
-    build(BuildConfig(model=variant, preprocessing=ctx.preprocessing, **options))
+    build_store(BuildConfig(model=variant, preprocessing=ctx.preprocessing, **options))
     return store
 
 

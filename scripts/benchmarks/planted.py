@@ -74,11 +74,11 @@ def plant(source: Path, dest: Path, seed: int, copies: int, flip: float) -> dict
 def build_store(images: Path, store: Path) -> float:
     from fstore.images.preprocess import Preprocessing
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
 
     start = time.perf_counter()
     prep = Preprocessing(resize=274, crop=240)  # ImageNet mean and std are the defaults
-    build(BuildConfig(store=store, images=images, model=LITE1, preprocessing=prep,
+    build_store(BuildConfig(store=store, images=images, model=LITE1, preprocessing=prep,
                       layers=("pooled",), provider="cpu"))  # fmt: skip
     return time.perf_counter() - start
 

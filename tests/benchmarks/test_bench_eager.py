@@ -88,7 +88,7 @@ def test_eager_store_writes_the_features_build_writes(
 ) -> None:
     from fstore.benchmarks.eager import EagerBackend, LoaderOptions, eager_store, read_eager_store
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
     from fstore.store import load_features
 
     paths = sorted(bench_folder.rglob("*.jpg"))
@@ -106,7 +106,7 @@ def test_eager_store_writes_the_features_build_writes(
     got_keys, feats = read_eager_store(tmp_path / "eager.h5")
     assert got_keys == keys[:-1] and feats["pool5"].shape == (18, 512)
 
-    build(
+    build_store(
         BuildConfig(
             store=tmp_path / "s.h5",
             images=bench_folder,

@@ -259,10 +259,10 @@ def test_bad_requests_are_user_errors(bench_model, tmp_path: Path) -> None:
 
 def test_the_store_records_the_precision(int8_variant, bench_folder: Path, tmp_path: Path) -> None:
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
     from fstore.store import store_info
 
-    report = build(
+    report = build_store(
         BuildConfig(
             store=tmp_path / "s.h5",
             images=bench_folder,
@@ -343,7 +343,7 @@ def test_an_auto_build_records_the_precision_it_chose(
     int8_clearly_faster,
 ) -> None:
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
     from fstore.runtime.weights_source import WeightsSource
     from fstore.store import store_info
 
@@ -358,5 +358,5 @@ def test_an_auto_build_records_the_precision_it_chose(
         provider="cpu",
         batch_size=6,
     )
-    assert build(config, progress=False).images_computed == 18
+    assert build_store(config, progress=False).images_computed == 18
     assert store_info(tmp_path / "s.h5").provenance["precision"] == expected

@@ -21,13 +21,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def built_store(tmp_path: Path, config_for) -> Path:
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
 
     images = tmp_path / "images"
     for part, count in (("train", 4), ("test", 2)):
         make_image_folder(images, {"alpha": count, "beta": count}, seed=len(part), prefix=part)
     config = config_for(images, tmp_path / "built.h5")
-    build(config)
+    build_store(config)
     return config.store
 
 

@@ -89,16 +89,16 @@ def test_annotating_twice_or_at_the_wrong_size_is_one_line(foreign, tmp_path):
 
 def test_a_store_of_the_original_refuses_the_annotated_copy(foreign, tmp_path):
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
 
     images = tmp_path / "images"
     make_image_folder(images, {"a": 2, "b": 2}, size=(50, 44))
     store = tmp_path / "s.h5"
     base = dict(store=store, images=images, provider="cpu", batch_size=2)
-    build(BuildConfig(model=foreign, preprocessing=PREP, **base))
+    build_store(BuildConfig(model=foreign, preprocessing=PREP, **base))
     annotated = annotate(foreign, PREP, tmp_path / "annotated.onnx").path
     with pytest.raises(FstoreError, match="another model") as info:
-        build(BuildConfig(model=annotated, **base))
+        build_store(BuildConfig(model=annotated, **base))
     assert "\n" not in str(info.value)
 
 

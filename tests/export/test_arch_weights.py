@@ -129,7 +129,7 @@ def test_auto_without_calibration_images_stays_fp32(base):
 @pytest.mark.slow
 def test_build_from_an_architecture_resumes_with_it(tmp_path):
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
     from fstore.runtime.metadata import read_model_info
     from fstore.store.layout import read_manifest
 
@@ -139,19 +139,19 @@ def test_build_from_an_architecture_resumes_with_it(tmp_path):
     config = BuildConfig(store=store, images=images, arch=ARCH, layers=("pooled", "stage2"),
                          weights=SEED0, preprocessing=small(), provider="cpu", batch_size=4,
                          precision="fp32")  # fmt: skip
-    report = build(config)
+    report = build_store(config)
     assert report.images_total == 6
     manifest = read_manifest(store)
     assert read_model_info(manifest.provenance["model_path"]).arch == ARCH
     make_image_folder(images, {"c": 2}, size=(80, 72))
-    again = build(BuildConfig(store=store, provider="cpu"))
+    again = build_store(BuildConfig(store=store, provider="cpu"))
     assert again.images_total == 8 and again.images_done_before == 6
     assert read_manifest(store).provenance["model_path"] == manifest.provenance["model_path"]
 
 
 def test_flags_that_contradict_an_annotated_model_are_one_line(base, tmp_path):
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
 
     images = tmp_path / "images"
     make_image_folder(images, {"a": 2, "b": 2}, size=(80, 72))
@@ -159,7 +159,7 @@ def test_flags_that_contradict_an_annotated_model_are_one_line(base, tmp_path):
     config = BuildConfig(store=tmp_path / "s.h5", images=images, model=base.path,
                          preprocessing=wrong, provider="cpu")  # fmt: skip
     with pytest.raises(FstoreError) as info:
-        build(config)
+        build_store(config)
     message = str(info.value)
     assert "--size 72 (the model's: 64)" in message and "\n" not in message
     assert not (tmp_path / "s.h5").exists()

@@ -13,7 +13,7 @@ from helpers import SMALL, make_image_folder, write_noop_model
 from fstore.images.discover import ImageItem, discover, scan
 from fstore.images.reader import ImageReader
 from fstore.pipeline.config import BuildConfig
-from fstore.pipeline.model import build
+from fstore.pipeline.model import build_store
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
 
@@ -57,7 +57,7 @@ def test_build_over_a_folder_with_a_fifo_finishes(odd_folder, tmp_path):
     config = BuildConfig(store=tmp_path / "s.h5", images=odd_folder, model=model,
                          preprocessing=SMALL, provider="cpu", batch_size=2)  # fmt: skip
     result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("report", build(config)))
+    thread = threading.Thread(target=lambda: result.setdefault("report", build_store(config)))
     thread.start()
     thread.join(timeout=60)
     assert not thread.is_alive(), "the build hangs on the FIFO"

@@ -11,7 +11,7 @@ from helpers import SMALL, make_image_folder, write_noop_model
 
 from fstore.pipeline import read as pipeline
 from fstore.pipeline.config import BuildConfig
-from fstore.pipeline.model import build
+from fstore.pipeline.model import build_store
 from fstore.store import load_features, read_manifest
 
 
@@ -38,15 +38,15 @@ def _config(folder, noop, store, **kw) -> BuildConfig:
 def test_decode_workers_default_to_the_usable_cores(monkeypatch, folder, noop, tmp_path):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
     assert pipeline.default_workers() == 5
-    report = build(_config(folder, noop, tmp_path / "s.h5"))
+    report = build_store(_config(folder, noop, tmp_path / "s.h5"))
     assert report.workers == 5
-    assert build(_config(folder, noop, tmp_path / "t.h5", workers=2)).workers == 2
+    assert build_store(_config(folder, noop, tmp_path / "t.h5", workers=2)).workers == 2
 
 
 @pytest.mark.parametrize("decode", ["exact", "fast"])
 def test_store_is_identical_for_1_and_3_workers(folder, noop, tmp_path, decode):
-    one = build(_config(folder, noop, tmp_path / "one.h5", workers=1, decode=decode))
-    three = build(_config(folder, noop, tmp_path / "three.h5", workers=3, decode=decode))
+    one = build_store(_config(folder, noop, tmp_path / "one.h5", workers=1, decode=decode))
+    three = build_store(_config(folder, noop, tmp_path / "three.h5", workers=3, decode=decode))
     assert one.images_computed == three.images_computed == 9 and one.errors == 1
     a = load_features(tmp_path / "one.h5", "pooled")
     b = load_features(tmp_path / "three.h5", "pooled")
@@ -58,19 +58,19 @@ def test_decode_mode_is_recorded_and_mixing_is_refused(folder, noop, tmp_path):
     from fstore.errors import StoreError
 
     store = tmp_path / "s.h5"
-    build(_config(folder, noop, store, decode="fast"))
+    build_store(_config(folder, noop, store, decode="fast"))
     assert read_manifest(store).provenance["decode"] == "fast"
-    again = build(_config(folder, noop, store))  # no --decode: the store's
+    again = build_store(_config(folder, noop, store))  # no --decode: the store's
     assert again.decode == "fast" and again.images_computed == 0
     with pytest.raises(StoreError, match="decode"):
-        build(_config(folder, noop, store, decode="exact"))
+        build_store(_config(folder, noop, store, decode="exact"))
 
 
 def test_a_model_store_resumes_with_a_bare_build(folder, noop, tmp_path):
     store = tmp_path / "s.h5"
-    build(_config(folder, noop, store))
+    build_store(_config(folder, noop, store))
     make_image_folder(folder, {"gamma": 2}, seed=3, size=(90, 70))
-    report = build(BuildConfig(store=store, provider="cpu"))
+    report = build_store(BuildConfig(store=store, provider="cpu"))
     assert report.images_computed == 2 and report.images_done_before == 10
     features = load_features(store, "pooled")
     assert len(features.keys) == 11 and features.X.shape == (11, 3)
@@ -99,7 +99,7 @@ def test_decode_processes_give_what_threads_give(folder, decode):
 def test_store_is_identical_for_thread_and_process_decoders(folder, noop, tmp_path):
     stores = [tmp_path / f"{pool}.h5" for pool in pipeline.POOLS]
     for pool, store in zip(pipeline.POOLS, stores):
-        build(_config(folder, noop, store, workers=2, pool=pool))
+        build_store(_config(folder, noop, store, workers=2, pool=pool))
     a, b = (load_features(s, "pooled") for s in stores)
     assert list(a.keys) == list(b.keys)
     np.testing.assert_array_equal(a.X, b.X)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from fstore.errors import DatasetError, FstoreError, OutputPathError, StoreError, UnknownLayerError
 from fstore.images.discover import SplitSpec
-from fstore.pipeline.model import build
+from fstore.pipeline.model import build_store
 from fstore.runtime.weights_source import WeightsSource
 from fstore.store import load_features, store_info, write_arrays
 
@@ -45,7 +45,7 @@ def eager_features(paths: list[Path], layers: tuple[str, ...]) -> dict[str, np.n
 
 @pytest.mark.slow
 def test_store_features_equal_eager_torchvision(config_for, tmp_path, image_folder):
-    report = build(config_for(image_folder))
+    report = build_store(config_for(image_folder))
     assert report.images_computed == 12 and report.errors == 0
     for layer in ("pool5", "fc7"):
         fs = load_features(tmp_path / "s.h5", layer)
@@ -60,7 +60,7 @@ def test_store_features_equal_eager_torchvision(config_for, tmp_path, image_fold
 
 
 def test_plain_h5py_reads_the_store(config_for, tmp_path, image_folder):
-    build(config_for(image_folder))
+    build_store(config_for(image_folder))
     os.chdir(tmp_path.parent)  # virtual datasets resolve shards relative to the index file
     with h5py.File(tmp_path / "s.h5", "r") as f:
         fc7 = f["features/fc7"][()]
@@ -76,18 +76,18 @@ def test_split_layout_and_random_split(config_for, tmp_path):
     root = tmp_path / "scene"
     make_image_folder(root, {"a": 5, "b": 5}, prefix="train")
     make_image_folder(root, {"a": 3, "b": 3}, prefix="test", seed=1)
-    build(config_for(root))
+    build_store(config_for(root))
     fs = load_features(tmp_path / "s.h5", "fc7")
     assert (fs.split == "train").sum() == 10 and (fs.split == "test").sum() == 6
     assert all(k.startswith(s + "/") for k, s in zip(fs.keys, fs.split))
 
-    build(config_for(root, tmp_path / "r.h5", split=SplitSpec("random", 2, seed=7)))
+    build_store(config_for(root, tmp_path / "r.h5", split=SplitSpec("random", 2, seed=7)))
     fr = load_features(tmp_path / "r.h5", "fc7")
     for c in range(2):
         assert ((fr.split == "train") & (fr.y == c)).sum() == 2
         assert ((fr.split == "test") & (fr.y == c)).sum() == 6
     again = tmp_path / "r2.h5"
-    build(config_for(root, again, split=SplitSpec("random", 2, seed=7)))
+    build_store(config_for(root, again, split=SplitSpec("random", 2, seed=7)))
     np.testing.assert_array_equal(load_features(again, "fc7").split, fr.split)
 
 
@@ -120,7 +120,7 @@ def bad_files(root: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_bad_inputs_are_recorded_and_skipped(config_for, tmp_path, image_folder):
     expected = bad_files(image_folder)
-    report = build(config_for(image_folder))
+    report = build_store(config_for(image_folder))
     assert report.errors == 6
     info = store_info(tmp_path / "s.h5")
     reasons = {e["key"]: e for e in info.errors}
@@ -130,19 +130,19 @@ def test_bad_inputs_are_recorded_and_skipped(config_for, tmp_path, image_folder)
     assert reasons["alpha/exif.jpg"]["stored"] and not reasons["alpha/empty.jpg"]["stored"]
     fs = load_features(tmp_path / "s.h5", "fc7")
     assert len(fs.keys) == 13 and "alpha/exif.jpg" in set(fs.keys)
-    report = build(config_for(image_folder))  # nothing changed: bad files are not retried
+    report = build_store(config_for(image_folder))  # nothing changed: bad files are not retried
     assert report.images_computed == 0 and report.errors == 0
 
 
 @pytest.mark.slow
 def test_incremental_build_touches_only_new_and_changed(config_for, tmp_path, image_folder):
     store = tmp_path / "s.h5"
-    build(config_for(image_folder))
+    build_store(config_for(image_folder))
     before = load_features(store, "fc7")
     make_image_folder(image_folder, {"delta": 2}, seed=9)
     changed = image_folder / "beta" / "img_001.jpg"
     random_image(np.random.default_rng(42), (60, 50)).save(changed)
-    report = build(config_for(image_folder))
+    report = build_store(config_for(image_folder))
     assert report.images_computed == 3 and report.images_done_before == 11
     after = load_features(store, "fc7")
     assert len(after.keys) == 14 and after.classes == ("alpha", "beta", "delta", "gamma")
@@ -153,7 +153,7 @@ def test_incremental_build_touches_only_new_and_changed(config_for, tmp_path, im
         if key != "beta/img_001.jpg":
             np.testing.assert_array_equal(old[key], new[key])
     os.utime(image_folder / "alpha" / "img_000.jpg")  # touched, same bytes: not recomputed
-    assert build(config_for(image_folder)).images_computed == 0
+    assert build_store(config_for(image_folder)).images_computed == 0
 
 
 @pytest.mark.slow
@@ -161,11 +161,11 @@ def test_an_extension_adds_rows_and_rewrites_no_earlier_shard(config_for, tmp_pa
     from fstore.store import sidecar
 
     store = tmp_path / "s.h5"
-    build(config_for(image_folder))
+    build_store(config_for(image_folder))
     shards = sidecar(store) / "shards"
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards.iterdir()}
     make_image_folder(image_folder, {"delta": 2}, seed=9)
-    assert build(config_for(image_folder)).images_computed == 2
+    assert build_store(config_for(image_folder)).images_computed == 2
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards.iterdir()}
     assert {k: after[k] for k in before} == before and len(after) == len(before) + 1
 
@@ -177,10 +177,10 @@ def test_a_deleted_image_is_reported_and_leaves_the_store(
     from fstore.cli.build import _print_build_report
 
     store = tmp_path / "s.h5"
-    build(config_for(image_folder))
+    build_store(config_for(image_folder))
     n = len(load_features(store, "fc7").keys)
     (image_folder / "beta" / "img_001.jpg").unlink()
-    report = build(config_for(image_folder))
+    report = build_store(config_for(image_folder))
     assert report.removed == 1 and report.images_computed == 0
     fs = load_features(store, "fc7")
     assert "beta/img_001.jpg" not in set(fs.keys) and len(fs.keys) == n - 1
@@ -193,17 +193,17 @@ def test_a_deleted_image_is_reported_and_leaves_the_store(
 
 @pytest.mark.slow
 def test_mixing_models_is_refused(config_for, tmp_path, image_folder):
-    build(config_for(image_folder))
+    build_store(config_for(image_folder))
     with pytest.raises(StoreError, match="another model"):
-        build(config_for(image_folder, weights=WeightsSource("random", seed=1)))
+        build_store(config_for(image_folder, weights=WeightsSource("random", seed=1)))
     with pytest.raises(StoreError, match="holds layers"):
-        build(config_for(image_folder, layers=("fc7",)))
+        build_store(config_for(image_folder, layers=("fc7",)))
 
 
 def test_external_model_with_options(config_for, tmp_path, image_folder, store_model):
     foreign = tmp_path / "foreign.onnx"
     shutil.copyfile(store_model, foreign)  # no metadata sidecar: treated by its graph alone
-    report = build(config_for(image_folder, model=foreign, layers=None, weights=None))
+    report = build_store(config_for(image_folder, model=foreign, layers=None, weights=None))
     assert report.layers == ("pool5", "fc7")
     fs = load_features(tmp_path / "s.h5", "pool5")
     assert fs.shape == (512, 1, 1) and fs.provenance["preprocessing"]
@@ -213,23 +213,23 @@ def test_external_model_with_options(config_for, tmp_path, image_folder, store_m
 def test_user_errors(config_for, tmp_path, image_folder, case):
     if case == "missing":
         with pytest.raises(DatasetError, match="does not exist"):
-            build(config_for(tmp_path / "nope"))
+            build_store(config_for(tmp_path / "nope"))
     elif case == "empty":
         (tmp_path / "empty").mkdir()
         with pytest.raises(DatasetError, match="no images"):
-            build(config_for(tmp_path / "empty"))
+            build_store(config_for(tmp_path / "empty"))
     elif case == "unwritable":
         with pytest.raises(OutputPathError):
-            build(config_for(image_folder, store=tmp_path / "no" / "such" / "s.h5"))
+            build_store(config_for(image_folder, store=tmp_path / "no" / "such" / "s.h5"))
     else:
         with pytest.raises(UnknownLayerError, match="valid layers are"):
-            build(config_for(image_folder, layers=("fc9",)))
+            build_store(config_for(image_folder, layers=("fc9",)))
     assert not (tmp_path / "s.h5").exists()
 
 
 def test_float16_storage(config_for, tmp_path, image_folder):
-    build(config_for(image_folder, dtype="float16"))
-    build(config_for(image_folder, store=tmp_path / "f32.h5"))
+    build_store(config_for(image_folder, dtype="float16"))
+    build_store(config_for(image_folder, store=tmp_path / "f32.h5"))
     half, full = load_features(tmp_path / "s.h5", "fc7"), load_features(tmp_path / "f32.h5", "fc7")
     assert half.X.dtype == np.float32
     np.testing.assert_allclose(half.X, full.X, rtol=1e-3, atol=1e-4)
@@ -255,8 +255,8 @@ def test_write_arrays_round_trip(tmp_path):
 
 
 def test_int8_build_records_precision_and_stays_close(config_for, tmp_path, image_folder):
-    build(config_for(image_folder, layers=("pool5",), store=tmp_path / "fp32.h5"))
-    report = build(config_for(image_folder, layers=("pool5",), precision="int8"))
+    build_store(config_for(image_folder, layers=("pool5",), store=tmp_path / "fp32.h5"))
+    report = build_store(config_for(image_folder, layers=("pool5",), precision="int8"))
     assert report.images_computed == 12
     int8, fp32 = load_features(tmp_path / "s.h5", "pool5"), load_features(tmp_path / "fp32.h5")
     assert int8.provenance["precision"] == "int8" and fp32.provenance["precision"] == "fp32"
@@ -265,7 +265,7 @@ def test_int8_build_records_precision_and_stays_close(config_for, tmp_path, imag
     )
     assert cos.mean() >= 0.99
     with pytest.raises(StoreError, match="another model"):  # precision is part of the features
-        build(
+        build_store(
             config_for(
                 image_folder, layers=("pool5",), store=tmp_path / "fp32.h5", precision="int8"
             )
@@ -281,7 +281,7 @@ def test_a_build_with_nothing_to_do_looks_at_no_image_again(
     from fstore.images.discover import discover
     from fstore.pipeline import plan
 
-    build(config_for(image_folder))
+    build_store(config_for(image_folder))
     items = discover(image_folder).items
     for item in items:
         info = item.path.stat()
@@ -294,11 +294,11 @@ def test_a_build_with_nothing_to_do_looks_at_no_image_again(
 
     monkeypatch.setattr(plan, "file_stat", spy(real_stat))
     monkeypatch.setattr(plan, "file_sha256", spy(real_sha))
-    assert build(config_for(image_folder)).images_computed == 0
+    assert build_store(config_for(image_folder)).images_computed == 0
     assert looked == []
     touched = image_folder / "alpha" / "img_001.jpg"
     os.utime(touched, ns=(touched.stat().st_mtime_ns + 10**9,) * 2)
-    assert build(config_for(image_folder)).images_computed == 0
+    assert build_store(config_for(image_folder)).images_computed == 0
     assert looked == [touched]
 
 

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from fstore.errors import ProviderError
-from fstore.pipeline.model import build
+from fstore.pipeline.model import build_store
 from fstore.runtime.providers import resolve_provider
 from fstore.runtime.session import OrtBackend
 from fstore.store import load_features
@@ -25,7 +25,7 @@ def test_cuda_without_cuda_is_a_clear_error(config_for, image_folder):
     with pytest.raises(ProviderError, match="--provider cpu"):
         resolve_provider("cuda")
     with pytest.raises(ProviderError):
-        build(config_for(image_folder, provider="cuda"))
+        build_store(config_for(image_folder, provider="cuda"))
 
 
 @pytest.mark.gpu
@@ -43,8 +43,8 @@ def test_cuda_io_binding_equals_cpu(store_model):
 
 @pytest.mark.gpu
 def test_cuda_build_equals_cpu_build(config_for, tmp_path, image_folder):
-    build(config_for(image_folder, store=tmp_path / "cpu.h5", provider="cpu"))
-    report = build(
+    build_store(config_for(image_folder, store=tmp_path / "cpu.h5", provider="cpu"))
+    report = build_store(
         config_for(image_folder, store=tmp_path / "gpu.h5", provider="cuda", batch_size=5)
     )  # 12 images: the last batch is padded to 5
     assert report.provider == "cuda"

@@ -20,7 +20,7 @@ from helpers import make_image_folder
 
 from fstore.errors import MissingDependencyError
 from fstore.pipeline import ray_engine
-from fstore.pipeline.model import build
+from fstore.pipeline.model import build_store
 from fstore.pipeline.ray_engine import RayOptions, ShardFailure, compute_shards
 from fstore.store import load_features, sidecar, store_info
 
@@ -72,19 +72,21 @@ def shard_count(store: Path) -> int:
 
 
 def test_ray_build_equals_local_build(ray_cluster, config_for, tmp_path, images):
-    local = build(config_for(images, store=tmp_path / "local.h5"))
+    local = build_store(config_for(images, store=tmp_path / "local.h5"))
     options = RayOptions(num_workers=2, cpus_per_worker=1)
-    distributed = build(config_for(images, store=tmp_path / "ray.h5", engine="ray", ray=options))
+    distributed = build_store(
+        config_for(images, store=tmp_path / "ray.h5", engine="ray", ray=options)
+    )
     assert distributed.images_computed == local.images_computed == 40
     assert distributed.errors == 1 and distributed.shards_written == local.shards_written == 6
     assert_same_store(tmp_path / "local.h5", tmp_path / "ray.h5")
     # Resuming either way is a no-op: the shards are fstore's, not Ray's.
-    again = build(config_for(images, store=tmp_path / "ray.h5"))
+    again = build_store(config_for(images, store=tmp_path / "ray.h5"))
     assert again.images_computed == 0
 
 
 def test_killing_a_worker_mid_build_loses_nothing(ray_cluster, config_for, tmp_path, images):
-    build(config_for(images, store=tmp_path / "local.h5"))
+    build_store(config_for(images, store=tmp_path / "local.h5"))
     store = tmp_path / "ray.h5"
     config = config_for(
         images,
@@ -95,7 +97,7 @@ def test_killing_a_worker_mid_build_loses_nothing(ray_cluster, config_for, tmp_p
         ray=RayOptions(num_workers=2, cpus_per_worker=1, retries=3),
     )
     result: dict = {}
-    thread = threading.Thread(target=lambda: result.setdefault("report", build(config)))
+    thread = threading.Thread(target=lambda: result.setdefault("report", build_store(config)))
     thread.start()
     workers = wait_for_workers(ray_cluster, 2)
     victim = ray_cluster.get(workers[0].pid.remote())
@@ -137,7 +139,7 @@ def test_driver_killed_then_rerun_resumes(store_model, tmp_path, images):
 def test_missing_ray_is_a_one_line_error(config_for, images, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MissingDependencyError, match="pip install"):
-        build(replace(config_for(images), engine="ray"))
+        build_store(replace(config_for(images), engine="ray"))
 
 
 def test_workers_write_their_shards_and_the_driver_commits_only_the_index(
@@ -146,14 +148,14 @@ def test_workers_write_their_shards_and_the_driver_commits_only_the_index(
     """``workers_write``: shard files come from the actors; the store equals a local build."""
     from fstore.pipeline import write
 
-    build(config_for(images, store=tmp_path / "local.h5"))
+    build_store(config_for(images, store=tmp_path / "local.h5"))
     written_here = []
     real = write.write_shard
     monkeypatch.setattr(
         write, "write_shard", lambda *a, **k: written_here.append(a) or real(*a, **k)
     )
     options = RayOptions(num_workers=2, cpus_per_worker=1, workers_write=True)
-    report = build(config_for(images, store=tmp_path / "ray.h5", engine="ray", ray=options))
+    report = build_store(config_for(images, store=tmp_path / "ray.h5", engine="ray", ray=options))
     assert report.images_computed == 40 and report.shards_written == 6
     assert written_here == []  # the driver wrote no shard file, only the catalog
     assert_same_store(tmp_path / "local.h5", tmp_path / "ray.h5")

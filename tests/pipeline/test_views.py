@@ -21,7 +21,7 @@ from fstore.images.decode import decode_source
 from fstore.images.preprocess import Preprocessing
 from fstore.images.views import parse_views, plan_views, split_layers, view_crops, view_layers
 from fstore.pipeline import run as run_stage
-from fstore.pipeline.model import build
+from fstore.pipeline.model import build_store
 from fstore.pipeline.run import time_views
 from fstore.store import load_features
 
@@ -142,7 +142,7 @@ def test_flip_of_a_symmetric_image_equals_the_plain_view(config_for, tmp_path):
     root = tmp_path / "sym"
     (root / "a").mkdir(parents=True)
     symmetric_image(root / "a" / "mirror.png")
-    build(config_for(root, views=("flip",), decode="exact"))
+    build_store(config_for(root, views=("flip",), decode="exact"))
     for layer in LAYERS:
         plain = load_features(tmp_path / "s.h5", layer).X
         flip = load_features(tmp_path / "s.h5", f"{layer}@flip").X
@@ -154,7 +154,7 @@ def test_crops5_of_a_constant_image_equals_the_plain_view(config_for, tmp_path, 
     root = tmp_path / "flat"
     (root / "a").mkdir(parents=True)
     Image.new("RGB", (60, 45), (90, 140, 30)).save(root / "a" / "flat.jpg", quality=95)
-    build(config_for(root, views=("crops5",), decode=decode))
+    build_store(config_for(root, views=("crops5",), decode=decode))
     for layer in LAYERS:
         plain = load_features(tmp_path / "s.h5", layer).X
         crops = load_features(tmp_path / "s.h5", f"{layer}@crops5").X
@@ -163,7 +163,7 @@ def test_crops5_of_a_constant_image_equals_the_plain_view(config_for, tmp_path, 
 
 @pytest.mark.slow
 def test_view_layers_are_the_mean_over_views_run_by_hand(config_for, store_model, tmp_path, images):
-    report = build(config_for(images, views=VIEWS, decode="exact"))
+    report = build_store(config_for(images, views=VIEWS, decode="exact"))
     assert report.views == VIEWS
     assert report.layers == view_layers(LAYERS, VIEWS)
     assert set(report.view_costs) == {"plain", *VIEWS}
@@ -180,8 +180,8 @@ def test_view_layers_are_the_mean_over_views_run_by_hand(config_for, store_model
 
 @pytest.mark.slow
 def test_plain_layers_of_a_store_with_views_equal_a_plain_build(config_for, tmp_path, images):
-    build(config_for(images, store=tmp_path / "plain.h5", decode="fast"))
-    build(config_for(images, store=tmp_path / "views.h5", decode="fast", views=("flip",)))
+    build_store(config_for(images, store=tmp_path / "plain.h5", decode="fast"))
+    build_store(config_for(images, store=tmp_path / "views.h5", decode="fast", views=("flip",)))
     for layer in LAYERS:
         plain = load_features(tmp_path / "plain.h5", layer).X
         views = load_features(tmp_path / "views.h5", layer).X
@@ -193,7 +193,7 @@ def test_interrupted_build_with_views_resumes_to_the_same_features(
     config_for, tmp_path, images, monkeypatch
 ):
     reference = tmp_path / "reference.h5"
-    build(config_for(images, store=reference, views=VIEWS, batch_size=2, shard_size=2))
+    build_store(config_for(images, store=reference, views=VIEWS, batch_size=2, shard_size=2))
     add, calls = run_stage.ShardAssembler.add, []
 
     def add_then_stop(self, batch, result=None):
@@ -204,10 +204,10 @@ def test_interrupted_build_with_views_resumes_to_the_same_features(
 
     monkeypatch.setattr(run_stage.ShardAssembler, "add", add_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        build(config_for(images, views=VIEWS, batch_size=2, shard_size=2))
+        build_store(config_for(images, views=VIEWS, batch_size=2, shard_size=2))
     monkeypatch.setattr(run_stage.ShardAssembler, "add", add)
     # a bare resume: the store says which layers and views it holds
-    report = build(config_for(images, layers=None, batch_size=2, shard_size=2))
+    report = build_store(config_for(images, layers=None, batch_size=2, shard_size=2))
     assert report.images_done_before == 4 and report.images_computed == 3
     assert report.layers == view_layers(LAYERS, VIEWS)
     for layer in report.layers:
@@ -218,13 +218,13 @@ def test_interrupted_build_with_views_resumes_to_the_same_features(
 
 @pytest.mark.slow
 def test_views_a_store_was_not_built_with_are_refused_like_layers(config_for, tmp_path, images):
-    build(config_for(images, views=("flip",)))
+    build_store(config_for(images, views=("flip",)))
     with pytest.raises(StoreError, match="build another store"):
-        build(config_for(images, views=("flip", "crops5")))
+        build_store(config_for(images, views=("flip", "crops5")))
     plain = tmp_path / "plain.h5"
-    build(config_for(images, store=plain))
+    build_store(config_for(images, store=plain))
     with pytest.raises(StoreError, match="build another store"):
-        build(config_for(images, store=plain, views=("flip",)))
+        build_store(config_for(images, store=plain, views=("flip",)))
 
 
 @pytest.mark.slow
@@ -233,7 +233,7 @@ def test_ray_worker_computes_the_view_layers_of_a_local_build(config_for, store_
     from fstore.pipeline.ray_engine import ShardWorker
     from fstore.store.layout import read_manifest
 
-    build(config_for(images, views=("crops5",), decode="exact"))
+    build_store(config_for(images, views=("crops5",), decode="exact"))
     store = config_for(images).store
     manifest = read_manifest(store)
     keys = list(load_features(store, "fc7").keys)
@@ -301,7 +301,7 @@ def test_features_outside_a_store_name_view_layers_too(config_for, store_model, 
     comes out as the build stored it."""
     from fstore.pipeline.run import extract_features
 
-    build(config_for(images, views=("crops5",), decode="exact"))
+    build_store(config_for(images, views=("crops5",), decode="exact"))
     keys = load_features(tmp_path / "s.h5", "fc7").keys
     features, good, _ = extract_features(
         [images / k for k in keys], store_model, ("fc7@crops5", "pool5"), preprocessing=SMALL

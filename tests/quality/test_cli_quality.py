@@ -98,9 +98,9 @@ def test_without_the_extra_one_line_says_what_to_install(store, monkeypatch):
 def test_image_queries_go_through_the_store_model(tmp_path, config_for, image_folder):
     """A stored image given as a file finds its own key at cosine 1; a file that does not
     decode is one line."""
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
 
-    build(config_for(image_folder))
+    build_store(config_for(image_folder))
     built = tmp_path / "s.h5"
     image = image_folder / "beta" / "img_002.jpg"
     code, out, _ = run("neighbors", image, "--store", built, "--layer", "fc7", "-k", "2", "--json")

@@ -46,7 +46,7 @@ def test_cluster_labels():
 def test_store_duplicates_find_planted_copies_and_byte_copies(tmp_path, config_for):
     """A built store: 6 photos per split of 2 classes, then one edited copy of each of 8
     photos placed elsewhere, and one byte copy; every planted pair is found, nothing else."""
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
 
     root, planted = tmp_path / "images", []
     for s, split in enumerate(("train", "test")):
@@ -60,7 +60,7 @@ def test_store_duplicates_find_planted_copies_and_byte_copies(tmp_path, config_f
         edits.apply(photo_of(root / src), names).save(root / dst, quality=95)
         planted.append({src, dst})
     shutil.copy(root / "train/alpha/p5.jpg", root / "test/alpha/copy.jpg")
-    build(config_for(root, layers=("pool5",)))
+    build_store(config_for(root, layers=("pool5",)))
     store = tmp_path / "s.h5"
     result = duplicates(store, "pool5", DuplicateOptions(k=40, min_similarity=-1.0))
     assert [c.keys for c in result.exact] == [("test/alpha/copy.jpg", "train/alpha/p5.jpg")]

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def leaky_store(tmp_path, config_for):
     """2 classes of 6 training and 3 test photos; two test images are byte copies of
     training images (one of another class)."""
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
 
     root = tmp_path / "images"
     for s, (split, count) in enumerate((("train", 6), ("test", 3))):
@@ -31,7 +31,7 @@ def leaky_store(tmp_path, config_for):
                 photo(100 * s + 10 * c + i).save(root / split / name / f"p{i}.jpg", quality=90)
     shutil.copy(root / "train/alpha/p5.jpg", root / "test/alpha/copy.jpg")
     shutil.copy(root / "train/alpha/p1.jpg", root / "test/beta/copy.jpg")
-    build(config_for(root, layers=("pool5",)))
+    build_store(config_for(root, layers=("pool5",)))
     return tmp_path / "s.h5"
 
 
@@ -63,14 +63,14 @@ def test_exclude_leaks_drops_only_the_leaked_test_rows_and_is_cached(leaky_store
 
 def test_cache_key_follows_the_rows(leaky_store, tmp_path, config_for):
     """A changed image gives another entry: the old result is not served."""
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
     from fstore.quality.cache import entry
     from fstore.quality.duplicates import DuplicateOptions
 
     before = entry(leaky_store, "duplicates", "pool5", DuplicateOptions())
     root = tmp_path / "images"
     photo(999).save(root / "test/beta/copy.jpg", quality=90)  # no longer a copy
-    build(config_for(root, layers=("pool5",)))
+    build_store(config_for(root, layers=("pool5",)))
     assert entry(leaky_store, "duplicates", "pool5", DuplicateOptions()) != before
     from fstore.quality.leaks import leaked_test_keys
 

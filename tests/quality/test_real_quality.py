@@ -33,11 +33,13 @@ def lite1_store(tmp_path_factory) -> Path:
         return Path(given)
     from fstore.images.preprocess import Preprocessing
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
 
     store = tmp_path_factory.mktemp("lite1") / "lite1.h5"
     pre = Preprocessing(resize=274, crop=240, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    build(BuildConfig(store=store, images=DATA, model=MODEL, preprocessing=pre, layers=("pooled",)))
+    build_store(
+        BuildConfig(store=store, images=DATA, model=MODEL, preprocessing=pre, layers=("pooled",))
+    )
     return store
 
 

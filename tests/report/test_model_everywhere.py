@@ -23,11 +23,11 @@ def test_classify_applies_a_classifier_trained_on_a_model_store(
     from fstore.classifiers.svm import train_svm
     from fstore.classifiers.svm_options import SvmOptions
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.model import build
+    from fstore.pipeline.model import build_store
     from fstore.store import load_features
 
     store = tmp_path / "s.h5"
-    build(
+    build_store(
         BuildConfig(
             store=store,
             images=split_folder,

@@ -16,7 +16,7 @@ from helpers import make_image_folder
 from store_helpers import assert_same_store
 
 from fstore.errors import StoreError
-from fstore.pipeline.model import build
+from fstore.pipeline.model import build_store
 from fstore.store import catalog, layout, load_features, sidecar, store_info
 from fstore.store.layout import shard_path
 from fstore.store.verify import verify
@@ -32,7 +32,7 @@ def images(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def reference(config_for, images, tmp_path) -> Path:
-    build(config_for(images, store=tmp_path / "reference.h5"))
+    build_store(config_for(images, store=tmp_path / "reference.h5"))
     return tmp_path / "reference.h5"
 
 
@@ -67,7 +67,7 @@ def test_a_write_fault_is_one_line_and_the_next_build_resumes(
     store = tmp_path / "s.h5"
     failing_commit(monkeypatch, code, where, after=2 if where == "shards" else 0)
     with pytest.raises(StoreError) as info:
-        build(config_for(images, store=store))
+        build_store(config_for(images, store=store))
     message = str(info.value)
     assert words in message and "\n" not in message
     assert "nothing is lost" in message and "run the same fstore build again" in message
@@ -75,7 +75,7 @@ def test_a_write_fault_is_one_line_and_the_next_build_resumes(
     monkeypatch.undo()
     if where == "shards":
         assert store_info(store).pending == 29 - 2 * 8 and not verify(store).ok  # 2 shards kept
-    build(config_for(images, store=store))
+    build_store(config_for(images, store=store))
     assert_same_store(reference, store)
     assert verify(store).ok
 
@@ -85,14 +85,14 @@ def test_a_shard_deleted_or_truncated_between_builds_is_found_and_recomputed(
     config_for, images, reference, tmp_path
 ):
     store = tmp_path / "s.h5"
-    build(config_for(images, store=store))
+    build_store(config_for(images, store=store))
     names = sorted(os.listdir(sidecar(store) / "shards"))
     shard_path(store, names[0]).unlink()
     path = shard_path(store, names[2])
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     found = verify(store)
     assert sorted(p.file for p in found.problems) == [names[0], names[2]]
-    report = build(config_for(images, store=store))
+    report = build_store(config_for(images, store=store))
     assert report.images_computed == 15  # two shards of 8, one holding the broken image
     assert os.listdir(sidecar(store) / "damaged") == [names[2]]
     assert_same_store(reference, store)
@@ -101,7 +101,7 @@ def test_a_shard_deleted_or_truncated_between_builds_is_found_and_recomputed(
 
 def test_two_builds_on_one_store_one_refuses_naming_the_other(config_for, images, tmp_path):
     store = tmp_path / "s.h5"
-    build(config_for(images, store=store))
+    build_store(config_for(images, store=store))
     holder = subprocess.Popen(
         [sys.executable, "-c", "import time; from pathlib import Path; "
          "from fstore.store.lock import StoreLock; "
@@ -110,7 +110,7 @@ def test_two_builds_on_one_store_one_refuses_naming_the_other(config_for, images
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(StoreError, match=f"another fstore process \\(pid {holder.pid}\\)"):
-            build(config_for(images, store=store))
+            build_store(config_for(images, store=store))
     finally:
         holder.kill()
         holder.wait()
@@ -156,12 +156,12 @@ def test_compaction_between_incremental_builds_changes_nothing(config_for, image
 
     plain, compacted = tmp_path / "plain.h5", tmp_path / "compacted.h5"
     for store in (plain, compacted):
-        build(config_for(images, store=store))
+        build_store(config_for(images, store=store))
     assert compact(compacted, segment_rows=10, max_small=1).files_after == 2
     random_image(np.random.default_rng(5), (50, 40)).save(images / "a" / "img_003.jpg")
     make_image_folder(images, {"d": 3}, seed=4)
     for store in (plain, compacted):
-        assert build(config_for(images, store=store)).images_computed == 4
+        assert build_store(config_for(images, store=store)).images_computed == 4
     assert_same_store(plain, compacted)
     keys = list(load_features(plain, "fc7").keys)
     assert keys[-3:] == ["d/img_000.jpg", "d/img_001.jpg", "d/img_002.jpg"]
@@ -212,20 +212,20 @@ def test_an_image_changed_while_being_read(config_for, images, tmp_path, monkeyp
 
     monkeypatch.setattr(reader, "read_bytes", read_then_change)
     store = tmp_path / "s.h5"
-    report = build(config_for(images, store=store))
+    report = build_store(config_for(images, store=store))
     monkeypatch.undo()
     assert changed and report.errors == 1  # only broken.jpg
     key = "b/img_003.jpg"
     stored = _rows_by_key(store)[key]
-    build(config_for(before, store=tmp_path / "old.h5"))
+    build_store(config_for(before, store=tmp_path / "old.h5"))
     assert stored[0] == hashlib.sha256(old_bytes).hexdigest()
     np.testing.assert_array_equal(stored[1], _rows_by_key(tmp_path / "old.h5")[key][1])
 
-    again = build(config_for(images, store=store))
+    again = build_store(config_for(images, store=store))
     assert again.images_computed == 1
     after = tmp_path / "after"
     shutil.copytree(images, after)
-    build(config_for(after, store=tmp_path / "final.h5"))
+    build_store(config_for(after, store=tmp_path / "final.h5"))
     got, want = _rows_by_key(store), _rows_by_key(tmp_path / "final.h5")
     assert sorted(got) == sorted(want) and got[key][0] == hashlib.sha256(new_bytes).hexdigest()
     for k in want:  # the recomputed image ran in a batch of its own: ORT may differ in ulps
@@ -233,7 +233,7 @@ def test_an_image_changed_while_being_read(config_for, images, tmp_path, monkeyp
         np.testing.assert_allclose(got[k][1], want[k][1], rtol=1e-5, atol=1e-6)
     assert not np.allclose(got[key][1], stored[1], rtol=1e-3)  # the two versions differ
     assert store_info(store).errors == store_info(tmp_path / "final.h5").errors
-    assert build(config_for(images, store=store)).images_computed == 0
+    assert build_store(config_for(images, store=store)).images_computed == 0
 
 
 @pytest.mark.slow
@@ -245,18 +245,18 @@ def test_a_shard_changed_in_place_is_recomputed_and_a_touched_one_kept(
     import h5py
 
     store = tmp_path / "s.h5"
-    build(config_for(images, store=store))
+    build_store(config_for(images, store=store))
     names = sorted(os.listdir(sidecar(store) / "shards"))
     with h5py.File(shard_path(store, names[1]), "r+") as f:
         f["features/fc7"][0] = f["features/fc7"][0] + 1.0  # still a valid HDF5 file
     touched = shard_path(store, names[3])
     os.utime(touched, ns=(touched.stat().st_mtime_ns + 10**9,) * 2)
-    report = build(config_for(images, store=store))
+    report = build_store(config_for(images, store=store))
     assert report.images_computed == 8  # the changed shard only
     assert os.listdir(sidecar(store) / "damaged") == [names[1]]
     assert_same_store(reference, store)
     assert verify(store).ok
-    assert build(config_for(images, store=store)).images_computed == 0
+    assert build_store(config_for(images, store=store)).images_computed == 0
 
 
 @pytest.mark.slow
@@ -270,16 +270,16 @@ def test_rows_keep_the_folders_order_whatever_the_history(config_for, images, tm
     from fstore.store.compact import compact
 
     store = tmp_path / "s.h5"
-    build(config_for(images, store=store))
+    build_store(config_for(images, store=store))
     random_image(np.random.default_rng(3), (52, 44)).save(images / "a" / "img_004.jpg")
     make_image_folder(images, {"b2": 3}, seed=6)  # sorts between b and c
     (images / "c" / "img_002.jpg").unlink()
-    assert build(config_for(images, store=store)).images_computed == 4
+    assert build_store(config_for(images, store=store)).images_computed == 4
     compact(store, segment_rows=10, max_small=1)
     make_image_folder(images, {"a": 12}, seed=8)  # img_010, img_011 end class a; others change
-    build(config_for(images, store=store))
+    build_store(config_for(images, store=store))
     fresh = tmp_path / "fresh.h5"
-    build(config_for(images, store=fresh))
+    build_store(config_for(images, store=fresh))
     folder = [it.key for it in discover(images).items if it.key != "c/broken.jpg"]
     got, want = load_features(store, "fc7"), load_features(fresh, "fc7")
     assert list(got.keys) == folder == list(want.keys)

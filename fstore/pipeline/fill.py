@@ -11,7 +11,7 @@ The build is a composition of stages, one module each:
   store's catalog; the view ``fstore.h5`` is refreshed at the end.
 
 The model arrives resolved (:class:`ResolvedModel`): a ``--model`` file, the one the store
-remembers, or (through :func:`fstore.pipeline.model.build`) a VGG16 export.
+remembers, or (through :func:`fstore.pipeline.model.build_store`) a VGG16 export.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from fstore.pipeline.ray_engine import RayOptions
 from fstore.pipeline.read import Work, default_workers
 from fstore.pipeline.run import RunOptions, StageTimes, layer_dims, probe_shapes, run_local
 from fstore.pipeline.write import Writer
-from fstore.store import layout as st
+from fstore.store import layout
 from fstore.store.catalog import DAMAGE, connect
 from fstore.store.compact import clean_store, compact_locked
 from fstore.store.lock import StoreLock, prepare_store
@@ -127,15 +127,15 @@ def check_config(config: BuildConfig) -> None:
         import_ray()
 
 
-def existing_manifest(store: Path) -> st.Manifest | None:
+def existing_manifest(store: Path) -> layout.Manifest | None:
     """The manifest of the store at ``store``; ``None`` if there is none yet."""
-    manifest = st.read_manifest(store) if st.sidecar(store).exists() else None
+    manifest = layout.read_manifest(store) if layout.sidecar(store).exists() else None
     if store.exists() and manifest is None:
         raise StoreError(f"{store} exists but is not an fstore store; refusing to overwrite it")
     return manifest
 
 
-def image_folder(config: BuildConfig, manifest: st.Manifest | None) -> Path:
+def image_folder(config: BuildConfig, manifest: layout.Manifest | None) -> Path:
     """The folder to build from: the one given, else the store's."""
     images = config.images or (Path(manifest.image_root) if manifest else None)
     if images is None:
@@ -143,7 +143,7 @@ def image_folder(config: BuildConfig, manifest: st.Manifest | None) -> Path:
     return images
 
 
-def requested_preprocessing(config: BuildConfig, manifest: st.Manifest | None) -> Preprocessing:
+def requested_preprocessing(config: BuildConfig, manifest: layout.Manifest | None) -> Preprocessing:
     """The options' preprocessing, else the store's, else torchvision's ImageNet default."""
     if config.preprocessing is not None:
         return config.preprocessing
@@ -152,21 +152,21 @@ def requested_preprocessing(config: BuildConfig, manifest: st.Manifest | None) -
     return Preprocessing()
 
 
-def model_layers(config: BuildConfig, manifest: st.Manifest | None) -> tuple[str, ...] | None:
+def model_layers(config: BuildConfig, manifest: layout.Manifest | None) -> tuple[str, ...] | None:
     """The model layers to run: the ones given, else the store's (without its view layers)."""
     if config.layers:
         return tuple(config.layers)
     return split_layers(manifest.layers)[0] if manifest else None
 
 
-def requested_views(config: BuildConfig, manifest: st.Manifest | None) -> tuple[str, ...]:
+def requested_views(config: BuildConfig, manifest: layout.Manifest | None) -> tuple[str, ...]:
     """The view sets to store: the ones given, else the store's."""
     if config.views:
         return parse_views(config.views)
     return split_layers(manifest.layers)[1] if manifest else ()
 
 
-def given_model(config: BuildConfig, manifest: st.Manifest | None) -> Path | None:
+def given_model(config: BuildConfig, manifest: layout.Manifest | None) -> Path | None:
     """The ``--model`` file: the one given, else the one the store was built with."""
     if config.model is not None:
         return config.model
@@ -175,7 +175,7 @@ def given_model(config: BuildConfig, manifest: st.Manifest | None) -> Path | Non
     return None
 
 
-def resolve_file_model(path: Path, config: BuildConfig, manifest: st.Manifest | None):
+def resolve_file_model(path: Path, config: BuildConfig, manifest: layout.Manifest | None):
     """A ``--model`` file as a :class:`ResolvedModel` (its fstore metadata if it has any)."""
     from fstore.runtime.metadata import read_model_info
 
@@ -195,7 +195,7 @@ def resolve_file_model(path: Path, config: BuildConfig, manifest: st.Manifest | 
     return ResolvedModel(path, info, model_layers(config, manifest) or (), given=True)
 
 
-def _recipe(config: BuildConfig, manifest: st.Manifest | None, model: ResolvedModel):
+def _recipe(config: BuildConfig, manifest: layout.Manifest | None, model: ResolvedModel):
     # a store from before decode modes was decoded exactly
     decode = config.decode or (manifest.provenance.get("decode", "exact") if manifest else None)
     preprocessing = model.info.preprocessing if model.info else None
@@ -245,7 +245,7 @@ class _Job:
     views: ViewPlan | None = None
 
 
-def _settle_manifest(config: BuildConfig, manifest: st.Manifest | None, recipe: StoreRecipe,
+def _settle_manifest(config: BuildConfig, manifest: layout.Manifest | None, recipe: StoreRecipe,
                      job: _Job, con):  # fmt: skip
     """Write a new store's manifest or check an old one; returns (manifest, backend or None).
 
@@ -270,7 +270,7 @@ def _settle_manifest(config: BuildConfig, manifest: st.Manifest | None, recipe: 
     shapes = {name: shapes[name.partition(SEPARATOR)[0]] for name in view_layers(layers, views)}
     if manifest is None:
         fresh = new_manifest(job.images, recipe, shapes, backend.provider)
-        st.write_manifest(config.store, fresh)
+        layout.write_manifest(config.store, fresh)
         return fresh, backend
     # an fstore export's fingerprint names its weights, a foreign model's its file's sha256
     sha = "" if info is not None else model_sha256(con, config.store, manifest, recipe.model.path)
@@ -303,7 +303,7 @@ def _compute(job: _Job, recipe: StoreRecipe, work: Work, writer: Writer, backend
     )  # fmt: skip
 
 
-def _provider(config: BuildConfig, manifest: st.Manifest, backend, pending: int) -> str:
+def _provider(config: BuildConfig, manifest: layout.Manifest, backend, pending: int) -> str:
     """The provider that runs the model; with nothing to compute, ``auto`` is the one that
     computed the store (finding out would import ONNX Runtime for nothing)."""
     if backend is not None:
@@ -317,7 +317,7 @@ def _provider(config: BuildConfig, manifest: st.Manifest, backend, pending: int)
     return config.provider
 
 
-def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
+def _fill(job: _Job, manifest: layout.Manifest | None, con) -> None:
     """Plan, then read → run → write the pending shards; the store must be locked."""
     config, report, model = job.config, job.report, job.model
     recipe = _recipe(config, manifest, model)
@@ -350,7 +350,7 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
         manifest = replace(
             manifest, provenance={**manifest.provenance, "provider": report.provider}
         )
-        st.write_manifest(config.store, manifest)
+        layout.write_manifest(config.store, manifest)
     writer = Writer(config.store, manifest, con)
     try:
         if work.pending:
@@ -364,7 +364,7 @@ def _fill(job: _Job, manifest: st.Manifest | None, con) -> None:
     report.shards_written = writer.shards_written
 
 
-def _fill_locked(job: _Job, manifest: st.Manifest | None) -> None:
+def _fill_locked(job: _Job, manifest: layout.Manifest | None) -> None:
     """Clean what an interrupted writer left, then fill the store (whose lock is held)."""
     store = job.config.store
     with closing(connect(store, write=True)) as con:
@@ -380,13 +380,13 @@ def _fill_locked(job: _Job, manifest: st.Manifest | None) -> None:
             ) from None
 
 
-def build(
+def fill_store(
     config: BuildConfig, model: ResolvedModel | None = None, progress: bool | None = None
 ) -> BuildReport:
     """Fill (or extend, or resume) the store ``config.store``; returns what was done.
 
     ``model``: the resolved model; ``None`` for a ``--model`` file given or remembered by the
-    store (:func:`fstore.pipeline.model.build` resolves VGG16 exports). ``progress``: show a
+    store (:func:`fstore.pipeline.model.build_store` resolves VGG16 exports). ``progress``: show a
     progress bar (``None``: only on a terminal).
     """
     start = time.perf_counter()
@@ -403,7 +403,7 @@ def build(
         model = resolve_file_model(path, config, manifest)
     report = BuildReport(str(config.store), "", model.layers, skipped=found.skipped,
                          workers=config.workers or default_workers())  # fmt: skip
-    new = not st.sidecar(config.store).exists()
+    new = not layout.sidecar(config.store).exists()
     prepare_store(config.store)
     try:
         with StoreLock(config.store):
@@ -412,10 +412,10 @@ def build(
                 logger.warning(rebuild_catalog(config.store, manifest, keys))
             _fill_locked(_Job(config, images, found, model, report, progress), manifest)
     except BaseException:
-        if new and st.read_manifest(config.store) is None:  # refused before it held anything
-            shutil.rmtree(st.sidecar(config.store), ignore_errors=True)
+        if new and layout.read_manifest(config.store) is None:  # refused before it held anything
+            shutil.rmtree(layout.sidecar(config.store), ignore_errors=True)
         raise
     report.seconds = time.perf_counter() - start
     report.peak_rss_mib = peak_rss_mib()
-    report.store_bytes = st.store_bytes(config.store)
+    report.store_bytes = layout.store_bytes(config.store)
     return report
