@@ -77,27 +77,36 @@ class RowReader:
         self.rows, self.layer, self.open = rows, layer, {}
 
     def read(self, wanted: np.ndarray) -> np.ndarray:
-        """The rows ``wanted`` (ascending store rows), float32."""
+        """The store rows ``wanted`` (any order, repeats allowed), float32."""
         from fstore.store.layout import open_h5, shard_path
 
-        store, out, files = self.rows.store, None, self.rows.file[wanted]
+        store = self.rows.store
+        unique, back = np.unique(np.asarray(wanted, np.int64), return_inverse=True)
+        files, out = self.rows.file[unique], None
         for name in np.unique(files):
-            at = np.flatnonzero(files == name)
+            at = np.flatnonzero(files == name)  # ascending rows of one file: ascending places
             if name not in self.open:
                 self.open[name] = open_h5(shard_path(store, name), f"shard {name}", store)
-            dataset = self.open[name]["features"][self.layer]
-            src = self.rows.row[wanted[at]]
-            order = np.argsort(src, kind="stable")  # HDF5 reads ascending points
-            values = np.asarray(dataset[src[order]], np.float32).reshape(len(at), -1)
+            src = self.rows.row[unique[at]]
+            order = np.argsort(src, kind="stable")  # HDF5 reads points in ascending order
+            values = self.open[name]["features"][self.layer][src[order]]
             if out is None:
-                out = np.empty((len(wanted), values.shape[1]), np.float32)
-            out[at[order]] = values
-        return out if out is not None else np.zeros((0, 0), np.float32)
+                out = np.empty((len(unique), int(np.prod(values.shape[1:]))), np.float32)
+            out[at[order]] = values.reshape(len(at), -1)
+        if out is None:
+            return np.zeros((0, 0), np.float32)
+        return out[back.reshape(-1)]
 
     def close(self) -> None:
         for f in self.open.values():
             f.close()
         self.open.clear()
+
+    def __enter__(self) -> RowReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def unit_rows(X: np.ndarray) -> np.ndarray:

@@ -181,12 +181,26 @@ def training_features(store: Path):
     return fs.subset(fs.split == "train")
 
 
-def thumbnails(images: Path, pairs: list, out: Path) -> None:
+def thumbnails(images: Path, pairs: list, out: Path, shown: int = 12) -> None:
+    """``shown`` pairs spread evenly over ``pairs``, each a strip, and one sheet of them all
+    (``other-pairs.png``, two columns)."""
+    from PIL import Image
+
     from fstore.report.stages_quality import strip
 
     out.mkdir(parents=True, exist_ok=True)
-    for i, pair in enumerate(pairs):
+    picked = pairs[:: max(1, len(pairs) // shown)][:shown]
+    strips = []
+    for i, pair in enumerate(picked):
         strip([images / k for k in pair], out / f"other{i:03d}.png")
+        strips.append(Image.open(out / f"other{i:03d}.png"))
+    if not strips:
+        return
+    w, h = max(s.width for s in strips), max(s.height for s in strips)
+    sheet = Image.new("RGB", (2 * w + 8, ((len(strips) + 1) // 2) * (h + 8)), "white")
+    for i, s in enumerate(strips):
+        sheet.paste(s, ((i % 2) * (w + 8), (i // 2) * (h + 8)))
+    sheet.save(out / "other-pairs.png", optimize=True)
 
 
 def built(store: Path, images: Path) -> bool:
@@ -231,7 +245,7 @@ def main() -> None:
         run["duplicates"] = duplicate_figures(store, truth["pairs"], args.show)
         run["labels"] = label_figures(store, truth)
         run["load_average"] = os.getloadavg()
-        thumbnails(images, run["duplicates"]["other_sample"][:24], args.out / f"seed{seed}")
+        thumbnails(images, run["duplicates"]["other_sample"], args.out / f"seed{seed}")
         brief = {**run, "duplicates": {k: v for k, v in run["duplicates"].items()
                                        if k not in ("other_sample", "missed")}}  # fmt: skip
         print(json.dumps(brief, default=str), flush=True)
