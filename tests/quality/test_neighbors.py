@@ -75,6 +75,17 @@ def test_index_with_rerank_gives_exact_similarities(tmp_path):
     assert (rows[:, 0] == np.arange(20)).all()
 
 
+def test_row_reader_reads_rows_in_any_order_with_repeats(tmp_path):
+    from fstore.quality.rows import RowReader, store_rows
+
+    X = clustered(300, 8, 3, seed=2)
+    store = feature_store(tmp_path / "s.h5", X)
+    wanted = np.array([299, 0, 17, 17, 150, 3])
+    with RowReader(store_rows(store), "pooled") as reader:
+        np.testing.assert_array_equal(reader.read(wanted), X[wanted])
+        assert reader.read(np.array([], np.int64)).shape[0] == 0
+
+
 def test_rerank_in_blocks_equals_rerank_at_once(tmp_path, monkeypatch):
     """The re-ranking gathers candidates a block of queries at a time; blocks of 3 queries
     give the same result as one block."""
