@@ -145,7 +145,24 @@ def candidates(args, store: Path) -> dict:
     return {"pairs": len(pairs), "min_similarity": float(sims.min()) if len(sims) else None}
 
 
-STEPS = {"build": build, "queries": queries, "candidates": candidates}
+def rate(args, store: Path) -> dict:
+    """Queries per second of the candidates' search (k + 1 = 6 neighbours, the index's own
+    similarities) over the first ``--rate-queries`` rows: where ``candidates`` over every row
+    would take too long, its time is about rows / this rate."""
+    from fstore.quality.index import open_index
+    from fstore.quality.rows import RowReader, store_rows
+
+    rows = store_rows(store)
+    with RowReader(rows, LAYER) as reader:
+        X = reader.read(np.arange(min(args.rate_queries, len(rows))))
+    index = open_index(store, LAYER, rows)
+    t0 = time.perf_counter()
+    index.search(X, 6, rerank=0)
+    seconds = time.perf_counter() - t0
+    return {"queries": len(X), "search_seconds": seconds, "queries_per_s": len(X) / seconds}
+
+
+STEPS = {"build": build, "queries": queries, "candidates": candidates, "rate": rate}
 
 
 def cli_call(store: Path, key: str) -> float:
@@ -170,16 +187,19 @@ def main() -> None:
     parser.add_argument("--rerank", type=int, default=100)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exact-queries", type=int, default=100)
+    parser.add_argument("--rate-queries", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/qscale"))
-    parser.add_argument("--skip", default="", help="Steps to leave out, e.g. candidates.")
+    parser.add_argument(
+        "--skip", default="rate", help="Steps left out (build, queries, candidates, rate)."
+    )
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args, argv = parser.parse_args(), sys.argv[1:]
     if args.step:
         print(json.dumps(run_step(args.step, args, args.store)))
         return
-    args.passed = [a for a in argv if not a.startswith("--skip")]
+    args.passed = argv
     store = args.work / f"sim-{args.rows}x{args.dim}.h5"
     out = {"rows": args.rows, "dim": args.dim, "load_before": os.getloadavg()}
     if not store.exists():
@@ -187,7 +207,7 @@ def main() -> None:
         t0 = time.perf_counter()
         write_store(args, store)
         out["write_seconds"] = time.perf_counter() - t0
-    for name in ("build", "queries", "candidates"):
+    for name in STEPS:
         if name not in args.skip.split(","):
             out[name] = step(name, args, store)
             print(json.dumps({name: out[name]}), flush=True)
