@@ -65,11 +65,11 @@ def cached_duplicates(store: Path | str, layer: str | None = None, options=None)
 def cached_audit_issues(store: Path | str, layer: str | None = None, options=None) -> list[dict]:
     """The ranked suspected label errors of :func:`~fstore.quality.audit.audit` (as dicts),
     from the cache when the rows and options are those they were computed for."""
-    from fstore.quality.audit import AuditOptions, audit
+    from fstore.quality.audit import METHOD, AuditOptions, audit
     from fstore.store import read_manifest
     from fstore.store.reads import pick_layer
 
     store, options = Path(store), options or AuditOptions()
     layer = pick_layer(store, read_manifest(store, required=True), layer)
-    path = entry(store, "audit", layer, options)
+    path = entry(store, "audit", layer, {**asdict(options), "method": METHOD})
     return cached(path, lambda: audit(store, layer, options).to_dict())["issues"]

@@ -148,23 +148,30 @@ def exact_pairs(rows: StoreRows) -> np.ndarray:
 
 def candidate_pairs(store: Path, layer: str, rows: StoreRows, options: DuplicateOptions):
     """Each row's ``k`` nearest rows at cosine ≥ ``min_similarity``: unique pairs ``(p, 2)``
-    (lower row first) and their similarities, one batch of queries at a time."""
+    (lower row first) and their similarities, one batch of queries at a time.
+
+    Through the index the similarities are the index's own (not re-ranked from the store):
+    a candidate is checked on its images anyway, and re-reading the store for every query
+    would cost more than the search."""
     from fstore.quality.index import open_index
     from fstore.quality.neighbors import exact_search, stream_unit_rows
 
     index = open_index(store, layer, rows) if options.use_index else None
-    found: dict[tuple[int, int], float] = {}
+    pairs, similarities = [], []
     for first, X in stream_unit_rows(store, layer):
         if index is not None:
-            sims, hits = index.search(X, options.k + 1)
+            sims, hits = index.search(X, options.k + 1, rerank=0)
         else:
             sims, hits = exact_search(store, layer, X, options.k + 1)
-        own = first + np.arange(len(X))[:, None]
+        own = np.broadcast_to(first + np.arange(len(X))[:, None], hits.shape)
         keep = (sims >= options.min_similarity) & (hits != own) & (hits >= 0)
-        for a, b, s in zip(np.broadcast_to(own, hits.shape)[keep], hits[keep], sims[keep]):
-            found[(min(a, b), max(a, b))] = float(s)
-    pairs = np.array(sorted(found), np.int64).reshape(-1, 2)
-    return pairs, np.array([found[tuple(p)] for p in pairs], np.float32)
+        a, b = own[keep], hits[keep]
+        pairs.append(np.stack([np.minimum(a, b), np.maximum(a, b)], 1))
+        similarities.append(sims[keep])
+    pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+    sims = np.concatenate(similarities) if similarities else np.zeros(0, np.float32)
+    pairs, once = np.unique(pairs.astype(np.int64), axis=0, return_index=True)  # found twice
+    return pairs.reshape(-1, 2), sims[once].astype(np.float32)
 
 
 def duplicates(

@@ -21,7 +21,7 @@ import numpy as np
 from fstore.errors import StoreError
 from fstore.fsutil import atomic_write_bytes, commit_file, tmp_path_for
 from fstore.quality import require
-from fstore.quality.rows import StoreRows, store_rows, unit_rows
+from fstore.quality.rows import RowReader, StoreRows, store_rows, unit_rows
 
 #: Below this many rows a flat (exact) faiss index is small and fast enough.
 FLAT_BELOW = 100_000
@@ -191,27 +191,38 @@ class LoadedIndex:
     rows: StoreRows
     id_to_row: np.ndarray  # store row of each faiss id
     rerank: int
+    reader: RowReader | None = None
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, rerank: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarities and store rows ``(m, k)`` of the nearest rows (row -1: none);
-        with ``rerank``, that many candidates are re-scored with the store's exact features."""
+        with ``rerank`` (default: the index's), that many candidates are re-scored with the
+        store's exact features."""
+        rerank = self.rerank if rerank is None else rerank
         Q = unit_rows(queries)
-        sims, ids = self.index.search(Q, max(k, self.rerank))
+        sims, ids = self.index.search(Q, max(k, rerank))
         found = np.where(ids >= 0, self.id_to_row[np.maximum(ids, 0)], -1)
-        if self.rerank:
-            sims, found = _rerank(self.store, self.layer, Q, found)
+        if rerank:
+            self.reader = self.reader or RowReader(self.rows, self.layer)
+            sims, found = _rerank(self.reader, Q, found)
         order = np.lexsort((found, -sims), axis=1)[:, :k]
         return np.take_along_axis(sims, order, 1), np.take_along_axis(found, order, 1)
 
 
-def _rerank(store: Path, layer: str, Q: np.ndarray, found: np.ndarray):
-    """Exact cosine of each candidate, read from the store."""
-    from fstore.store import load_features
+#: Candidate features gathered at once while re-ranking (floats): bounds its memory.
+RERANK_BLOCK = 1 << 24
 
+
+def _rerank(reader: RowReader, Q: np.ndarray, found: np.ndarray):
+    """Exact cosine of each candidate, read from the store."""
     wanted = np.unique(found[found >= 0])
-    X = unit_rows(load_features(store, layer, rows=wanted).X)
+    X = unit_rows(reader.read(wanted))
     at = np.searchsorted(wanted, np.maximum(found, 0))
-    sims = np.einsum("md,mkd->mk", Q, X[at])
+    sims = np.empty(found.shape, np.float32)
+    step = max(1, RERANK_BLOCK // max(1, found.shape[1] * Q.shape[1]))
+    for q in range(0, len(Q), step):
+        sims[q : q + step] = np.einsum("md,mkd->mk", Q[q : q + step], X[at[q : q + step]])
     return np.where(found >= 0, sims, -np.inf).astype(np.float32), found
 
 

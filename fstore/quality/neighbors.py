@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fstore.errors import DatasetError, StoreError
-from fstore.quality.rows import StoreRows, store_rows, unit_rows
+from fstore.quality.rows import RowReader, StoreRows, store_rows, unit_rows
 
 #: Rows read per batch, and queries compared per block: a block's similarity matrix is
 #: ``QUERY_BLOCK × BATCH_ROWS`` float32 (64 MiB).
@@ -130,7 +130,6 @@ def resolve_queries(
     store: Path, rows: StoreRows, layer: str, queries: Sequence[str | Path], provider: str = "cpu"
 ) -> Queries:
     """Store keys are read from the store; image files and folders go through its model."""
-    from fstore.store import load_features
 
     position = rows.position()
     keys = [str(q) for q in queries if str(q) in position]
@@ -141,7 +140,8 @@ def resolve_queries(
                 f"query {p} is neither a key of store {store} nor an image file or folder"
             )
     own = np.array([position[k] for k in keys], np.int64)
-    X = load_features(store, layer, rows=own).X if keys else None
+    with RowReader(rows, layer) as reader:
+        X = reader.read(own) if keys else None
     names: list[str] = list(keys)
     if paths:
         images, Y = image_features(store, layer, paths, provider)

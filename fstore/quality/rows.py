@@ -27,6 +27,8 @@ class StoreRows:
     version: int
     image_root: str
     files_digest: str  # the sha256 of the shard files' sha256: changes with any row's data
+    file: np.ndarray  # object array: the shard file that holds each row
+    row: np.ndarray  # int64: the row's place in that file
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -61,7 +63,50 @@ def store_rows(store: Path | str) -> StoreRows:
         version=catalog_version,
         image_root=manifest.image_root,
         files_digest=hashlib.sha256(repr(files).encode()).hexdigest(),
+        file=np.array([r[4] for r in rows], dtype=object),
+        row=np.array([r[5] for r in rows], dtype=np.int64),
     )
+
+
+class RowReader:
+    """Some rows of a layer, read by their place in the shard files (known from the catalog
+    once), each file opened once: a few rows of a large store cost a few point reads, not a
+    scan of the catalog or of whole files."""
+
+    def __init__(self, rows: StoreRows, layer: str):
+        self.rows, self.layer, self.open = rows, layer, {}
+
+    def read(self, wanted: np.ndarray) -> np.ndarray:
+        """The store rows ``wanted`` (any order, repeats allowed), float32."""
+        from fstore.store.layout import open_h5, shard_path
+
+        store = self.rows.store
+        unique, back = np.unique(np.asarray(wanted, np.int64), return_inverse=True)
+        files, out = self.rows.file[unique], None
+        for name in np.unique(files):
+            at = np.flatnonzero(files == name)  # ascending rows of one file: ascending places
+            if name not in self.open:
+                self.open[name] = open_h5(shard_path(store, name), f"shard {name}", store)
+            src = self.rows.row[unique[at]]
+            order = np.argsort(src, kind="stable")  # HDF5 reads points in ascending order
+            values = self.open[name]["features"][self.layer][src[order]]
+            if out is None:
+                out = np.empty((len(unique), int(np.prod(values.shape[1:]))), np.float32)
+            out[at[order]] = values.reshape(len(at), -1)
+        if out is None:
+            return np.zeros((0, 0), np.float32)
+        return out[back.reshape(-1)]
+
+    def close(self) -> None:
+        for f in self.open.values():
+            f.close()
+        self.open.clear()
+
+    def __enter__(self) -> RowReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def unit_rows(X: np.ndarray) -> np.ndarray:

@@ -75,6 +75,53 @@ def test_index_with_rerank_gives_exact_similarities(tmp_path):
     assert (rows[:, 0] == np.arange(20)).all()
 
 
+def test_row_reader_reads_rows_in_any_order_with_repeats(tmp_path):
+    from fstore.quality.rows import RowReader, store_rows
+
+    X = clustered(300, 8, 3, seed=2)
+    store = feature_store(tmp_path / "s.h5", X)
+    wanted = np.array([299, 0, 17, 17, 150, 3])
+    with RowReader(store_rows(store), "pooled") as reader:
+        np.testing.assert_array_equal(reader.read(wanted), X[wanted])
+        assert reader.read(np.array([], np.int64)).shape[0] == 0
+
+
+def test_rerank_in_blocks_equals_rerank_at_once(tmp_path, monkeypatch):
+    """The re-ranking gathers candidates a block of queries at a time; blocks of 3 queries
+    give the same result as one block."""
+    from fstore.quality import index as index_module
+
+    X = clustered(3000, 32, 20, seed=6)
+    store = feature_store(tmp_path / "s.h5", X)
+    build_index(store, "pooled", IndexOptions(kind="ivf-sq8", nlist=32, nprobe=4, rerank=50))
+    loaded = open_index(store, "pooled")
+    whole = loaded.search(X[:40], 5)
+    monkeypatch.setattr(index_module, "RERANK_BLOCK", 3 * 50 * 32)
+    blocks = loaded.search(X[:40], 5)
+    np.testing.assert_array_equal(blocks[1], whole[1])
+    np.testing.assert_allclose(blocks[0], whole[0], atol=1e-6)
+    unranked = loaded.search(X[:40], 5, rerank=0)  # the index's own similarities
+    assert np.abs(unranked[0] - whole[0]).max() < 0.05
+
+
+def test_duplicate_candidates_through_the_index_match_exact_ones(tmp_path):
+    from fstore.quality.duplicates import DuplicateOptions, candidate_pairs
+    from fstore.quality.rows import store_rows
+
+    rng = np.random.default_rng(9)
+    X = clustered(4000, 32, 40, seed=9)
+    X[1::2] = X[::2] + 0.01 * rng.normal(size=X[::2].shape).astype(np.float32)  # near copies
+    store = feature_store(tmp_path / "s.h5", X)
+    build_index(store, "pooled", IndexOptions(kind="ivf-sq8", nlist=64, nprobe=16))
+    rows = store_rows(store)
+    options = DuplicateOptions(k=1, min_similarity=0.99)
+    exact, exact_sims = candidate_pairs(store, "pooled", rows, options)
+    approx, _ = candidate_pairs(store, "pooled", rows, DuplicateOptions(1, 0.99, use_index=True))
+    assert len(exact) == 2000 and (exact[:, 1] - exact[:, 0] == 1).all()
+    assert len({tuple(p) for p in approx} & {tuple(p) for p in exact}) >= 0.95 * 2000
+    assert (exact_sims >= 0.99).all()
+
+
 def test_index_of_another_store_content_is_refused_then_rebuilt(tmp_path):
     """A store written again under the same name (new catalog) makes the index stale."""
     store = feature_store(tmp_path / "s.h5", clustered(200, 16, 4, seed=7))
