@@ -148,5 +148,11 @@ def audit(
         for r, i in enumerate(ranked)
     )  # fmt: skip
     return AuditResult(
-        str(store), features.layer, tuple(names), issues, features.keys, probs, scores
+        str(store),
+        features.layer,
+        tuple(names),
+        issues,
+        keys=features.keys,
+        probabilities=probs,
+        scores=scores,
     )

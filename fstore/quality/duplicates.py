@@ -89,10 +89,14 @@ class DuplicateResult:
     @classmethod
     def from_dict(cls, d: dict) -> DuplicateResult:
         return cls(
-            d["store"], d["layer"], tuple(map(Cluster.from_dict, d["exact"])),
-            tuple(map(Cluster.from_dict, d["clusters"])), d["candidates"], d["verified"],
-            dict(d["seconds"]),
-        )  # fmt: skip
+            store=d["store"],
+            layer=d["layer"],
+            exact=tuple(map(Cluster.from_dict, d["exact"])),
+            clusters=tuple(map(Cluster.from_dict, d["clusters"])),
+            candidates=d["candidates"],
+            verified=d["verified"],
+            seconds=dict(d["seconds"]),
+        )
 
     def leaked_test_keys(self) -> list[str]:
         """Test images with a copy in the training split (to leave out of a test score)."""

@@ -116,7 +116,7 @@ def _new_index(faiss, dim: int, n: int, options: IndexOptions):
 
 def _train_sample(store: Path, layer: str, n: int, options: IndexOptions) -> np.ndarray:
     """A uniform random sample of rows for the quantisers, drawn batch by batch."""
-    from fstore.quality.neighbors import stream_unit_rows
+    from fstore.quality.rows import stream_unit_rows
 
     rng, share, parts = np.random.default_rng(options.seed), min(1.0, options.train_rows / n), []
     for _, X in stream_unit_rows(store, layer):
@@ -126,7 +126,7 @@ def _train_sample(store: Path, layer: str, n: int, options: IndexOptions) -> np.
 
 def _add(index, store: Path, layer: str, rows_wanted: np.ndarray, first_id: int) -> None:
     """Add the store's ``rows_wanted`` (ascending) to ``index`` with ids from ``first_id``."""
-    from fstore.quality.neighbors import stream_unit_rows
+    from fstore.quality.rows import stream_unit_rows
 
     done = 0
     for start, X in stream_unit_rows(store, layer):

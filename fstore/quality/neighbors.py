@@ -9,18 +9,23 @@ name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fstore.errors import DatasetError, StoreError
-from fstore.quality.rows import RowReader, StoreRows, store_rows, unit_rows
+from fstore.quality.rows import (
+    BATCH_ROWS,
+    RowReader,
+    StoreRows,
+    store_rows,
+    stream_unit_rows,
+    unit_rows,
+)
 
 #: Rows read per batch, and queries compared per block: a block's similarity matrix is
-#: ``QUERY_BLOCK × BATCH_ROWS`` float32 (64 MiB).
-BATCH_ROWS = 16_384
 QUERY_BLOCK = 1_024
 
 
@@ -69,18 +74,6 @@ class NeighborResult:
     def to_dict(self) -> dict:
         head = {k: getattr(self, k) for k in ("store", "layer", "k", "method")}
         return {**head, "results": [r.to_dict() for r in self.results]}
-
-
-def stream_unit_rows(
-    store: Path, layer: str, batch_rows: int = BATCH_ROWS
-) -> Iterator[tuple[int, np.ndarray]]:
-    """(first row, unit-length rows) of a layer, batch after batch, in the store's order."""
-    from fstore.store import iter_features
-
-    start = 0
-    for batch in iter_features(store, layer, batch_rows=batch_rows):
-        yield start, unit_rows(batch.X)
-        start += len(batch.X)
 
 
 def _merge(best_s, best_i, sims, first_row, k):

@@ -4,6 +4,7 @@ features: keys in the store's order, class, split, sha256, and the catalog's ver
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,9 @@ import numpy as np
 from fstore.errors import StoreError
 from fstore.store import read_manifest
 from fstore.store.catalog import ORDER, ROWS_QUERY, connect, version
+
+#: Rows of a layer read at a time: a block of queries against them stays near 64 MiB.
+BATCH_ROWS = 16_384
 
 
 @dataclass(frozen=True)
@@ -115,3 +119,15 @@ def unit_rows(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, np.float32)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.where(norms > 0, norms, 1).astype(np.float32)
+
+
+def stream_unit_rows(
+    store: Path, layer: str, batch_rows: int = BATCH_ROWS
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, unit-length rows) of a layer, batch after batch, in the store's order."""
+    from fstore.store import iter_features
+
+    start = 0
+    for batch in iter_features(store, layer, batch_rows=batch_rows):
+        yield start, unit_rows(batch.X)
+        start += len(batch.X)
