@@ -195,6 +195,10 @@ def test_unknown_architecture_suggests_close_names():
     with pytest.raises(UnknownArchError, match="close names: resnet50") as info:
         resolve_arch("resnet5O")
     assert "\n" not in str(info.value)
+
+
+def test_unknown_timm_architecture_suggests_close_names():
+    pytest.importorskip("timm")
     with pytest.raises(UnknownArchError, match="close names: timm:test_vit"):
         resolve_arch("timm:test_vitt")
 
@@ -247,9 +251,13 @@ def test_default_preprocessing_is_the_weights_own():
     assert (tv.resize, tv.crop, tv.interpolation) == (
         weights.resize_size[0], weights.crop_size[0], "bicubic"
     )  # fmt: skip
+    assert default_preprocessing(resolve_arch("vgg16"), 320) == Preprocessing(366, 320)
+
+
+def test_default_preprocessing_of_a_timm_model_is_its_data_config():
+    pytest.importorskip("timm")
     timm_prep = default_preprocessing(resolve_arch("timm:efficientnet_lite1"))
     assert (timm_prep.resize, timm_prep.crop, timm_prep.interpolation) == (272, 240, "bicubic")
-    assert default_preprocessing(resolve_arch("vgg16"), 320) == Preprocessing(366, 320)
 
 
 def test_timm_transforms_equal_fstore_preprocessing_on_pil():
