@@ -50,7 +50,8 @@ def subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(subset: Path, tmp_path_factory: pytest.TempPathFactory):
-    from fstore.report import ReportConfig, run_report
+    from fstore.report.config import ReportConfig
+    from fstore.report.run import run_report
 
     config = ReportConfig(
         images=subset,

@@ -1,5 +1,5 @@
-"""``fstore report``: parse the options into one :class:`~fstore.report.ReportConfig`, call
-:func:`~fstore.report.run_report`, print where the page is.
+"""``fstore report``: parse the options into one :class:`~fstore.report.config.ReportConfig`, call
+:func:`~fstore.report.run.run_report`, print where the page is.
 
 Nothing heavy is imported at module level.
 """
@@ -119,7 +119,8 @@ def report(images: Path, quiet: bool, **options) -> None:
           --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
           --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
     """
-    from fstore.report import ReportConfig, run_report
+    from fstore.report.config import ReportConfig
+    from fstore.report.run import run_report
 
     use_stderr_logging(quiet)
     result = run_report(ReportConfig.from_options(images=images, **options))

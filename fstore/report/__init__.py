@@ -1,5 +1,6 @@
 """``fstore report``: the whole transfer-learning study of an image folder in one call.
 
+The package imports nothing itself (``fstore report --help`` stays light).
 :func:`fstore.report.run.run_report` builds the store if needed (the library's ``build``), runs
 every stage (network, sample predictions, activation maps, SVM, heads, PCA, layer study,
 zero-shot, random splits, int8/fp16 fidelity, provenance) through the library's own functions,
@@ -8,8 +9,3 @@ embedded as base64 PNG), ``report.md`` and ``report.json``.
 
 Options travel in one frozen :class:`fstore.report.config.ReportConfig`.
 """
-
-from fstore.report.config import ReportConfig
-from fstore.report.run import Report, run_report
-
-__all__ = ["Report", "ReportConfig", "run_report"]

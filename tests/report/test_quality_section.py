@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from helpers import SMALL
 
-from fstore.report import ReportConfig
+from fstore.report.config import ReportConfig
 from fstore.report.run import STAGES, build_report_store, make_context, run_stage
 from fstore.runtime.weights_source import WeightsSource
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from fstore.errors import FstoreError
-from fstore.report import ReportConfig
-from fstore.report.config import DEFAULT_VIEWS
+from fstore.report.config import DEFAULT_VIEWS, ReportConfig
 
 
 def test_a_new_store_gets_the_default_views_an_existing_one_its_own(tmp_path: Path):

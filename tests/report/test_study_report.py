@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from helpers import SMALL
 
-from fstore.report import ReportConfig, run_report
+from fstore.report.config import ReportConfig
 from fstore.report.render import section_list
+from fstore.report.run import run_report
 from fstore.runtime.weights_source import WeightsSource
 
 # each builds a store or a report: seconds to minutes (pytest -m slow)
