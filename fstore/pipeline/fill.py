@@ -196,8 +196,7 @@ def resolve_file_model(path: Path, config: BuildConfig, manifest: layout.Manifes
 
 
 def _recipe(config: BuildConfig, manifest: layout.Manifest | None, model: ResolvedModel):
-    # a store from before decode modes was decoded exactly
-    decode = config.decode or (manifest.provenance.get("decode", "exact") if manifest else None)
+    decode = config.decode or (manifest.provenance.get("decode") if manifest else None)
     preprocessing = model.info.preprocessing if model.info else None
     return StoreRecipe(
         model=model,
