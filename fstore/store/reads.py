@@ -35,6 +35,8 @@ def view_problem(store: Path, con: sqlite3.Connection, version: bool = True) -> 
         return "is missing"
     except OSError:
         return "does not open"
+    if seen["sidecar"] is None:
+        return "was written by an earlier fstore, which did not record the store's folder in it"
     if seen["sidecar"] != sidecar(store).name:
         return (
             f"names the shards of {seen['sidecar']}/, not {sidecar(store).name}/ (the store was "

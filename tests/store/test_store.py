@@ -308,13 +308,18 @@ c.compact(Path({str(store)!r}), segment_rows=64, max_small=1)
     np.testing.assert_array_equal(X, before[1])
 
 
-@pytest.mark.parametrize("fault", ["missing", "moved"])
+@pytest.mark.parametrize("fault", ["missing", "moved", "unmarked"])
 def test_every_read_notices_a_stale_view(store, tmp_path, caplog, fault):
     """load_features and iter_features serve the catalog's rows, and say (a warning naming the
     repair) that plain h5py would not: the view is gone, or names another store's folder."""
     want = load_features(store, "f")
     if fault == "missing":
         store.unlink()
+    elif fault == "unmarked":  # a view from before views recorded their folder
+        import h5py
+
+        with h5py.File(store, "a") as f:
+            del f.attrs["sidecar"]
     else:
         moved = store.with_name("t.h5")
         store.rename(moved)
@@ -327,7 +332,7 @@ def test_every_read_notices_a_stale_view(store, tmp_path, caplog, fault):
         np.testing.assert_array_equal(got.X, want.X[: len(got.X)])
         lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert len(lines) == 1 and lines[0].startswith(f"the view {store} "), lines
-        assert "fstore verify --repair" in lines[0]
+        assert "fstore verify --repair" in lines[0] and "None/" not in lines[0]
 
 
 def test_a_read_of_a_fresh_view_says_nothing(store, caplog):
