@@ -380,19 +380,24 @@ def _fill_locked(job: _Job, manifest: layout.Manifest | None) -> None:
 
 
 def fill_store(
-    config: BuildConfig, model: ResolvedModel | None = None, progress: bool | None = None
+    config: BuildConfig,
+    model: ResolvedModel | None = None,
+    progress: bool | None = None,
+    found: Discovery | None = None,
 ) -> BuildReport:
     """Fill (or extend, or resume) the store ``config.store``; returns what was done.
 
     ``model``: the resolved model; ``None`` for a ``--model`` file given or remembered by the
     store (:func:`fstore.pipeline.model.build_store` resolves VGG16 exports). ``progress``: show a
-    progress bar (``None``: only on a terminal).
+    progress bar (``None``: only on a terminal). ``found``: the image folder as the caller
+    already discovered it (walking 100,000 files is most of a rebuild with nothing to do).
     """
     start = time.perf_counter()
     check_config(config)
     manifest = existing_manifest(config.store)
     images = image_folder(config, manifest)
-    found = discover(images)  # checks the folder before anything is written
+    if found is None:
+        found = discover(images)  # checks the folder before anything is written
     if model is None:
         path = given_model(config, manifest)
         if path is None:

@@ -167,9 +167,9 @@ def build_store(config: BuildConfig, progress: bool | None = None) -> BuildRepor
     path = given_model(config, manifest)
     if path is not None and config.arch is not None:
         raise FstoreError("pass --model FILE or --arch NAME, not both")
-    discover(image_folder(config, manifest))  # a bad folder is reported before any export
+    found = discover(image_folder(config, manifest))  # a bad folder is reported before any export
     if path is None:
         model = resolve_export(config, manifest)
     else:
         model = resolve_given(path, config, manifest)
-    return fill_store(config, model, progress)
+    return fill_store(config, model, progress, found)
