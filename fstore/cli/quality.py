@@ -130,8 +130,15 @@ def index(store, layer, kind, nprobe, rerank, as_json) -> None:
 )
 @click.option("--no-verify", is_flag=True, help="Count every candidate, unchecked on the images.")
 @click.option("--index", "use_index", is_flag=True, help="Candidates from fstore index's index.")
+@click.option(
+    "--nprobe",
+    default=0,
+    type=click.IntRange(min=0),
+    help="With --index: IVF cells searched per image (default: the index's own). Fewer is "
+    "faster; copies are near, so they are rarely missed.",
+)
 @_json
-def duplicates(store, layer, k, min_similarity, no_verify, use_index, as_json) -> None:
+def duplicates(store, layer, k, min_similarity, no_verify, use_index, nprobe, as_json) -> None:
     """Exact copies (same sha256) and near-duplicates, in labelled clusters.
 
     Candidates are each image's nearest neighbours; each candidate pair is then verified on
@@ -143,11 +150,12 @@ def duplicates(store, layer, k, min_similarity, no_verify, use_index, as_json) -
     \b
       fstore duplicates --store lite1.h5 --layer pooled
       fstore duplicates --json
+      fstore duplicates --index --nprobe 4     # a large store, after fstore index
     """  # fmt: skip
     from fstore.quality.duplicates import DuplicateOptions
     from fstore.quality.duplicates import duplicates as find
 
-    options = DuplicateOptions(k, min_similarity, not no_verify, use_index)
+    options = DuplicateOptions(k, min_similarity, not no_verify, use_index, nprobe=nprobe)
     result = find(_store(store), layer, options)
     if as_json:
         click.echo(

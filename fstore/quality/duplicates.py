@@ -12,6 +12,7 @@ Near-duplicates are found in two steps, never through an N×N matrix:
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +26,15 @@ from fstore.quality.rows import StoreRows, store_rows
 class DuplicateOptions:
     """``k`` neighbours per row and ``min_similarity`` make the candidates; ``verify`` checks
     them on the images (off: every candidate counts); ``use_index`` takes candidates from the
-    index that ``fstore index`` built; ``workers`` threads verify (0: one per core)."""
+    index that ``fstore index`` built, searching ``nprobe`` of its cells per row (0: the
+    index's own); ``workers`` threads verify (0: one per core)."""
 
     k: int = 5
     min_similarity: float = 0.75
     verify: bool = True
     use_index: bool = False
     workers: int = 0
+    nprobe: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,28 +153,36 @@ def exact_pairs(rows: StoreRows) -> np.ndarray:
     return np.array(pairs, np.int64).reshape(-1, 2)
 
 
-def candidate_pairs(store: Path, layer: str, rows: StoreRows, options: DuplicateOptions):
+def candidate_pairs(
+    store: Path, layer: str, rows: StoreRows, options: DuplicateOptions, progress: bool = False
+):
     """Each row's ``k`` nearest rows at cosine ≥ ``min_similarity``: unique pairs ``(p, 2)``
-    (lower row first) and their similarities, one batch of queries at a time.
+    (lower row first) and their similarities, one batch of queries at a time (``progress``:
+    a bar on stderr).
 
     Through the index the similarities are the index's own (not re-ranked from the store):
     a candidate is checked on its images anyway, and re-reading the store for every query
     would cost more than the search."""
+    from tqdm import tqdm
+
     from fstore.quality.index import open_index
     from fstore.quality.neighbors import exact_search, stream_unit_rows
 
     index = open_index(store, layer, rows) if options.use_index else None
     pairs, similarities = [], []
+    bar = tqdm(total=len(rows), unit="image", desc="candidates", disable=not progress)
     for first, X in stream_unit_rows(store, layer):
         if index is not None:
-            sims, hits = index.search(X, options.k + 1, rerank=0)
+            sims, hits = index.search(X, options.k + 1, rerank=0, nprobe=options.nprobe)
         else:
             sims, hits = exact_search(store, layer, X, options.k + 1)
+        bar.update(len(X))
         own = np.broadcast_to(first + np.arange(len(X))[:, None], hits.shape)
         keep = (sims >= options.min_similarity) & (hits != own) & (hits >= 0)
         a, b = own[keep], hits[keep]
         pairs.append(np.stack([np.minimum(a, b), np.maximum(a, b)], 1))
         similarities.append(sims[keep])
+    bar.close()
     pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
     sims = np.concatenate(similarities) if similarities else np.zeros(0, np.float32)
     pairs, once = np.unique(pairs.astype(np.int64), axis=0, return_index=True)  # found twice
@@ -179,9 +190,15 @@ def candidate_pairs(store: Path, layer: str, rows: StoreRows, options: Duplicate
 
 
 def duplicates(
-    store: Path | str, layer: str | None = None, options: DuplicateOptions = DuplicateOptions()
+    store: Path | str,
+    layer: str | None = None,
+    options: DuplicateOptions = DuplicateOptions(),
+    progress: bool | None = None,
 ) -> DuplicateResult:
-    """Exact and near-duplicate clusters of a store's images, labelled (see the module)."""
+    """Exact and near-duplicate clusters of a store's images, labelled (see the module).
+
+    ``progress``: bars on stderr for the candidates' search and the checks (``None``: only on
+    a terminal)."""
     from fstore.quality.verify import Verifier
     from fstore.store import read_manifest
     from fstore.store.reads import pick_layer
@@ -190,7 +207,8 @@ def duplicates(
     layer = pick_layer(store, read_manifest(store, required=True), layer)
     rows = store_rows(store)
     same = exact_pairs(rows)
-    pairs, _ = candidate_pairs(store, layer, rows, options)
+    progress = sys.stderr.isatty() if progress is None else progress
+    pairs, _ = candidate_pairs(store, layer, rows, options, progress)
     t1 = time.perf_counter()
     identical = {tuple(sorted(p)) for p in same.tolist()}
     identical |= {
@@ -199,7 +217,7 @@ def duplicates(
     todo = [p for p in pairs.tolist() if tuple(p) not in identical]
     if options.verify and todo:
         images = [(rows.image(rows.keys[a]), rows.image(rows.keys[b])) for a, b in todo]
-        verdicts = Verifier().verify_pairs(images, options.workers)
+        verdicts = Verifier().verify_pairs(images, options.workers, progress)
         todo = [p for p, v in zip(todo, verdicts) if v.copy]
     accepted = np.array(todo, np.int64).reshape(-1, 2)
     seconds = {"candidates": t1 - t0, "verify": time.perf_counter() - t1}

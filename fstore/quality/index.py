@@ -1,7 +1,7 @@
 """An approximate nearest-neighbour index (faiss) beside a store, mapped by key, never by row.
 
 ``<store>.index/<layer>.faiss`` holds the vectors (unit length, inner product = cosine);
-``<layer>.rows.tsv`` lists, in faiss id order, the key and sha256 of each row it covers, and
+``<layer>.rows.json`` lists, in faiss id order, the key and sha256 of each row it covers, and
 ``<layer>.json`` its parameters and the catalog it saw. Rows move with inserts and
 ``compact``; keys and their sha256 do not, so a compaction leaves the index valid, new images
 are added by the next ``build_index`` (an extension), and an image that changed or left the
@@ -30,9 +30,9 @@ FLAT_BELOW = 100_000
 @dataclass(frozen=True)
 class IndexOptions:
     """``kind``: ``auto`` (flat below FLAT_BELOW rows, else ``ivf-sq8``), ``flat``, ``ivf-sq8``
-    or ``ivf-pq``; ``nlist`` IVF cells (0: about 4·sqrt(N)); ``nprobe`` cells searched;
-    ``train_rows`` the sample the quantisers learn from; ``rerank`` candidates re-scored with
-    the store's exact features (0: none); ``pq_m`` PQ sub-vectors."""
+    or ``ivf-pq``; ``nlist`` IVF cells (0: 4·sqrt(N), at most a 39th of the training sample);
+    ``nprobe`` cells searched; ``train_rows`` the sample the quantisers learn from; ``rerank``
+    candidates re-scored with the store's exact features (0: none); ``pq_m`` PQ sub-vectors."""
 
     kind: str = "auto"
     nlist: int = 0
@@ -62,7 +62,7 @@ def index_dir(store: Path) -> Path:
 
 def _files(store: Path, layer: str) -> tuple[Path, Path, Path]:
     base = index_dir(store) / layer.replace("/", "_")
-    return base.with_suffix(".faiss"), Path(f"{base}.rows.tsv"), base.with_suffix(".json")
+    return base.with_suffix(".faiss"), Path(f"{base}.rows.json"), base.with_suffix(".json")
 
 
 @dataclass(frozen=True)
@@ -77,37 +77,72 @@ class Coverage:
 
 
 def _coverage(keys: list[str], shas: list[str], rows: StoreRows, files: str) -> Coverage:
-    position, ids, where, stale = rows.position(), [], [], 0
-    for i, (key, sha) in enumerate(zip(keys, shas)):
-        at = position.get(key)
-        # a store written from arrays records no image sha256: its shard files must then match
-        if at is None or rows.sha256[at] != sha or (not sha and files != rows.files_digest):
-            stale += 1
-        else:
-            ids.append(i)
-            where.append(at)
-    have = np.zeros(len(rows), bool)
-    have[where] = True
-    return Coverage(
-        np.array(ids, np.int64), np.array(where, np.int64), np.flatnonzero(~have), stale
-    )
+    """Match the index's keys to the store's rows in array operations (a million rows are a
+    question of each CLI call, so no Python loop per row)."""
+    n, asked = len(rows), np.asarray(keys, dtype=object)
+    if len(asked) == n and np.array_equal(asked, rows.keys):  # nothing moved since the build
+        at, found = np.arange(n), np.ones(n, bool)
+    elif n == 0 or len(asked) == 0:
+        at, found = np.zeros(len(asked), np.int64), np.zeros(len(asked), bool)
+    else:
+        stored = rows.keys.astype(str)
+        order = np.argsort(stored, kind="stable")
+        place = np.minimum(np.searchsorted(stored[order], asked.astype(str)), n - 1)
+        at = order[place]
+        found = stored[at] == asked.astype(str)
+    sha = np.asarray(shas, dtype=object)
+    same = found & (rows.sha256[at] == sha) if n else found
+    if files != rows.files_digest:  # a store written from arrays records no image sha256:
+        same &= sha != ""  # its shard files must then match
+    ids = np.flatnonzero(same)
+    have = np.zeros(n, bool)
+    have[at[ids]] = True
+    return Coverage(ids, at[ids], np.flatnonzero(~have), int(len(asked) - len(ids)))
+
+
+class _Unreadable(Exception):
+    """The index's files are damaged, or were written by an fstore that recorded less."""
 
 
 def _read(store: Path, layer: str):
+    """The index's parameters, keys and sha256, and its faiss file; ``None`` if there is none.
+
+    Raises :class:`_Unreadable` when its files do not read as this version writes them."""
     faiss_file, rows_file, meta_file = _files(store, layer)
     if not meta_file.is_file():
         return None
-    meta = json.loads(meta_file.read_text())
-    lines = rows_file.read_text().splitlines()
-    keys, shas = zip(*(line.split("\t") for line in lines)) if lines else ((), ())
-    return meta, list(keys), list(shas), faiss_file
+    try:
+        meta = json.loads(meta_file.read_text())
+        _ = meta["kind"], meta["files_digest"], meta["options"]["rerank"], meta["options"]["nprobe"]
+        int(meta["rows"])
+        listed = json.loads(rows_file.read_text())  # JSON: a key may hold any character
+        keys, shas = listed["keys"], listed["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _Unreadable(str(exc)) from None
+    if not (len(keys) == len(shas) == meta["rows"]):
+        raise _Unreadable(f"{rows_file.name} does not list the index's {meta['rows']} rows")
+    return meta, keys, shas, faiss_file
+
+
+def _read_faiss(faiss, path: Path, rows: int):
+    """The faiss index in ``path``, which must hold ``rows`` vectors."""
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:  # faiss reports a missing or malformed file so
+        raise _Unreadable(str(exc).strip().splitlines()[-1]) from None
+    if index.ntotal != rows:
+        raise _Unreadable(f"{path.name} holds {index.ntotal} vectors, its rows file {rows}")
+    return index
 
 
 def _new_index(faiss, dim: int, n: int, options: IndexOptions):
     kind = options.kind if options.kind != "auto" else "flat" if n < FLAT_BELOW else "ivf-sq8"
     if kind == "flat":
         return kind, faiss.IndexIDMap(faiss.IndexFlatIP(dim))
-    nlist = options.nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
+    # faiss's k-means wants at least 39 training rows a cell: fewer cells than the sample
+    # allows would leave their centroids to chance (and faiss warns)
+    sample = min(n, options.train_rows)
+    nlist = options.nlist or max(1, min(int(4 * np.sqrt(n)), sample // 39))
     code = "SQ8" if kind == "ivf-sq8" else f"PQ{options.pq_m}"
     if kind not in ("ivf-sq8", "ivf-pq"):
         raise StoreError(f"unknown index kind {kind!r}: auto, flat, ivf-sq8 or ivf-pq")
@@ -148,15 +183,24 @@ def build_index(
     t0, store = time.perf_counter(), Path(store)
     manifest = read_manifest(store, required=True)
     layer = pick_layer(store, manifest, layer)
-    rows, old = store_rows(store), _read(store, layer)
+    rows = store_rows(store)
     dim = int(np.prod(manifest.shapes[layer]))
     faiss_file, rows_file, meta_file = _files(store, layer)
-    cover = _coverage(old[1], old[2], rows, old[0]["files_digest"]) if old else None
-    if cover is not None and cover.stale == 0 and old[0]["options"] == asdict(options):
-        index, keys, shas, kind = faiss.read_index(str(faiss_file)), old[1], old[2], old[0]["kind"]
-        action = "extended" if len(cover.added) else "current"
-        added = cover.added
-    else:
+    try:  # an index that is damaged or stale, or was made with other options, is built again
+        old = _read(store, layer)
+        cover = _coverage(old[1], old[2], rows, old[0]["files_digest"]) if old else None
+        if cover is not None and cover.stale == 0 and old[0]["options"] == asdict(options):
+            index, keys, shas = _read_faiss(faiss, faiss_file, len(old[1])), old[1], old[2]
+            kind, action, added = (
+                old[0]["kind"],
+                "extended" if len(cover.added) else "current",
+                cover.added,
+            )
+        else:
+            index = None
+    except _Unreadable:
+        index = None
+    if index is None:
         kind, index = _new_index(faiss, dim, len(rows), options)
         if not index.is_trained:
             index.train(_train_sample(store, layer, len(rows), options))
@@ -168,7 +212,7 @@ def build_index(
     tmp = tmp_path_for(faiss_file)
     faiss.write_index(index, str(tmp))
     commit_file(tmp, faiss_file)
-    atomic_write_bytes(rows_file, "".join(f"{k}\t{s}\n" for k, s in zip(keys, shas)).encode())
+    atomic_write_bytes(rows_file, json.dumps({"keys": keys, "sha256": shas}).encode())
     meta = {
         "layer": layer, "kind": kind, "dim": dim, "rows": len(keys), "options": asdict(options),
         "catalog_version": rows.version, "files_digest": rows.files_digest,
@@ -194,14 +238,19 @@ class LoadedIndex:
     reader: RowReader | None = None
 
     def search(
-        self, queries: np.ndarray, k: int, rerank: int | None = None
+        self, queries: np.ndarray, k: int, rerank: int | None = None, nprobe: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarities and store rows ``(m, k)`` of the nearest rows (row -1: none);
         with ``rerank`` (default: the index's), that many candidates are re-scored with the
-        store's exact features."""
+        store's exact features; ``nprobe``: IVF cells searched (0: the index's own)."""
         rerank = self.rerank if rerank is None else rerank
         Q = unit_rows(queries)
-        sims, ids = self.index.search(Q, max(k, rerank))
+        params = None
+        if nprobe and hasattr(self.index, "nprobe"):
+            import faiss
+
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+        sims, ids = self.index.search(Q, max(k, rerank), params=params)
         found = np.where(ids >= 0, self.id_to_row[np.maximum(ids, 0)], -1)
         if rerank:
             self.reader = self.reader or RowReader(self.rows, self.layer)
@@ -227,25 +276,28 @@ def _rerank(reader: RowReader, Q: np.ndarray, found: np.ndarray):
 
 
 def open_index(store: Path | str, layer: str, rows: StoreRows | None = None) -> LoadedIndex:
-    """The index of ``layer``, refused in one line if it is missing, or if the store changed
-    since it was built (rows added, changed or gone)."""
+    """The index of ``layer``, refused in one line if it is missing or does not read, or if
+    the store changed since it was built (rows added, changed or gone)."""
     faiss = require("faiss")
     store = Path(store)
     rows = rows if rows is not None else store_rows(store)
-    old = _read(store, layer)
     redo = f"run: fstore index --store {store} --layer {layer}"
-    if old is None:
-        raise StoreError(f"store {store} has no index of layer {layer}; {redo}")
-    meta, keys, shas, faiss_file = old
-    cover = _coverage(keys, shas, rows, meta["files_digest"])
-    if cover.stale or len(cover.added):
+    try:
+        old = _read(store, layer)
+        if old is None:
+            raise StoreError(f"store {store} has no index of layer {layer}; {redo}")
+        meta, keys, shas, faiss_file = old
+        cover = _coverage(keys, shas, rows, meta["files_digest"])
+        if cover.stale or len(cover.added):
+            raise StoreError(
+                f"the index of {layer} is older than store {store} ({cover.stale} of its images "
+                f"changed or left the store, {len(cover.added)} are new); {redo}"
+            )
+        index = _read_faiss(faiss, faiss_file, len(keys))
+    except _Unreadable as exc:
         raise StoreError(
-            f"the index of {layer} is older than store {store} ({cover.stale} of its images "
-            f"changed or left the store, {len(cover.added)} are new); {redo}"
-        )
-    index = faiss.read_index(str(faiss_file))
-    if index.ntotal != len(keys):
-        raise StoreError(f"the index of {layer} beside store {store} is damaged; {redo}")
+            f"the index of {layer} beside store {store} does not read ({exc}); {redo}"
+        ) from None
     if hasattr(index, "nprobe"):
         index.nprobe = meta["options"]["nprobe"]
     id_to_row = np.full(len(keys), -1, np.int64)

@@ -13,7 +13,7 @@ import numpy as np
 
 from fstore.errors import StoreError
 from fstore.store import read_manifest
-from fstore.store.catalog import ORDER, ROWS_QUERY, connect, version
+from fstore.store.catalog import ROWS_QUERY, connect, version
 
 #: Rows of a layer read at a time: a block of queries against them stays near 64 MiB.
 BATCH_ROWS = 16_384
@@ -52,23 +52,26 @@ def store_rows(store: Path | str) -> StoreRows:
     """Keys, classes, splits and sha256 of every stored row, in the store's order."""
     store = Path(store)
     manifest = read_manifest(store, required=True)
+    # One scan of the table in key order (its primary key: no sort, no lookup per row), then
+    # a stable sort by position: the store's order, ``ORDER`` (pos, then key).
+    query = ROWS_QUERY.replace(" FROM images i", ", COALESCE(i.sha256, '') FROM images i", 1)
     with closing(connect(store)) as con:
-        rows = con.execute(f"{ROWS_QUERY} {ORDER}").fetchall()
-        sha = dict(con.execute("SELECT key, COALESCE(sha256, '') FROM images"))
+        rows = con.execute(f"{query} ORDER BY i.key").fetchall()
         catalog_version = version(con)
         files = sorted(con.execute("SELECT sha256 FROM files"))
-    keys = np.array([r[1] for r in rows], dtype=object)
+    pos, keys, classes, split, file, row, sha = zip(*rows) if rows else ((),) * 7
+    order = np.argsort(np.array(pos, np.int64), kind="stable")
     return StoreRows(
         store=store,
-        keys=keys,
-        classes=np.array([r[2] for r in rows], dtype=object),
-        split=np.array([r[3] for r in rows], dtype=object),
-        sha256=np.array([sha[k] for k in keys], dtype=object),
+        keys=np.array(keys, dtype=object)[order],
+        classes=np.array(classes, dtype=object)[order],
+        split=np.array(split, dtype=object)[order],
+        sha256=np.array(sha, dtype=object)[order],
         version=catalog_version,
         image_root=manifest.image_root,
         files_digest=hashlib.sha256(repr(files).encode()).hexdigest(),
-        file=np.array([r[4] for r in rows], dtype=object),
-        row=np.array([r[5] for r in rows], dtype=np.int64),
+        file=np.array(file, dtype=object)[order],
+        row=np.array(row, dtype=np.int64)[order],
     )
 
 

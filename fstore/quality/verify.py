@@ -76,14 +76,20 @@ class Verifier:
             self._local.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         return self._local.orb, self._local.matcher
 
-    def verify_pairs(self, pairs: Iterable[tuple[Path, Path]], workers: int = 0) -> list[Verdict]:
-        """The verdict of each pair, checked by ``workers`` threads (0: one per core)."""
+    def verify_pairs(
+        self, pairs: Iterable[tuple[Path, Path]], workers: int = 0, progress: bool = False
+    ) -> list[Verdict]:
+        """The verdict of each pair, checked by ``workers`` threads (0: one per core);
+        ``progress``: a bar on stderr."""
+        from tqdm import tqdm
+
         pairs = list(pairs)
         workers = workers or os.cpu_count() or 1
+        bar = dict(total=len(pairs), unit="pair", desc="checking", disable=not progress)
         if workers == 1 or len(pairs) < 2:
-            return [self(a, b) for a, b in pairs]
+            return [self(a, b) for a, b in tqdm(pairs, **bar)]
         with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(lambda p: self(*p), pairs, chunksize=16))
+            return list(tqdm(pool.map(lambda p: self(*p), pairs, chunksize=16), **bar))
 
     def grey(self, path: Path) -> np.ndarray:
         if path not in self._grey:

@@ -137,29 +137,58 @@ def queries(args, store: Path) -> dict:
 
 
 def candidates(args, store: Path) -> dict:
+    """``duplicates``' candidates over every row, through the index, ``--candidate-nprobe``'s
+    first value of cells per row."""
     from fstore.quality.duplicates import DuplicateOptions, candidate_pairs
     from fstore.quality.rows import store_rows
 
     rows = store_rows(store)
-    pairs, sims = candidate_pairs(store, LAYER, rows, DuplicateOptions(use_index=True))
-    return {"pairs": len(pairs), "min_similarity": float(sims.min()) if len(sims) else None}
+    nprobe = int(args.candidate_nprobe.split(",")[0])
+    options = DuplicateOptions(use_index=True, nprobe=nprobe)
+    pairs, sims = candidate_pairs(store, LAYER, rows, options)
+    return {"nprobe": nprobe, "pairs": len(pairs),
+            "min_similarity": float(sims.min()) if len(sims) else None}  # fmt: skip
 
 
 def rate(args, store: Path) -> dict:
-    """Queries per second of the candidates' search (k + 1 = 6 neighbours, the index's own
-    similarities) over the first ``--rate-queries`` rows: where ``candidates`` over every row
-    would take too long, its time is about rows / this rate."""
+    """For each of ``--candidate-nprobe``'s values: queries per second of the candidates'
+    search (k + 1 = 6 neighbours, the index's own similarities) over the first
+    ``--rate-queries`` rows, and the candidates' recall: of the pairs that exact search finds
+    (a row and one of its 5 nearest others at cosine >= 0.75), over the first
+    ``--exact-queries`` rows, the share that the index finds too."""
+    from fstore.quality.duplicates import DuplicateOptions
     from fstore.quality.index import open_index
+    from fstore.quality.neighbors import exact_search
     from fstore.quality.rows import RowReader, store_rows
 
-    rows = store_rows(store)
+    rows, options = store_rows(store), DuplicateOptions()
     with RowReader(rows, LAYER) as reader:
         X = reader.read(np.arange(min(args.rate_queries, len(rows))))
     index = open_index(store, LAYER, rows)
+    sample = X[: args.exact_queries]
     t0 = time.perf_counter()
-    index.search(X, 6, rerank=0)
-    seconds = time.perf_counter() - t0
-    return {"queries": len(X), "search_seconds": seconds, "queries_per_s": len(X) / seconds}
+    exact_sims, exact = exact_search(store, LAYER, sample, options.k + 1)
+    exact_seconds = time.perf_counter() - t0
+
+    def pairs(sims, hits):
+        own = np.arange(len(hits))[:, None]
+        keep = (sims >= options.min_similarity) & (hits != own) & (hits >= 0)
+        return set(zip(np.broadcast_to(own, hits.shape)[keep].tolist(), hits[keep].tolist()))
+
+    wanted = pairs(exact_sims, exact)
+    out = {"queries": len(X), "exact_queries": len(sample), "exact_seconds": exact_seconds,
+           "exact_pairs": len(wanted), "by_nprobe": {}}  # fmt: skip
+    for nprobe in map(int, args.candidate_nprobe.split(",")):
+        t0 = time.perf_counter()
+        sims, hits = index.search(X, options.k + 1, rerank=0, nprobe=nprobe)
+        seconds = time.perf_counter() - t0
+        found = pairs(sims[: len(sample)], hits[: len(sample)])
+        out["by_nprobe"][nprobe] = {
+            "search_seconds": seconds, "queries_per_s": len(X) / seconds,
+            "candidate_recall": len(found & wanted) / max(1, len(wanted)),
+        }  # fmt: skip
+        print(json.dumps({nprobe: out["by_nprobe"][nprobe]}), file=sys.stderr, flush=True)
+    return out
 
 
 STEPS = {"build": build, "queries": queries, "candidates": candidates, "rate": rate}
@@ -181,13 +210,19 @@ def main() -> None:
     parser.add_argument("--spread", type=int, default=16, help="Directions of each cluster.")
     parser.add_argument("--shard-rows", type=int, default=50_000)
     parser.add_argument("--kind", default="ivf-sq8", choices=("ivf-sq8", "ivf-pq"))
-    parser.add_argument("--nlist", type=int, default=1024)
-    parser.add_argument("--nprobe", type=int, default=16)
-    parser.add_argument("--train-rows", type=int, default=32_768)
+    # the index's defaults are fstore index's own (IndexOptions), re-ranking 100 candidates
+    parser.add_argument("--nlist", type=int, default=0, help="0: IndexOptions' rule.")
+    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument("--train-rows", type=int, default=65_536)
     parser.add_argument("--rerank", type=int, default=100)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exact-queries", type=int, default=100)
     parser.add_argument("--rate-queries", type=int, default=10_000)
+    parser.add_argument(
+        "--candidate-nprobe",
+        default="4",
+        help="IVF cells per row for duplicates' candidates; rate times each of a list (16,4,1).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/qscale"))
     parser.add_argument(

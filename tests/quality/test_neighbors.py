@@ -144,3 +144,118 @@ def test_unknown_layer_and_unknown_query_are_user_errors(tmp_path):
         neighbors(store, ["train//img_000001.jpg"], layer="fc7")
     with pytest.raises(Exception, match="neither a key"):
         neighbors(store, ["nothing/here.jpg"])
+
+
+def _coverage_by_loop(keys, shas, rows, files):
+    """The index's rows matched to the store's one key at a time: the reference."""
+    position, ids, where, stale = rows.position(), [], [], 0
+    for i, (key, sha) in enumerate(zip(keys, shas)):
+        at = position.get(key)
+        if at is None or rows.sha256[at] != sha or (not sha and files != rows.files_digest):
+            stale += 1
+        else:
+            ids.append(i)
+            where.append(at)
+    added = sorted(set(range(len(rows))) - set(where))
+    return ids, where, added, stale
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_index_coverage_matches_a_key_by_key_loop(tmp_path, seed):
+    """Rows moved (a compaction), left, changed or added since the index was built: the array
+    matching gives the ids, store rows, new rows and stale count that a loop over keys gives."""
+    from dataclasses import replace
+
+    from fstore.quality.index import _coverage
+    from fstore.quality.rows import store_rows
+
+    rng = np.random.default_rng(seed)
+    rows = store_rows(feature_store(tmp_path / "s.h5", clustered(60, 4, 2, seed=seed)))
+    keys, shas = [str(k) for k in rows.keys], [f"{i:064x}" for i in range(60)]
+    rows = replace(rows, sha256=np.array(shas, dtype=object))
+    kept = rng.permutation(60)[: rng.integers(0, 61)]  # the index's rows, in another order
+    index_keys = [keys[i] for i in kept] + ["train/gone/img.jpg"] * (seed % 2)
+    index_shas = [shas[i] for i in kept] + ["f" * 64] * (seed % 2)
+    for i in rng.choice(len(kept), min(3, len(kept)), replace=False):  # changed images
+        index_shas[i] = "0" * 64
+    if seed == 5:  # a store written from arrays: no sha256, its shard files decide
+        rows = replace(rows, sha256=np.array([""] * 60, dtype=object))
+        index_shas = [""] * len(index_keys)
+    for files in (rows.files_digest, "another digest"):
+        got = _coverage(index_keys, index_shas, rows, files)
+        ids, where, added, stale = _coverage_by_loop(index_keys, index_shas, rows, files)
+        assert got.ids.tolist() == ids and got.positions.tolist() == where
+        assert got.added.tolist() == added and got.stale == stale
+    unchanged = _coverage(keys, list(rows.sha256), rows, rows.files_digest)
+    assert unchanged.stale == 0 and len(unchanged.added) == 0
+    assert unchanged.positions.tolist() == list(range(60))
+
+
+def test_fewer_cells_searched_find_fewer_of_the_exact_neighbours(tmp_path):
+    """``nprobe`` reaches faiss: all 64 cells find what exact search finds (but for the 8-bit
+    codes' ties), one cell visibly less."""
+    X = clustered(4000, 32, 40, seed=9)
+    store = feature_store(tmp_path / "s.h5", X)
+    build_index(store, "pooled", IndexOptions(kind="ivf-sq8", nlist=64, nprobe=16))
+    index = open_index(store, "pooled")
+    _, exact = exact_search(store, "pooled", X[:500], 6)
+
+    def recall(nprobe):
+        hits = index.search(X[:500], 6, rerank=0, nprobe=nprobe)[1]
+        return np.mean([len(set(a) & set(e)) / 6 for a, e in zip(hits, exact)])
+
+    assert recall(64) >= 0.95
+    assert recall(1) < recall(64) - 0.05
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["meta not json", "meta of an earlier fstore", "rows file cut", "rows file gone",
+     "faiss file garbage", "faiss file of other rows"],
+)  # fmt: skip
+def test_a_damaged_index_is_refused_in_one_line_then_built_again(tmp_path, damage):
+    """Each file of the index damaged, or the index written by an fstore that recorded less:
+    a search is refused with a StoreError that names the repair, and ``build_index`` builds
+    it again instead of failing."""
+    import json
+
+    from fstore.quality.index import _files
+
+    store = feature_store(tmp_path / "s.h5", clustered(200, 16, 4, seed=3))
+    build_index(store, "pooled")
+    faiss_file, rows_file, meta_file = _files(store, "pooled")
+    if damage == "meta not json":
+        meta_file.write_text(meta_file.read_text()[:20])
+    elif damage == "meta of an earlier fstore":
+        meta = json.loads(meta_file.read_text())
+        del meta["files_digest"]
+        meta_file.write_text(json.dumps(meta))
+    elif damage == "rows file cut":
+        rows_file.write_text(rows_file.read_text()[:-100])
+    elif damage == "rows file gone":
+        rows_file.unlink()
+    elif damage == "faiss file garbage":
+        faiss_file.write_bytes(b"\x00" * 64)
+    else:
+        other = feature_store(tmp_path / "o.h5", clustered(150, 16, 4, seed=4))
+        build_index(other, "pooled")
+        faiss_file.write_bytes(_files(other, "pooled")[0].read_bytes())
+    with pytest.raises(StoreError, match="fstore index --store") as caught:
+        open_index(store, "pooled")
+    assert "\n" not in str(caught.value)
+    assert build_index(store, "pooled").action == "built"
+    assert open_index(store, "pooled").search(clustered(3, 16, 1), 2)[1].shape == (3, 2)
+
+
+def test_an_index_keeps_keys_with_tabs_and_newlines(tmp_path):
+    """Any name the file system allows is a key; the index's list of keys holds it whole."""
+    from fstore.store import write_arrays
+
+    X = clustered(40, 8, 2, seed=5)
+    keys = [f"img_{i:03d}.jpg" for i in range(38)] + ["a\tb.jpg", "c\nd.jpg"]
+    store = write_arrays(tmp_path / "s.h5", {"pooled": X}, keys, ["c"] * 40, ["train"] * 40)
+    build_index(store, "pooled", IndexOptions(kind="flat"))
+    assert build_index(store, "pooled", IndexOptions(kind="flat")).action == "current"
+    index = open_index(store, "pooled")
+    rows = index.search(X[-2:], 1)[1][:, 0]
+    assert [str(index.rows.keys[r]) for r in rows] == ["train/c/a\tb.jpg", "train/c/c\nd.jpg"]
