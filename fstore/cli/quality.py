@@ -135,7 +135,7 @@ def index(store, layer, kind, nprobe, rerank, as_json) -> None:
     default=0,
     type=click.IntRange(min=0),
     help="With --index: IVF cells searched per image (default: the index's own). Fewer is "
-    "faster; copies are near, so they are rarely missed.",
+    "faster and can miss a copy that fell into another cell.",
 )
 @_json
 def duplicates(store, layer, k, min_similarity, no_verify, use_index, nprobe, as_json) -> None:
@@ -165,7 +165,7 @@ def duplicates(store, layer, k, min_similarity, no_verify, use_index, nprobe, as
         )
         return
     for cluster in result.clusters:
-        kind = "exact" if set(cluster.keys) <= {k for c in result.exact for k in c.keys} else "near"
+        kind = "exact" if cluster.exact else "near"
         click.echo(f"{', '.join(cluster.labels)} ({kind}): {'  '.join(cluster.keys)}")
     leaks = sum("leak" in c.labels for c in result.clusters)
     click.echo(

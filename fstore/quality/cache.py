@@ -1,7 +1,8 @@
 """Results of ``duplicates`` and ``audit`` kept beside the store, keyed by what decides them.
 
 An entry is ``<store>.d/quality/<name>-<key>.json``. The key is the SHA-256 of the rows' keys
-and sha256 (in the store's order), the digest of the shard files, the layer and the options,
+and sha256 (in the store's order), the digest of the shard files, the layer, the options and
+the results' format,
 so a deleted, added or changed image, a compaction or a rebuilt layer gives another key: a
 stale entry is never served, it is simply not found, and the result is computed again.
 ``train svm --exclude-leaks``, ``map`` and the report share these entries.
@@ -18,6 +19,10 @@ from pathlib import Path
 from fstore.fsutil import atomic_write_bytes
 from fstore.quality.rows import store_rows
 
+#: Changes when what the functions return changes, so that no entry of an earlier fstore is
+#: served.
+RESULTS_FORMAT = 2
+
 
 def entry(store: Path, name: str, layer: str, options: object) -> Path:
     """The file that holds ``name``'s result for the store's current rows."""
@@ -26,7 +31,14 @@ def entry(store: Path, name: str, layer: str, options: object) -> Path:
     rows = store_rows(store)
     params = asdict(options) if is_dataclass(options) else options
     text = json.dumps(
-        [rows.keys.tolist(), rows.sha256.tolist(), rows.files_digest, layer, params],
+        [
+            RESULTS_FORMAT,
+            rows.keys.tolist(),
+            rows.sha256.tolist(),
+            rows.files_digest,
+            layer,
+            params,
+        ],
         sort_keys=True,
         default=str,
     )

@@ -118,8 +118,9 @@ def cluster_labels(classes: set[str], splits: set[str]) -> tuple[str, ...]:
     return tuple(labels + (["conflict"] if len(classes) > 1 else []))
 
 
-def _clusters(rows: StoreRows, pairs: np.ndarray, exact: bool) -> tuple[Cluster, ...]:
-    """Connected components of the pairs (rows ``(p, 2)``), as labelled clusters."""
+def _clusters(rows: StoreRows, pairs: np.ndarray) -> tuple[Cluster, ...]:
+    """Connected components of the pairs (rows ``(p, 2)``), as labelled clusters; a cluster
+    is exact when its images share one recorded sha256."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -134,11 +135,10 @@ def _clusters(rows: StoreRows, pairs: np.ndarray, exact: bool) -> tuple[Cluster,
         at = sorted(members[label[members] == comp], key=lambda i: rows.keys[i])
         classes, splits = [str(rows.classes[i]) for i in at], [str(rows.split[i]) for i in at]
         labels = cluster_labels(set(classes), set(splits))
-        out.append(
-            Cluster(
-                tuple(str(rows.keys[i]) for i in at), labels, tuple(classes), tuple(splits), exact
-            )
-        )
+        shas = {str(rows.sha256[i]) for i in at}
+        exact = len(shas) == 1 and "" not in shas
+        keys = tuple(str(rows.keys[i]) for i in at)
+        out.append(Cluster(keys, labels, tuple(classes), tuple(splits), exact))
     return tuple(sorted(out, key=lambda c: c.keys))
 
 
@@ -222,7 +222,7 @@ def duplicates(
     accepted = np.array(todo, np.int64).reshape(-1, 2)
     seconds = {"candidates": t1 - t0, "verify": time.perf_counter() - t1}
     return DuplicateResult(
-        str(store), layer, _clusters(rows, same, True),
-        _clusters(rows, np.concatenate([same, accepted]), False),
+        str(store), layer, _clusters(rows, same),
+        _clusters(rows, np.concatenate([same, accepted])),
         candidates=len(pairs), verified=len(accepted), seconds=seconds,
     )  # fmt: skip

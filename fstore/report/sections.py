@@ -319,7 +319,8 @@ def quality(s: dict) -> list:
             "the images (ORB keypoints, a RANSAC similarity, pixel agreement).",
         ),
         ("thumbs", [
-            (_fig(s, f"cluster{i}"), f"{', '.join(c['labels'])}: " + "; ".join(
+            (_fig(s, f"cluster{i}"), f"{', '.join(c['labels'])}, "
+             f"{'exact copies' if c['exact'] else 'near copies'}: " + "; ".join(
                 f"{k} ({split or '-'}, {cls or '-'})"
                 for k, split, cls in zip(c["keys"], c["splits"], c["classes"])))
             for i, c in enumerate(s["shown_clusters"])

@@ -39,10 +39,12 @@ def strip(paths: list[Path], out: Path, height: int = THUMB) -> None:
 
 
 def _shown(clusters) -> list:
-    """Leaks and conflicts first (both at once first of all), then the rest, as found."""
-    return sorted(clusters, key=lambda c: ("leak" not in c.labels, "conflict" not in c.labels))[
-        :SHOWN_CLUSTERS
-    ]
+    """Conflicts first, then leaks, then the rest; within each, near copies before exact ones
+    (a checksum finds those, the sample should show what only the features find)."""
+    order = sorted(
+        clusters, key=lambda c: ("conflict" not in c.labels, "leak" not in c.labels, c.exact)
+    )
+    return order[:SHOWN_CLUSTERS]
 
 
 def leak_effect(ctx: Context, leaked: tuple[str, ...]) -> dict:

@@ -65,6 +65,7 @@ def test_store_duplicates_find_planted_copies_and_byte_copies(tmp_path, config_f
     result = duplicates(store, "pool5", DuplicateOptions(k=40, min_similarity=-1.0))
     assert [c.keys for c in result.exact] == [("test/alpha/copy.jpg", "train/alpha/p5.jpg")]
     assert result.exact[0].labels == ("leak",)
+    assert [c.keys for c in result.clusters if c.exact] == [result.exact[0].keys]
     found = {frozenset(c.keys) for c in result.clusters}
     missing = [p for p in planted if not any(p <= f for f in found)]
     assert not missing
@@ -96,3 +97,18 @@ def test_exact_copies_need_no_images(tmp_path):
         ("train/a/img_000003.jpg", "train/a/img_000007.jpg")
     ]
     assert np.isfinite(result.seconds["candidates"])
+
+
+def test_a_cluster_is_exact_only_when_its_images_share_one_sha256(tmp_path):
+    """Byte copies joined with a near copy make a cluster that is not exact; a store written
+    from arrays records no sha256, so none of its clusters is."""
+    from dataclasses import replace
+
+    from fstore.quality.duplicates import _clusters
+    from fstore.quality.rows import store_rows
+
+    rows = store_rows(feature_store(tmp_path / "s.h5", clustered(6, 4, 1)))
+    assert not any(c.exact for c in _clusters(rows, np.array([[0, 1], [2, 3]])))
+    rows = replace(rows, sha256=np.array(["a", "a", "b", "b", "b", "c"], dtype=object))
+    clusters = _clusters(rows, np.array([[0, 1], [2, 3], [3, 5]]))
+    assert [(len(c.keys), c.exact) for c in clusters] == [(2, True), (3, False)]
