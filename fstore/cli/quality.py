@@ -150,7 +150,8 @@ def duplicates(store, layer, k, min_similarity, no_verify, use_index, nprobe, as
     \b
       fstore duplicates --store lite1.h5 --layer pooled
       fstore duplicates --json
-      fstore duplicates --index --nprobe 4     # a large store, after fstore index
+      # a large store, after fstore index: 4 cells of its index a row
+      fstore duplicates --index --nprobe 4
     """  # fmt: skip
     from fstore.quality.duplicates import DuplicateOptions
     from fstore.quality.duplicates import duplicates as find
