@@ -166,7 +166,8 @@ def candidate_pairs(
     from tqdm import tqdm
 
     from fstore.quality.index import open_index
-    from fstore.quality.neighbors import exact_search, stream_unit_rows
+    from fstore.quality.neighbors import exact_search
+    from fstore.quality.rows import stream_unit_rows
 
     index = open_index(store, layer, rows) if options.use_index else None
     pairs, similarities = [], []

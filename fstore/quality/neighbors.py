@@ -25,7 +25,7 @@ from fstore.quality.rows import (
     unit_rows,
 )
 
-#: Rows read per batch, and queries compared per block: a block's similarity matrix is
+#: Queries compared per block: with BATCH_ROWS rows, a block's similarity matrix is 64 MiB.
 QUERY_BLOCK = 1_024
 
 
