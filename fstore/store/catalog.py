@@ -222,6 +222,11 @@ def mark_failed(con: sqlite3.Connection, store: Path, name: str, reason: str) ->
         con.execute("UPDATE shards SET failed = ? WHERE name = ?", (reason, name))
 
 
+def unfinished(con: sqlite3.Connection) -> bool:
+    """Whether planned shards are not computed yet (the images ``counts`` calls pending)."""
+    return con.execute("SELECT EXISTS (SELECT 1 FROM shards WHERE file IS NULL)").fetchone()[0]
+
+
 def counts(con: sqlite3.Connection) -> dict[str, int]:
     """Images planned, stored (with features), pending (not computed yet) and unreadable."""
     row = con.execute(

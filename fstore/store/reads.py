@@ -20,12 +20,14 @@ from fstore.store.layout import Manifest, open_h5, read_manifest, sidecar, store
 logger = logging.getLogger(__name__)
 
 
-def view_problem(store: Path, con: sqlite3.Connection, version: bool = True) -> str:
+def view_problem(store: Path, con: sqlite3.Connection, exact: bool = False) -> str:
     """Why the view ``fstore.h5`` does not serve what the catalog holds ('' when it does): it
     is missing, does not open, or was written for another catalog version, another catalog
     (one lost and built again) or another store folder (the store was moved or copied, and its
-    sources name the old folder). A few attributes are read: cheap enough for every read.
-    ``version``: False for an unfinished store, whose view the build that finishes it writes."""
+    sources name the old folder). A few attributes are read: cheap enough for every read. An
+    unfinished store's view may be older than its catalog, since the build that finishes the
+    store writes it; ``exact`` (the writer's question, is there anything to rewrite) counts
+    that too."""
     import h5py
 
     try:
@@ -45,7 +47,7 @@ def view_problem(store: Path, con: sqlite3.Connection, version: bool = True) -> 
     identity, current = catalog.identity(con)
     if seen["catalog_id"] != identity:
         return "was written for another catalog (one lost and built again)"
-    if version and seen["catalog_version"] != current:
+    if seen["catalog_version"] != current and (exact or not catalog.unfinished(con)):
         return "is older than the catalog (a build or compaction was stopped before writing it)"
     return ""
 
@@ -173,8 +175,8 @@ def load_features(
     try:
         with closing(connect(store)) as con:
             table = _table(con)
-            if what := view_problem(store, con):  # said, not refused: these rows are right
-                logger.warning(STALE_VIEW.format(store=store, what=what))
+            if line := stale_view(store, con):  # said, not refused: these rows are right
+                logger.warning(line)
     except catalog.DAMAGE as exc:
         raise damaged_catalog(store, exc) from None
     if rows is not None:
@@ -196,8 +198,8 @@ def iter_features(
     after, classes, page = (-1, ""), None, f"AND (i.pos, i.key) > (?, ?) {ORDER} LIMIT ?"
     with closing(connect(store)) as con:
         try:
-            if what := view_problem(store, con):
-                logger.warning(STALE_VIEW.format(store=store, what=what))
+            if line := stale_view(store, con):
+                logger.warning(line)
         except catalog.DAMAGE as exc:
             raise damaged_catalog(store, exc) from None
         while True:

@@ -148,7 +148,7 @@ def refresh_view(
     True if it was rewritten. Its sha256 goes into the catalog for ``fstore verify``."""
     import h5py
 
-    if not force and not view_problem(store, con):
+    if not force and not view_problem(store, con, exact=True):
         return False
     identity, version = catalog.identity(con)
     t, sizes, string = _table(con), files(con), h5py.string_dtype()

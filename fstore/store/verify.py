@@ -206,7 +206,7 @@ def check(store: Path, manifest: Manifest, values: bool = True) -> VerifyReport:
                 report.problems.append(Problem("catalog", what, "catalog"))
             report.problems += _check_files(store, con, infos, manifest, values)
             # an unfinished store's view is written by the build that finishes it
-            view = view_problem(store, con, version=not report.pending)
+            view = view_problem(store, con)
             view = view or (not report.pending and view_content_problem(store, con))
         except catalog.DAMAGE as exc:
             report.problems.append(Problem("catalog", f"does not read ({exc})", "catalog"))

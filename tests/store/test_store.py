@@ -339,3 +339,27 @@ def test_a_read_of_a_fresh_view_says_nothing(store, caplog):
     load_features(store, "f")
     next(iter_features(store, "f"))
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_an_unfinished_stores_older_view_is_not_called_stale(store, caplog):
+    """A build stopped after planning more images leaves the view of the shards it finished:
+    reads and verify agree that the build that finishes the store rewrites it (no warning
+    asking for a repair that would not change it); only the writer asks for the exact check."""
+    from contextlib import closing
+
+    from fstore.store.reads import view_problem
+
+    with closing(catalog.connect(store, write=True)) as con:
+        with catalog.transaction(con, store):
+            catalog.add_plan(
+                con, ["g999999-s000000"], [("a/new.jpg", "a", "", "g999999-s000000", 1, 1)]
+            )
+        assert catalog.unfinished(con)
+        assert view_problem(store, con) == ""
+        assert "older than the catalog" in view_problem(store, con, exact=True)
+    caplog.clear()
+    load_features(store, "f")
+    next(iter_features(store, "f"))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    report = verify(store)
+    assert report.pending == 1 and not report.problems
