@@ -26,10 +26,10 @@ def _folder_keys(store: Path):
     from fstore.images.discover import discover
     from fstore.store import read_manifest
 
-    root = Path(read_manifest(store, required=True).image_root or "")
-    if not str(root) or not root.is_dir():
+    image_root = read_manifest(store, required=True).image_root
+    if not image_root or not Path(image_root).is_dir():  # Path("") would be the working folder
         return None
-    return {item.key for item in discover(root).items}
+    return set(discover(Path(image_root)).keys)
 
 
 @click.command(cls=FstoreCommand)

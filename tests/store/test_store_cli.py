@@ -51,3 +51,20 @@ def test_info_and_verify_say_a_store_is_unfinished(tmp_path):
     check = runner.invoke(cli, ["verify", "--store", str(store)])
     assert check.exit_code == 1 and check.stderr.startswith("Error: incomplete: 5 planned images")
     assert check.stdout == ""
+
+
+def test_repairing_a_store_without_an_image_folder_keeps_every_key(tmp_path, monkeypatch):
+    """A store written without images (its manifest names no folder) gets its lost catalog
+    back with every key, whatever folder the command runs in."""
+    from fstore.store import load_features
+
+    store = synthetic_store(tmp_path / "s.h5", shards=2, rows=4)
+    want = load_features(store, "f").keys.tolist()
+    (sidecar(store) / "catalog.sqlite").unlink()
+    here = tmp_path / "elsewhere" / "c0"
+    here.mkdir(parents=True)
+    (here / "img000000.jpg").write_bytes(b"")  # an image folder that is not the store's
+    monkeypatch.chdir(here.parent)
+    result = CliRunner().invoke(cli, ["verify", "--repair", "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    assert load_features(store, "f").keys.tolist() == want
