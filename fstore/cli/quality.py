@@ -1,6 +1,7 @@
 """``fstore neighbors``, ``index``, ``duplicates``, ``audit`` and ``map``: each parses options,
 calls one function of :mod:`fstore.quality` and prints what comes back (``--json``: its data,
-keyed by the store's keys). Nothing heavy is imported at module level.
+keyed by the store's keys). Defaults are the option classes' own; nothing heavy (faiss,
+cleanlab, scikit-learn, OpenCV) is imported at module level.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from pathlib import Path
 import click
 
 from fstore.cli.options import FstoreCommand, store_option
+from fstore.quality.audit import AuditOptions
+from fstore.quality.duplicates import DuplicateOptions
+from fstore.quality.index import FLAT_BELOW, KINDS, IndexOptions
 
 _layer = click.option("--layer", default=None, help="Layer to use (default: the only one, or fc7).")
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -63,21 +67,21 @@ def neighbors(query, store, layer, k, use_index, as_json) -> None:
 @_layer
 @click.option(
     "--kind",
-    type=click.Choice(["auto", "flat", "ivf-sq8", "ivf-pq"]),
-    default="auto",
+    type=click.Choice(KINDS),
+    default=IndexOptions.kind,
     show_default=True,
-    help="faiss index (auto: flat below 100,000 rows, else ivf-sq8).",
+    help=f"faiss index (auto: flat below {FLAT_BELOW:,} rows, else ivf-sq8).",
 )
 @click.option(
     "--nprobe",
-    default=32,
+    default=IndexOptions.nprobe,
     show_default=True,
     type=click.IntRange(min=1),
     help="IVF cells searched per query.",
 )
 @click.option(
     "--rerank",
-    default=0,
+    default=IndexOptions.rerank,
     show_default=True,
     type=click.IntRange(min=0),
     help="Candidates re-scored with the store's exact features (0: none).",
@@ -98,7 +102,7 @@ def index(store, layer, kind, nprobe, rerank, as_json) -> None:
     """  # fmt: skip
     from dataclasses import asdict
 
-    from fstore.quality.index import IndexOptions, build_index
+    from fstore.quality.index import build_index
 
     options = IndexOptions(kind=kind, nprobe=nprobe, rerank=rerank)
     report = build_index(_store(store), layer, options)
@@ -116,14 +120,14 @@ def index(store, layer, kind, nprobe, rerank, as_json) -> None:
 @_layer
 @click.option(
     "-k",
-    default=5,
+    default=DuplicateOptions.k,
     show_default=True,
     type=click.IntRange(min=1),
     help="Neighbours of each image taken as candidates.",
 )
 @click.option(
     "--min-similarity",
-    default=0.75,
+    default=DuplicateOptions.min_similarity,
     show_default=True,
     type=float,
     help="Candidates' least cosine similarity.",
@@ -132,7 +136,7 @@ def index(store, layer, kind, nprobe, rerank, as_json) -> None:
 @click.option("--index", "use_index", is_flag=True, help="Candidates from fstore index's index.")
 @click.option(
     "--nprobe",
-    default=0,
+    default=DuplicateOptions.nprobe,
     type=click.IntRange(min=0),
     help="With --index: IVF cells searched per image (default: the index's own). Fewer is "
     "faster and can miss a copy that fell into another cell.",
@@ -153,7 +157,6 @@ def duplicates(store, layer, k, min_similarity, no_verify, use_index, nprobe, as
       # a large store, after fstore index: 4 cells of its index a row
       fstore duplicates --index --nprobe 4
     """  # fmt: skip
-    from fstore.quality.duplicates import DuplicateOptions
     from fstore.quality.duplicates import duplicates as find
 
     options = DuplicateOptions(k, min_similarity, not no_verify, use_index, nprobe=nprobe)
@@ -180,12 +183,16 @@ def duplicates(store, layer, k, min_similarity, no_verify, use_index, nprobe, as
 @store_option
 @_layer
 @click.option(
-    "--folds", default=5, show_default=True, type=click.IntRange(min=2), help="k of k-fold."
+    "--folds",
+    default=AuditOptions.folds,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="k of k-fold.",
 )
 @click.option(
     "--split",
     type=click.Choice(["train", "test", "all"]),
-    default="train",
+    default=AuditOptions.split,
     show_default=True,
     help="Rows audited.",
 )
@@ -208,7 +215,6 @@ def audit(store, layer, folds, split, top, as_json) -> None:
       fstore audit --store lite1.h5 --layer pooled
       fstore audit --folds 10 --top 50 --json
     """  # fmt: skip
-    from fstore.quality.audit import AuditOptions
     from fstore.quality.audit import audit as run_audit
 
     result = run_audit(_store(store), layer, AuditOptions(folds=folds, split=split))

@@ -153,6 +153,16 @@ def exact_pairs(rows: StoreRows) -> np.ndarray:
     return np.array(pairs, np.int64).reshape(-1, 2)
 
 
+def near_pairs(sims: np.ndarray, hits: np.ndarray, first: int, min_similarity: float):
+    """The pairs ``(p, 2)`` (lower row first) and similarities that a search's results make
+    candidates: queries are rows ``first, first + 1, ...``; a row is not its own neighbour,
+    ``-1`` is no row."""
+    own = np.broadcast_to(first + np.arange(len(hits))[:, None], hits.shape)
+    keep = (sims >= min_similarity) & (hits != own) & (hits >= 0)
+    a, b = own[keep], hits[keep]
+    return np.stack([np.minimum(a, b), np.maximum(a, b)], 1), sims[keep]
+
+
 def candidate_pairs(
     store: Path, layer: str, rows: StoreRows, options: DuplicateOptions, progress: bool = False
 ):
@@ -178,11 +188,9 @@ def candidate_pairs(
         else:
             sims, hits = exact_search(store, layer, X, options.k + 1)
         bar.update(len(X))
-        own = np.broadcast_to(first + np.arange(len(X))[:, None], hits.shape)
-        keep = (sims >= options.min_similarity) & (hits != own) & (hits >= 0)
-        a, b = own[keep], hits[keep]
-        pairs.append(np.stack([np.minimum(a, b), np.maximum(a, b)], 1))
-        similarities.append(sims[keep])
+        found, found_sims = near_pairs(sims, hits, first, options.min_similarity)
+        pairs.append(found)
+        similarities.append(found_sims)
     bar.close()
     pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
     sims = np.concatenate(similarities) if similarities else np.zeros(0, np.float32)

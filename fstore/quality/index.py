@@ -25,6 +25,8 @@ from fstore.quality.rows import RowReader, StoreRows, store_rows, unit_rows
 
 #: Below this many rows a flat (exact) faiss index is small and fast enough.
 FLAT_BELOW = 100_000
+#: Index kinds: auto picks flat below FLAT_BELOW rows, else ivf-sq8.
+KINDS = ("auto", "flat", "ivf-sq8", "ivf-pq")
 
 
 @dataclass(frozen=True)
@@ -144,8 +146,8 @@ def _new_index(faiss, dim: int, n: int, options: IndexOptions):
     sample = min(n, options.train_rows)
     nlist = options.nlist or max(1, min(int(4 * np.sqrt(n)), sample // 39))
     code = "SQ8" if kind == "ivf-sq8" else f"PQ{options.pq_m}"
-    if kind not in ("ivf-sq8", "ivf-pq"):
-        raise StoreError(f"unknown index kind {kind!r}: auto, flat, ivf-sq8 or ivf-pq")
+    if kind not in KINDS:
+        raise StoreError(f"unknown index kind {kind!r}: {', '.join(KINDS)}")
     return kind, faiss.index_factory(dim, f"IVF{nlist},{code}", faiss.METRIC_INNER_PRODUCT)
 
 

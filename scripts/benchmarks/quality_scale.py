@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fstore.quality.index import IndexOptions
+
 LAYER = "pooled"
 
 
@@ -156,7 +158,7 @@ def rate(args, store: Path) -> dict:
     ``--rate-queries`` rows, and the candidates' recall: of the pairs that exact search finds
     (a row and one of its 5 nearest others at cosine >= 0.75), over the first
     ``--exact-queries`` rows, the share that the index finds too."""
-    from fstore.quality.duplicates import DuplicateOptions
+    from fstore.quality.duplicates import DuplicateOptions, near_pairs
     from fstore.quality.index import open_index
     from fstore.quality.neighbors import exact_search
     from fstore.quality.rows import RowReader, store_rows
@@ -171,9 +173,7 @@ def rate(args, store: Path) -> dict:
     exact_seconds = time.perf_counter() - t0
 
     def pairs(sims, hits):
-        own = np.arange(len(hits))[:, None]
-        keep = (sims >= options.min_similarity) & (hits != own) & (hits >= 0)
-        return set(zip(np.broadcast_to(own, hits.shape)[keep].tolist(), hits[keep].tolist()))
+        return set(map(tuple, near_pairs(sims, hits, 0, options.min_similarity)[0].tolist()))
 
     wanted = pairs(exact_sims, exact)
     out = {"queries": len(X), "exact_queries": len(sample), "exact_seconds": exact_seconds,
@@ -210,10 +210,10 @@ def main() -> None:
     parser.add_argument("--spread", type=int, default=16, help="Directions of each cluster.")
     parser.add_argument("--shard-rows", type=int, default=50_000)
     parser.add_argument("--kind", default="ivf-sq8", choices=("ivf-sq8", "ivf-pq"))
-    # the index's defaults are fstore index's own (IndexOptions), re-ranking 100 candidates
-    parser.add_argument("--nlist", type=int, default=0, help="0: IndexOptions' rule.")
-    parser.add_argument("--nprobe", type=int, default=32)
-    parser.add_argument("--train-rows", type=int, default=65_536)
+    # the index's defaults are fstore index's own, re-ranking 100 candidates
+    parser.add_argument("--nlist", type=int, default=IndexOptions.nlist, help="0: the rule.")
+    parser.add_argument("--nprobe", type=int, default=IndexOptions.nprobe)
+    parser.add_argument("--train-rows", type=int, default=IndexOptions.train_rows)
     parser.add_argument("--rerank", type=int, default=100)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exact-queries", type=int, default=100)
