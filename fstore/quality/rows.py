@@ -13,7 +13,7 @@ import numpy as np
 
 from fstore.errors import StoreError
 from fstore.store import read_manifest
-from fstore.store.catalog import ROWS_QUERY, connect, version
+from fstore.store.catalog import ROW_COLUMNS, STORED_ROWS, connect, version
 
 #: Rows of a layer read at a time: a block of queries against them stays near 64 MiB.
 BATCH_ROWS = 16_384
@@ -54,24 +54,24 @@ def store_rows(store: Path | str) -> StoreRows:
     manifest = read_manifest(store, required=True)
     # One scan of the table in key order (its primary key: no sort, no lookup per row), then
     # a stable sort by position: the store's order, ``ORDER`` (pos, then key).
-    query = ROWS_QUERY.replace(" FROM images i", ", COALESCE(i.sha256, '') FROM images i", 1)
+    query = f"SELECT {ROW_COLUMNS}, COALESCE(i.sha256, '') {STORED_ROWS} ORDER BY i.key"
     with closing(connect(store)) as con:
-        rows = con.execute(f"{query} ORDER BY i.key").fetchall()
+        rows = con.execute(query).fetchall()
         catalog_version = version(con)
         files = sorted(con.execute("SELECT sha256 FROM files"))
-    pos, keys, classes, split, file, row, sha = zip(*rows) if rows else ((),) * 7
-    order = np.argsort(np.array(pos, np.int64), kind="stable")
+    cells = np.array(rows, dtype=object).reshape(-1, 7)
+    cells = cells[np.argsort(cells[:, 0].astype(np.int64), kind="stable")]
     return StoreRows(
         store=store,
-        keys=np.array(keys, dtype=object)[order],
-        classes=np.array(classes, dtype=object)[order],
-        split=np.array(split, dtype=object)[order],
-        sha256=np.array(sha, dtype=object)[order],
+        keys=cells[:, 1].copy(),
+        classes=cells[:, 2].copy(),
+        split=cells[:, 3].copy(),
+        sha256=cells[:, 6].copy(),
         version=catalog_version,
         image_root=manifest.image_root,
         files_digest=hashlib.sha256(repr(files).encode()).hexdigest(),
-        file=np.array(file, dtype=object)[order],
-        row=np.array(row, dtype=np.int64)[order],
+        file=cells[:, 4].copy(),
+        row=cells[:, 5].astype(np.int64),
     )
 
 

@@ -34,10 +34,12 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 #: Stored rows in order: the image's features are in ``file`` at ``row``. CROSS JOIN keeps
 #: ``images`` the outer loop, so rows come in index order and a page stops at its LIMIT.
-ROWS_QUERY = """
-SELECT i.pos, i.key, i.class, i.split, s.file, s.start + i.row FROM images i
-CROSS JOIN shards s ON s.name = i.shard WHERE i.row IS NOT NULL AND s.file IS NOT NULL
-"""
+ROW_COLUMNS = "i.pos, i.key, i.class, i.split, s.file, s.start + i.row"
+STORED_ROWS = (
+    "FROM images i CROSS JOIN shards s ON s.name = i.shard "
+    "WHERE i.row IS NOT NULL AND s.file IS NOT NULL"
+)
+ROWS_QUERY = f"SELECT {ROW_COLUMNS} {STORED_ROWS}"
 ORDER = "ORDER BY i.pos, i.key"
 
 #: What reading a damaged catalog raises: SQLite's errors, and text that is not UTF-8.
