@@ -175,8 +175,8 @@ def load_features(
     try:
         with closing(connect(store)) as con:
             table = _table(con)
-            if line := stale_view(store, con):  # said, not refused: these rows are right
-                logger.warning(line)
+            if what := view_problem(store, con):  # said, not refused: these rows are right
+                logger.warning(STALE_VIEW.format(store=store, what=what))
     except catalog.DAMAGE as exc:
         raise damaged_catalog(store, exc) from None
     if rows is not None:
@@ -198,8 +198,8 @@ def iter_features(
     after, classes, page = (-1, ""), None, f"AND (i.pos, i.key) > (?, ?) {ORDER} LIMIT ?"
     with closing(connect(store)) as con:
         try:
-            if line := stale_view(store, con):
-                logger.warning(line)
+            if what := view_problem(store, con):
+                logger.warning(STALE_VIEW.format(store=store, what=what))
         except catalog.DAMAGE as exc:
             raise damaged_catalog(store, exc) from None
         while True:
