@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 VGG16 = "vgg16"
 TIMM_PREFIX = "timm:"
-FAMILIES = ("vgg16", "torchvision", "timm")
 
 
 class UnknownArchError(FstoreError, ValueError):
@@ -66,11 +65,6 @@ class Architecture:
         from torchvision.models import get_model
 
         return get_model(self.model_name, weights=None).eval()
-
-    @property
-    def slug(self) -> str:
-        """The name as a file name part (``timm-efficientnet_lite1``)."""
-        return self.name.replace(":", "-").replace("/", "-")
 
 
 def require_torch() -> None:

@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     import torch
 
 TOKEN_REDUCTIONS = ("cls", "mean")
-ALIASES = ("pooled", "logits")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from fstore.export.architectures import (
 from fstore.export.calibration import DEFAULT_CALIBRATION_COUNT
 from fstore.export.layers import LAYERS, Layer, parse_layers
 from fstore.export.model_cache import alias_key, lookup_alias, model_key, model_path, record_alias
-from fstore.export.precision import choose_auto, export_variant
+from fstore.export.precision import AUTO, choose_auto, export_variant
 from fstore.export.result import (
     ExportResult,
     check_writable,
@@ -207,7 +207,7 @@ def _layer_key(arch: Architecture, layers: Sequence[str]) -> tuple[str, ...]:
     order is known only once the network is traced)."""
     if arch.family == "vgg16":
         return tuple(layer.name for layer in parse_layers(layers))
-    return tuple(sorted(set([layers] if isinstance(layers, str) else layers)))
+    return tuple(sorted(set(layers)))
 
 
 @dataclass(frozen=True)
@@ -329,8 +329,6 @@ def export(
     ``calibration_count`` images of the folder ``calibration``.
     Progress goes to the ``fstore.export`` logger.
     """
-    from fstore.export.precision import AUTO
-
     if precision not in (*PRECISIONS, AUTO):
         raise ModelError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     arch = resolve_arch(arch)
@@ -350,8 +348,6 @@ def derive(
 ) -> ExportResult:
     """``base`` (a verified fp32 model) at ``precision``; ``auto`` chooses by fidelity and
     speed on ``options.provider``."""
-    from fstore.export.precision import AUTO
-
     if precision == AUTO:
         return choose_auto(base, options.provider, options.calibration, options.calibration_count)
     return export_variant(
