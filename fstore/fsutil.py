@@ -36,6 +36,13 @@ def tmp_path_for(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.tmp")
 
 
+def tmp_paths_of(final: Path) -> list[Path]:
+    """The temporary files of :func:`tmp_path_for` that any process left next to ``final``."""
+    import glob
+
+    return list(final.parent.glob(f".{glob.escape(final.name)}.*.tmp"))
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new one."""
     tmp = tmp_path_for(path)

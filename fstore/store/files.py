@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from fstore.fsutil import tmp_paths_of
 from fstore.store.catalog import FileInfo, transaction
 from fstore.store.layout import shard_path, sidecar
 
@@ -69,11 +70,7 @@ def leftovers(store: Path) -> list[Path]:
     beside the store."""
     folder = sidecar(store)
     return [
-        *store.parent.glob(f".{glob_escape(store.name)}.*.tmp"),
+        *tmp_paths_of(store),
         *folder.glob(".*.tmp"),
         *(folder / "shards").glob(".*.tmp"),
     ]
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
