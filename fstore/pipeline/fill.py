@@ -296,7 +296,7 @@ def _compute(job: _Job, recipe: StoreRecipe, work: Work, writer: Writer, backend
     layers = split_layers(manifest.layers)[0]
     report.provider = ray_engine.run(
         work, model_path=recipe.model.path, layers=layers, dims=layer_dims(manifest),
-        preprocessing=recipe.preprocessing, image_root=Path(manifest.image_root), config=config,
+        preprocessing=recipe.preprocessing, config=config,
         writer=writer, report=report, options=config.ray or RayOptions(),
         progress=job.progress,
     )  # fmt: skip

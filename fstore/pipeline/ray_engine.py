@@ -29,6 +29,7 @@ from pathlib import Path
 
 from fstore.errors import MissingDependencyError
 from fstore.images.preprocess import Preprocessing
+from fstore.images.reader import MAX_IMAGE_BYTES
 from fstore.images.views import plan_views
 from fstore.pipeline.read import Progress
 from fstore.store.shards import ShardRows, shard_record, write_shard
@@ -82,9 +83,9 @@ class ShardWorker:
     """A Ray actor: one ONNX Runtime session, computing whole shards."""
 
     def __init__(self, model: bytes, layers: tuple[str, ...], provider: str, threads: int,
-                 preprocessing: str, image_root: str, batch_size: int, decode_workers: int,
-                 dims: dict[str, int], decode: str = "exact",
-                 views: tuple[str, ...] = ()) -> None:  # fmt: skip
+                 preprocessing: str, batch_size: int, decode_workers: int,
+                 dims: dict[str, int], decode: str = "exact", views: tuple[str, ...] = (),
+                 max_image_bytes: int = MAX_IMAGE_BYTES) -> None:  # fmt: skip
         import tempfile
 
         from fstore.runtime.session import OrtBackend
@@ -104,9 +105,8 @@ class ShardWorker:
             )
         finally:
             os.unlink(path)
-        self.root = Path(image_root)
         self.batch_size, self.decode_workers, self.dims = batch_size, decode_workers, dims
-        self.decode = decode
+        self.decode, self.max_image_bytes = decode, max_image_bytes
         self.views = plan_views(views, self.preprocessing) if views else None
 
     def pid(self) -> int:
@@ -115,19 +115,22 @@ class ShardWorker:
     def provider(self) -> str:
         return self.backend.provider
 
-    def compute(self, name: str, keys: list[str], target: ShardTarget | None = None):
-        """Compute one shard; returns (name, ShardRows, StageTimes), or with ``target``
-        writes the shard file there and returns (name, (Part, FileInfo), StageTimes)."""
+    def compute(self, name: str, images: list[tuple[str, str]], target: ShardTarget | None = None):
+        """Compute one shard of ``images`` (key, path): a key is not always the path below the
+        folder (names that are not UTF-8 are escaped); returns (name, ShardRows, StageTimes),
+        or with ``target`` writes the shard file there and returns (name, (Part, FileInfo),
+        StageTimes)."""
         from fstore.images.discover import ImageItem
         from fstore.pipeline.read import Work, iter_batches
         from fstore.pipeline.run import ShardAssembler, stream_batches
 
-        items = [ImageItem(k, self.root / k) for k in keys]
+        items = [ImageItem(key, Path(path)) for key, path in images]
         assembler = ShardAssembler(self.backend, self.dims, self.views)
         rows = None
         work = Work([(name, items)], 0, len(items))
         batches = iter_batches(work, self.preprocessing, self.batch_size, self.decode_workers,
-                               decode=self.decode, views=self.views)  # fmt: skip
+                               decode=self.decode, views=self.views,
+                               max_bytes=self.max_image_bytes)  # fmt: skip
         for batch, output in stream_batches(batches, self.backend, assembler.times):
             rows = assembler.add(batch, output) or rows
         if target is None:
@@ -161,7 +164,7 @@ def worker_class(ray, options: RayOptions, cls: type | None = None):
 
 
 def run(work, model_path: Path, layers: tuple[str, ...], dims: dict[str, int],
-        preprocessing: Preprocessing, image_root: Path, config, writer, report,
+        preprocessing: Preprocessing, config, writer, report,
         options: RayOptions, progress: bool | None) -> str:  # fmt: skip
     """Compute ``work`` (a ``build.Work``) on Ray actors, handing each shard to ``writer``.
 
@@ -187,12 +190,12 @@ def run(work, model_path: Path, layers: tuple[str, ...], dims: dict[str, int],
                 "cpu" if provider == "auto" else provider,
                 max(1, int(options.cpus_per_worker)),
                 preprocessing=preprocessing.to_json(),
-                image_root=str(image_root),
                 batch_size=config.batch_size,
                 decode_workers=config.workers,
                 dims=dims,
                 decode=config.decode,
                 views=config.views,
+                max_image_bytes=config.max_image_bytes,
             )
             for i in range(options.num_workers)
         ]
@@ -256,7 +259,7 @@ def _write_all(ray, actors, work, writer, report, options: RayOptions, progress)
     if options.workers_write:
         target = ShardTarget(str(writer.store.resolve()), writer.manifest.dtype,
                              writer.manifest.fingerprint)  # fmt: skip
-    shards = [(name, [item.key for item in items]) for name, items in work.shards]
+    shards = [(name, [(item.key, str(item.path)) for item in items]) for name, items in work.shards]
     bar = Progress(sum(sizes.values()), "build[ray]", progress)
     written = 0
     with contextlib.closing(bar):

@@ -85,6 +85,30 @@ def test_ray_build_equals_local_build(ray_cluster, config_for, tmp_path, images)
     assert again.images_computed == 0
 
 
+def test_ray_reads_escaped_names_and_keeps_the_byte_limit(
+    ray_cluster, config_for, tmp_path, images
+):
+    """The actors read an image by its path, not by its key (a name that is not UTF-8 has an
+    escaped key), and refuse a file over ``max_image_bytes`` unread, as a local build does."""
+    import shutil
+
+    odd = os.fsencode(images / "a") + b"/odd\xff.jpg"
+    shutil.copyfile(images / "a" / "img_000.jpg", odd)
+    big = images / "b" / "big.jpg"
+    big.write_bytes((images / "b" / "img_000.jpg").read_bytes() + b"\0" * 300_000)
+    limit = {"max_image_bytes": 200_000}
+    local = build_store(config_for(images, store=tmp_path / "local.h5", **limit))
+    options = RayOptions(num_workers=2, cpus_per_worker=1)
+    distributed = build_store(
+        config_for(images, store=tmp_path / "ray.h5", engine="ray", ray=options, **limit)
+    )
+    assert distributed.images_computed == local.images_computed == 41
+    assert "a/odd\\xff.jpg" in load_features(tmp_path / "ray.h5", "fc7").keys.tolist()
+    errors = store_info(tmp_path / "ray.h5").errors
+    assert any(e["key"] == "b/big.jpg" for e in errors), errors
+    assert_same_store(tmp_path / "local.h5", tmp_path / "ray.h5")
+
+
 def test_killing_a_worker_mid_build_loses_nothing(ray_cluster, config_for, tmp_path, images):
     build_store(config_for(images, store=tmp_path / "local.h5"))
     store = tmp_path / "ray.h5"
