@@ -99,7 +99,9 @@ def resolve_export(config: BuildConfig, manifest: Manifest | None) -> ResolvedMo
     return ResolvedModel(path, read_model_info(path), tuple(layers))
 
 
-def _annotated(path: Path, config: BuildConfig) -> tuple[Path, ModelInfo]:
+def _annotated(
+    path: Path, config: BuildConfig, manifest: Manifest | None
+) -> tuple[Path, ModelInfo]:
     """A file without fstore metadata, annotated into the cache with the flags' preprocessing."""
     from fstore.export.annotate import ARCH, annotate
     from fstore.export.model_cache import model_key, model_path
@@ -114,7 +116,7 @@ def _annotated(path: Path, config: BuildConfig) -> tuple[Path, ModelInfo]:
     out = model_path(key, ARCH)
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        annotate(path, config.preprocessing, out, image_folder(config, None))
+        annotate(path, config.preprocessing, out, image_folder(config, manifest))
     from fstore.runtime.metadata import read_model_info
 
     return out, read_model_info(out)
@@ -143,16 +145,17 @@ def resolve_given(path: Path, config: BuildConfig, manifest: Manifest | None) ->
     if info is not None and info.precision != "fp32":
         raise FstoreError(f"{path.name} is {info.precision}; --precision {precision} needs fp32")
     if info is None:
-        path, info = _annotated(path, config)
-    return _variant(path, info, precision, config, layers)
+        path, info = _annotated(path, config, manifest)
+    images = image_folder(config, manifest)  # the store's own when IMAGES is left out
+    return _variant(path, info, precision, config, layers, images)
 
 
-def _variant(path, info, precision, config, layers) -> ResolvedModel:
+def _variant(path, info, precision, config, layers, images: Path) -> ResolvedModel:
     from fstore.export.onnx_export import VariantOptions, derive
     from fstore.export.result import ExportResult
     from fstore.runtime.providers import resolve_provider
 
-    options = VariantOptions(image_folder(config, None), provider=resolve_provider(config.provider))
+    options = VariantOptions(images, provider=resolve_provider(config.provider))
     variant = derive(ExportResult(path, info, {}, 0.0, True), precision, options)
     return ResolvedModel(variant.path, variant.info, layers, given=True)
 

@@ -339,3 +339,6 @@ def test_a_precision_for_a_given_model_builds_that_variant_and_keeps_it(
     again = CliRunner().invoke(cli, ["build", "--store", str(store), "--provider", "cpu"])
     assert again.exit_code == 0, again.output
     assert read_manifest(store).provenance["precision"] == precision
+    same = CliRunner().invoke(cli, args[:1] + args[2:])  # IMAGES left out: the store's folder
+    assert same.exit_code == 0, same.output
+    assert read_manifest(store).provenance["precision"] == precision
