@@ -92,7 +92,9 @@ def _homes(pattern: str, root: Path = PACKAGE) -> list[str]:
 #: A fact and the pattern that finds a definition of it in code.
 ONE_HOME = {
     "the image extensions": r"""["']\.jpeg["']""",
-    "the ImageNet resize rule (256/224 of the crop)": r"\*\s*256\s*/\s*224|256\s*/\s*224\s*\*",
+    # the resize keeps its ratio to the crop (256/224 in ImageNet's recipe)
+    "the resize rule": r"\*\s*256\s*/\s*224|256\s*/\s*224\s*\*"
+    r"|\*\s*[\w.]*resize\s*/\s*[\w.]*crop\b",
     "the default C grid": r"0\.001,\s*0\.01,\s*0\.1",
 }
 

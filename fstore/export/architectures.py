@@ -191,10 +191,7 @@ def default_preprocessing(arch: Architecture, input_size: int | None = None) -> 
         own = _from_timm(timm_data_config(arch), arch)
     else:
         own = _from_torchvision(arch)
-    if input_size is None or input_size == own.crop:
-        return own
-    resize = max(input_size, round(input_size * own.resize / own.crop))
-    return Preprocessing(resize, input_size, own.mean, own.std, own.interpolation)
+    return own if input_size is None else own.at_crop(input_size)
 
 
 def class_names(arch: Architecture, num_outputs: int) -> tuple[str, ...] | None:

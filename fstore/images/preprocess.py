@@ -13,7 +13,7 @@ model's uint8 input prefix reproduces.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 from PIL import Image
@@ -54,6 +54,14 @@ class Preprocessing:
             )
         if self.crop > self.resize:
             raise ValueError(f"crop ({self.crop}) must not exceed resize ({self.resize})")
+
+    def at_crop(self, crop: int) -> Preprocessing:
+        """The same recipe for another input size: the resize keeps its ratio to the crop
+        (the defaults' 256/224 for ImageNet's recipe)."""
+        if crop == self.crop:
+            return self
+        resize = max(crop, round(crop * self.resize / self.crop))
+        return replace(self, resize=resize, crop=crop)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -180,9 +188,9 @@ class PreprocessingFlags:
         """
         if not self.given:
             return None
-        crop = self.size or 224
+        crop = self.size or Preprocessing.crop
         return Preprocessing(
-            resize=self.resize or round(crop * 256 / 224),
+            resize=self.resize or Preprocessing().at_crop(crop).resize,
             crop=crop,
             mean=self.mean or IMAGENET_MEAN,
             std=self.std or IMAGENET_STD,
