@@ -85,7 +85,7 @@ class RowReader:
 
     def read(self, wanted: np.ndarray) -> np.ndarray:
         """The store rows ``wanted`` (any order, repeats allowed), float32."""
-        from fstore.store.layout import open_h5, shard_path
+        from fstore.store.layout import READ_ERRORS, open_h5, shard_path, unreadable_shard
 
         store = self.rows.store
         unique, back = np.unique(np.asarray(wanted, np.int64), return_inverse=True)
@@ -96,7 +96,10 @@ class RowReader:
                 self.open[name] = open_h5(shard_path(store, name), f"shard {name}", store)
             src = self.rows.row[unique[at]]
             order = np.argsort(src, kind="stable")  # HDF5 reads points in ascending order
-            values = self.open[name]["features"][self.layer][src[order]]
+            try:
+                values = self.open[name]["features"][self.layer][src[order]]
+            except READ_ERRORS as exc:
+                raise unreadable_shard(store, name, exc) from None
             if out is None:
                 out = np.empty((len(unique), int(np.prod(values.shape[1:]))), np.float32)
             out[at[order]] = values.reshape(len(at), -1)

@@ -144,6 +144,18 @@ def open_h5(path: Path, what: str, store: Path):
         raise too_many_files(exc, what) or damaged from None
 
 
+#: What reading a shard file's rows raises when the file is damaged under an intact header.
+READ_ERRORS = (OSError, KeyError, ValueError, IndexError)
+
+
+def unreadable_shard(store: Path, name: str, exc: Exception) -> StoreError:
+    """The one line for a shard file whose rows do not read."""
+    return StoreError(
+        f"store {store} is damaged: shard {name} does not read ({exc}); run: "
+        f"fstore verify --store {store}, then fstore build to recompute it"
+    )
+
+
 def too_many_files(exc: OSError, what: str) -> StoreError | None:
     """The one line for an open that failed on the open-file limit; None for other errors."""
     if exc.errno != errno.EMFILE and "Too many open files" not in str(exc):

@@ -15,7 +15,15 @@ import numpy as np
 from fstore.errors import StoreError
 from fstore.store import catalog
 from fstore.store.catalog import ORDER, ROWS_QUERY, connect
-from fstore.store.layout import Manifest, open_h5, read_manifest, sidecar, store_bytes
+from fstore.store.layout import (
+    READ_ERRORS,
+    Manifest,
+    open_h5,
+    read_manifest,
+    sidecar,
+    store_bytes,
+    unreadable_shard,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,11 +160,8 @@ def _feature_set(store: Path, manifest: Manifest, layer: str, t: dict) -> Featur
                 # one block read (at most the file) beats HDF5's point selections
                 first = int(src.min())
                 X[at] = f["features"][layer][first : int(src.max()) + 1][src - first]
-            except (OSError, KeyError, ValueError, IndexError) as exc:
-                raise StoreError(
-                    f"store {store} is damaged: shard {name} does not read ({exc}); run: "
-                    f"fstore verify --store {store}, then fstore build to recompute it"
-                ) from None
+            except READ_ERRORS as exc:
+                raise unreadable_shard(store, name, exc) from None
     return FeatureSet(
         layer, X, t["labels"].astype(np.int64), t["keys"], t["split"], t["classes"],
         shape=tuple(int(s) for s in manifest.shapes[layer]), provenance=dict(manifest.provenance),

@@ -259,3 +259,20 @@ def test_an_index_keeps_keys_with_tabs_and_newlines(tmp_path):
     index = open_index(store, "pooled")
     rows = index.search(X[-2:], 1)[1][:, 0]
     assert [str(index.rows.keys[r]) for r in rows] == ["train/c/a\tb.jpg", "train/c/c\nd.jpg"]
+
+
+def test_a_shard_that_lost_its_layer_is_one_line_naming_the_repair(tmp_path):
+    """Rows read by their place in a shard file fail as load_features does: one StoreError
+    naming the shard and fstore verify, not an HDF5 KeyError."""
+    import h5py
+
+    from fstore.quality.rows import RowReader, store_rows
+    from fstore.store import sidecar
+
+    store = feature_store(tmp_path / "s.h5", clustered(20, 4, 2))
+    rows = store_rows(store)
+    with h5py.File(next((sidecar(store) / "shards").glob("*.h5")), "a") as f:
+        del f["features"]["pooled"]
+    with RowReader(rows, "pooled") as reader, pytest.raises(StoreError) as caught:
+        reader.read(np.arange(3))
+    assert "does not read" in str(caught.value) and "fstore verify" in str(caught.value)
