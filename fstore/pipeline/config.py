@@ -98,13 +98,10 @@ class BuildConfig:
         the repeated ``--layer`` lists, ``weights`` as its text, ``views`` as ``--views``'
         text; ``settings`` are the options that are fields already (provider, batch_size,
         workers, pool, decode, threads, shard_size, engine, precision)."""
-        from fstore.export.layers import parse_layers
         from fstore.images.views import parse_views
         from fstore.store import default_store_path
 
         names = tuple(name for item in layers for name in item)
-        if names and model is None and settings.get("arch") in (None, "vgg16"):
-            names = tuple(layer.name for layer in parse_layers(names))
         return cls(
             store=store or default_store_path(),
             images=images,

@@ -72,6 +72,22 @@ def _precision(config: BuildConfig, manifest: Manifest | None) -> str:
     return config.precision
 
 
+def export_layers(config: BuildConfig, manifest: Manifest | None) -> tuple[str, tuple[str, ...]]:
+    """The architecture to export and its layers: the ones given, else the store's. VGG16's
+    are checked here, cheaply, and put in forward order with their aliases resolved, as the
+    store records them; other networks' are known only once traced."""
+    from fstore.export.architectures import VGG16
+    from fstore.export.layers import parse_layers
+
+    layers = model_layers(config, manifest)
+    if not layers:
+        raise FstoreError("no layer given: pass --layer (e.g. --layer fc7)")
+    arch = config.arch or store_arch(manifest) or VGG16
+    if arch == VGG16:
+        layers = tuple(layer.name for layer in parse_layers(layers))
+    return arch, tuple(layers)
+
+
 def resolve_export(config: BuildConfig, manifest: Manifest | None) -> ResolvedModel:
     """The architecture exported (or taken from the cache) for the layers, weights and
     precision asked for, falling back to the store's; int8 is calibrated on the build's
@@ -80,9 +96,7 @@ def resolve_export(config: BuildConfig, manifest: Manifest | None) -> ResolvedMo
     from fstore.runtime.metadata import read_model_info
     from fstore.runtime.providers import resolve_provider
 
-    layers = model_layers(config, manifest)
-    if not layers:
-        raise FstoreError("no layer given: pass --layer (e.g. --layer fc7)")
+    arch, layers = export_layers(config, manifest)
     weights = config.weights
     if weights is None and manifest is not None:
         weights = WeightsSource.from_origin(manifest.provenance.get("weights_origin", "imagenet"))
@@ -94,7 +108,7 @@ def resolve_export(config: BuildConfig, manifest: Manifest | None) -> ResolvedMo
         precision=_precision(config, manifest),
         calibration=image_folder(config, manifest),
         provider=resolve_provider(config.provider),
-        arch=config.arch or store_arch(manifest) or "vgg16",
+        arch=arch,
     )
     return ResolvedModel(path, read_model_info(path), tuple(layers))
 
@@ -170,6 +184,8 @@ def build_store(config: BuildConfig, progress: bool | None = None) -> BuildRepor
     path = given_model(config, manifest)
     if path is not None and config.arch is not None:
         raise FstoreError("pass --model FILE or --arch NAME, not both")
+    if path is None:
+        export_layers(config, manifest)  # a wrong VGG16 layer is said before the folder's walk
     found = discover(image_folder(config, manifest))  # a bad folder is reported before any export
     if path is None:
         model = resolve_export(config, manifest)

@@ -147,6 +147,15 @@ def test_build_from_an_architecture_resumes_with_it(tmp_path):
     again = build_store(BuildConfig(store=store, provider="cpu"))
     assert again.images_total == 8 and again.images_done_before == 6
     assert read_manifest(store).provenance["model_path"] == manifest.provenance["model_path"]
+    # through the CLI, naming the store's layers: they are the architecture's, not VGG16's
+    from click.testing import CliRunner
+
+    from fstore.cli import cli
+
+    args = ["build", "--store", str(store), "--layer", "pooled,stage2", "--provider", "cpu"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "0 images computed, 8 already stored" in result.output
 
 
 def test_flags_that_contradict_an_annotated_model_are_one_line(base, tmp_path):
