@@ -54,6 +54,7 @@ from fstore.store import layout
 from fstore.store.catalog import DAMAGE, connect
 from fstore.store.compact import clean_store, compact_locked
 from fstore.store.lock import StoreLock, prepare_store
+from fstore.store.reads import damaged_catalog
 from fstore.store.repair import catalog_lost, rebuild_catalog
 
 logger = logging.getLogger(__name__)
@@ -373,10 +374,7 @@ def _fill_locked(job: _Job, manifest: layout.Manifest | None) -> None:
                 logger.info("removed %d file(s) left by an interrupted build", removed)
             _fill(job, manifest, con)
         except DAMAGE as exc:
-            raise StoreError(
-                f"store {store} is damaged: its catalog does not read ({exc}); run: fstore "
-                f"verify --repair --store {store}, which rebuilds it from the shard files"
-            ) from None
+            raise damaged_catalog(store, exc) from None
 
 
 def fill_store(
