@@ -96,6 +96,8 @@ ONE_HOME = {
     "the resize rule": r"\*\s*256\s*/\s*224|256\s*/\s*224\s*\*"
     r"|\*\s*[\w.]*resize\s*/\s*[\w.]*crop\b",
     "the default C grid": r"0\.001,\s*0\.01,\s*0\.1",
+    # read from the package data, never from torchvision's weights
+    "ImageNet's class names": r"""["']categories["']|imagenet_classes\.txt["']""",
 }
 
 

@@ -198,9 +198,9 @@ def test_every_data_file_of_the_package_is_declared():
 
 
 def test_imagenet_names_are_read_from_package_data():
-    from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
+    from fstore.export.imagenet_classes import IMAGENET_CLASSES
 
-    names = (REPO / "fstore" / "inspection" / "imagenet_classes.txt").read_text().splitlines()
+    names = (REPO / "fstore" / "export" / "imagenet_classes.txt").read_text().splitlines()
     assert IMAGENET_CLASSES == tuple(names)
     assert len(names) == 1000 and len(set(names)) == 1000
     assert (names[0], names[281], names[999]) == ("tench", "tabby", "toilet tissue")

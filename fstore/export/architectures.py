@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fstore.errors import FstoreError, MissingDependencyError
+from fstore.export.imagenet_classes import IMAGENET_CLASSES
 from fstore.images.preprocess import Preprocessing
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ def resolve_arch(name: str | Architecture) -> Architecture:
 
 
 def _torchvision_weights(arch: Architecture):
-    """The torchvision weights enum entry whose transforms and categories the model takes."""
+    """The torchvision weights enum entry whose transforms the model takes."""
     from torchvision.models import get_model_weights
 
     return get_model_weights(arch.model_name).DEFAULT
@@ -194,18 +195,10 @@ def default_preprocessing(arch: Architecture, input_size: int | None = None) -> 
     return own if input_size is None else own.at_crop(input_size)
 
 
-def class_names(arch: Architecture, num_outputs: int) -> tuple[str, ...] | None:
+def class_names(num_outputs: int) -> tuple[str, ...] | None:
     """ImageNet-1k's class names when the logits have 1000 values (torchvision's order, which
-    timm's ImageNet-1k heads share), else ``None``."""
-    if num_outputs != 1000:
-        return None
-    from torchvision.models import VGG16_Weights
-
-    if arch.family == "torchvision":
-        categories = _torchvision_weights(arch).meta.get("categories")
-        if categories and len(categories) == 1000:
-            return tuple(categories)
-    return tuple(VGG16_Weights.IMAGENET1K_V1.meta["categories"])
+    every torchvision ImageNet-1k weight and timm's ImageNet-1k heads share), else ``None``."""
+    return IMAGENET_CLASSES if num_outputs == len(IMAGENET_CLASSES) else None
 
 
 def tracer_options(arch: Architecture) -> dict | None:

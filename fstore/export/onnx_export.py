@@ -37,6 +37,7 @@ from fstore.export.architectures import (
     resolve_arch,
 )
 from fstore.export.calibration import DEFAULT_CALIBRATION_COUNT
+from fstore.export.imagenet_classes import IMAGENET_CLASSES
 from fstore.export.layers import LAYERS, Layer, parse_layers
 from fstore.export.model_cache import alias_key, lookup_alias, model_key, model_path, record_alias
 from fstore.export.precision import AUTO, choose_auto, export_variant
@@ -150,13 +151,9 @@ class Cut:
 
 
 def _cut_vgg16(model, layers: Sequence[str], prep: Preprocessing) -> Cut:
-    from torchvision.models import VGG16_Weights
-
     chosen = parse_layers(layers)
     names = tuple(layer.name for layer in chosen)
-    classes = None
-    if {"logits", "prob"} & set(names):
-        classes = tuple(VGG16_Weights.IMAGENET1K_V1.meta["categories"])
+    classes = IMAGENET_CLASSES if {"logits", "prob"} & set(names) else None
     shapes = {layer.name: layer.output_shape(prep.crop) for layer in chosen}
     return Cut(truncated_vgg16(model, chosen), names, shapes, classes)
 
@@ -171,7 +168,7 @@ def cut(arch: Architecture, model, layers: Sequence[str], prep: Preprocessing) -
     chosen = table.select(tuple(layers))
     logits = table.aliases.get("logits")
     head = [c for c in chosen if c.node == logits and c.reduce is None]
-    classes = class_names(arch, head[0].shape[0]) if head and len(head[0].shape) == 1 else None
+    classes = class_names(head[0].shape[0]) if head and len(head[0].shape) == 1 else None
     shapes = {c.name: c.shape for c in chosen}
     return Cut(truncate(model, table, chosen), tuple(shapes), shapes, classes)
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from fstore.errors import ModelError
+from fstore.export.imagenet_classes import IMAGENET_CLASSES
 from fstore.export.layers import NUM_CLASSES
 from fstore.images.decode import ImageDecodeError
 from fstore.images.discover import image_files
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import ImageReader
-from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
 from fstore.runtime.metadata import ModelInfo
 from fstore.runtime.weights_source import WeightsSource
 

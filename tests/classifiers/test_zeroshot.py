@@ -32,7 +32,7 @@ EXPECTED_NAMES = {
 
 
 def test_builtin_ids_match_imagenet_names():
-    from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
+    from fstore.export.imagenet_classes import IMAGENET_CLASSES
 
     categories = IMAGENET_CLASSES  # checked against torchvision in tests/inspection
     source = Path(zeroshot_module.__file__).read_text()

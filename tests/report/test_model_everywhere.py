@@ -50,8 +50,8 @@ def test_predict_names_a_1000_way_output(external_model: Path, split_folder: Pat
     from scipy.special import softmax
 
     from fstore.cli import cli
+    from fstore.export.imagenet_classes import IMAGENET_CLASSES
     from fstore.inspection.featuremaps import read_image
-    from fstore.inspection.imagenet_classes import IMAGENET_CLASSES
     from fstore.runtime.session import OrtBackend
 
     image = sorted((split_folder / "test" / "coast").iterdir())[0]
