@@ -118,14 +118,30 @@ def parse(example: str) -> click.Context:
     return command.make_context(name, args, parent=ctx, resilient_parsing=False)
 
 
+def _models_exported(examples: list[str]) -> set[str]:
+    """The models the ``fstore export`` examples write (``-o FILE``): later examples use them."""
+    made = set()
+    for example in examples:
+        args = shlex.split(example)
+        if args[:2] == ["fstore", "export"] and "-o" in args:
+            made.add(args[args.index("-o") + 1])
+    return made
+
+
 @pytest.mark.parametrize("example", EXAMPLES)
-def test_example_parses(example, monkeypatch):
+def test_example_parses(example, monkeypatch, tmp_path):
     shared = [arg for arg in shlex.split(example) if arg.startswith("../shared/")]
     if shared and not SHARED.is_dir():
         pytest.skip(f"needs {SHARED}, the shared folder beside the clone")
     for arg in shared:
         assert (REPO / arg).exists(), f"{example!r}: {arg} does not exist"
-    monkeypatch.chdir(REPO)  # the examples' relative paths are from the repository root
+    # Run where a user would: beside ../shared, after the export examples wrote their models.
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(SHARED)
+    for name in _models_exported(EXAMPLES):
+        (work / name).write_bytes(b"")
+    monkeypatch.chdir(work)
     ctx = parse(example)
     assert ctx.command_path.split() == shlex.split(example)[: len(ctx.command_path.split())]
 

@@ -89,7 +89,10 @@ def predict(
     Examples:
 
     \b
-      # EfficientNet-Lite1 (ImageNet's class names are built in)
+      # EfficientNet-Lite1 annotated by fstore export --onnx (ImageNet's class names are
+      # built in)
+      fstore predict ../shared/data/scene15/test/kitchen/image_0002.jpg --model lite1.onnx
+      # a bare ONNX model: give its preprocessing
       fstore predict ../shared/data/scene15/test/kitchen/image_0002.jpg \\
           --model ../shared/models/efficientnet_lite1.onnx --size 240 \\
           --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225

@@ -101,23 +101,20 @@ def report(images: Path, quiet: bool, **options) -> None:
     Examples:
 
     \b
-      # EfficientNet-Lite1 on 15-Scene: the store, every stage, one page
-      fstore report ../shared/data/scene15 --out lite1-report \\
-          --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
-          --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+      # EfficientNet-Lite1 on 15-Scene: the store, every stage, one page (lite1.onnx carries
+      # its preprocessing: fstore export --onnx ../shared/models/efficientnet_lite1.onnx ...)
+      fstore report ../shared/data/scene15 --out lite1-report --model lite1.onnx \\
+          --layer pooled,logits
       # the same with five crops and a second scale tried as Improvements rows
       # (8 model passes per image instead of 1)
-      fstore report ../shared/data/scene15 --out lite1-views \\
-          --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
-          --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 \\
-          --views flip,crops5,scales:240+320
+      fstore report ../shared/data/scene15 --out lite1-views --model lite1.onnx \\
+          --layer pooled,logits --views flip,crops5,scales:240+320
       # VGG16 with random weights, without the random splits and precisions
       fstore report ../shared/data/scene15 --weights random --splits 0 \\
           --precisions '' --out vgg16-report
       # every accuracy without the test images copied in the training split
       fstore report ../shared/data/scene15 --out lite1-report --exclude-leaks \\
-          --model ../shared/models/efficientnet_lite1.onnx --layer pooled,logits \\
-          --size 240 --resize 274 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+          --model lite1.onnx --layer pooled,logits
     """
     from fstore.report.config import ReportConfig
     from fstore.report.run import run_report
