@@ -54,11 +54,14 @@ def _flags(preprocessing: Preprocessing | None) -> PreprocessingFlags | None:
 
 
 def store_arch(manifest: Manifest | None) -> str | None:
-    """The architecture of the model a store was built with, read from that model's metadata."""
+    """The architecture of the model a store was built with: its provenance's, else (a store
+    written before provenance named it) that model's metadata, while the model is cached."""
     from fstore.runtime.metadata import read_model_info
 
     if manifest is None or manifest.provenance.get("model_given"):
         return None
+    if manifest.provenance.get("arch"):
+        return manifest.provenance["arch"]
     path = Path(manifest.provenance.get("model_path", ""))
     return read_model_info(path).arch if path.is_file() else None
 

@@ -77,6 +77,7 @@ def _provenance(recipe: StoreRecipe, model_sha: str, layers: tuple[str, ...], pr
         "model_path": str(model.path.resolve()),
         "model_given": model.given,
         "model_sha256": model_sha,
+        "arch": info.arch if info else None,
         "layers": list(layers),
         "preprocessing": recipe.preprocessing.to_json(),
         "decode": recipe.decode,

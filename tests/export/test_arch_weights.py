@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+from pathlib import Path
 
 import pytest
 from helpers import make_image_folder
@@ -156,6 +157,12 @@ def test_build_from_an_architecture_resumes_with_it(tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "0 images computed, 8 already stored" in result.output
+    # the cached model gone (FSTORE_CACHE emptied): the store's provenance names the network
+    assert read_manifest(store).provenance["arch"] == ARCH
+    Path(manifest.provenance["model_path"]).unlink()
+    make_image_folder(images, {"d": 1}, size=(80, 72))
+    last = build_store(BuildConfig(store=store, provider="cpu"))
+    assert last.images_total == 9 and last.images_done_before == 8
 
 
 def test_flags_that_contradict_an_annotated_model_are_one_line(base, tmp_path):
