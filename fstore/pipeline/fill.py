@@ -176,26 +176,6 @@ def given_model(config: BuildConfig, manifest: layout.Manifest | None) -> Path |
     return None
 
 
-def resolve_file_model(path: Path, config: BuildConfig, manifest: layout.Manifest | None):
-    """A ``--model`` file as a :class:`ResolvedModel` (its fstore metadata if it has any)."""
-    from fstore.runtime.metadata import read_model_info
-
-    if not path.is_file():
-        raise ModelError(f"model file {path} does not exist")
-    if config.precision in ("int8", "fp16"):
-        # a given model runs as it is: quantizing it would make a second model the store
-        # does not name, so a precision asked for here would otherwise be silently fp32
-        raise FstoreError(
-            f"--precision {config.precision} applies to VGG16 exports; a --model file runs as "
-            "given (pass an int8 or fp16 ONNX file, or leave --precision out)"
-        )
-    try:
-        info = read_model_info(path)
-    except ModelError:
-        info = None
-    return ResolvedModel(path, info, model_layers(config, manifest) or (), given=True)
-
-
 def _recipe(config: BuildConfig, manifest: layout.Manifest | None, model: ResolvedModel):
     decode = config.decode or (manifest.provenance.get("decode") if manifest else None)
     preprocessing = model.info.preprocessing if model.info else None
@@ -402,7 +382,9 @@ def fill_store(
             raise FstoreError(
                 "no model given: pass --model FILE.onnx, or build through fstore.pipeline.model"
             )
-        model = resolve_file_model(path, config, manifest)
+        from fstore.pipeline.model import resolve_given  # the one rule for a given model
+
+        model = resolve_given(path, config, manifest)
     report = BuildReport(str(config.store), "", model.layers, skipped=found.skipped,
                          workers=config.workers or default_workers())  # fmt: skip
     new = not layout.sidecar(config.store).exists()

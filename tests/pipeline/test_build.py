@@ -342,3 +342,23 @@ def test_a_precision_for_a_given_model_builds_that_variant_and_keeps_it(
     same = CliRunner().invoke(cli, args[:1] + args[2:])  # IMAGES left out: the store's folder
     assert same.exit_code == 0, same.output
     assert read_manifest(store).provenance["precision"] == precision
+
+
+def test_fill_store_takes_a_given_model_by_build_stores_rule(tmp_path, image_folder):
+    """The library's fill_store, handed a --model file in its config, resolves it as
+    build_store does: the precision asked for is that model's variant, not a refusal."""
+    from helpers import write_noop_model
+
+    from fstore.images.preprocess import Preprocessing
+    from fstore.pipeline.config import BuildConfig
+    from fstore.pipeline.fill import fill_store
+    from fstore.store.layout import read_manifest
+
+    model = write_noop_model(tmp_path / "noop32.onnx", size=32)
+    store = tmp_path / "s.h5"
+    small = Preprocessing(resize=32, crop=32)
+    config = BuildConfig(store=store, images=image_folder, model=model, precision="fp16",
+                         preprocessing=small, provider="cpu")  # fmt: skip
+    assert fill_store(config).images_computed == 12
+    provenance = read_manifest(store).provenance
+    assert provenance["precision"] == "fp16" and provenance["model_path"] != str(model)
