@@ -1,8 +1,8 @@
 """The store's fault table, through the real CLI in subprocesses: a full disk (every size from
-100 KB to 1 MB), a read-only folder, a missing shard, two concurrent builds, SIGINT, a
-corrupted shard and ``kill -9`` at random moments. Each fault ends in exit status 1 and one
-line on stderr, without a traceback or a signal death, and the same command then resumes to a
-store that verifies and equals an uninterrupted build."""
+100 KB to 1 MB), a read-only folder, a missing shard, two concurrent builds, SIGINT, SIGTERM,
+SIGHUP, a corrupted shard and ``kill -9`` at random moments. Each fault ends in exit status 1
+and one line on stderr, without a traceback or a signal death, and the same command then
+resumes to a store that verifies and equals an uninterrupted build."""
 
 from __future__ import annotations
 
@@ -209,6 +209,21 @@ def test_sigint_is_one_line_and_the_same_command_resumes(setup, tmp_path):
     info = fstore("info", "--store", str(store))
     assert "incomplete: " in info.stdout
     assert fstore("verify", "--store", str(store)).returncode == 1
+    assert_resumed(store, reference, images, model)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_sigterm_and_sighup_stop_a_build_as_ctrl_c_does(setup, tmp_path, signum):
+    """A batch scheduler's SIGTERM and a closed terminal's SIGHUP, sent mid-build (21 of 23
+    shards still to write, so the signal never lands after the build let go of it)."""
+    images, model, reference = setup
+    store = tmp_path / "s.h5"
+    proc = _start_and_stop(images, store, model, 2)
+    proc.send_signal(signum)
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=120)
+    assert_one_line_fault(proc.returncode, err)
+    assert f"interrupted by {signum.name}" in err and "fstore build to resume" in err
     assert_resumed(store, reference, images, model)
 
 

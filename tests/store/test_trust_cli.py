@@ -1,6 +1,6 @@
 """What a store serves can be trusted, through the real CLI in subprocesses: damage to the
 catalog, a stale, moved, copied or missing view, odd file names, damaged classifier files, an
-unusable cache folder, SIGTERM and SIGHUP, huge inputs and a refused model. Each fault ends in
+unusable cache folder, huge inputs and a refused model. Each fault ends in
 exit status 1 and one line on stderr, without a traceback or a signal death; then a repair (or
 the same command) gives a store that verifies and equals an uninterrupted build, and a view
 that plain h5py reads as the store."""
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 from helpers import make_image_folder, write_noop_model
 from store_helpers import assert_same_store
-from test_cli_faults import _start_and_stop, assert_one_line_fault, build_cmd
+from test_cli_faults import assert_one_line_fault, build_cmd
 
 from fstore.store import load_features, sidecar
 
@@ -204,21 +203,6 @@ def test_file_names_of_any_bytes_are_stored_and_printed_escaped(setup, tmp_path)
     errors = fstore("info", "--errors", "--store", str(store)).stdout.splitlines()
     listed = [line for line in errors if line.startswith("  ")]
     assert listed == ["  street/x\\n  made-up line: fine.jpg: empty file"], errors
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_sigterm_and_sighup_stop_a_build_as_ctrl_c_does(setup, tmp_path, signum):
-    images, model, reference = setup
-    store = tmp_path / "s.h5"
-    proc = _start_and_stop(images, store, model, 2)
-    proc.send_signal(signum)
-    proc.send_signal(signal.SIGCONT)
-    _, err = proc.communicate(timeout=120)
-    assert_one_line_fault(proc.returncode, err)
-    assert f"interrupted by {signum.name}" in err and "fstore build to resume" in err
-    subprocess.run(build_cmd(images, store, model), check=True, timeout=300)
-    assert_verifies(store)
-    assert_same_store(reference, store, LAYERS)
 
 
 def test_a_huge_file_is_recorded_bad_without_being_read(setup, tmp_path):
