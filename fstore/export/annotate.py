@@ -15,14 +15,11 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 from fstore import __version__
 from fstore.errors import ModelError
-from fstore.export.calibration import pixel_batches, synthetic_pixels
-from fstore.export.precision import compare_features
+from fstore.export.calibration import choose_images, synthetic_pixels
+from fstore.export.precision import fidelity
 from fstore.export.result import ExportResult, check_writable, save_model
-from fstore.images.discover import scan
 from fstore.images.preprocess import Preprocessing
 from fstore.images.reader import file_sha256
 from fstore.runtime.metadata import ModelInfo
@@ -58,22 +55,12 @@ def _opset(model) -> int:
 def _check_images(images: Path | None, prep: Preprocessing):
     if images is None:
         return synthetic_pixels(CHECK_IMAGES, prep, seed=3)
-    return [item.path for item in scan(images)][:CHECK_IMAGES]
-
-
-def _outputs(path: Path, images, prep: Preprocessing, original: bool) -> dict[str, np.ndarray]:
-    backend = OrtBackend.open(path, "cpu", preprocessing=prep if original else None)
-    got: dict[str, list[np.ndarray]] = {name: [] for name in backend.outputs}
-    for batch in pixel_batches(images, prep, 8):
-        for name, value in backend.run(batch).items():
-            got[name].append(value)
-    return {name: np.concatenate(values) for name, values in got.items()}
+    return choose_images(images, CHECK_IMAGES, seed=3)  # drawn from every class
 
 
 def _verify(source: Path, output: Path, prep: Preprocessing, images) -> dict[str, float]:
     """Per output, the lowest cosine between the copy and the original with ``prep``."""
-    reference = _outputs(source, images, prep, original=True)
-    rows = compare_features(reference, _outputs(output, images, prep, original=False))
+    rows = fidelity(source, output, images, prep, foreign_reference=True)
     low = {name: row["min_cosine"] for name, row in rows.items()}
     bad = {name: cos for name, cos in low.items() if not cos >= MIN_COSINE}
     if bad:
@@ -108,7 +95,8 @@ def annotate(
     precision = _precision(model)
     add_prefix(model, preprocessing.mean, preprocessing.std)
     layers = tuple(o.name for o in model.graph.output)
-    probe = _outputs(source, synthetic_pixels(1, preprocessing), preprocessing, original=True)
+    original = OrtBackend.open(source, "cpu", preprocessing=preprocessing)
+    probe = original.run(synthetic_pixels(1, preprocessing))
     info = ModelInfo(
         layers=layers,
         shapes={name: tuple(probe[name].shape[1:]) for name in layers},

@@ -201,14 +201,17 @@ def fidelity(
     *,
     provider: str = "cpu",
     batch_size: int = 8,
+    foreign_reference: bool = False,
 ) -> dict[str, dict[str, float]]:
     """How closely ``other_model`` reproduces ``fp32_model``'s features on the same pixels.
 
     ``images`` are image files (decoded with ``preprocessing``; unreadable ones skipped) or a
-    uint8 (N, H, W, 3) array of crops. Returns per output layer
+    uint8 (N, H, W, 3) array of crops. ``foreign_reference``: ``fp32_model`` takes float NCHW
+    input (a model from elsewhere), normalised with ``preprocessing``. Returns per output layer
     ``{"mean_cosine", "min_cosine", "max_relative_error", "images"}``.
     """
-    ref_backend = OrtBackend.open(Path(fp32_model), provider)
+    ref_prep = preprocessing if foreign_reference else None
+    ref_backend = OrtBackend.open(Path(fp32_model), provider, preprocessing=ref_prep)
     other_backend = OrtBackend.open(Path(other_model), provider, outputs=ref_backend.outputs)
     ref: dict[str, list[np.ndarray]] = {name: [] for name in ref_backend.outputs}
     got: dict[str, list[np.ndarray]] = {name: [] for name in ref_backend.outputs}

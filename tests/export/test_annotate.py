@@ -131,3 +131,26 @@ def test_shared_lite1_annotated_gives_the_features_of_its_flags(tmp_path):
     for name in ("pooled", "logits"):
         assert cosine_rows(flags[name], annotated[name]).min() >= 0.9999
     assert read_model_info(result.path).shapes == {"pooled": (1280,), "logits": (1000,)}
+
+
+def test_a_copy_that_differs_from_the_original_is_refused_and_deleted(
+    foreign, tmp_path, monkeypatch
+):
+    from fstore.export import annotate as module
+
+    real = module.add_prefix
+    monkeypatch.setattr(module, "add_prefix", lambda model, mean, std: real(model, mean, PREP.mean))
+    out = tmp_path / "annotated.onnx"
+    with pytest.raises(ModelError, match="differs from it"):
+        annotate(foreign, PREP, out)
+    assert not out.exists()
+
+
+def test_the_check_images_are_drawn_from_every_class(tmp_path):
+    from fstore.export.annotate import CHECK_IMAGES, _check_images
+
+    images = tmp_path / "images"
+    make_image_folder(images, {c: 10 for c in "abcd"}, size=(50, 44))  # sorted, 16 = a and b
+    chosen = _check_images(images, PREP)
+    assert len(chosen) == CHECK_IMAGES
+    assert {p.parent.name for p in chosen} == set("abcd")
