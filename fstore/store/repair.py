@@ -23,7 +23,7 @@ from fstore.store.files import Problem, leftovers, set_aside, sha256
 from fstore.store.labels import key_labels
 from fstore.store.layout import Manifest, sidecar
 from fstore.store.lock import StoreLock
-from fstore.store.shards import ShardRecord, read_record, refresh_view
+from fstore.store.shards import RecordRow, RecordShard, ShardRecord, read_record, refresh_view
 
 
 @dataclass
@@ -77,7 +77,8 @@ def _read_index(path: Path) -> tuple[list[str], ShardRecord]:
         keys = list(f["keys"].asstr()[()])
         record = read_record(f)
     if record is None:
-        record = ShardRecord([[path.stem, 0, len(keys)]], [[0, "", -1, -1, None]] * len(keys))
+        unknown = RecordRow(pos=0, sha256="", size=-1, mtime_ns=-1, warning=None)
+        record = ShardRecord([RecordShard(path.stem, 0, len(keys))], [unknown] * len(keys))
     if len(record.rows) != len(keys):
         raise ValueError(f"{len(keys)} keys, {len(record.rows)} recorded rows")
     return keys, record
@@ -111,14 +112,20 @@ def _gather(store: Path) -> tuple[dict, dict, dict, list[str]]:
             for at in range(start, start + rows):
                 if keys[at] not in found or found[keys[at]][0] < name:
                     found[keys[at]] = (name, at - start, record.rows[at])
-        for key, name, reason, sha, size, mtime in record.bad:
-            mine = placed.get(name, ("",))[0] == path.name
-            if mine and (key not in found or found[key][0] < name):
-                found[key] = (name, None, [0, sha, size, mtime, reason])
+        for bad in record.bad:
+            mine = placed.get(bad.shard, ("",))[0] == path.name
+            if mine and (bad.key not in found or found[bad.key][0] < bad.shard):
+                entry = RecordRow(0, bad.sha256, bad.size, bad.mtime_ns, warning=bad.reason)
+                found[bad.key] = (bad.shard, None, entry)
         stat = path.stat()
         infos[path.name] = FileInfo(path.name, len(keys), stat.st_size, sha256(path),
                                     stat.st_mtime_ns)  # fmt: skip
     return found, placed, infos, unread
+
+
+def _image_row(key: str, label: str, split: str, shard: str, row: int | None, r: RecordRow):
+    """The catalog's images row (its column order) of an image found in a shard file."""
+    return (key, r.pos, label, split, shard, row, r.sha256, r.size, r.mtime_ns, r.warning)
 
 
 def rebuild_catalog(store: Path, manifest: Manifest, folder_keys: set[str] | None) -> str:
@@ -139,8 +146,7 @@ def rebuild_catalog(store: Path, manifest: Manifest, folder_keys: set[str] | Non
                         ((s, *placed[s]) for s in shards))  # fmt: skip
         con.executemany(
             "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ((k, found[k][2][0], c, s, found[k][0], found[k][1], *found[k][2][1:])
-             for k, c, s in zip(keys, classes, split)),
+            (_image_row(k, c, s, *found[k]) for k, c, s in zip(keys, classes, split)),
         )  # fmt: skip
     unread_note = f", {len(unread)} unreadable file(s) set aside" if unread else ""
     return (

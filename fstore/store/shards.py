@@ -11,6 +11,7 @@ import sqlite3
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,24 +36,54 @@ class ShardRows:
     errors: list[dict] = field(default_factory=list)
 
 
+class RecordShard(NamedTuple):
+    """A shard a file holds: its rows are ``start`` to ``start + rows`` of the file."""
+
+    name: str
+    start: int
+    rows: int
+
+
+class RecordRow(NamedTuple):
+    """What the catalog holds of a stored row's image (``pos``: its place in the folder walk,
+    0 for a build; ``warning``: a problem it was stored despite, else ``None``)."""
+
+    pos: int
+    sha256: str
+    size: int
+    mtime_ns: int
+    warning: str | None
+
+
+class RecordBad(NamedTuple):
+    """An image of ``shard`` that has no row, and why."""
+
+    key: str
+    shard: str
+    reason: str
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
 @dataclass
 class ShardRecord:
-    """What the catalog holds of a file's images, kept in the file (dataset ``record``, JSON)
-    so that a lost or damaged catalog can be rebuilt from the shard files alone.
+    """What the catalog holds of a file's images, kept in the file (dataset ``record``, JSON:
+    each entry a list in its named tuple's field order) so that a lost or damaged catalog can
+    be rebuilt from the shard files alone.
 
-    ``shards``: ``[name, first row, rows]`` of each shard the file holds, in row order;
-    ``rows``: per row ``[pos, sha256, size, mtime_ns, warning or None]``; ``bad``: per image
-    that has no row ``[key, shard, reason, sha256, size, mtime_ns]``.
+    ``shards``: each shard the file holds, in row order; ``rows``: one per row of the file;
+    ``bad``: the images that have no row.
     """
 
-    shards: list = field(default_factory=list)
-    rows: list = field(default_factory=list)
-    bad: list = field(default_factory=list)
+    shards: list[RecordShard] = field(default_factory=list)
+    rows: list[RecordRow] = field(default_factory=list)
+    bad: list[RecordBad] = field(default_factory=list)
 
     def extend(self, other: ShardRecord) -> None:
         """Append ``other``, the record of the rows that follow these."""
         at = len(self.rows)
-        self.shards += [[name, start + at, rows] for name, start, rows in other.shards]
+        self.shards += [s._replace(start=s.start + at) for s in other.shards]
         self.rows += other.rows
         self.bad += other.bad
 
@@ -62,10 +93,10 @@ def shard_record(name: str, rows: ShardRows, pos: list[int] | None = None) -> Sh
     notes = {e["key"]: e["reason"] for e in rows.errors if e["stored"]}
     pos = pos or [0] * len(rows.keys)
     return ShardRecord(
-        [[name, 0, len(rows.keys)]],
-        [[p, sha, size, mtime, notes.get(key)] for p, key, sha, size, mtime
+        [RecordShard(name, 0, len(rows.keys))],
+        [RecordRow(p, sha, size, mtime, notes.get(key)) for p, key, sha, size, mtime
          in zip(pos, rows.keys, rows.sha256, rows.size, rows.mtime_ns)],
-        [[e["key"], name, e["reason"], e["sha256"], e["size"], e["mtime_ns"]]
+        [RecordBad(e["key"], name, e["reason"], e["sha256"], e["size"], e["mtime_ns"])
          for e in rows.errors if not e["stored"]],
     )  # fmt: skip
 
@@ -74,7 +105,12 @@ def read_record(f) -> ShardRecord | None:
     """The record of an open shard file; None for a file written without one."""
     if "record" not in f:
         return None
-    return ShardRecord(**json.loads(f["record"][()]))
+    data = json.loads(f["record"][()])
+    return ShardRecord(
+        [RecordShard(*entry) for entry in data["shards"]],
+        [RecordRow(*entry) for entry in data["rows"]],
+        [RecordBad(*entry) for entry in data["bad"]],
+    )
 
 
 def write_shard(store: Path, name: str, keys: list[str], features: dict, dtype: str,

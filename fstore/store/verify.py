@@ -110,7 +110,7 @@ def _cross_check(con: sqlite3.Connection, name: str, read: _FileRows) -> str:
     """The first catalog row of file ``name`` that disagrees with the file ('' when none)."""
     record, keys, used = read.record, read.keys, set()
     placed = {s: (start, rows) for s, start, rows in record.shards} if record else None
-    bad = {(e[0], e[1]): (e[2], e[3]) for e in record.bad} if record else None
+    bad = {(e.key, e.shard): (e.reason, e.sha256) for e in record.bad} if record else None
     for key, pos, sha, error, row, shard, start, rows in con.execute(_FILE_ROWS, (name,)):
         if placed is not None and placed.get(shard) != (start, rows):
             return f"shard {shard} at rows {start}+{rows} in the catalog, {placed.get(shard)} here"
@@ -126,7 +126,8 @@ def _cross_check(con: sqlite3.Connection, name: str, read: _FileRows) -> str:
         used.add(at)
         if keys[at] != key:
             return f"row {at} holds {keys[at]}, the catalog says {key}"
-        if record is not None and (pos, sha, error) != tuple(record.rows[at][i] for i in (0, 1, 4)):
+        kept = record.rows[at] if record is not None else None
+        if kept is not None and (pos, sha, error) != (kept.pos, kept.sha256, kept.warning):
             return f"image {key}: its position, sha256 or warning in the catalog is not the file's"
     return ""
 
