@@ -239,11 +239,11 @@ def test_ray_worker_computes_the_view_layers_of_a_local_build(config_for, store_
     keys = list(load_features(store, "fc7").keys)
     worker = ShardWorker(
         store_model.read_bytes(), LAYERS, "cpu", 1, preprocessing=SMALL.to_json(),
-        image_root=str(images), batch_size=4, decode_workers=1,
+        batch_size=4, decode_workers=1,
         dims={k: int(np.prod(v)) for k, v in manifest.shapes.items()}, decode="exact",
         views=("crops5",),
     )  # fmt: skip
-    _, rows, _ = worker.compute("shard", keys)
+    _, rows, _ = worker.compute("shard", [(key, str(images / key)) for key in keys])
     for layer in view_layers(LAYERS, ("crops5",)):
         expected = load_features(store, layer).X
         np.testing.assert_allclose(rows.features[layer], expected, rtol=FEATURE_RTOL,
