@@ -28,9 +28,10 @@ from fstore.export.layers import LAYER_NAMES
 @click.group(cls=FstoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fstore")
 def cli() -> None:
-    """fstore: VGG16 features through ONNX Runtime into an HDF5 store, and classifiers on them.
+    """fstore: features of VGG16, a torchvision or timm network or any ONNX image model, through
+    ONNX Runtime into an HDF5 store; classifiers, neighbours and data quality from them.
 
-    Layers: {layers}.
+    VGG16's layers: {layers}. Another network's: fstore inspect --arch NAME.
 
     Examples:
 
