@@ -157,7 +157,7 @@ class BackendSpec:
 class EndToEndSpec:
     """One system's path from image files to a feature file; picklable like :class:`BackendSpec`.
 
-    ``ort`` runs :func:`fstore.pipeline.fill.fill_store` with the model ``backend.source``;
+    ``ort`` runs :func:`fstore.pipeline.model.build_store` with the model ``backend.source``;
     ``eager`` and ``noop`` run :func:`fstore.benchmarks.eager.eager_store`.
     """
 
@@ -178,10 +178,10 @@ class EndToEndSpec:
 
     def _build(self, out: Path, images: Any) -> dict:
         from fstore.pipeline.config import BuildConfig
-        from fstore.pipeline.fill import fill_store
+        from fstore.pipeline.model import build_store
 
         b = self.backend
-        report = fill_store(
+        report = build_store(
             BuildConfig(
                 store=out,
                 images=images.root,

@@ -359,14 +359,14 @@ def _fill_locked(job: _Job, manifest: layout.Manifest | None) -> None:
 
 def fill_store(
     config: BuildConfig,
-    model: ResolvedModel | None = None,
+    model: ResolvedModel,
     progress: bool | None = None,
     found: Discovery | None = None,
 ) -> BuildReport:
     """Fill (or extend, or resume) the store ``config.store``; returns what was done.
 
-    ``model``: the resolved model; ``None`` for a ``--model`` file given or remembered by the
-    store (:func:`fstore.pipeline.model.build_store` resolves VGG16 exports). ``progress``: show a
+    ``model``: the resolved model (:func:`fstore.pipeline.model.build_store` resolves it from
+    the config, and is the function to call with a config alone). ``progress``: show a
     progress bar (``None``: only on a terminal). ``found``: the image folder as the caller
     already discovered it (walking 100,000 files is most of a rebuild with nothing to do).
     """
@@ -376,15 +376,6 @@ def fill_store(
     images = image_folder(config, manifest)
     if found is None:
         found = discover(images)  # checks the folder before anything is written
-    if model is None:
-        path = given_model(config, manifest)
-        if path is None:
-            raise FstoreError(
-                "no model given: pass --model FILE.onnx, or build through fstore.pipeline.model"
-            )
-        from fstore.pipeline.model import resolve_given  # the one rule for a given model
-
-        model = resolve_given(path, config, manifest)
     report = BuildReport(str(config.store), "", model.layers, skipped=found.skipped,
                          workers=config.workers or default_workers())  # fmt: skip
     new = not layout.sidecar(config.store).exists()

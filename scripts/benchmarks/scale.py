@@ -30,7 +30,7 @@ import numpy as np
 from fstore.fsutil import peak_rss_mib
 from fstore.images.preprocess import Preprocessing
 from fstore.pipeline.config import BuildConfig
-from fstore.pipeline.fill import fill_store
+from fstore.pipeline.model import build_store
 from fstore.store import FeatureSet, catalog, load_features, sidecar, store_info
 from fstore.store.layout import Manifest, write_manifest
 
@@ -124,9 +124,9 @@ def measure(workdir: Path, count: int, model: Path, workers: int = 2) -> ScalePo
         workers=workers,
         threads=1,
     )
-    report = fill_store(config, progress=False)
+    report = build_store(config, progress=False)
     start = time.perf_counter()
-    again = fill_store(config, progress=False)
+    again = build_store(config, progress=False)
     noop = time.perf_counter() - start
     assert again.images_computed == 0
     start = time.perf_counter()
@@ -170,7 +170,7 @@ def _extend(config: BuildConfig, count: int) -> tuple[float, float]:
     added = max(1, count // 100)
     tiny_images(config.images, added, start=count)
     start = time.perf_counter()
-    report = fill_store(config, progress=False)
+    report = build_store(config, progress=False)
     assert report.images_computed == added
     return time.perf_counter() - start, report.write_seconds
 

@@ -344,14 +344,13 @@ def test_a_precision_for_a_given_model_builds_that_variant_and_keeps_it(
     assert read_manifest(store).provenance["precision"] == precision
 
 
-def test_fill_store_takes_a_given_model_by_build_stores_rule(tmp_path, image_folder):
-    """The library's fill_store, handed a --model file in its config, resolves it as
-    build_store does: the precision asked for is that model's variant, not a refusal."""
+def test_a_library_build_of_a_given_model_derives_its_precision(tmp_path, image_folder):
+    """build_store, handed a --model file in its config, builds the precision asked for as
+    that model's variant, as the CLI does."""
     from helpers import write_noop_model
 
     from fstore.images.preprocess import Preprocessing
     from fstore.pipeline.config import BuildConfig
-    from fstore.pipeline.fill import fill_store
     from fstore.store.layout import read_manifest
 
     model = write_noop_model(tmp_path / "noop32.onnx", size=32)
@@ -359,6 +358,6 @@ def test_fill_store_takes_a_given_model_by_build_stores_rule(tmp_path, image_fol
     small = Preprocessing(resize=32, crop=32)
     config = BuildConfig(store=store, images=image_folder, model=model, precision="fp16",
                          preprocessing=small, provider="cpu")  # fmt: skip
-    assert fill_store(config).images_computed == 12
+    assert build_store(config).images_computed == 12
     provenance = read_manifest(store).provenance
     assert provenance["precision"] == "fp16" and provenance["model_path"] != str(model)

@@ -17,7 +17,7 @@ from helpers import write_noop_model
 from fstore.errors import StoreError
 from fstore.images.discover import discover, image_files
 from fstore.pipeline.config import BuildConfig
-from fstore.pipeline.fill import fill_store
+from fstore.pipeline.model import build_store
 from fstore.store import catalog
 
 
@@ -31,7 +31,7 @@ def _config(images: Path, store: Path, model: Path) -> BuildConfig:
 
 def test_a_noop_rebuild_imports_no_onnx_and_changes_nothing(tmp_path, image_folder):
     model, store = write_noop_model(tmp_path / "noop.onnx"), tmp_path / "s.h5"
-    assert fill_store(_config(image_folder, store, model)).images_computed == 12
+    assert build_store(_config(image_folder, store, model)).images_computed == 12
     with closing(catalog.connect(store)) as con:
         version = catalog.version(con)
     view = store.stat().st_mtime_ns
@@ -81,27 +81,27 @@ def test_a_known_model_file_is_hashed_again_only_when_its_stat_moves(
 
     model, store = write_noop_model(tmp_path / "noop.onnx"), tmp_path / "s.h5"
     config = _config(image_folder, store, model)
-    fill_store(config)
+    build_store(config)
     hashed: list[Path] = []
     real = plan.file_sha256
     monkeypatch.setattr(plan, "file_sha256", lambda p: hashed.append(Path(p)) or real(p))
-    fill_store(config)  # the store recorded the file's sha256, not yet its stat
-    fill_store(config)
+    build_store(config)  # the store recorded the file's sha256, not yet its stat
+    build_store(config)
     assert hashed == [model]
     os.utime(model, ns=(model.stat().st_mtime_ns + 10**9,) * 2)  # same bytes, new mtime
-    assert fill_store(config).images_computed == 0
-    fill_store(config)
+    assert build_store(config).images_computed == 0
+    build_store(config)
     assert hashed == [model, model]
     with closing(catalog.connect(store, write=True)) as con:  # a stamp that says nothing
         catalog.set_meta(con, store, "model_stat", "garbage")
-    assert fill_store(config).images_computed == 0
+    assert build_store(config).images_computed == 0
     assert hashed == [model] * 3
     other = write_noop_model(tmp_path / "other.onnx", size=32)
     other.write_bytes(other.read_bytes() + b"\x22\x00")  # the same graph, other bytes
     shutil.copystat(model, other)
     os.replace(other, model)  # same path, same mtime, another size
     with pytest.raises(StoreError, match="another model"):
-        fill_store(config)
+        build_store(config)
 
 
 def test_names_that_are_not_utf8_keep_their_paths(tmp_path):
