@@ -5,6 +5,8 @@
   newest shard of a key wins, classes and splits follow the store's rule, and images no longer
   in the image folder are left out. The old catalog is kept in ``damaged/``.
 * Damaged shard files are moved to ``damaged/``; the next build computes their images again.
+  Without a catalog to check them against, a file is damaged when it does not read or its
+  content no longer matches the checksum written into it (:func:`.shards.content_sha256`).
 * Temporary files left by an interrupted writer are deleted.
 * The view is rewritten.
 """
@@ -23,7 +25,14 @@ from fstore.store.files import Problem, leftovers, set_aside, sha256
 from fstore.store.labels import key_labels
 from fstore.store.layout import Manifest, sidecar
 from fstore.store.lock import StoreLock
-from fstore.store.shards import RecordRow, RecordShard, ShardRecord, read_record, refresh_view
+from fstore.store.shards import (
+    RecordRow,
+    RecordShard,
+    ShardRecord,
+    content_intact,
+    read_record,
+    refresh_view,
+)
 
 
 @dataclass
@@ -70,10 +79,13 @@ def catalog_lost(store: Path) -> bool:
 
 def _read_index(path: Path) -> tuple[list[str], ShardRecord]:
     """A shard file's keys and record (a file without one is taken as one shard of its name,
-    whose images' files the next build hashes again)."""
+    whose images' files the next build hashes again); ``ValueError`` for a file whose content
+    is not what it was written with."""
     import h5py
 
     with h5py.File(path, "r") as f:
+        if content_intact(f) is False:
+            raise ValueError(f"{path.name} does not hold what it was written with")
         keys = list(f["keys"].asstr()[()])
         record = read_record(f)
     if record is None:
@@ -97,7 +109,7 @@ def _set_catalog_aside(store: Path) -> str:
 
 def _gather(store: Path) -> tuple[dict, dict, dict, list[str]]:
     """From every shard file: key → (shard, row or None, record entry), shard → (file, start,
-    rows), file → FileInfo; and the files that do not read (moved aside)."""
+    rows), file → FileInfo; and the damaged files (moved aside)."""
     found, placed, infos, unread = {}, {}, {}, []
     for path in sorted((sidecar(store) / "shards").glob("*.h5")):
         try:
@@ -148,7 +160,7 @@ def rebuild_catalog(store: Path, manifest: Manifest, folder_keys: set[str] | Non
             "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (_image_row(k, c, s, *found[k]) for k, c, s in zip(keys, classes, split)),
         )  # fmt: skip
-    unread_note = f", {len(unread)} unreadable file(s) set aside" if unread else ""
+    unread_note = f", {len(unread)} damaged file(s) set aside" if unread else ""
     return (
         f"catalog rebuilt from {len(used)} shard file(s), {len(keys)} images{unread_note} "
         f"(the old one kept as damaged/{old})"

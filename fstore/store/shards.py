@@ -113,18 +113,50 @@ def read_record(f) -> ShardRecord | None:
     )
 
 
+def content_sha256(keys: list[str], features: dict[str, np.ndarray], record: str | None) -> str:
+    """sha256 of what a shard file holds: its keys, each layer's values as stored, its record.
+
+    The catalog holds each file's sha256; this one is kept in the file itself (attribute
+    ``content_sha256``), so that a file whose values changed is found when the catalog is
+    damaged too, and a repair does not take it in.
+    """
+    digest = hashlib.sha256(json.dumps(list(keys)).encode())
+    for layer in sorted(features):
+        values = np.ascontiguousarray(features[layer])
+        digest.update(json.dumps([layer, values.dtype.str, values.shape]).encode())
+        digest.update(values.tobytes())
+    digest.update((record or "").encode())
+    return digest.hexdigest()
+
+
+def content_intact(f) -> bool | None:
+    """Whether an open shard file still holds what it was written with (``None``: a file
+    written without :func:`content_sha256`)."""
+    kept = f.attrs.get("content_sha256")
+    if kept is None:
+        return None
+    keys = list(f["keys"].asstr()[()])
+    features = {layer: f["features"][layer][()] for layer in f["features"]}
+    record = f["record"].asstr()[()] if "record" in f else None
+    return content_sha256(keys, features, record) == kept
+
+
 def write_shard(store: Path, name: str, keys: list[str], features: dict, dtype: str,
                 record: ShardRecord | None = None) -> FileInfo:  # fmt: skip
     """Write a shard (or segment) file atomically; returns what the catalog records of it."""
     import h5py
 
+    stored = {layer: np.asarray(values, dtype=dtype) for layer, values in features.items()}
+    text = json.dumps(asdict(record)) if record is not None else None
+
     def fill(f) -> None:
         string = h5py.string_dtype()
         f.create_dataset("keys", data=np.array(keys, dtype=object), dtype=string)
-        for layer, values in features.items():
-            f.create_dataset(f"features/{layer}", data=np.asarray(values, dtype=dtype))
-        if record is not None:
-            f.create_dataset("record", data=json.dumps(asdict(record)), dtype=string)
+        for layer, values in stored.items():
+            f.create_dataset(f"features/{layer}", data=values)
+        if text is not None:
+            f.create_dataset("record", data=text, dtype=string)
+        f.attrs["content_sha256"] = content_sha256(keys, stored, text)
 
     data, path = h5_bytes(fill), shard_path(store, name)
     write_file(path, data, store)

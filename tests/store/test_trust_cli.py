@@ -116,6 +116,35 @@ def test_a_lost_catalog_is_rebuilt_by_verify_repair(setup, tmp_path):
     assert_view_serves(store, reference)
 
 
+def _flip_a_feature_byte(shard: Path) -> None:
+    """Change one value of the file's features in place; the file still reads."""
+    with h5py.File(shard, "r") as f:
+        offset = f["features/pooled"].id.get_offset()
+    with open(shard, "r+b") as raw:
+        raw.seek(offset + 5)
+        byte = raw.read(1)
+        raw.seek(offset + 5)
+        raw.write(bytes([byte[0] ^ 0x40]))
+
+
+def test_a_shard_changed_while_the_catalog_is_lost_is_set_aside_not_trusted(setup, tmp_path):
+    """Two faults at once: the catalog that held each file's sha256 is gone, and a shard's
+    values changed. The repair finds the shard by the checksum written into it, sets it aside,
+    and the next build computes its images again."""
+    images, model, reference = setup
+    store = copy_of(reference, tmp_path)
+    (sidecar(store) / "catalog.sqlite").unlink()
+    flipped = sorted((sidecar(store) / "shards").glob("*.h5"))[1]
+    _flip_a_feature_byte(flipped)
+    repaired = fstore("verify", "--repair", "--store", str(store))
+    assert repaired.returncode == 0, repaired.stderr
+    assert "1 damaged file(s) set aside" in repaired.stdout, repaired.stdout
+    assert (sidecar(store) / "damaged" / flipped.name).is_file()
+    subprocess.run(build_cmd(images, store, model), check=True, timeout=300)
+    assert_verifies(store)
+    assert_same_store(reference, store, LAYERS)
+
+
 def test_a_lost_catalog_is_rebuilt_by_a_build_with_another_shard_size(setup, tmp_path):
     images, model, reference = setup
     store = copy_of(reference, tmp_path)
