@@ -47,10 +47,30 @@ class FstoreCommand(click.Command):
 class FstoreGroup(click.Group):
     """A group whose subcommands (and subgroups, and commands added from other modules) print
     user errors as one line: ``@click.group(cls=FstoreGroup)``; ``@group.command()`` then
-    makes an :class:`FstoreCommand` and ``@group.group()`` another ``FstoreGroup``."""
+    makes an :class:`FstoreCommand` and ``@group.group()`` another ``FstoreGroup``.
+
+    ``lazy`` maps command names to ``"module:attribute"``: such a command's module is imported
+    only when the command runs or a help lists it, so that one command does not pay for the
+    imports of every other.
+    """
 
     command_class = FstoreCommand
     group_class = type  # subgroups are of this same class
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            import importlib
+
+            module, attribute = self.lazy[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         with _one_line_errors():

@@ -194,7 +194,7 @@ def test_zeroshot(tmp_path):
     assert "accuracy over the covered classes: 1.0000 (8 images)" in result.output
     assert "forest" in result.output.splitlines()[-2]
     assert (tmp_path / "z" / "confusion.png").is_file()
-    data = json.loads(invoke(zeroshot, ["--store", store, "--out", tmp_path, "--json"]).output)
+    data = json.loads(invoke(zeroshot, ["--store", store, "--out", tmp_path, "--json"]).stdout)
     assert data["covered"] == ["coast", "kitchen"] and data["uncovered"] == ["forest"]
 
 
@@ -322,7 +322,7 @@ def test_classify_new_images_end_to_end(tmp_path, small_preprocessing):
     assert predicted == {str(p): t for p, t in zip(new, truth, strict=True)}
     assert "skipped" in result.output and "broken.jpg" in result.output
 
-    data = json.loads(invoke(classify, [new[0], "--classifier", clf, "--json"]).output)
+    data = json.loads(invoke(classify, [new[0], "--classifier", clf, "--json"]).stdout)
     assert data["predictions"][0]["class"] == truth[0]
 
     other = mean_colour_model(tmp_path / "other.onnx", doc="another model")

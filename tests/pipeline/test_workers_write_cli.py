@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from helpers import make_image_folder, write_noop_model
 
 from fstore.cli import cli
+from fstore.cli.build import build
 from fstore.pipeline import write
 from fstore.pipeline.config import BuildConfig
 from fstore.store import load_features, sidecar
@@ -17,7 +18,7 @@ from fstore.store.verify import verify
 
 def config_of(*args: str):
     """The ``BuildConfig`` that ``fstore build ARGS`` would run."""
-    params = cli.commands["build"].make_context("build", list(args)).params
+    params = build.make_context("build", list(args)).params
     skipped = ("images", "quiet", "as_json", "size", "resize", "mean", "std")
     options = {k: v for k, v in params.items() if k not in skipped}
     return BuildConfig.from_options(images=params["images"], preprocessing=None, **options)
