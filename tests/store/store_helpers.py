@@ -1,11 +1,18 @@
-"""A store written straight through the write stage, without a model: fast store tests."""
+"""A store written straight through the write stage, without a model: fast store tests; and
+what the fault tests share: a tmpfs to fill, a second process holding a store's lock."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fstore.pipeline.plan import shard_name
 from fstore.pipeline.write import Writer
@@ -70,3 +77,34 @@ def assert_same_store(a: Path, b: Path, layers: tuple[str, ...] = ("pool5", "fc7
     info_a, info_b = store_info(a), store_info(b)
     assert (info_a.images, info_a.class_counts, info_a.errors, info_a.pending) == (
         info_b.images, info_b.class_counts, info_b.errors, info_b.pending)  # fmt: skip
+
+
+def _can_mount_tmpfs() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    mount = "mount -t tmpfs -o size=64k tmpfs /mnt"
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount],
+                           capture_output=True)  # fmt: skip
+    return probe.returncode == 0
+
+
+#: A small full disk: a tmpfs mounted in a user namespace (``unshare``), where one is allowed.
+needs_mounts = pytest.mark.skipif(
+    not _can_mount_tmpfs(), reason="needs unshare and a user-namespace tmpfs"
+)
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(store: Path) -> Iterator[int]:
+    """Another process holding ``store``'s lock for the block; yields its pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from pathlib import Path; "
+         "from fstore.store.lock import StoreLock; "
+         f"lock = StoreLock(Path({str(store)!r})).__enter__(); print('locked', flush=True); "
+         "time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import make_image_folder, write_noop_model
-from store_helpers import assert_same_store
+from store_helpers import assert_same_store, needs_mounts
 
 from fstore.store import sidecar
 
@@ -64,18 +64,6 @@ def assert_resumed(store: Path, reference: Path, images: Path, model: Path) -> N
 def shards(store: Path) -> list[Path]:
     folder = sidecar(store) / "shards"
     return sorted(folder.glob("*.h5")) if folder.is_dir() else []
-
-
-def _can_unshare() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    mount = "mount -t tmpfs -o size=64k tmpfs /mnt"
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount],
-                           capture_output=True)  # fmt: skip
-    return probe.returncode == 0
-
-
-needs_mounts = pytest.mark.skipif(not _can_unshare(), reason="needs unshare and user namespaces")
 
 
 def in_namespace(script: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from store_helpers import synthetic_store
+from store_helpers import lock_held_elsewhere, synthetic_store
 
 from fstore.errors import StoreError
 from fstore.store import catalog, iter_features, load_features, sidecar
@@ -205,20 +205,11 @@ c.compact(Path({str(store)!r}), segment_rows=64, max_small=1)
 
 
 def test_a_second_process_is_refused_with_the_holders_pid(store):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from fstore.store.lock import StoreLock; "
-         f"lock = StoreLock(Path({str(store)!r})).__enter__(); print('locked', flush=True); "
-         "time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(StoreError, match=rf"pid {holder.pid}\b.*kill {holder.pid}"):
+    with lock_held_elsewhere(store) as pid:
+        with pytest.raises(StoreError, match=rf"pid {pid}\b.*kill {pid}"):
             compact(store)
-        with pytest.raises(StoreError, match=f"pid {holder.pid}"), StoreLock(store):
+        with pytest.raises(StoreError, match=f"pid {pid}"), StoreLock(store):
             pass
-    finally:
-        holder.kill()
-        holder.wait()
     with StoreLock(store):  # free again once the holder is gone
         pass
 

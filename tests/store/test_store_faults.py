@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import make_image_folder
-from store_helpers import assert_same_store
+from store_helpers import assert_same_store, lock_held_elsewhere, needs_mounts
 
 from fstore.errors import StoreError
 from fstore.pipeline.model import build_store
@@ -102,31 +102,13 @@ def test_a_shard_deleted_or_truncated_between_builds_is_found_and_recomputed(
 def test_two_builds_on_one_store_one_refuses_naming_the_other(config_for, images, tmp_path):
     store = tmp_path / "s.h5"
     build_store(config_for(images, store=store))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from pathlib import Path; "
-         "from fstore.store.lock import StoreLock; "
-         f"lock = StoreLock(Path({str(store)!r})).__enter__(); print('locked', flush=True); "
-         "time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(StoreError, match=f"another fstore process \\(pid {holder.pid}\\)"):
+    with lock_held_elsewhere(store) as pid:
+        with pytest.raises(StoreError, match=f"another fstore process \\(pid {pid}\\)"):
             build_store(config_for(images, store=store))
-    finally:
-        holder.kill()
-        holder.wait()
-
-
-def _can_mount_tmpfs() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    mount = "mount -t tmpfs -o size=64k tmpfs /mnt"
-    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount],
-                           capture_output=True)  # fmt: skip
-    return probe.returncode == 0
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare and a user-namespace tmpfs")
+@needs_mounts
 def test_a_real_full_disk_then_resume(config_for, images, reference, tmp_path, store_model):
     """A 200 KiB tmpfs fills during the build; after it grows the same command resumes."""
     disk, out = tmp_path / "disk", tmp_path / "out"
