@@ -234,6 +234,85 @@ def test_file_names_of_any_bytes_are_stored_and_printed_escaped(setup, tmp_path)
     assert listed == ["  street/x\\n  made-up line: fine.jpg: empty file"], errors
 
 
+@pytest.fixture(scope="module")
+def trained(setup, tmp_path_factory) -> dict[str, Path]:
+    """An SVM and a linear head trained through the CLI on a store with a test split, each
+    classifying a picture as its class."""
+    images, model, _ = setup
+    root = tmp_path_factory.mktemp("trained")
+    store = root / "s.h5"
+    split = [*build_cmd(images, store, model)[:-1], "--train-per-class", "4", "--quiet"]
+    subprocess.run(split, check=True, timeout=300)
+    files = {}
+    for kind, suffix, extra in (
+        ("svm", ".skops", ("--cv", "2")),
+        ("head", ".safetensors", ("--epochs", "3")),
+    ):
+        out = fstore("train", kind, "--store", str(store), "--layer", "pooled",
+                     "--out", str(root / kind), *extra)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        files[kind] = root / kind / f"classifier{suffix}"
+        intact = fstore("classify", str(images / "coast" / "img_000.jpg"),
+                        "--classifier", str(files[kind]))  # fmt: skip
+        assert intact.returncode == 0 and "coast" in intact.stdout, intact.stdout + intact.stderr
+    return files
+
+
+def _swap_classes(path: Path) -> None:
+    """coast and forest swapped in the file's class list, the file kept well formed."""
+
+    def swap(text: bytes) -> bytes:
+        return (
+            text.replace(b"coast", b"XXXXX")
+            .replace(b"forest", b"coast")
+            .replace(b"XXXXX", b"forest")
+        )
+
+    if path.suffix == ".safetensors":
+        data = path.read_bytes()
+        size = int.from_bytes(data[:8], "little")
+        header = swap(data[8 : 8 + size])
+        path.write_bytes(len(header).to_bytes(8, "little") + header + data[8 + size :])
+        return
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        members = {info.filename: z.read(info) for info in z.infolist()}
+        comment = z.comment
+    members["schema.json"] = swap(members["schema.json"])
+    with zipfile.ZipFile(path, "w") as z:
+        for name, content in members.items():
+            z.writestr(name, content)
+        z.comment = comment
+
+
+DAMAGE = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "bytes flipped": lambda p: p.write_bytes(
+        (lambda d: d[: len(d) // 2] + bytes([d[len(d) // 2] ^ 0xFF]) + d[len(d) // 2 + 1 :])(
+            p.read_bytes()
+        )
+    ),
+    "classes swapped": _swap_classes,
+}
+
+
+@pytest.mark.slow  # training both through the CLI first: about 30 s
+@pytest.mark.parametrize("kind", ["svm", "head"])
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_classifier_is_one_line_saying_to_train_again(
+    setup, trained, tmp_path, kind, damage
+):
+    images, _, _ = setup
+    picture = str(images / "coast" / "img_000.jpg")
+    damaged = tmp_path / trained[kind].name
+    shutil.copy(trained[kind], damaged)
+    DAMAGE[damage](damaged)
+    out = fstore("classify", picture, "--classifier", str(damaged))
+    assert_one_line_fault(out.returncode, out.stderr)
+    assert f"train it again with fstore train {kind}" in out.stderr, out.stderr
+
+
 def test_a_huge_file_is_recorded_bad_without_being_read(setup, tmp_path):
     images, model, reference = setup
     folder = tmp_path / "images"
