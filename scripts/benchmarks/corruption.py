@@ -264,28 +264,38 @@ def classifier_fault(fault: str, path: Path, rng: np.random.Generator) -> str:
     return edit_classes(path)
 
 
+def _swap_first_classes(text: bytes) -> bytes:
+    """The store's first two class names (``class00``, ``class01``) swapped wherever they
+    stand."""
+    return (
+        text.replace(b"class00", b"classXX")
+        .replace(b"class01", b"class00")
+        .replace(b"classXX", b"class01")
+    )
+
+
 def edit_classes(path: Path) -> str:
     """The ``classes`` header changed as a careful hand would: the file stays well formed."""
     if path.suffix == ".safetensors":
         data = path.read_bytes()
-        at = data.index(b'"classes":"[')
-        end = data.index(b"]", at)
-        names = data[at:end]
-        swapped = names.replace(b"c0", b"cX").replace(b"c1", b"c0").replace(b"cX", b"c1")
-        path.write_bytes(data[:at] + swapped + data[end:])
-        return f"{path.name}: classes c0 and c1 swapped in its header"
+        size = int.from_bytes(data[:8], "little")
+        header = _swap_first_classes(data[8 : 8 + size])
+        assert header != data[8 : 8 + size], "no class name to swap"
+        path.write_bytes(data[:8] + header + data[8 + size :])
+        return f"{path.name}: classes class00 and class01 swapped in its header"
     import zipfile
 
     with zipfile.ZipFile(path) as z:
         members = {i.filename: z.read(i) for i in z.infolist()}
         comment = z.comment
-    schema = members["schema.json"].replace(b'"c0"', b'"cX"').replace(b'"c1"', b'"c0"')
-    members["schema.json"] = schema.replace(b'"cX"', b'"c1"')
+    schema = _swap_first_classes(members["schema.json"])
+    assert schema != members["schema.json"], "no class name to swap"
+    members["schema.json"] = schema
     with zipfile.ZipFile(path, "w") as z:
         for name, content in members.items():
             z.writestr(name, content)
         z.comment = comment
-    return f"{path.name}: classes c0 and c1 swapped in its schema, the zip rewritten"
+    return f"{path.name}: classes class00 and class01 swapped in its schema, the zip rewritten"
 
 
 # ----------------------------------------------------------------------------- a trial
