@@ -264,38 +264,40 @@ def classifier_fault(fault: str, path: Path, rng: np.random.Generator) -> str:
     return edit_classes(path)
 
 
-def _swap_first_classes(text: bytes) -> bytes:
-    """The store's first two class names (``class00``, ``class01``) swapped wherever they
-    stand."""
-    return (
-        text.replace(b"class00", b"classXX")
-        .replace(b"class01", b"class00")
-        .replace(b"classXX", b"class01")
-    )
+def swap_classes(path: Path, first: str, second: str) -> None:
+    """``first`` and ``second`` swapped in a classifier file's class list as a careful hand
+    would: the file stays well formed (a safetensors header keeps its length prefix right, a
+    skops zip is written again)."""
 
+    def swap(text: bytes) -> bytes:
+        a, b = first.encode(), second.encode()
+        swapped = text.replace(a, b"\0").replace(b, a).replace(b"\0", b)
+        assert swapped != text, f"no {first} or {second} to swap"
+        return swapped
 
-def edit_classes(path: Path) -> str:
-    """The ``classes`` header changed as a careful hand would: the file stays well formed."""
     if path.suffix == ".safetensors":
         data = path.read_bytes()
         size = int.from_bytes(data[:8], "little")
-        header = _swap_first_classes(data[8 : 8 + size])
-        assert header != data[8 : 8 + size], "no class name to swap"
-        path.write_bytes(data[:8] + header + data[8 + size :])
-        return f"{path.name}: classes class00 and class01 swapped in its header"
+        header = swap(data[8 : 8 + size])
+        path.write_bytes(len(header).to_bytes(8, "little") + header + data[8 + size :])
+        return
     import zipfile
 
     with zipfile.ZipFile(path) as z:
         members = {i.filename: z.read(i) for i in z.infolist()}
         comment = z.comment
-    schema = _swap_first_classes(members["schema.json"])
-    assert schema != members["schema.json"], "no class name to swap"
-    members["schema.json"] = schema
+    members["schema.json"] = swap(members["schema.json"])
     with zipfile.ZipFile(path, "w") as z:
         for name, content in members.items():
             z.writestr(name, content)
         z.comment = comment
-    return f"{path.name}: classes class00 and class01 swapped in its schema, the zip rewritten"
+
+
+def edit_classes(path: Path) -> str:
+    """The store's first two classes swapped in the file's class list."""
+    swap_classes(path, "class00", "class01")
+    where = "header" if path.suffix == ".safetensors" else "schema, the zip rewritten"
+    return f"{path.name}: classes class00 and class01 swapped in its {where}"
 
 
 # ----------------------------------------------------------------------------- a trial

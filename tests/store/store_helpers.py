@@ -108,3 +108,16 @@ def lock_held_elsewhere(store: Path) -> Iterator[int]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def benchmark_script(name: str):
+    """``scripts/benchmarks/NAME.py`` imported as module ``NAME`` (its dataclasses look their
+    module up, so it is registered in ``sys.modules``)."""
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "scripts" / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

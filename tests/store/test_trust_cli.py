@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 from helpers import make_image_folder, write_noop_model
-from store_helpers import assert_same_store
+from store_helpers import assert_same_store, benchmark_script
 from test_cli_faults import assert_one_line_fault, build_cmd
 
 from fstore.store import load_features, sidecar
@@ -258,42 +258,16 @@ def trained(setup, tmp_path_factory) -> dict[str, Path]:
     return files
 
 
-def _swap_classes(path: Path) -> None:
-    """coast and forest swapped in the file's class list, the file kept well formed."""
-
-    def swap(text: bytes) -> bytes:
-        return (
-            text.replace(b"coast", b"XXXXX")
-            .replace(b"forest", b"coast")
-            .replace(b"XXXXX", b"forest")
-        )
-
-    if path.suffix == ".safetensors":
-        data = path.read_bytes()
-        size = int.from_bytes(data[:8], "little")
-        header = swap(data[8 : 8 + size])
-        path.write_bytes(len(header).to_bytes(8, "little") + header + data[8 + size :])
-        return
-    import zipfile
-
-    with zipfile.ZipFile(path) as z:
-        members = {info.filename: z.read(info) for info in z.infolist()}
-        comment = z.comment
-    members["schema.json"] = swap(members["schema.json"])
-    with zipfile.ZipFile(path, "w") as z:
-        for name, content in members.items():
-            z.writestr(name, content)
-        z.comment = comment
+def _flip_middle_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 DAMAGE = {
     "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
-    "bytes flipped": lambda p: p.write_bytes(
-        (lambda d: d[: len(d) // 2] + bytes([d[len(d) // 2] ^ 0xFF]) + d[len(d) // 2 + 1 :])(
-            p.read_bytes()
-        )
-    ),
-    "classes swapped": _swap_classes,
+    "bytes flipped": _flip_middle_byte,
+    "classes swapped": lambda p: benchmark_script("corruption").swap_classes(p, "coast", "forest"),
 }
 
 
